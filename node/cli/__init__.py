@@ -1,0 +1,47 @@
+"""The ``fedchain`` command-line interface.
+
+One sub-module per command group, each exposing a Typer ``app`` (or a single command function) that is
+registered below. Heavy libraries (torch, web3, libp2p) are imported inside the commands, so that
+``fedchain --help`` stays fast.
+
+Exit codes: 0 success, 1 a failure the message explains, 2 bad usage or configuration, 3 a consensus or
+audit mismatch, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import typer
+
+from node.cli import devnet
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_MISMATCH = 3
+
+app = typer.Typer(
+    name="fedchain",
+    help="Decentralised federated fine-tuning of LLMs: PEFT adapters, libp2p, IPFS and on-chain consensus.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(devnet.app, name="devnet")
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+) -> None:
+    """Decentralised federated fine-tuning of LLMs."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def main() -> None:
+    """Entry point of the ``fedchain`` console script."""
+    app()

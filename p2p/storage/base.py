@@ -1,0 +1,42 @@
+"""The content-addressed store interface shared by the embedded store and the IPFS backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import NewType, Protocol, runtime_checkable
+
+Cid = NewType("Cid", str)
+"""A CIDv1 string (base32, ``bafy…`` / ``bafk…``) naming UnixFS content, as Kubo computes it with
+``--cid-version=1`` (raw leaves, 256 KiB chunks, balanced DAG)."""
+
+
+@runtime_checkable
+class Store(Protocol):
+    """A content-addressed blob store. Every backend returns the same CID for the same bytes."""
+
+    def put(self, data: bytes) -> Cid:
+        """Store ``data`` and return its CID (idempotent)."""
+        ...
+
+    def get(self, cid: Cid, max_size: int | None = None) -> bytes:
+        """Return the bytes named by ``cid``, verified against it.
+
+        Raises ``StorageError`` if absent, larger than ``max_size``, or not matching the CID.
+        """
+        ...
+
+    def has(self, cid: Cid) -> bool:
+        """Whether the content is available locally (without fetching it from elsewhere)."""
+        ...
+
+    def pin(self, cid: Cid) -> None:
+        """Keep the content until :meth:`unpin`; garbage collection never removes pinned content."""
+        ...
+
+    def unpin(self, cid: Cid) -> None:
+        """Allow the content to be garbage-collected."""
+        ...
+
+    def list(self) -> Iterator[Cid]:
+        """Iterate over the CIDs of pinned content."""
+        ...
