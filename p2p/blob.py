@@ -1,0 +1,185 @@
+"""The blob-exchange stream protocol ``/fedchain/blob/1.0.0``: fetch one artifact by CID from one peer.
+
+Wire format (all integers big-endian)::
+
+    request   u16 cid_len | cid (ASCII) | u64 max_size
+    response  u8 status | u64 size | size bytes of content (only when status == OK)
+
+The server answers NOT_FOUND, FORBIDDEN (the requester is not a member) or TOO_LARGE (the content exceeds
+the requester's ``max_size``) with ``size = 0`` and closes. The receiver checks the announced size against
+its cap *before* reading any content, counts bytes while reading chunks, refuses a single byte beyond the
+announced size, and verifies the CID of what it received: a provider serving corrupt bytes is detected
+(:class:`~p2p.errors.BlobVerificationError`) and the caller moves on to another provider.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import struct
+from collections.abc import Callable
+from typing import Protocol
+
+from libp2p.custom_types import TProtocol
+
+from p2p.errors import BlobProtocolError, BlobVerificationError, StorageError
+from p2p.storage.base import Cid, Store
+
+log = logging.getLogger(__name__)
+
+BLOB_PROTOCOL = TProtocol("/fedchain/blob/1.0.0")
+CHUNK_SIZE = 1 << 20
+"""Bytes handed to one stream write / asked of one read. Larger writes amortise the per-call overhead of
+py-libp2p's Noise + yamux layers (yamux still frames at 64 KiB); measured with ``bench/transfer.py``."""
+MAX_CID_LENGTH = 128
+MAX_BLOB_SIZE = 1 << 40
+_REQUEST_TAIL = struct.Struct(">Q")
+_RESPONSE = struct.Struct(">BQ")
+RESPONSE_HEADER_SIZE = _RESPONSE.size
+
+CidOf = Callable[[bytes], Cid]
+"""Computes the CID of content (``p2p.storage.cid.compute_cid`` by default)."""
+
+
+class Status(enum.IntEnum):
+    """Response status of the blob protocol."""
+
+    OK = 0
+    NOT_FOUND = 1
+    FORBIDDEN = 2
+    TOO_LARGE = 3
+    ERROR = 4
+
+
+class Stream(Protocol):
+    """The part of a libp2p stream that the protocol uses."""
+
+    async def read(self, n: int | None = None) -> bytes: ...  # noqa: D102
+
+    async def write(self, data: bytes) -> None: ...  # noqa: D102
+
+
+def default_cid_of(data: bytes) -> Cid:
+    """CID of ``data`` as the storage layer computes it (UnixFS CIDv1, raw leaves, 256 KiB chunks)."""
+    from p2p.storage.cid import compute_cid  # imported late: storage is a sibling module
+
+    return compute_cid(data)
+
+
+def encode_request(cid: str, max_size: int) -> bytes:
+    """Encode a request for ``cid`` accepting at most ``max_size`` bytes."""
+    raw = cid.encode("ascii")
+    if not 0 < len(raw) <= MAX_CID_LENGTH:
+        raise BlobProtocolError(f"`cid` must be 1..{MAX_CID_LENGTH} ASCII characters, got {len(raw)}")
+    if not 0 <= max_size <= MAX_BLOB_SIZE:
+        raise BlobProtocolError(f"`max_size` must be in [0, {MAX_BLOB_SIZE}], got {max_size}")
+    return struct.pack(">H", len(raw)) + raw + _REQUEST_TAIL.pack(max_size)
+
+
+def decode_request(frame: bytes) -> tuple[Cid, int]:
+    """Decode a complete request frame into ``(cid, max_size)``; raises :class:`BlobProtocolError`."""
+    if len(frame) < 2:
+        raise BlobProtocolError(f"request frame of {len(frame)} bytes is too short")
+    (n,) = struct.unpack(">H", frame[:2])
+    if not 0 < n <= MAX_CID_LENGTH:
+        raise BlobProtocolError(f"request cid length {n} not in 1..{MAX_CID_LENGTH}")
+    if len(frame) != 2 + n + _REQUEST_TAIL.size:
+        raise BlobProtocolError(f"request frame is {len(frame)} bytes, expected {2 + n + _REQUEST_TAIL.size}")
+    raw = frame[2 : 2 + n]
+    if not all(48 <= b <= 57 or 97 <= b <= 122 or 65 <= b <= 90 for b in raw):
+        raise BlobProtocolError("request cid is not alphanumeric ASCII")
+    (max_size,) = _REQUEST_TAIL.unpack(frame[2 + n :])
+    if max_size > MAX_BLOB_SIZE:
+        raise BlobProtocolError(f"request max_size {max_size} over {MAX_BLOB_SIZE}")
+    return Cid(raw.decode("ascii")), max_size
+
+
+def encode_response_header(status: Status, size: int = 0) -> bytes:
+    """Encode a response header."""
+    return _RESPONSE.pack(int(status), size)
+
+
+def decode_response_header(frame: bytes, max_size: int) -> tuple[Status, int]:
+    """Decode a response header, rejecting an announced size over ``max_size`` before any content is read."""
+    if len(frame) != RESPONSE_HEADER_SIZE:
+        raise BlobProtocolError(f"response header is {len(frame)} bytes, expected {RESPONSE_HEADER_SIZE}")
+    code, size = _RESPONSE.unpack(frame)
+    try:
+        status = Status(code)
+    except ValueError as exc:
+        raise BlobProtocolError(f"unknown response status {code}") from exc
+    if status is not Status.OK and size != 0:
+        raise BlobProtocolError(f"status {status.name} must announce size 0, got {size}")
+    if size > max_size:
+        raise BlobProtocolError(f"provider announces {size} bytes, over the cap of {max_size}")
+    return status, size
+
+
+async def read_exactly(stream: Stream, n: int) -> bytes:
+    """Read exactly ``n`` bytes, raising :class:`BlobProtocolError` if the stream ends first."""
+    buf = bytearray()
+    while len(buf) < n:
+        try:
+            chunk = await stream.read(min(n - len(buf), CHUNK_SIZE))
+        except Exception as exc:  # libp2p raises StreamEOF/StreamReset/StreamError
+            raise BlobProtocolError(f"stream ended after {len(buf)} of {n} bytes: {exc!r}") from exc
+        if not chunk:
+            raise BlobProtocolError(f"stream ended after {len(buf)} of {n} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+async def read_request(stream: Stream) -> tuple[Cid, int]:
+    """Read and decode one request from ``stream``."""
+    head = await read_exactly(stream, 2)
+    (n,) = struct.unpack(">H", head)
+    if not 0 < n <= MAX_CID_LENGTH:
+        raise BlobProtocolError(f"request cid length {n} not in 1..{MAX_CID_LENGTH}")
+    rest = await read_exactly(stream, n + _REQUEST_TAIL.size)
+    return decode_request(head + rest)
+
+
+async def serve_request(stream: Stream, store: Store, may_serve: bool) -> Status:
+    """Answer one request on ``stream`` from ``store``; returns the status sent."""
+    cid, max_size = await read_request(stream)
+    if not may_serve:
+        await stream.write(encode_response_header(Status.FORBIDDEN))
+        return Status.FORBIDDEN
+    try:
+        if not store.has(cid):
+            await stream.write(encode_response_header(Status.NOT_FOUND))
+            return Status.NOT_FOUND
+        data = store.get(cid)
+    except StorageError as exc:
+        log.warning("blob server cannot read %s: %s", cid, exc)
+        await stream.write(encode_response_header(Status.ERROR))
+        return Status.ERROR
+    if len(data) > max_size:
+        await stream.write(encode_response_header(Status.TOO_LARGE))
+        return Status.TOO_LARGE
+    await stream.write(encode_response_header(Status.OK, len(data)))
+    view = memoryview(data)
+    for start in range(0, len(data), CHUNK_SIZE):
+        await stream.write(bytes(view[start : start + CHUNK_SIZE]))
+    return Status.OK
+
+
+async def request_blob(stream: Stream, cid: Cid, max_size: int, cid_of: CidOf) -> bytes:
+    """Send a request on an open stream, read the response and return the CID-verified content.
+
+    Raises
+    ------
+    BlobProtocolError
+        On a non-OK status, an announced size over ``max_size``, or a stream that ends early.
+    BlobVerificationError
+        If the received bytes do not hash to ``cid``.
+    """
+    await stream.write(encode_request(cid, max_size))
+    status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
+    if status is not Status.OK:
+        raise BlobProtocolError(f"provider answered {status.name} for {cid}")
+    data = await read_exactly(stream, size)
+    actual = cid_of(data)
+    if actual != cid:
+        raise BlobVerificationError(f"received {size} bytes for {cid} but they hash to {actual}")
+    return data

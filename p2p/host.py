@@ -1,0 +1,358 @@
+"""The p2p node: a libp2p host (Noise, yamux, TCP), gossipsub, and the blob protocol, behind a sync API.
+
+py-libp2p runs on trio; the fedchain node is ordinary synchronous Python. :class:`P2PNode` therefore runs
+the trio event loop in one background thread and exposes blocking methods that enter it with
+``trio.from_thread.run`` (each bounded by a timeout). Subscription handlers are called in a worker thread
+(``trio.to_thread.run_sync``), one message at a time per topic, so a handler may block or call back into
+the node without stalling the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import multiaddr
+import trio
+from libp2p import new_host
+from libp2p.abc import IHost, INetStream
+from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
+from libp2p.custom_types import TProtocol
+from libp2p.peer.id import ID
+from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.pubsub import Pubsub
+from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
+from libp2p.security.noise.transport import Transport as NoiseTransport
+from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
+from libp2p.stream_muxer.yamux.yamux import Yamux
+from libp2p.tools.anyio_service import background_trio_service
+
+from p2p import blob
+from p2p.config import P2PConfig
+from p2p.errors import IdentityError, NodeError, P2PError
+from p2p.fetch import FetchRequest, fetch_many, fetch_one
+from p2p.gossip import AnyMessage, CurrentRound, IsMember, TopicValidator, build_router, message_id, topic_for
+from p2p.identity import NodeIdentity, address_from_peer_id
+from p2p.messages import decode, encode
+from p2p.reconnect import keep_connected
+from p2p.storage.base import Cid, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+Handler = Callable[[AnyMessage], None]
+
+
+class P2PNode:
+    """A fedchain peer on the libp2p network.
+
+    Parameters
+    ----------
+    config
+        Listen address, bootstrap peers, gossip and fetch settings.
+    private_key
+        The participant's 32-byte secp256k1 (Ethereum) private key; it is also the libp2p identity.
+    store
+        Content-addressed store served to members over the blob protocol (``None`` serves nothing).
+    is_member
+        ``is_member(run_id, address)``: who may publish on a run's topic and fetch blobs.
+    current_round
+        ``current_round(run_id)``: used to drop messages about stale rounds.
+    cid_of
+        CID function used to verify fetched blobs (defaults to the storage layer's UnixFS CID).
+    """
+
+    def __init__(
+        self,
+        config: P2PConfig,
+        private_key: bytes,
+        store: Store | None,
+        is_member: IsMember,
+        current_round: CurrentRound,
+        cid_of: blob.CidOf = blob.default_cid_of,
+    ) -> None:
+        self.config = config
+        self.identity = NodeIdentity.from_private_key(private_key)
+        self._store = store
+        self._is_member = is_member
+        self._current_round = current_round
+        self._cid_of = cid_of
+        self.validators: dict[str, TopicValidator] = {}
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._failure: BaseException | None = None
+        self._token: trio.lowlevel.TrioToken | None = None
+        self._stop: trio.Event | None = None
+        self._host: IHost | None = None
+        self._pubsub: Pubsub | None = None
+        self._nursery: trio.Nursery | None = None
+        self._keep: dict[str, None] = dict.fromkeys(config.bootstrap)
+        self._keep_changed: trio.Event | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+
+    @property
+    def peer_id(self) -> str:
+        """Peer id of this node (base58)."""
+        return self.identity.peer_id.to_base58()
+
+    @property
+    def address(self) -> str:
+        """Ethereum address of this node."""
+        return self.identity.address
+
+    def start(self) -> None:
+        """Start the event-loop thread (non-blocking); see :meth:`wait_until_ready`."""
+        if self._thread is not None:
+            raise NodeError("node already started")
+        self._thread = threading.Thread(
+            target=self._thread_main, name=f"p2p-{self.peer_id[-6:]}", daemon=True
+        )
+        self._thread.start()
+
+    def wait_until_ready(self, timeout: float = 30.0) -> None:
+        """Block until the host listens and pubsub runs; raises :class:`NodeError` on failure or timeout."""
+        if self._thread is None:
+            raise NodeError("node not started")
+        if not self._ready.wait(timeout):
+            raise NodeError(f"p2p node not ready after {timeout:g} s")
+        if self._failure is not None:
+            raise NodeError(f"p2p node failed to start: {self._failure!r}") from self._failure
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close every connection and stop the event-loop thread (waits at most ``timeout`` seconds)."""
+        thread, token, stop = self._thread, self._token, self._stop
+        if thread is None:
+            return
+        if token is not None and stop is not None and thread.is_alive():
+            with contextlib.suppress(trio.RunFinishedError):
+                trio.from_thread.run_sync(stop.set, trio_token=token)
+        thread.join(timeout)
+        if thread.is_alive():
+            log.warning("p2p event loop did not stop within %g s; abandoning its daemon thread", timeout)
+        self._thread = None
+
+    def __enter__(self) -> P2PNode:
+        self.start()
+        self.wait_until_ready()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- synchronous API ---------------------------------------------------------------------------------
+
+    @property
+    def listen_addrs(self) -> list[str]:
+        """Multiaddrs (with ``/p2p/<peer id>``) at which other members can dial this node."""
+        host = self._require_host()
+        return [
+            f"{addr}/p2p/{self.peer_id}" if "/p2p/" not in str(addr) else str(addr)
+            for addr in host.get_addrs()
+        ]
+
+    def peers(self) -> list[str]:
+        """Peer ids of currently connected peers."""
+        return [pid.to_base58() for pid in self._require_host().get_connected_peers()]
+
+    def connect(self, addr: str) -> None:
+        """Dial a member at ``addr`` now and keep the connection (redialled after it drops)."""
+        self._call(self._connect, addr, keep=True)
+
+    def subscribe(self, run_id: str, handler: Handler) -> None:
+        """Join ``run_id``'s topic; ``handler`` receives every message that passes the validator."""
+        self._call(self._subscribe, run_id, handler)
+
+    def publish(self, message: AnyMessage) -> None:
+        """Publish a message on its run's topic (the node must be subscribed to that run)."""
+        self._call(self._publish, encode(message), message.run)
+
+    def fetch(self, cid: Cid, providers: Sequence[str], max_size: int | None = None) -> bytes:
+        """Fetch ``cid`` from the first provider that delivers bytes matching it, and store them locally.
+
+        Raises
+        ------
+        FetchError
+            If every provider failed (timeout, refusal, corrupt bytes); the message says why for each.
+        """
+        request = FetchRequest(cid, tuple(providers), max_size or self.config.max_blob_size)
+        timeout = self.config.fetch_timeout_s * len(request.providers) + 5
+        data: bytes = self._call(
+            fetch_one,
+            self._require_host(),
+            request,
+            self._cid_of,
+            self.config.fetch_timeout_s,
+            timeout=timeout,
+        )
+        self._keep_local(cid, data)
+        return data
+
+    def fetch_many(self, requests: Sequence[FetchRequest]) -> dict[Cid, bytes | P2PError]:
+        """Fetch a round's artifacts in parallel, each from its providers in turn; see :func:`fetch_many`."""
+        most = max((len(r.providers) for r in requests), default=1)
+        timeout = (
+            self.config.fetch_timeout_s * most * (len(requests) // self.config.fetch_parallelism + 1) + 5
+        )
+        results: dict[Cid, bytes | P2PError] = dict(
+            self._call(
+                fetch_many,
+                self._require_host(),
+                list(requests),
+                self._cid_of,
+                self.config.fetch_timeout_s,
+                self.config.fetch_parallelism,
+                timeout=timeout,
+            )
+        )
+        for cid, value in results.items():
+            if isinstance(value, bytes):
+                self._keep_local(cid, value)
+        return results
+
+    def serve_store(self, store: Store | None) -> None:
+        """Serve ``store``'s content to members over the blob protocol (``None`` stops serving)."""
+        self._store = store
+
+    # ---- event loop --------------------------------------------------------------------------------------
+
+    def _thread_main(self) -> None:
+        try:
+            trio.run(self._main)
+        except BaseException as exc:  # recorded for wait_until_ready; the thread must not die silently
+            self._failure = exc
+            log.exception("p2p event loop ended with an error")
+        finally:
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._stop = trio.Event()
+        self._keep_changed = trio.Event()
+        key_pair = self.identity.key_pair
+        host = new_host(
+            key_pair=key_pair,
+            # Noise only: no plaintext, secio or TLS fallback can ever be negotiated.
+            sec_opt={
+                NOISE_PROTOCOL_ID: NoiseTransport(
+                    key_pair, noise_privkey=create_x25519_key_pair().private_key
+                )
+            },
+            muxer_opt={TProtocol(YAMUX_PROTOCOL_ID): Yamux},
+            listen_addrs=[multiaddr.Multiaddr(self.config.listen_multiaddr)],
+            enable_mDNS=False,
+        )
+        router = build_router(self.config.gossip)
+        pubsub = Pubsub(host, router, strict_signing=True, msg_id_constructor=message_id)
+        host.set_stream_handler(blob.BLOB_PROTOCOL, self._serve_blob)
+        self._host, self._pubsub = host, pubsub
+        async with (
+            host.run(listen_addrs=[multiaddr.Multiaddr(self.config.listen_multiaddr)]),
+            background_trio_service(pubsub),
+            background_trio_service(router),
+            trio.open_nursery() as nursery,
+        ):
+            self._nursery = nursery
+            await pubsub.wait_until_ready()
+            nursery.start_soon(keep_connected, self)
+            self._ready.set()
+            log.info("p2p node %s (%s) listening on %s", self.peer_id, self.address, self.listen_addrs)
+            await self._stop.wait()
+            nursery.cancel_scope.cancel()
+        log.info("p2p node %s stopped", self.peer_id)
+
+    def _call(
+        self, fn: Callable[..., Awaitable[T]], *args: Any, timeout: float | None = None, **kw: Any
+    ) -> T:
+        token = self._token
+        if token is None or not self._ready.is_set() or self._failure is not None:
+            raise NodeError("p2p node is not running")
+        limit = timeout if timeout is not None else self.config.call_timeout_s
+
+        async def bounded() -> T:
+            try:
+                with trio.fail_after(limit):
+                    return await fn(*args, **kw)
+            except trio.TooSlowError as exc:
+                raise NodeError(f"{getattr(fn, '__name__', fn)} did not finish within {limit:g} s") from exc
+
+        try:
+            return trio.from_thread.run(bounded, trio_token=token)
+        except trio.RunFinishedError as exc:
+            raise NodeError("p2p node stopped") from exc
+
+    def _require_host(self) -> IHost:
+        if self._host is None:
+            raise NodeError("p2p node is not running")
+        return self._host
+
+    def _keep_local(self, cid: Cid, data: bytes) -> None:
+        if self._store is not None:
+            try:
+                self._store.put(data)
+            except P2PError as exc:
+                log.warning("could not store fetched %s locally: %s", cid, exc)
+
+    async def _connect(self, addr: str, keep: bool = False) -> None:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+        if keep and addr not in self._keep:
+            self._keep[addr] = None
+            if self._keep_changed is not None:
+                self._keep_changed.set()
+        await self._require_host().connect(info)
+
+    async def _subscribe(self, run_id: str, handler: Handler) -> None:
+        pubsub, nursery = self._pubsub, self._nursery
+        if pubsub is None or nursery is None:
+            raise NodeError("p2p node is not running")
+        topic = topic_for(run_id)
+        if run_id not in self.validators:
+            validator = TopicValidator(run_id, self._is_member, self._current_round, self.config.gossip)
+            pubsub.set_topic_validator(topic, validator, is_async_validator=False)
+            self.validators[run_id] = validator
+        subscription = await pubsub.subscribe(topic)
+        nursery.start_soon(self._deliver, run_id, subscription, handler)
+
+    async def _deliver(self, run_id: str, subscription: Any, handler: Handler) -> None:
+        async for raw in subscription:
+            try:
+                message = decode(raw.data)  # already validated; decoding again is cheap and typed
+                await trio.to_thread.run_sync(handler, message)
+            except Exception:  # a failing handler must not end delivery of later messages
+                log.exception("handler for run %s failed", run_id)
+
+    async def _publish(self, data: bytes, run_id: str) -> None:
+        if self._pubsub is None or run_id not in self.validators:
+            raise NodeError(f"subscribe to run {run_id!r} before publishing on it")
+        await self._pubsub.publish(topic_for(run_id), data)
+
+    def _may_serve(self, peer: ID) -> bool:
+        try:
+            address = address_from_peer_id(peer)
+        except IdentityError:
+            return False
+        return any(self._is_member(run_id, address) for run_id in list(self.validators))
+
+    async def _serve_blob(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            store = self._store
+            with trio.fail_after(self.config.fetch_timeout_s):
+                if store is None:
+                    await blob.read_request(stream)
+                    await stream.write(blob.encode_response_header(blob.Status.NOT_FOUND))
+                else:
+                    status = await blob.serve_request(stream, store, self._may_serve(peer))
+                    log.debug("blob request from %s answered %s", peer, status.name)
+        except (P2PError, trio.TooSlowError) as exc:
+            log.warning("blob request from %s failed: %r", peer, exc)
+        except Exception as exc:  # a peer resetting the stream mid-transfer, among others
+            log.warning("blob stream with %s broke: %r", peer, exc)
+        finally:
+            with trio.move_on_after(2):
+                try:
+                    await stream.close()
+                except Exception as exc:
+                    log.debug("closing blob stream with %s: %r", peer, exc)

@@ -1,0 +1,48 @@
+"""Keeps a node connected to its bootstrap members, redialling with bounded exponential backoff."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+import multiaddr
+import trio
+from libp2p.peer.peerinfo import info_from_p2p_addr
+
+if TYPE_CHECKING:
+    from p2p.host import P2PNode
+
+log = logging.getLogger(__name__)
+CHECK_INTERVAL_S = 0.5
+
+
+async def keep_connected(node: P2PNode) -> None:
+    """Redial every kept address whose peer is not connected, until the node's nursery is cancelled.
+
+    Each address has its own backoff, doubling from ``reconnect_min_s`` to ``reconnect_max_s`` after
+    each failed dial and reset by a success, so a restarted peer is back within ``reconnect_max_s``.
+    """
+    config = node.config
+    backoff: dict[str, float] = {}
+    next_try: dict[str, float] = {}
+    while True:
+        host = node._require_host()
+        connected = set(host.get_connected_peers())
+        now = time.monotonic()
+        for addr in list(node._keep):
+            info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
+            if info.peer_id in connected or info.peer_id == host.get_id() or next_try.get(addr, 0.0) > now:
+                continue
+            try:
+                with trio.fail_after(max(config.reconnect_max_s, 5.0)):
+                    await host.connect(info)
+            except Exception as exc:  # unreachable peer (restarting, gone): back off and retry later
+                delay = min(backoff.get(addr, config.reconnect_min_s / 2) * 2, config.reconnect_max_s)
+                backoff[addr], next_try[addr] = delay, time.monotonic() + delay
+                log.debug("redial of %s failed (%r); next try in %.1f s", addr, exc, delay)
+            else:
+                backoff.pop(addr, None)
+                next_try.pop(addr, None)
+                log.info("connected to %s", info.peer_id)
+        await trio.sleep(CHECK_INTERVAL_S)
