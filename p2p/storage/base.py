@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import NewType, Protocol, runtime_checkable
 
 Cid = NewType("Cid", str)
@@ -39,4 +40,17 @@ class Store(Protocol):
 
     def list(self) -> Iterator[Cid]:
         """Iterate over the CIDs of pinned content."""
+        ...
+
+
+@runtime_checkable
+class FileStore(Store, Protocol):
+    """A :class:`Store` that can also move content to and from files without holding it in memory."""
+
+    def put_file(self, path: Path) -> Cid:
+        """Store the content of the file at ``path`` and return its CID."""
+        ...
+
+    def get_file(self, cid: Cid, dest: Path, max_size: int | None = None) -> int:
+        """Write the verified content named by ``cid`` to ``dest`` (atomically); return its size."""
         ...
