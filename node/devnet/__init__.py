@@ -1,0 +1,1 @@
+"""The devnet harness: anvil, an IPFS daemon and fedchain nodes on loopback."""
