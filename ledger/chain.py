@@ -1,0 +1,67 @@
+"""Backends: connect to a JSON-RPC URL (anvil, any EVM node) or to in-process py-evm; devnet helpers.
+
+``connect("py-evm")`` gives a fresh in-process chain (web3's ``EthereumTesterProvider``) whose funded dev
+accounts are :func:`dev_accounts` with ``backend="py-evm"``; any ``http(s)://`` URL uses ``HTTPProvider``.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from eth_account import Account
+from eth_account.signers.local import LocalAccount
+from web3 import EthereumTesterProvider, Web3
+from web3.providers.rpc import HTTPProvider
+
+from ledger.errors import LedgerConfigError
+
+PY_EVM = "py-evm"
+ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
+
+Backend = Literal["py-evm", "anvil"]
+
+
+def connect(url: str, timeout: float = 30.0) -> Web3:
+    """Return a web3 instance for ``url``: ``"py-evm"`` (in-process) or an ``http(s)://`` JSON-RPC URL.
+
+    Raises
+    ------
+    LedgerConfigError
+        If the URL has another scheme.
+    """
+    if url == PY_EVM:
+        return Web3(EthereumTesterProvider())
+    if url.startswith(("http://", "https://")):
+        return Web3(HTTPProvider(url, request_kwargs={"timeout": timeout}))
+    raise LedgerConfigError(f"`rpc_url` must be 'py-evm' or an http(s):// URL, got {url!r}")
+
+
+def dev_accounts(backend: Backend, count: int = 10) -> list[LocalAccount]:
+    """The funded development accounts of a backend (never use these keys outside a devnet).
+
+    anvil funds the first accounts of the well-known ``test … junk`` mnemonic; eth-tester funds the keys
+    1, 2, 3, ….
+    """
+    if not 1 <= count <= 10:
+        raise LedgerConfigError(f"`count` must be in [1, 10], got {count}")
+    if backend == PY_EVM:
+        return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, count + 1)]
+    Account.enable_unaudited_hdwallet_features()
+    return [Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]
+
+
+def is_py_evm(w3: Web3) -> bool:
+    """Whether ``w3`` runs on the in-process py-evm backend."""
+    return isinstance(w3.provider, EthereumTesterProvider)
+
+
+def mine(w3: Web3, blocks: int = 1) -> int:
+    """Mine ``blocks`` empty blocks on a devnet (anvil or py-evm) and return the new head number."""
+    if blocks < 0:
+        raise LedgerConfigError(f"`blocks` must be >= 0, got {blocks}")
+    if blocks:
+        if is_py_evm(w3):
+            w3.provider.ethereum_tester.mine_blocks(blocks)  # type: ignore[attr-defined]
+        else:
+            w3.provider.make_request("anvil_mine", [hex(blocks)])  # type: ignore[arg-type]
+    return int(w3.eth.block_number)

@@ -1,0 +1,362 @@
+"""The typed client of the ``Runs`` registry: every transaction, every view, and the round's events.
+
+>>> client = RunsClient(w3, deployment.runs, account)
+>>> run = client.create_run(RunConfig(spec_sha256=..., spec_cid="bafy..."))
+>>> client.join(run)
+>>> client.submit_update(run, 0, sha256, cid, num_samples=1200)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from eth_account.signers.local import LocalAccount
+from eth_utils import to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.logs import DISCARD
+
+from contracts import load_artifact
+from ledger.errors import LedgerConfigError, TransactionError
+from ledger.tx import RetryPolicy, TxSender, call_view, with_retry
+from ledger.types import (
+    Admission,
+    MemberInfo,
+    MergeVote,
+    Phase,
+    RequestId,
+    RequestStatus,
+    RoundId,
+    RoundInfo,
+    RoundResult,
+    RoundStatus,
+    RunConfig,
+    RunId,
+    RunInfo,
+    Submission,
+    TxResult,
+    UnlearningRequest,
+    sorted_included,
+)
+
+ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
+DEFAULT_JOIN_BLOCKS = 10
+
+
+def _hash32(name: str, value: bytes) -> bytes:
+    if not isinstance(value, bytes) or len(value) != 32:
+        raise LedgerConfigError(f"`{name}` must be 32 bytes, got {value!r:.80}")
+    return value
+
+
+class RunsClient:
+    """Typed access to one deployed ``Runs`` contract, optionally signing as one account.
+
+    Parameters
+    ----------
+    w3
+        A connected web3 instance (:func:`ledger.chain.connect`).
+    address
+        Address of the deployed ``Runs`` contract.
+    account
+        The account that signs transactions; ``None`` gives a read-only client.
+    retry
+        Retry policy for transient RPC failures.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        address: str,
+        account: LocalAccount | None = None,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+    ) -> None:
+        self.w3 = w3
+        self.address = to_checksum_address(address)
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact("Runs").abi)
+        self.retry = retry
+        self._sender = TxSender(w3, account, retry=retry) if account is not None else None
+
+    @property
+    def account_address(self) -> str:
+        """Address of the signing account."""
+        return self._tx().address
+
+    def _tx(self) -> TxSender:
+        if self._sender is None:
+            raise LedgerConfigError("this RunsClient is read-only: pass `account` to send transactions")
+        return self._sender
+
+    def _view(self, name: str, *args: Any) -> Any:
+        return call_view(self.contract.functions[name](*args), self.retry)
+
+    def block_number(self) -> int:
+        """The current head block number."""
+        return int(with_retry(lambda: self.w3.eth.block_number, self.retry, "eth_blockNumber"))
+
+    # ----- transactions -------------------------------------------------------------------------------
+
+    def create_run(self, config: RunConfig, join_blocks: int = DEFAULT_JOIN_BLOCKS) -> RunId:
+        """Create a run and return its id.
+
+        ``config.start_block == 0`` starts round 0 ``join_blocks`` blocks from now, leaving time to join.
+        """
+        start = config.start_block or self.block_number() + join_blocks
+        params = (
+            config.spec_sha256,
+            config.spec_cid,
+            to_checksum_address(config.governance) if config.governance else ZERO_ADDRESS,
+            config.quorum_bps,
+            config.submit_blocks,
+            config.vote_blocks,
+            config.min_updates,
+            start,
+            int(config.admission),
+        )
+        result = self._tx().send(self.contract.functions.createRun(params))
+        events = self._events_in(result, "RunCreated")
+        if not events:
+            raise TransactionError("createRun mined without a RunCreated event")
+        return RunId(int(events[0]["args"]["runId"]))
+
+    def set_allowed(self, run: RunId, accounts: Sequence[str], allowed: bool = True) -> TxResult:
+        """Allow (or disallow) accounts to join an allowlisted run (governance only)."""
+        checked = [to_checksum_address(a) for a in accounts]
+        return self._tx().send(self.contract.functions.setAllowed(run, checked, allowed))
+
+    def join(self, run: RunId) -> TxResult:
+        """Join a run as the signing account."""
+        return self._tx().send(self.contract.functions.join(run))
+
+    def submit_update(
+        self, run: RunId, round: RoundId, sha256: bytes, cid: str, num_samples: int
+    ) -> TxResult:
+        """Commit this member's update for the open round."""
+        if not 0 <= num_samples < 2**64:
+            raise LedgerConfigError(f"`num_samples` must be in [0, 2**64), got {num_samples}")
+        fn = self.contract.functions.submitUpdate(run, round, _hash32("sha256", sha256), cid, num_samples)
+        return self._tx().send(fn)
+
+    def vote(
+        self, run: RunId, round: RoundId, merged_sha256: bytes, merged_cid: str, included_set_hash: bytes
+    ) -> TxResult:
+        """Vote the merged model of the open round (finalises it when this vote reaches quorum)."""
+        fn = self.contract.functions.vote(
+            run,
+            round,
+            _hash32("merged_sha256", merged_sha256),
+            merged_cid,
+            _hash32("included_set_hash", included_set_hash),
+        )
+        return self._tx().send(fn)
+
+    def close_failed(self, run: RunId, round: RoundId) -> TxResult:
+        """Close the open round as failed (allowed once it can no longer finalise)."""
+        return self._tx().send(self.contract.functions.closeFailedRound(run, round))
+
+    def record_contributions(
+        self, run: RunId, round: RoundId, included: Iterable[tuple[str, bytes]]
+    ) -> TxResult:
+        """Record a finalised round's accepted contributions from its included ``(member, sha256)`` set."""
+        pairs = sorted_included(included)
+        fn = self.contract.functions.recordContributions(
+            run, round, [m for m, _ in pairs], [h for _, h in pairs]
+        )
+        return self._tx().send(fn)
+
+    def request_unlearning(
+        self, run: RunId, subject: str, from_round: RoundId, reason_hash: bytes
+    ) -> RequestId:
+        """File an unlearning request (as the subject or governance) and return its id."""
+        fn = self.contract.functions.requestUnlearning(
+            run, to_checksum_address(subject), from_round, _hash32("reason_hash", reason_hash)
+        )
+        result = self._tx().send(fn)
+        events = self._events_in(result, "UnlearningRequested")
+        if not events:
+            raise TransactionError("requestUnlearning mined without an UnlearningRequested event")
+        return RequestId(int(events[0]["args"]["requestId"]))
+
+    def vote_unlearning(self, request: RequestId, model_sha256: bytes, model_cid: str) -> TxResult:
+        """Vote the recomputed model of a pending unlearning request (fulfils it on quorum)."""
+        fn = self.contract.functions.voteUnlearning(request, _hash32("model_sha256", model_sha256), model_cid)
+        return self._tx().send(fn)
+
+    # ----- views --------------------------------------------------------------------------------------
+
+    def run_count(self) -> int:
+        """Number of runs created so far."""
+        return int(self._view("runCount"))
+
+    def run_info(self, run: RunId) -> RunInfo:
+        """A run's configuration and state."""
+        v = self._view("runInfo", run)
+        return RunInfo(
+            run_id=run,
+            spec_sha256=bytes(v[0]),
+            spec_cid=v[1],
+            creator=v[2],
+            governance=v[3],
+            quorum_bps=v[4],
+            submit_blocks=v[5],
+            vote_blocks=v[6],
+            min_updates=v[7],
+            admission=Admission(v[8]),
+            current_round=RoundId(v[9]),
+            member_count=v[10],
+            banned_count=v[11],
+        )
+
+    def round_info(self, run: RunId, round: RoundId) -> RoundInfo:
+        """A round's windows, eligible set, quorum, status and result."""
+        v = self._view("roundInfo", run, round)
+        return RoundInfo(
+            run_id=run,
+            round=round,
+            start_block=v[0],
+            submit_end=v[1],
+            vote_end=v[2],
+            member_snapshot=v[3],
+            eligible=v[4],
+            quorum=v[5],
+            submissions=v[6],
+            status=RoundStatus(v[7]),
+            closed_block=v[8],
+            merged_sha256=bytes(v[9]),
+            included_set_hash=bytes(v[10]),
+            contributions_recorded=bool(v[11]),
+        )
+
+    def current_round(self, run: RunId) -> tuple[RoundInfo, Phase]:
+        """The run's open round and its phase at the head block."""
+        info = self.round_info(run, self.run_info(run).current_round)
+        return info, info.phase(self.block_number())
+
+    def member_info(self, run: RunId, account: str) -> MemberInfo:
+        """A member's record (``is_member`` is ``False`` for strangers)."""
+        v = self._view("memberInfo", run, to_checksum_address(account))
+        return MemberInfo(
+            is_member=bool(v[0]),
+            index=v[1],
+            join_block=v[2],
+            banned=bool(v[3]),
+            submitted_rounds=v[4],
+            accepted_contributions=v[5],
+            last_submitted_round=v[6] if v[7] else None,
+        )
+
+    def members(self, run: RunId) -> list[str]:
+        """All members in join (index) order."""
+        return [str(a) for a in self._view("members", run)]
+
+    def is_allowed(self, run: RunId, account: str) -> bool:
+        """Whether ``account`` may join the run."""
+        return bool(self._view("isAllowed", run, to_checksum_address(account)))
+
+    def votes_for(
+        self, run: RunId, round: RoundId, merged_sha256: bytes, merged_cid: str, included_set_hash: bytes
+    ) -> int:
+        """Votes so far for one merged result of a round."""
+        return int(self._view("votesFor", run, round, merged_sha256, merged_cid, included_set_hash))
+
+    def unlearning_request(self, request: RequestId) -> UnlearningRequest:
+        """An unlearning request and its status."""
+        v = self._view("unlearningRequest", request)
+        return UnlearningRequest(
+            request_id=request,
+            run_id=RunId(v[0]),
+            subject=v[1],
+            requester=v[2],
+            from_round=RoundId(v[3]),
+            status=RequestStatus(v[4]),
+            member_snapshot=v[5],
+            eligible=v[6],
+            quorum=v[7],
+            request_block=v[8],
+            fulfilled_block=v[9],
+            reason_hash=bytes(v[10]),
+            result_sha256=bytes(v[11]),
+        )
+
+    def quorum_of(self, eligible: int, quorum_bps: int) -> int:
+        """The contract's quorum rule, evaluated on chain."""
+        return int(self._view("quorumOf", eligible, quorum_bps))
+
+    # ----- events -------------------------------------------------------------------------------------
+
+    def submissions(self, run: RunId, round: RoundId, from_block: int = 0) -> list[Submission]:
+        """The round's committed updates (its ``UpdateSubmitted`` events), in chain order."""
+        logs = self._logs("UpdateSubmitted", {"runId": run, "round": round}, from_block)
+        return [
+            Submission(
+                run_id=run,
+                round=round,
+                member=e["args"]["member"],
+                sha256=bytes(e["args"]["sha256"]),
+                cid=e["args"]["cid"],
+                num_samples=e["args"]["numSamples"],
+                block_number=e["blockNumber"],
+            )
+            for e in logs
+        ]
+
+    def votes(self, run: RunId, round: RoundId, from_block: int = 0) -> list[MergeVote]:
+        """The round's merge votes (its ``MergeVoted`` events), in chain order."""
+        logs = self._logs("MergeVoted", {"runId": run, "round": round}, from_block)
+        return [
+            MergeVote(
+                run_id=run,
+                round=round,
+                member=e["args"]["member"],
+                merged_sha256=bytes(e["args"]["mergedSha256"]),
+                merged_cid=e["args"]["mergedCid"],
+                included_set_hash=bytes(e["args"]["includedSetHash"]),
+                votes=e["args"]["votes"],
+                block_number=e["blockNumber"],
+            )
+            for e in logs
+        ]
+
+    def round_result(self, run: RunId, round: RoundId) -> RoundResult | None:
+        """The finalised result of a round (``None`` unless finalised), read from its finalising block."""
+        info = self.round_info(run, round)
+        if info.status != RoundStatus.FINALIZED:
+            return None
+        logs = self._logs(
+            "RoundFinalized", {"runId": run, "round": round}, info.closed_block, info.closed_block
+        )
+        if not logs:
+            raise TransactionError(f"round {round} of run {run} is finalised but its event is missing")
+        args = logs[0]["args"]
+        return RoundResult(
+            run_id=run,
+            round=round,
+            merged_sha256=bytes(args["mergedSha256"]),
+            merged_cid=args["mergedCid"],
+            included_set_hash=bytes(args["includedSetHash"]),
+            votes=args["votes"],
+            eligible=args["eligible"],
+            block_number=logs[0]["blockNumber"],
+        )
+
+    def _logs(
+        self, event: str, filters: dict[str, Any], from_block: int, to_block: int | str = "latest"
+    ) -> list[Any]:
+        ev = self.contract.events[event]
+        return list(
+            with_retry(
+                lambda: ev.get_logs(argument_filters=filters, from_block=from_block, to_block=to_block),
+                self.retry,
+                f"eth_getLogs {event}",
+            )
+        )
+
+    def _events_in(self, result: TxResult, event: str) -> list[Any]:
+        receipt = with_retry(
+            lambda: self.w3.eth.get_transaction_receipt(result.tx_hash),
+            self.retry,
+            "eth_getTransactionReceipt",
+        )
+        return list(self.contract.events[event]().process_receipt(receipt, errors=DISCARD))

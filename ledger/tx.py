@@ -1,0 +1,261 @@
+"""Sending transactions: local signing, per-sender nonces, gas estimation, retries, receipts, reverts.
+
+One :class:`TxSender` per account signs with eth-account and sends raw transactions, so the same code runs
+against anvil, any JSON-RPC node and py-evm. Nonces are tracked locally under one lock per
+(chain, sender) shared by every sender object in the process, so concurrent sends from many threads get
+consecutive nonces; a "nonce too low" answer resyncs from the chain. Transient RPC failures (connection
+errors, timeouts) are retried with exponential backoff; reverts never are: they are decoded into the typed
+exceptions of :mod:`ledger.reverts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from eth_account.signers.local import LocalAccount
+from eth_tester.exceptions import TransactionFailed as EthTesterTransactionFailed
+from web3 import Web3
+from web3.contract.contract import ContractConstructor, ContractFunction
+from web3.exceptions import (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    ProviderConnectionError,
+    TimeExhausted,
+    Web3RPCError,
+)
+
+from ledger.errors import ContractRevertError, LedgerConfigError, LedgerError, RpcError, TransactionError
+from ledger.reverts import decode_revert, revert_data_of
+from ledger.types import TxResult
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+_TRANSIENT: tuple[type[BaseException], ...] = (
+    ConnectionError,
+    TimeoutError,
+    requests.exceptions.ConnectionError,
+    requests.exceptions.Timeout,
+    ProviderConnectionError,
+)
+Sendable = ContractFunction | ContractConstructor
+_REVERTS: tuple[type[BaseException], ...] = (
+    ContractCustomError,
+    ContractLogicError,
+    ContractPanicError,
+    EthTesterTransactionFailed,
+)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient RPC failures are retried."""
+
+    attempts: int = 5
+    initial_delay: float = 0.2
+    max_delay: float = 3.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise LedgerConfigError(f"`attempts` must be >= 1, got {self.attempts}")
+        if self.initial_delay < 0 or self.max_delay < self.initial_delay:
+            raise LedgerConfigError(
+                f"`initial_delay` must be in [0, max_delay], got {self.initial_delay} (max {self.max_delay})"
+            )
+
+
+def with_retry(call: Callable[[], T], policy: RetryPolicy, what: str) -> T:
+    """Run ``call``, retrying transient RPC failures; reverts and other errors pass through at once.
+
+    Raises
+    ------
+    RpcError
+        When every attempt failed with a transient error.
+    """
+    delay = policy.initial_delay
+    for attempt in range(1, policy.attempts + 1):
+        try:
+            return call()
+        except _TRANSIENT as exc:
+            if attempt == policy.attempts:
+                raise RpcError(f"{what}: RPC failed after {attempt} attempts: {exc}") from exc
+            log.warning("%s: transient RPC failure (%s), retry %d in %.1f s", what, exc, attempt, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, policy.max_delay)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _name(fn: Sendable) -> str:
+    return str(getattr(fn, "fn_name", "constructor"))
+
+
+class _NonceTracker:
+    """The next nonce of one sender on one chain, guarded by a lock."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.next: int | None = None
+
+
+_TRACKERS: dict[tuple[int, str], _NonceTracker] = {}
+_TRACKERS_LOCK = threading.Lock()
+
+
+def _tracker(chain_id: int, address: str) -> _NonceTracker:
+    with _TRACKERS_LOCK:
+        return _TRACKERS.setdefault((chain_id, address), _NonceTracker())
+
+
+def call_view(fn: ContractFunction, policy: RetryPolicy = RetryPolicy()) -> Any:
+    """Call a view function with retries; a revert becomes its typed :class:`ContractRevertError`."""
+    try:
+        return with_retry(fn.call, policy, _name(fn))
+    except _REVERTS as exc:
+        raise decode_revert(revert_data_of(exc)) from exc
+
+
+class TxSender:
+    """Signs and sends transactions for one account.
+
+    Parameters
+    ----------
+    w3
+        A connected web3 instance.
+    account
+        The signing account (from :mod:`ledger.keys`); its key never leaves this object.
+    retry
+        Retry policy for transient RPC failures.
+    receipt_timeout
+        Seconds to wait for a receipt before :class:`TransactionError`.
+    gas_margin
+        Multiplier applied to the gas estimate.
+    """
+
+    def __init__(
+        self,
+        w3: Web3,
+        account: LocalAccount,
+        *,
+        retry: RetryPolicy = RetryPolicy(),
+        receipt_timeout: float = 120.0,
+        gas_margin: float = 1.25,
+    ) -> None:
+        if gas_margin < 1.0:
+            raise LedgerConfigError(f"`gas_margin` must be >= 1.0, got {gas_margin}")
+        self.w3 = w3
+        self.account = account
+        self.address: str = account.address
+        self.retry = retry
+        self.receipt_timeout = receipt_timeout
+        self.gas_margin = gas_margin
+        self.chain_id: int = with_retry(lambda: int(w3.eth.chain_id), retry, "eth_chainId")
+        self._nonces = _tracker(self.chain_id, self.address)
+
+    def __repr__(self) -> str:  # never show the key
+        return f"TxSender({self.address}, chain {self.chain_id})"
+
+    def estimate_gas(self, fn: Sendable) -> int:
+        """Estimate gas for ``fn`` from this account; a revert raises its typed exception."""
+        try:
+            gas = with_retry(lambda: fn.estimate_gas({"from": self.address}), self.retry, _name(fn))
+        except _REVERTS as exc:
+            raise decode_revert(revert_data_of(exc)) from exc
+        except Web3RPCError as exc:
+            raise self._rpc_revert(exc, _name(fn)) from exc
+        return int(gas)
+
+    def send(self, fn: Sendable, *, gas: int | None = None) -> TxResult:
+        """Send a contract call, wait for its receipt and return it.
+
+        Raises
+        ------
+        ContractRevertError
+            (a typed subclass) if the call reverts at estimation or when mined.
+        TransactionError
+            If the transaction is not mined within ``receipt_timeout``.
+        RpcError
+            If the endpoint keeps failing.
+        """
+        gas_limit = gas if gas is not None else int(self.estimate_gas(fn) * self.gas_margin)
+        tx_hash = self._sign_and_send(fn, gas_limit)
+        try:
+            receipt = with_retry(
+                lambda: self.w3.eth.wait_for_transaction_receipt(
+                    tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
+                ),
+                self.retry,
+                "eth_getTransactionReceipt",
+            )
+        except TimeExhausted as exc:
+            raise TransactionError(
+                f"{_name(fn)}: tx 0x{tx_hash.hex()} not mined in {self.receipt_timeout} s"
+            ) from exc
+        if receipt["status"] != 1:
+            raise self._mined_revert(fn, int(receipt["blockNumber"]))
+        log.debug("%s mined in block %d, gas %d", _name(fn), receipt["blockNumber"], receipt["gasUsed"])
+        return TxResult(
+            bytes(receipt["transactionHash"]), int(receipt["blockNumber"]), int(receipt["gasUsed"])
+        )
+
+    def _sign_and_send(self, fn: Sendable, gas_limit: int) -> bytes:
+        with self._nonces.lock:
+            for attempt in range(2):
+                if self._nonces.next is None:
+                    self._nonces.next = with_retry(
+                        lambda: int(self.w3.eth.get_transaction_count(self.address, "pending")),
+                        self.retry,
+                        "eth_getTransactionCount",
+                    )
+                nonce = self._nonces.next
+                tx = with_retry(
+                    lambda n=nonce: fn.build_transaction(  # type: ignore[misc]
+                        {"from": self.address, "nonce": n, "gas": gas_limit, "chainId": self.chain_id}
+                    ),
+                    self.retry,
+                    _name(fn),
+                )
+                signed = self.account.sign_transaction(tx)
+                try:
+                    tx_hash = with_retry(
+                        lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction),
+                        self.retry,
+                        "eth_sendRawTransaction",
+                    )
+                except (Web3RPCError, ValueError) as exc:
+                    text = str(exc).lower()
+                    if "already known" in text:
+                        tx_hash = signed.hash
+                    elif "nonce too low" in text and attempt == 0:
+                        log.info("%s: nonce %d too low, resyncing from the chain", self.address, nonce)
+                        self._nonces.next = None
+                        continue
+                    else:
+                        self._nonces.next = None
+                        raise TransactionError(f"{_name(fn)}: sending failed: {exc}") from exc
+                self._nonces.next = nonce + 1
+                return bytes(tx_hash)
+        raise TransactionError(f"{_name(fn)}: nonce kept being rejected as too low")
+
+    def _mined_revert(self, fn: Sendable, block: int) -> ContractRevertError:
+        """Replay a mined, failed call to recover its revert reason (state as of the block before)."""
+        try:
+            fn.call({"from": self.address}, block_identifier=max(block - 1, 0))
+        except _REVERTS as exc:
+            return decode_revert(revert_data_of(exc))
+        except Exception as exc:  # the replay itself failed; report what we know
+            log.debug("replay of failed %s: %s", _name(fn), exc)
+        return ContractRevertError("", {}, f"{_name(fn)}: transaction reverted in block {block}")
+
+    @staticmethod
+    def _rpc_revert(exc: Web3RPCError, what: str) -> LedgerError:
+        data = revert_data_of(exc)
+        if data is not None and "revert" in str(exc).lower():
+            return decode_revert(data)
+        return TransactionError(f"{what}: {exc}")

@@ -1,0 +1,251 @@
+"""Plain records and ids of the chain layer: run configuration, views of runs, rounds, members, requests.
+
+Every record is a frozen dataclass; hashes are ``bytes`` (32 bytes), addresses checksummed ``str``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import NewType
+
+from eth_abi import encode as abi_encode
+from eth_utils import keccak, to_checksum_address
+
+from ledger.errors import LedgerConfigError
+
+RunId = NewType("RunId", int)
+RoundId = NewType("RoundId", int)
+RequestId = NewType("RequestId", int)
+Address = NewType("Address", str)
+
+MAX_BPS = 10_000
+
+
+class Admission(enum.IntEnum):
+    """How members join a run."""
+
+    OPEN = 0
+    ALLOWLIST = 1
+
+
+class RoundStatus(enum.IntEnum):
+    """Life cycle of a round."""
+
+    OPEN = 0
+    FINALIZED = 1
+    FAILED = 2
+
+
+class RequestStatus(enum.IntEnum):
+    """Life cycle of an unlearning request."""
+
+    NONE = 0
+    PENDING = 1
+    FULFILLED = 2
+
+
+class Phase(enum.Enum):
+    """Where the open round stands at a given block."""
+
+    NOT_STARTED = "not-started"
+    SUBMIT = "submit"
+    VOTE = "vote"
+    EXPIRED = "expired"  # windows over without a result: anyone may close it as failed
+
+
+def _check_hash(name: str, value: bytes) -> None:
+    if len(value) != 32:
+        raise LedgerConfigError(f"`{name}` must be 32 bytes, got {len(value)}")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Parameters of a new run (see ``IRuns.RunParams``)."""
+
+    spec_sha256: bytes = field(metadata={"help": "sha256 of the run specification file"})
+    spec_cid: str = field(metadata={"help": "IPFS CID of the run specification file"})
+    quorum_bps: int = field(
+        default=6_666, metadata={"help": "quorum in basis points of eligible members (two thirds)"}
+    )
+    submit_blocks: int = field(default=20, metadata={"help": "submit window length in blocks"})
+    vote_blocks: int = field(default=20, metadata={"help": "vote window length in blocks"})
+    min_updates: int = field(default=1, metadata={"help": "fewest updates a round needs to be voted on"})
+    start_block: int = field(default=0, metadata={"help": "first block of round 0 (0: the client picks)"})
+    admission: Admission = field(default=Admission.OPEN, metadata={"help": "open or allowlist"})
+    governance: str | None = field(default=None, metadata={"help": "governance address (default: creator)"})
+
+    def __post_init__(self) -> None:
+        _check_hash("spec_sha256", self.spec_sha256)
+        if not 1 <= self.quorum_bps <= MAX_BPS:
+            raise LedgerConfigError(f"`quorum_bps` must be in [1, {MAX_BPS}], got {self.quorum_bps}")
+        for name in ("submit_blocks", "vote_blocks"):
+            value = getattr(self, name)
+            if not 1 <= value < 2**32:
+                raise LedgerConfigError(f"`{name}` must be in [1, 2**32), got {value}")
+        if not 0 <= self.min_updates < 2**32:
+            raise LedgerConfigError(f"`min_updates` must be in [0, 2**32), got {self.min_updates}")
+        if not 0 <= self.start_block < 2**64:
+            raise LedgerConfigError(f"`start_block` must be in [0, 2**64), got {self.start_block}")
+
+
+@dataclass(frozen=True)
+class TxResult:
+    """A mined, successful transaction."""
+
+    tx_hash: bytes
+    block_number: int
+    gas_used: int
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """A run's configuration and state."""
+
+    run_id: RunId
+    spec_sha256: bytes
+    spec_cid: str
+    creator: str
+    governance: str
+    quorum_bps: int
+    submit_blocks: int
+    vote_blocks: int
+    min_updates: int
+    admission: Admission
+    current_round: RoundId
+    member_count: int
+    banned_count: int
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """A round's windows (block numbers, ends exclusive), eligible set, tally target, status and result."""
+
+    run_id: RunId
+    round: RoundId
+    start_block: int
+    submit_end: int
+    vote_end: int
+    member_snapshot: int
+    eligible: int
+    quorum: int
+    submissions: int
+    status: RoundStatus
+    closed_block: int
+    merged_sha256: bytes
+    included_set_hash: bytes
+    contributions_recorded: bool
+
+    def phase(self, block: int) -> Phase:
+        """The phase of this (open) round at ``block``."""
+        if block < self.start_block:
+            return Phase.NOT_STARTED
+        if block < self.submit_end:
+            return Phase.SUBMIT
+        if block < self.vote_end:
+            return Phase.VOTE
+        return Phase.EXPIRED
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    """A member's record in a run."""
+
+    is_member: bool
+    index: int
+    join_block: int
+    banned: bool
+    submitted_rounds: int
+    accepted_contributions: int
+    last_submitted_round: int | None
+
+
+@dataclass(frozen=True)
+class UnlearningRequest:
+    """An unlearning request and its fulfilment."""
+
+    request_id: RequestId
+    run_id: RunId
+    subject: str
+    requester: str
+    from_round: RoundId
+    status: RequestStatus
+    member_snapshot: int
+    eligible: int
+    quorum: int
+    request_block: int
+    fulfilled_block: int
+    reason_hash: bytes
+    result_sha256: bytes
+
+
+@dataclass(frozen=True)
+class Submission:
+    """One ``UpdateSubmitted`` event."""
+
+    run_id: RunId
+    round: RoundId
+    member: str
+    sha256: bytes
+    cid: str
+    num_samples: int
+    block_number: int
+
+
+@dataclass(frozen=True)
+class MergeVote:
+    """One ``MergeVoted`` event."""
+
+    run_id: RunId
+    round: RoundId
+    member: str
+    merged_sha256: bytes
+    merged_cid: str
+    included_set_hash: bytes
+    votes: int
+    block_number: int
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    """A finalised round's merged model, from its ``RoundFinalized`` event."""
+
+    run_id: RunId
+    round: RoundId
+    merged_sha256: bytes
+    merged_cid: str
+    included_set_hash: bytes
+    votes: int
+    eligible: int
+    block_number: int
+
+
+def included_set_hash(included: Iterable[tuple[str, bytes]]) -> bytes:
+    """Hash of a round's included set, exactly as the contract computes it.
+
+    ``keccak256(abi.encode(address[] members, bytes32[] sha256s))`` with the members sorted ascending by
+    address (as 160-bit numbers) and ``sha256s[i]`` the update hash of ``members[i]``.
+
+    Raises
+    ------
+    LedgerConfigError
+        If a member appears twice or a hash is not 32 bytes.
+    """
+    pairs = sorted_included(included)
+    return keccak(abi_encode(["address[]", "bytes32[]"], [[m for m, _ in pairs], [h for _, h in pairs]]))
+
+
+def sorted_included(included: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
+    """The included set in the contract's canonical order (ascending address), checked for duplicates."""
+    pairs = sorted(((to_checksum_address(m), h) for m, h in included), key=lambda p: int(p[0], 16))
+    for i, (member, sha) in enumerate(pairs):
+        _check_hash("sha256", sha)
+        if i and int(pairs[i - 1][0], 16) == int(member, 16):
+            raise LedgerConfigError(f"included set lists member {member} twice")
+    return pairs
+
+
+def quorum_of(eligible: int, quorum_bps: int) -> int:
+    """Votes needed to finalise: ``max(1, ceil(quorum_bps * eligible / 10000))`` (the contract's rule)."""
+    return max(1, -(-eligible * quorum_bps // MAX_BPS))
