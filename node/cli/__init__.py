@@ -16,6 +16,7 @@ import os
 import typer
 
 from node.cli import devnet
+from node.cli import simulate as simulate_cli
 from node.cli import store as store_cli
 
 EXIT_OK = 0
@@ -31,6 +32,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(devnet.app, name="devnet")
+app.command("simulate")(simulate_cli.simulate)
 app.add_typer(store_cli.app, name="store")
 
 
