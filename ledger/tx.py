@@ -104,13 +104,15 @@ class _NonceTracker:
         self.next: int | None = None
 
 
-_TRACKERS: dict[tuple[int, str], _NonceTracker] = {}
+_TRACKERS: dict[tuple[int, str, str], _NonceTracker] = {}
 _TRACKERS_LOCK = threading.Lock()
 
 
-def _tracker(chain_id: int, address: str) -> _NonceTracker:
+def _tracker(w3: Web3, chain_id: int, address: str) -> _NonceTracker:
+    # An RPC endpoint is one chain; an in-process py-evm provider is its own chain even with the same id.
+    endpoint = getattr(w3.provider, "endpoint_uri", None) or f"in-process:{id(w3.provider)}"
     with _TRACKERS_LOCK:
-        return _TRACKERS.setdefault((chain_id, address), _NonceTracker())
+        return _TRACKERS.setdefault((chain_id, str(endpoint), address), _NonceTracker())
 
 
 def call_view(fn: ContractFunction, policy: RetryPolicy = RetryPolicy()) -> Any:
@@ -156,7 +158,7 @@ class TxSender:
         self.receipt_timeout = receipt_timeout
         self.gas_margin = gas_margin
         self.chain_id: int = with_retry(lambda: int(w3.eth.chain_id), retry, "eth_chainId")
-        self._nonces = _tracker(self.chain_id, self.address)
+        self._nonces = _tracker(w3, self.chain_id, self.address)
 
     def __repr__(self) -> str:  # never show the key
         return f"TxSender({self.address}, chain {self.chain_id})"
