@@ -15,6 +15,7 @@ import os
 
 import typer
 
+from node.cli import demo as demo_cli
 from node.cli import devnet
 from node.cli import simulate as simulate_cli
 from node.cli import store as store_cli
@@ -32,6 +33,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 app.add_typer(devnet.app, name="devnet")
+app.command("demo")(demo_cli.demo)
 app.command("simulate")(simulate_cli.simulate)
 app.add_typer(store_cli.app, name="store")
 
