@@ -1,0 +1,276 @@
+"""Configuration of an in-process federated simulation, read from one TOML file.
+
+Layout of the file (every table and key is optional; defaults below)::
+
+    [simulation]          # SimulationConfig: clients, rounds, algorithm, aggregator, codec, seed, ...
+    [simulation.aggregator_params]   # keyword parameters of the aggregator, e.g. trim_ratio = 0.2
+    [server]              # server optimiser overrides: server_lr, beta1, beta2, tau
+    [byzantine]           # ByzantineConfig: count or fraction, attack, strength
+    [data]                # DataConfig: source, examples_per_client, categories, paths, held_out_fraction
+    [model]               # training.config.ModelConfig
+    [adapter]             # training.config.AdapterConfig
+    [train]               # training.config.TrainConfig (the local training of one client in one round)
+
+A wrong key or value raises :class:`~training.errors.ConfigError` naming the table and the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from training.config import AdapterConfig, ModelConfig, TrainConfig
+from training.errors import ConfigError
+
+DataSource = Literal["synthetic", "chatterbot", "jsonl"]
+Codec = Literal["fp32", "int8"]
+C = TypeVar("C")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where the clients' data comes from and how much of it is held out.
+
+    Attributes
+    ----------
+    source
+        ``"synthetic"`` (one seeded single-answer skill per client), ``"chatterbot"`` (one English
+        chatterbot-corpus category per client) or ``"jsonl"`` (one SFT JSONL file per client, ``paths``).
+    examples_per_client
+        Synthetic: examples generated per client; chatterbot/jsonl: cap on examples kept per client
+        (0 keeps all).
+    categories
+        Chatterbot categories, one per client; empty takes the first ``clients`` categories by name.
+    paths
+        JSONL files, one per client (``source = "jsonl"``).
+    held_out_fraction
+        Share of each client's examples held out for evaluation.
+    max_eval_examples
+        Cap on held-out examples per client (keeps evaluation cheap); 0 keeps all.
+    exact_match
+        Also measure exact-match accuracy by greedy decoding; ``None`` does so for synthetic data only
+        (the tasks with a single right answer).
+    """
+
+    source: DataSource = field(default="synthetic", metadata={"help": "synthetic, chatterbot or jsonl"})
+    examples_per_client: int = field(default=32, metadata={"help": "examples per client (or cap)"})
+    categories: tuple[str, ...] = field(default=(), metadata={"help": "chatterbot categories"})
+    paths: tuple[str, ...] = field(default=(), metadata={"help": "JSONL file per client"})
+    held_out_fraction: float = field(default=0.25, metadata={"help": "share held out per client"})
+    max_eval_examples: int = field(default=16, metadata={"help": "held-out cap per client"})
+    exact_match: bool | None = field(default=None, metadata={"help": "measure exact-match accuracy"})
+
+    def __post_init__(self) -> None:
+        if self.source not in ("synthetic", "chatterbot", "jsonl"):
+            raise ConfigError(f"`source` must be one of synthetic, chatterbot, jsonl, got {self.source!r}")
+        if self.examples_per_client < 0 or (self.source == "synthetic" and self.examples_per_client < 2):
+            raise ConfigError(f"`examples_per_client` must be >= 2, got {self.examples_per_client!r}")
+        if not 0.0 < self.held_out_fraction < 1.0:
+            raise ConfigError(f"`held_out_fraction` must be in (0, 1), got {self.held_out_fraction!r}")
+        if self.max_eval_examples < 0:
+            raise ConfigError(f"`max_eval_examples` must be >= 0, got {self.max_eval_examples!r}")
+        if self.source == "jsonl" and not self.paths:
+            raise ConfigError("`paths` must list one JSONL file per client when `source` is 'jsonl'")
+
+
+@dataclass(frozen=True)
+class ByzantineConfig:
+    """Which clients are Byzantine and what they do.
+
+    Attributes
+    ----------
+    count
+        Number of Byzantine clients; ``fraction`` is used instead when ``count`` is 0.
+    fraction
+        Share of the clients that are Byzantine, rounded to the nearest integer.
+    attack
+        A name in :data:`training.attacks.ATTACKS`.
+    strength
+        The attack's parameter (scale factor, noise multiplier, ALIE's z, IPM's epsilon); ``None`` uses the
+        attack's default.
+    """
+
+    count: int = field(default=0, metadata={"help": "number of Byzantine clients"})
+    fraction: float = field(default=0.0, metadata={"help": "share of Byzantine clients"})
+    attack: str = field(default="sign_flip", metadata={"help": "attack name"})
+    strength: float | None = field(default=None, metadata={"help": "attack parameter"})
+
+    def __post_init__(self) -> None:
+        from training.attacks import ATTACKS
+
+        if self.count < 0:
+            raise ConfigError(f"`count` must be >= 0, got {self.count!r}")
+        if not 0.0 <= self.fraction < 1.0:
+            raise ConfigError(f"`fraction` must be in [0, 1), got {self.fraction!r}")
+        if self.attack not in ATTACKS:
+            raise ConfigError(f"`attack` must be one of {', '.join(sorted(ATTACKS))}, got {self.attack!r}")
+
+    def resolve(self, clients: int) -> int:
+        """Return the number of Byzantine clients among ``clients``."""
+        return self.count if self.count else round(self.fraction * clients)
+
+
+@dataclass(frozen=True)
+class SimulationConfig:
+    """One simulated federation: ``clients`` in one process, ``rounds`` of the chosen algorithm.
+
+    Attributes
+    ----------
+    clients, rounds
+        Federation size and number of rounds.
+    algorithm
+        A name in :data:`training.algorithms.ALGORITHMS` (fedavg, fedprox, scaffold, fedavgm, fedadagrad,
+        fedyogi, fedadam); it picks the client algorithm and the server optimiser.
+    aggregator, aggregator_params
+        A name in :data:`training.aggregate.AGGREGATORS` and its keyword parameters.
+    codec
+        Update codec every update goes through (``"fp32"`` or ``"int8"``), exactly as on the network.
+    max_update_norm
+        Norm bound the decoder enforces (updates above it are rejected); ``None`` for none.
+    server
+        Server optimiser overrides (``server_lr``, ``beta1``, ``beta2``, ``tau``).
+    local_baseline
+        Also train every client alone for ``rounds * local_steps`` steps and evaluate it on the union of
+        held-out data.
+    seed
+        Seeds data, adapter initialisation, Byzantine selection and attacks.
+    """
+
+    clients: int = field(default=4, metadata={"help": "number of clients"})
+    rounds: int = field(default=3, metadata={"help": "federated rounds"})
+    algorithm: str = field(default="fedavg", metadata={"help": "FL algorithm"})
+    aggregator: str = field(default="mean", metadata={"help": "robust aggregator"})
+    aggregator_params: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "its parameters"})
+    codec: Codec = field(default="fp32", metadata={"help": "fp32 or int8"})
+    max_update_norm: float | None = field(default=None, metadata={"help": "decoder norm bound"})
+    local_baseline: bool = field(default=False, metadata={"help": "also run local-only training"})
+    seed: int = field(default=0, metadata={"help": "simulation seed"})
+    server: Mapping[str, float] = field(default_factory=dict, metadata={"help": "server optimiser overrides"})
+    byzantine: ByzantineConfig = field(default_factory=ByzantineConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="tiny-llama"))
+    adapter: AdapterConfig = field(default_factory=AdapterConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if self.clients < 1:
+            raise ConfigError(f"`clients` must be >= 1, got {self.clients!r}")
+        if self.rounds < 1:
+            raise ConfigError(f"`rounds` must be >= 1, got {self.rounds!r}")
+        if self.codec not in ("fp32", "int8"):
+            raise ConfigError(f"`codec` must be one of fp32, int8, got {self.codec!r}")
+        if self.max_update_norm is not None and not self.max_update_norm > 0:
+            raise ConfigError(f"`max_update_norm` must be > 0, got {self.max_update_norm!r}")
+        bad = self.byzantine.resolve(self.clients)
+        if bad >= self.clients:
+            raise ConfigError(
+                f"`byzantine` makes {bad} of {self.clients} clients Byzantine; at least one must be honest"
+            )
+        if self.data.source == "jsonl" and len(self.data.paths) != self.clients:
+            raise ConfigError(f"`paths` lists {len(self.data.paths)} files for {self.clients} clients")
+        if self.data.categories and len(self.data.categories) != self.clients:
+            raise ConfigError(
+                f"`categories` lists {len(self.data.categories)} names for {self.clients} clients"
+            )
+        _check_known("algorithm", self.algorithm, "training.algorithms", "ALGORITHMS")
+        _check_known("aggregator", self.aggregator, "training.aggregate", "AGGREGATORS")
+
+    @property
+    def num_byzantine(self) -> int:
+        """Number of Byzantine clients."""
+        return self.byzantine.resolve(self.clients)
+
+    def replace(self, **changes: Any) -> SimulationConfig:
+        """Return a copy with top-level fields changed; ``"section.field"`` keys change a nested field."""
+        nested: dict[str, dict[str, Any]] = {}
+        top: dict[str, Any] = {}
+        for key, value in changes.items():
+            if "." in key:
+                section, name = key.split(".", 1)
+                nested.setdefault(section, {})[name] = value
+            else:
+                top[key] = value
+        for section, values in nested.items():
+            current = getattr(self, section, None)
+            if not dataclasses.is_dataclass(current) or isinstance(current, type):
+                raise ConfigError(f"unknown section `{section}`")
+            top[section] = _build(type(current), {**dataclasses.asdict(current), **values}, section)
+        return dataclasses.replace(self, **top)
+
+
+def _check_known(name: str, value: str, module: str, registry: str) -> None:
+    import importlib
+
+    try:
+        known = getattr(importlib.import_module(module), registry)
+    except (ImportError, AttributeError):  # the registry is not importable: checked again at run time
+        return
+    if value not in known:
+        raise ConfigError(f"`{name}` must be one of {', '.join(sorted(known))}, got {value!r}")
+
+
+def _build(cls: type[C], table: Mapping[str, Any], section: str) -> C:
+    """Instantiate dataclass ``cls`` from a TOML table, naming ``[section] key`` in every error."""
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"[{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as exc:
+        raise ConfigError(f"[{section}] {exc}") from exc
+    except TypeError as exc:
+        raise ConfigError(f"[{section}] {exc}") from exc
+
+
+def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
+    """Build a :class:`SimulationConfig` from a parsed TOML document (layout in the module docstring)."""
+    known = {"simulation", "server", "byzantine", "data", "model", "adapter", "train"}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise ConfigError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    sim = dict(doc.get("simulation", {}))
+    sim["server"] = dict(doc.get("server", {}))
+    for key in sorted(sim["server"]):
+        if key not in ("server_lr", "beta1", "beta2", "tau"):
+            raise ConfigError(f"[server] unknown key {key}; known: beta1, beta2, server_lr, tau")
+    sections = {
+        "byzantine": ByzantineConfig,
+        "data": DataConfig,
+        "adapter": AdapterConfig,
+        "train": TrainConfig,
+    }
+    for name, cls in sections.items():
+        sim[name] = _build(cls, doc.get(name, {}), name)
+    sim["model"] = _build(ModelConfig, {"name_or_path": "tiny-llama", **doc.get("model", {})}, "model")
+    return _build(SimulationConfig, sim, "simulation")
+
+
+def load_config(path: str | Path) -> SimulationConfig:
+    """Read a simulation TOML file.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read or parsed, or a table, key or value is wrong (the message names it).
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return config_from_dict(doc)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc

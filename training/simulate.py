@@ -1,0 +1,424 @@
+"""In-process federated simulation: N clients, any algorithm, aggregator and codec, Byzantine clients.
+
+Each round every client loads the global adapter state, trains with the algorithm's client side
+(:func:`training.sft.train_sft`), and sends ``delta = local - global``. Byzantine clients' deltas are then
+rewritten by their attack (:mod:`training.attacks`; a data-level attack poisoned their data instead).
+Every update goes through the codec's bytes (``encode`` then ``decode`` with its checks), exactly as over
+the network; rejected updates are left out. The accepted updates are robustly aggregated and the server
+optimiser takes its step; SCAFFOLD's server control variate is updated from the control deltas carried in
+the same bytes. After every round the model is evaluated on each client's held-out data and on their union
+(all clients' genuine held-out data, also for Byzantine clients, so clean and attacked runs are scored on
+the same examples).
+
+The local-only baseline trains every client alone from the same initial adapter for
+``rounds * local_steps`` steps and scores it on the same union.
+
+Configuration: :mod:`training.simconfig`; command line: ``fedchain simulate``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.attacks import apply_update_attack, flip_answers, get_attack
+from training.data import Example, split_held_out
+from training.errors import ConfigError
+from training.simconfig import SimulationConfig
+
+log = logging.getLogger(__name__)
+
+ProgressFn = Callable[[str, int, int], None]
+"""``progress(what, done, total)``: called after each client's local training (``what`` names it)."""
+
+
+@dataclass(frozen=True)
+class ClientData:
+    """One simulated client's examples: what it trains on and what it is evaluated on."""
+
+    name: str
+    train: list[Example]
+    held_out: list[Example]
+
+
+@dataclass(frozen=True)
+class EvalMetrics:
+    """Held-out evaluation of one model.
+
+    Attributes
+    ----------
+    union_loss, union_perplexity
+        Per-token loss (and its exp) on the union of every client's held-out data.
+    per_client
+        Held-out loss on each client's own data.
+    exact_match
+        Greedy exact-match accuracy on the union, when the task has one answer (``None`` otherwise).
+    """
+
+    union_loss: float
+    union_perplexity: float
+    per_client: dict[str, float]
+    exact_match: float | None = None
+
+
+@dataclass(frozen=True)
+class RoundMetrics:
+    """What happened in one round (round 0 is the initial model, before any training)."""
+
+    round: int
+    eval: EvalMetrics
+    train_loss: float | None = None
+    update_norm: float | None = None
+    aggregate_norm: float | None = None
+    accepted: int = 0
+    rejected: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BaselineMetrics:
+    """Local-only training: each client alone for the same number of steps, scored on the union."""
+
+    per_client_union_loss: dict[str, float]
+    per_client_own_loss: dict[str, float]
+
+    @property
+    def mean_union_loss(self) -> float:
+        """Mean over clients of the union held-out loss of their local-only models."""
+        return sum(self.per_client_union_loss.values()) / len(self.per_client_union_loss)
+
+    @property
+    def best_union_loss(self) -> float:
+        """The best single local-only model's union held-out loss."""
+        return min(self.per_client_union_loss.values())
+
+
+@dataclass(frozen=True)
+class SimulationResult:
+    """Outcome of :func:`run_simulation`: per-round metrics and, if asked for, the local-only baseline."""
+
+    config: SimulationConfig
+    byzantine: tuple[str, ...]
+    rounds: list[RoundMetrics]
+    baseline: BaselineMetrics | None = None
+    seconds: float = 0.0
+
+    @property
+    def final(self) -> RoundMetrics:
+        """Metrics after the last round."""
+        return self.rounds[-1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready summary (config, Byzantine clients, rounds, baseline)."""
+        out: dict[str, Any] = {
+            "config": _jsonable(dataclasses.asdict(self.config)),
+            "byzantine": list(self.byzantine),
+            "rounds": [_jsonable(dataclasses.asdict(r)) for r in self.rounds],
+            "final_union_loss": self.final.eval.union_loss,
+            "seconds": round(self.seconds, 3),
+        }
+        if self.baseline is not None:
+            out["local_baseline"] = {
+                "mean_union_loss": self.baseline.mean_union_loss,
+                "best_union_loss": self.baseline.best_union_loss,
+                "per_client_union_loss": self.baseline.per_client_union_loss,
+                "per_client_own_loss": self.baseline.per_client_own_loss,
+            }
+        return out
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def load_clients(cfg: SimulationConfig) -> list[ClientData]:
+    """Build the clients' train / held-out splits from ``cfg.data`` (seeded, non-IID by source)."""
+    from training.data import load_sft_jsonl
+    from training.datasets.chatterbot import chatterbot_categories, chatterbot_clients
+    from training.datasets.synthetic import synthetic_clients
+
+    data = cfg.data
+    raw: dict[str, list[Example]]
+    if data.source == "synthetic":
+        raw = synthetic_clients(cfg.clients, data.examples_per_client, cfg.seed)
+    elif data.source == "chatterbot":
+        names = list(data.categories) or chatterbot_categories()[: cfg.clients]
+        if len(names) < cfg.clients:
+            raise ConfigError(f"`clients` is {cfg.clients} but chatterbot has only {len(names)} categories")
+        raw = chatterbot_clients(names)
+    else:
+        raw = {f"client-{i}": load_sft_jsonl(p) for i, p in enumerate(data.paths)}
+    clients = []
+    for i, (name, examples) in enumerate(sorted(raw.items())):
+        if data.source != "synthetic" and data.examples_per_client:
+            examples = random.Random(cfg.seed * 7919 + i).sample(
+                examples, min(len(examples), data.examples_per_client)
+            )
+        train, held = split_held_out(examples, data.held_out_fraction, cfg.seed + i)
+        if not train or not held:
+            raise ConfigError(f"client {name!r} has {len(examples)} examples: too few to train and hold out")
+        if data.max_eval_examples:
+            held = held[: data.max_eval_examples]
+        clients.append(ClientData(name=name, train=train, held_out=held))
+    return clients
+
+
+def byzantine_indices(cfg: SimulationConfig) -> list[int]:
+    """Seeded choice of the Byzantine clients; a larger count extends a smaller one's set."""
+    order = list(range(cfg.clients))
+    random.Random(f"fedchain-byzantine:{cfg.seed}").shuffle(order)
+    return sorted(order[: cfg.num_byzantine])
+
+
+@dataclass
+class Session:
+    """A loaded base model with its adapter and the clients' data, reusable across runs that share them.
+
+    Create with :func:`prepare`; :func:`run_simulation` creates one when not given.
+    """
+
+    model: Any
+    tokenizer: Any
+    clients: list[ClientData]
+    initial: dict[str, Tensor]
+    key: tuple[Any, ...] = field(default=())
+
+
+def _session_key(cfg: SimulationConfig) -> tuple[Any, ...]:
+    return (cfg.model, cfg.adapter, cfg.data, cfg.clients, cfg.seed)
+
+
+def prepare(cfg: SimulationConfig) -> Session:
+    """Load the model and tokenizer, attach the run-seeded adapter and build the clients' data."""
+    from training.adapters import attach_adapter, trainable_state
+    from training.models import load_model
+
+    model, tokenizer = load_model(cfg.model.name_or_path, cfg.model.dtype, cfg.model.device)
+    peft_model = attach_adapter(model, cfg.adapter, cfg.seed)
+    return Session(peft_model, tokenizer, load_clients(cfg), trainable_state(peft_model), _session_key(cfg))
+
+
+def _uses_exact_match(cfg: SimulationConfig) -> bool:
+    return cfg.data.source == "synthetic" if cfg.data.exact_match is None else cfg.data.exact_match
+
+
+def evaluate_model(session: Session, cfg: SimulationConfig) -> EvalMetrics:
+    """Score the session's model as it stands: per-client and union held-out loss, exact match if any."""
+    from training.evaluate import UNION, evaluate_clients, exact_match
+
+    held = {c.name: c.held_out for c in session.clients}
+    results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
+    union = results.pop(UNION)
+    accuracy = None
+    if _uses_exact_match(cfg):
+        everything = [e for c in session.clients for e in c.held_out]
+        accuracy = exact_match(session.model, session.tokenizer, everything)
+    return EvalMetrics(
+        union_loss=union.loss,
+        union_perplexity=union.perplexity,
+        per_client={k: v.loss for k, v in results.items()},
+        exact_match=accuracy,
+    )
+
+
+def _train_config(cfg: SimulationConfig, client_algorithm: str, seed: int, steps_factor: int = 1) -> Any:
+    train = cfg.train
+    changes: dict[str, Any] = {"client_algorithm": client_algorithm, "seed": seed}
+    if steps_factor != 1:
+        if train.local_steps is not None:
+            changes["local_steps"] = train.local_steps * steps_factor
+        else:
+            changes["epochs"] = train.epochs * steps_factor
+    return dataclasses.replace(train, **changes)
+
+
+def run_local_baseline(
+    cfg: SimulationConfig, *, session: Session | None = None, progress: ProgressFn | None = None
+) -> BaselineMetrics:
+    """Train each client alone for ``rounds * local_steps`` steps; score it on the union and its own data."""
+    from training.adapters import load_trainable_state
+    from training.evaluate import UNION, evaluate_clients
+    from training.sft import train_sft
+
+    session = session if session is not None and session.key == _session_key(cfg) else prepare(cfg)
+    held = {c.name: c.held_out for c in session.clients}
+    union: dict[str, float] = {}
+    own: dict[str, float] = {}
+    for i, client in enumerate(session.clients):
+        load_trainable_state(session.model, session.initial)
+        train_cfg = _train_config(cfg, "local", cfg.seed * 1_000_003 + i, steps_factor=cfg.rounds)
+        train_sft(session.model, session.tokenizer, client.train, train_cfg)
+        results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
+        union[client.name], own[client.name] = results[UNION].loss, results[client.name].loss
+        if progress is not None:
+            progress(f"local-only {client.name}", i + 1, len(session.clients))
+    load_trainable_state(session.model, session.initial)
+    return BaselineMetrics(per_client_union_loss=union, per_client_own_loss=own)
+
+
+def _server_config(name: str, overrides: Mapping[str, float]) -> Any:
+    """Return the server optimiser's config for ``name`` with the simulation's ``[server]`` overrides."""
+    from training import server_opt
+
+    return server_opt.make_config(name, **dict(overrides))
+
+
+def run_simulation(
+    cfg: SimulationConfig, *, session: Session | None = None, progress: ProgressFn | None = None
+) -> SimulationResult:
+    """Run ``cfg.rounds`` federated rounds in this process (see the module docstring).
+
+    Parameters
+    ----------
+    cfg
+        The simulation.
+    session
+        A prepared :class:`Session` to reuse (must match ``cfg``'s model, adapter, data and seed);
+        otherwise one is created.
+    progress
+        Called after every client's local training.
+
+    Returns
+    -------
+    SimulationResult
+        Round-0 and per-round metrics, and the local-only baseline when ``cfg.local_baseline``.
+
+    Raises
+    ------
+    ConfigError
+        If a name in ``cfg`` is unknown or the aggregator rejects its parameters for this many clients.
+    """
+    from training import codec, server_opt
+    from training.adapters import load_trainable_state
+    from training.aggregate import AGGREGATORS
+    from training.algorithms import get_algorithm
+    from training.client import ScaffoldControls
+    from training.flat import flatten
+    from training.scaffold import server_control_step
+    from training.sft import train_sft
+
+    started = time.perf_counter()
+    algorithm = get_algorithm(cfg.algorithm)
+    if cfg.aggregator not in AGGREGATORS:
+        raise ConfigError(
+            f"`aggregator` must be one of {', '.join(sorted(AGGREGATORS))}, got {cfg.aggregator!r}"
+        )
+    aggregate = AGGREGATORS[cfg.aggregator]
+    attack = get_attack(cfg.byzantine.attack)
+    session = session if session is not None and session.key == _session_key(cfg) else prepare(cfg)
+    clients = session.clients
+    bad = byzantine_indices(cfg)
+    if attack.level == "data":
+        clients = [
+            ClientData(c.name, flip_answers(c.train, seed=cfg.seed + i), c.held_out) if i in bad else c
+            for i, c in enumerate(clients)
+        ]
+    honest = [i for i in range(len(clients)) if i not in bad]
+    params, spec = flatten(session.initial)
+    server_cfg = _server_config(algorithm.server_optimizer, cfg.server)
+    server_state = server_opt.init_state(algorithm.server_optimizer, spec.numel)
+    control = torch.zeros(spec.numel) if algorithm.control_variates else None
+    client_controls: dict[int, dict[str, Tensor]] = {}
+    weights = torch.tensor([float(len(c.train)) for c in clients])
+    run_id = f"simulation-{cfg.seed}"
+    total = cfg.rounds * len(clients)
+
+    load_trainable_state(session.model, spec.unflatten(params))
+    history = [RoundMetrics(round=0, eval=evaluate_model(session, cfg))]
+    for rnd in range(1, cfg.rounds + 1):
+        round_start = time.perf_counter()
+        deltas: list[Tensor] = []
+        control_deltas: list[Tensor | None] = []
+        losses: list[float] = []
+        for i, client in enumerate(clients):
+            load_trainable_state(session.model, spec.unflatten(params))
+            controls = None
+            if control is not None:
+                controls = ScaffoldControls(server=spec.unflatten(control), client=client_controls.get(i))
+            train_cfg = _train_config(cfg, algorithm.client, cfg.seed * 1_000_003 + rnd * 1009 + i)
+            update = train_sft(session.model, session.tokenizer, client.train, train_cfg, controls=controls)
+            deltas.append(flatten(update.delta)[0])
+            if update.control is not None and update.control_delta is not None:
+                client_controls[i] = update.control
+                control_deltas.append(flatten(update.control_delta)[0])
+            else:
+                control_deltas.append(None)
+            if i in honest:
+                losses.append(update.metrics.mean_loss)
+            if progress is not None:
+                progress(f"round {rnd}/{cfg.rounds} {client.name}", (rnd - 1) * len(clients) + i + 1, total)
+        sent = torch.stack(deltas)
+        if bad and attack.level == "update":
+            benign = sent[honest]
+            sent[bad] = apply_update_attack(
+                attack.name, sent[bad], benign, seed=cfg.seed * 7_919 + rnd, strength=cfg.byzantine.strength
+            )
+
+        accepted: list[int] = []
+        received: list[Tensor] = []
+        received_controls: list[Tensor] = []
+        rejected: list[str] = []
+        for i, client in enumerate(clients):
+            extra = None
+            if control_deltas[i] is not None:
+                extra = {"control_delta": control_deltas[i]}
+            blob = codec.encode(sent[i], spec, run=run_id, round=rnd, codec=cfg.codec, extra=extra)
+            try:
+                decoded = codec.decode(
+                    blob, spec, max_norm=cfg.max_update_norm, expect_run=run_id, expect_round=rnd
+                )
+            except codec.UpdateRejected as exc:
+                log.warning("round %d: update of %s rejected: %s", rnd, client.name, exc)
+                rejected.append(client.name)
+                continue
+            accepted.append(i)
+            received.append(decoded.delta)
+            if control is not None and decoded.extra:
+                received_controls.append(decoded.extra["control_delta"])
+
+        aggregate_norm = None
+        if received:
+            try:
+                agg = aggregate(torch.stack(received), weights[accepted], **dict(cfg.aggregator_params))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(
+                    f"aggregator {cfg.aggregator!r} with {len(received)} updates: {exc}"
+                ) from exc
+            aggregate_norm = float(agg.norm())
+            params, server_state = server_opt.server_step(
+                algorithm.server_optimizer, params, agg, server_state, server_cfg
+            )
+            if control is not None and received_controls:
+                control = server_control_step(control, torch.stack(received_controls))
+        load_trainable_state(session.model, spec.unflatten(params))
+        history.append(
+            RoundMetrics(
+                round=rnd,
+                eval=evaluate_model(session, cfg),
+                train_loss=sum(losses) / len(losses) if losses else None,
+                update_norm=float(sent[honest].norm(dim=1).mean()),
+                aggregate_norm=aggregate_norm,
+                accepted=len(accepted),
+                rejected=tuple(rejected),
+                seconds=time.perf_counter() - round_start,
+            )
+        )
+    baseline = run_local_baseline(cfg, session=session) if cfg.local_baseline else None
+    load_trainable_state(session.model, session.initial)
+    names = tuple(clients[i].name for i in bad)
+    return SimulationResult(cfg, names, history, baseline, time.perf_counter() - started)
