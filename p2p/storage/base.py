@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NewType, Protocol, runtime_checkable
@@ -53,4 +54,8 @@ class FileStore(Store, Protocol):
 
     def get_file(self, cid: Cid, dest: Path, max_size: int | None = None) -> int:
         """Write the verified content named by ``cid`` to ``dest`` (atomically); return its size."""
+        ...
+
+    def gc(self) -> builtins.list[Cid]:
+        """Delete unpinned content; return the CIDs removed."""
         ...
