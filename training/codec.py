@@ -1,0 +1,283 @@
+"""Update codec: an adapter delta (flat vector or named tensors) to safetensors bytes and back, with checks.
+
+Layout (safetensors, never pickle). Header metadata (str -> str): ``format`` (:data:`FORMAT`), ``run``,
+``round``, ``codec``, ``spec`` (:meth:`training.flat.FlatSpec.digest`), ``shapes`` (JSON list, spec order),
+``numel`` and ``extra`` (JSON ``{key: shape}``). Tensors: ``delta/<name>`` for each tensor of the spec,
+float32 (``fp32``) or int8 (``int8``, with a float32 ``scale/<name>`` of shape ``[1]``), and ``extra/<key>``
+float32 tensors (e.g. SCAFFOLD's ``control_delta``), always fp32.
+
+int8: per tensor, ``scale = max|x| / 127`` (float32) and ``q = clamp(round(x / scale), -127, 127)``. Decoding
+is ``q * scale`` in float32, one correctly rounded multiply, so every peer decodes the same bytes to the
+same floats (how a peer quantised its own update is its own business).
+
+:func:`decode` treats its input as hostile: it caps the size before parsing, reads the JSON header itself,
+checks format, run, round, codec, spec digest, the exact tensor set, dtypes and shapes before loading any
+data, then rejects NaN/Inf and deltas whose L2 norm exceeds ``max_norm`` (norm computed exactly as in
+:func:`training.robust.exact.sq_norms`, so all peers agree on the verdict). Every failure is
+:class:`UpdateRejected` with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+from torch import Tensor
+
+from training.errors import TrainingError
+from training.flat import FlatSpec
+from training.robust.exact import sq_norms
+
+FORMAT = "fedchain-update/1"
+CODECS = ("fp32", "int8")
+Codec = Literal["fp32", "int8"]
+MAX_HEADER_BYTES = 1 << 22
+
+
+class UpdateRejected(TrainingError, ValueError):  # noqa: N818 - the name the other layers use
+    """An encoded update failed a check (format, metadata, tensors, values or norm bound)."""
+
+
+@dataclass(frozen=True)
+class DecodedUpdate:
+    """A decoded, checked update."""
+
+    delta: Tensor
+    """Flat float32 delta of length ``spec.numel``."""
+    extra: dict[str, Tensor]
+    """Extra float32 tensors (e.g. ``control_delta``)."""
+    run: str
+    round: int
+    codec: str
+    norm: float
+    """L2 norm of ``delta`` (exact on the fixed-point grid)."""
+
+
+def default_max_bytes(spec: FlatSpec) -> int:
+    """Return the default size cap: the delta and three more fp32 vectors of its length, plus 1 MiB."""
+    return 16 * spec.numel + (1 << 20)
+
+
+def _as_flat(delta: Tensor | Mapping[str, Tensor], spec: FlatSpec) -> Tensor:
+    if isinstance(delta, Mapping):
+        if sorted(delta) != list(spec.names):
+            raise TrainingError(
+                f"delta tensors {sorted(delta)} do not match the spec names {list(spec.names)}"
+            )
+        parts = [delta[n].detach().reshape(-1).to(torch.float32) for n in spec.names]
+        flat = torch.cat(parts) if parts else torch.zeros(0)
+    else:
+        flat = delta.detach().to(torch.float32)
+    if flat.shape != (spec.numel,):
+        raise TrainingError(f"delta must have {spec.numel} elements, got shape {tuple(flat.shape)}")
+    return flat
+
+
+def _int8(piece: Tensor) -> tuple[Tensor, Tensor]:
+    top = piece.abs().max() if piece.numel() else torch.tensor(0.0)
+    scale = (top / 127.0).to(torch.float32).reshape(1)
+    if float(scale) == 0.0:
+        return torch.zeros_like(piece, dtype=torch.int8), scale
+    q = torch.round(piece / scale).clamp_(-127, 127).to(torch.int8)
+    return q, scale
+
+
+def encode(
+    delta: Tensor | Mapping[str, Tensor],
+    spec: FlatSpec,
+    *,
+    run: str,
+    round: int,
+    codec: Codec = "fp32",
+    extra: Mapping[str, Tensor] | None = None,
+) -> bytes:
+    """Encode an update as safetensors bytes.
+
+    Parameters
+    ----------
+    delta
+        Flat float32 delta of length ``spec.numel``, or the named tensors of ``spec``.
+    spec
+        Layout of the adapter state.
+    run, round
+        Run id and round number, written to the header and checked by :func:`decode`.
+    codec
+        ``"fp32"`` (lossless) or ``"int8"`` (per-tensor scale).
+    extra
+        Extra tensors sent along (always fp32), e.g. ``{"control_delta": c_delta}`` for SCAFFOLD.
+
+    Raises
+    ------
+    TrainingError
+        If the codec is unknown, the delta does not match ``spec``, or a value is not finite.
+    """
+    if codec not in CODECS:
+        raise TrainingError(f"`codec` must be one of {', '.join(CODECS)}, got {codec!r}")
+    flat = _as_flat(delta, spec)
+    if not bool(torch.isfinite(flat).all()):
+        raise TrainingError("delta contains NaN or Inf")
+    tensors: dict[str, Tensor] = {}
+    for name, shape, piece in zip(spec.names, spec.shapes, torch.split(flat, list(spec.sizes)), strict=True):
+        if codec == "fp32":
+            tensors[f"delta/{name}"] = piece.reshape(shape).contiguous()
+        else:
+            q, scale = _int8(piece)
+            tensors[f"delta/{name}"] = q.reshape(shape).contiguous()
+            tensors[f"scale/{name}"] = scale
+    extra_shapes: dict[str, list[int]] = {}
+    for key, value in sorted((extra or {}).items()):
+        tensors[f"extra/{key}"] = value.detach().to(torch.float32).contiguous()
+        extra_shapes[key] = list(value.shape)
+    metadata = {
+        "format": FORMAT,
+        "run": str(run),
+        "round": str(int(round)),
+        "codec": codec,
+        "spec": spec.digest(),
+        "numel": str(spec.numel),
+        "shapes": json.dumps([list(s) for s in spec.shapes], separators=(",", ":")),
+        "extra": json.dumps(extra_shapes, sort_keys=True, separators=(",", ":")),
+    }
+    return bytes(st_save(tensors, metadata=metadata))
+
+
+def _header(data: bytes) -> tuple[dict[str, str], dict[str, Any]]:
+    if len(data) < 8:
+        raise UpdateRejected(f"update is {len(data)} bytes, shorter than a safetensors header")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(MAX_HEADER_BYTES, len(data) - 8):
+        raise UpdateRejected(f"header length {size} exceeds the data or the {MAX_HEADER_BYTES}-byte cap")
+    try:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UpdateRejected(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise UpdateRejected("header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
+        raise UpdateRejected("header has no string metadata")
+    return meta, header
+
+
+def _expect(meta: Mapping[str, str], key: str, want: str) -> None:
+    got = meta.get(key)
+    if got != want:
+        raise UpdateRejected(f"metadata `{key}` must be {want!r}, got {got!r}")
+
+
+def _check_metadata(
+    meta: Mapping[str, str], spec: FlatSpec, expect_run: str | None, expect_round: int | None
+) -> tuple[str, int, dict[str, list[int]]]:
+    _expect(meta, "format", FORMAT)
+    codec = meta.get("codec")
+    if codec not in CODECS:
+        raise UpdateRejected(f"metadata `codec` must be one of {', '.join(CODECS)}, got {codec!r}")
+    _expect(meta, "spec", spec.digest())
+    _expect(meta, "numel", str(spec.numel))
+    if expect_run is not None:
+        _expect(meta, "run", expect_run)
+    if expect_round is not None:
+        _expect(meta, "round", str(expect_round))
+    try:
+        rnd = int(meta.get("round", ""))
+        extra = json.loads(meta.get("extra", ""))
+    except ValueError as exc:
+        raise UpdateRejected(f"metadata `round` or `extra` is malformed: {exc}") from exc
+    if not isinstance(extra, dict) or not all(
+        isinstance(k, str) and isinstance(v, list) and all(isinstance(s, int) and s >= 0 for s in v)
+        for k, v in extra.items()
+    ):
+        raise UpdateRejected("metadata `extra` must map names to shapes")
+    return codec, rnd, extra
+
+
+def _check_tensors(
+    header: Mapping[str, Any], spec: FlatSpec, codec: str, extra: Mapping[str, list[int]]
+) -> None:
+    want: dict[str, tuple[str, list[int]]] = {}
+    shape: list[int]
+    for name, spec_shape in zip(spec.names, spec.shapes, strict=True):
+        want[f"delta/{name}"] = ("F32" if codec == "fp32" else "I8", list(spec_shape))
+        if codec == "int8":
+            want[f"scale/{name}"] = ("F32", [1])
+    for key, shape in extra.items():
+        want[f"extra/{key}"] = ("F32", shape)
+    if set(header) != set(want):
+        missing, unexpected = sorted(set(want) - set(header)), sorted(set(header) - set(want))
+        raise UpdateRejected(f"tensor set mismatch: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    for key, (dtype, shape) in want.items():
+        info = header[key]
+        if not isinstance(info, dict) or info.get("dtype") != dtype or info.get("shape") != shape:
+            got = (info.get("dtype"), info.get("shape")) if isinstance(info, dict) else info
+            raise UpdateRejected(f"tensor {key!r} must be {dtype} of shape {shape}, got {got}")
+
+
+def decode(
+    data: bytes,
+    spec: FlatSpec,
+    *,
+    max_norm: float | None = None,
+    expect_run: str | None = None,
+    expect_round: int | None = None,
+    max_bytes: int | None = None,
+) -> DecodedUpdate:
+    """Decode and check an update produced by :func:`encode`.
+
+    Parameters
+    ----------
+    data
+        The received bytes (untrusted).
+    spec
+        The layout this run's updates must have.
+    max_norm
+        Reject deltas whose L2 norm exceeds this (``None``: no bound).
+    expect_run, expect_round
+        Reject updates for another run or round (``None``: accept any).
+    max_bytes
+        Reject larger inputs before parsing (default :func:`default_max_bytes`).
+
+    Raises
+    ------
+    UpdateRejected
+        On any failed check; the message names the field.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise UpdateRejected(f"update must be bytes, got {type(data).__name__}")
+    data = bytes(data)
+    cap = default_max_bytes(spec) if max_bytes is None else max_bytes
+    if len(data) > cap:
+        raise UpdateRejected(f"update is {len(data)} bytes, over the {cap}-byte cap")
+    meta, header = _header(data)
+    codec, rnd, extra_shapes = _check_metadata(meta, spec, expect_run, expect_round)
+    _check_tensors(header, spec, codec, extra_shapes)
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # the parser's own errors on hostile bytes
+        raise UpdateRejected(f"safetensors payload is malformed: {exc}") from exc
+    pieces = []
+    for name in spec.names:
+        piece = tensors[f"delta/{name}"].reshape(-1)
+        if codec == "int8":
+            scale = tensors[f"scale/{name}"]
+            if not (math.isfinite(float(scale)) and float(scale) >= 0.0):
+                raise UpdateRejected(f"scale of {name!r} must be finite and >= 0, got {float(scale)}")
+            piece = piece.to(torch.float32) * scale
+        pieces.append(piece)
+    delta = torch.cat(pieces) if pieces else torch.zeros(0)
+    if not bool(torch.isfinite(delta).all()):
+        raise UpdateRejected("delta contains NaN or Inf")
+    extra = {key: tensors[f"extra/{key}"] for key in sorted(extra_shapes)}
+    for key, value in extra.items():
+        if not bool(torch.isfinite(value).all()):
+            raise UpdateRejected(f"extra tensor {key!r} contains NaN or Inf")
+    norm = math.sqrt(sq_norms(delta.unsqueeze(0))[0]) if delta.numel() else 0.0
+    if max_norm is not None and norm > max_norm:
+        raise UpdateRejected(f"delta L2 norm {norm:.6g} exceeds max_norm {max_norm:.6g}")
+    return DecodedUpdate(delta=delta, extra=extra, run=meta.get("run", ""), round=rnd, codec=codec, norm=norm)

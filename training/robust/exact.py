@@ -1,0 +1,247 @@
+"""Exact, order-free arithmetic over an ``[n, d]`` update matrix.
+
+Consensus needs every peer to compute the same bytes whatever its thread count, instruction set
+(``ATEN_CPU_CAPABILITY``) and the order the updates arrived in. Float reductions over ``d`` are not that:
+their association order changes with vectorisation and threads, and ``add(x, alpha=w)`` fuses a
+multiply-add. So every reduction here is made *exact*, and exact sums do not depend on order:
+
+- **Weighted sums** (:func:`weighted_sum`). Per coordinate ``j``, each value is put on a fixed-point grid
+  ``q = round(x * 2**s_j)`` with a power-of-two scale chosen from that coordinate's largest magnitude so that
+  ``sum_i w_i |q_i| <= 2**53``. Then every product ``w_i q_i`` and every partial sum is an integer of at most
+  53 bits, exactly representable in float64, so the float64 sum is exact in *any* order (even with fused
+  multiply-adds). One correctly rounded division by the divisor, an exact division by ``2**s_j`` and a
+  correctly rounded cast to float32 finish it. Precision: ``53 - ceil(log2(sum w))`` bits below each
+  coordinate's largest magnitude (31 bits for a total weight of 2**22).
+- **Inner products** (:func:`gram`). Per block of :data:`CHUNK` coordinates, all rows are rounded onto one
+  grid with :data:`GRID_BITS` bits below the block's largest magnitude; the block's float64 Gram matrix is
+  then a matrix of integers below ``2**50`` and exact whatever the BLAS does. Blocks are summed as Python
+  integers.
+- Elementwise work uses only correctly rounded operations (add, subtract, multiply, divide, sqrt, casts).
+
+Results differ from the real-number answer by the documented rounding, but never between peers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+CHUNK = 1 << 16
+"""Coordinates per block: keeps temporaries small (``n * CHUNK`` float64) and cache-resident."""
+
+GRID_BITS = 17
+"""Bits of each grid value in :func:`gram`: ``CHUNK * (2**GRID_BITS)**2 * 4 <= 2**53`` keeps blocks exact."""
+
+MAX_WEIGHT_BITS = 40
+"""Largest total integer weight is ``2**MAX_WEIGHT_BITS`` (still 13 bits of grid precision)."""
+
+
+def check_updates(updates: Tensor, weights: Tensor, *, min_rows: int = 1) -> None:
+    """Validate an update matrix and its weights.
+
+    Raises
+    ------
+    ValueError
+        If ``updates`` is not a finite float32 ``[n, d]`` tensor, ``weights`` is not ``[n]``, or ``n`` is
+        below ``min_rows``.
+    """
+    if updates.dim() != 2:
+        raise ValueError(f"`updates` must be 2-D [n, d], got shape {tuple(updates.shape)}")
+    if updates.dtype != torch.float32:
+        raise ValueError(f"`updates` must be float32, got {updates.dtype}")
+    n = updates.shape[0]
+    if weights.dim() != 1 or weights.shape[0] != n:
+        raise ValueError(f"`weights` must be 1-D of length n={n}, got shape {tuple(weights.shape)}")
+    if n < min_rows:
+        raise ValueError(f"needs at least {min_rows} updates, got n={n}")
+    if updates.numel() > 0:
+        lo, hi = torch.aminmax(updates)
+        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
+            raise ValueError("`updates` contain NaN or Inf")
+
+
+def integer_weights(weights: Tensor) -> list[int]:
+    """Return ``weights`` as Python ints (sample counts).
+
+    Raises
+    ------
+    ValueError
+        If a weight is negative, not an integer or not finite, or all weights are zero, or their total
+        exceeds ``2**MAX_WEIGHT_BITS``.
+    """
+    out: list[int] = []
+    for w in weights.tolist():
+        if not (isinstance(w, int) or (math.isfinite(w) and float(w).is_integer())) or w < 0:
+            raise ValueError(f"`weights` must be non-negative integers (sample counts), got {w!r}")
+        out.append(int(w))
+    total = sum(out)
+    if total == 0:
+        raise ValueError("`weights` must not all be zero")
+    if total > 1 << MAX_WEIGHT_BITS:
+        raise ValueError(f"total weight must be at most 2**{MAX_WEIGHT_BITS}, got {total}")
+    return out
+
+
+def quantize_coefficients(coeffs: Sequence[float], bits: int = 24) -> list[int]:
+    """Round non-negative real coefficients to integers, the largest becoming ``2**bits``.
+
+    Deterministic (one correctly rounded division and multiplication per value); the relative error of each
+    ratio is at most ``2**-bits``.
+    """
+    top = max(coeffs)
+    if not top > 0.0 or any(c < 0.0 or not math.isfinite(c) for c in coeffs):
+        raise ValueError(f"coefficients must be finite, non-negative and not all zero, got {list(coeffs)}")
+    scale = float(1 << bits)
+    return [round(c / top * scale) for c in coeffs]
+
+
+def _pow2(exponents: Tensor) -> Tensor:
+    """``2.0**e`` as float64, built from the exponent bits (exact; no ``pow`` kernel involved)."""
+    return ((exponents.to(torch.int64) + 1023) << 52).view(torch.float64)
+
+
+def _upper_exponents(block: Tensor) -> Tensor:
+    """Per column of a float32 block, ``u`` with ``max_i |x_ij| < 2**u`` (from the float32 exponent field)."""
+    lo, hi = torch.aminmax(block, dim=0)
+    mag = torch.maximum(hi, torch.neg(lo))
+    field = (mag.view(torch.int32) >> 23).clamp_(min=1)
+    return field - 126
+
+
+def weighted_sum(
+    updates: Tensor,
+    int_weights: Sequence[int],
+    divisor: float,
+    *,
+    rows: Sequence[int] | None = None,
+    extra: Tensor | None = None,
+    extra_weight: int = 0,
+) -> Tensor:
+    """Return ``(sum_i int_weights[i] * updates[rows[i]] + extra_weight * extra) / divisor`` as float32.
+
+    Exact on the per-coordinate fixed-point grid described in the module docstring, hence independent of the
+    order of ``rows``, of threads and of the instruction set.
+
+    Parameters
+    ----------
+    updates
+        ``[n, d]`` float32 matrix (not modified).
+    int_weights
+        One non-negative integer weight per selected row.
+    divisor
+        Positive number the weighted sum is divided by (once, correctly rounded).
+    rows
+        Row indices to combine (default: all rows, in order).
+    extra
+        An optional extra ``[d]`` float32 vector (e.g. a centre) with its own integer weight.
+    extra_weight
+        Weight of ``extra``.
+    """
+    idx = list(range(updates.shape[0])) if rows is None else list(rows)
+    ws = [int(w) for w in int_weights]
+    if len(ws) != len(idx):
+        raise ValueError(f"one weight per row needed, got {len(ws)} weights for {len(idx)} rows")
+    if extra is not None:
+        ws.append(int(extra_weight))
+    total = sum(ws)
+    if total <= 0 or any(w < 0 for w in ws) or not divisor > 0.0:
+        raise ValueError(
+            f"weights must be non-negative with a positive total and divisor, got {ws}, {divisor}"
+        )
+    bits = 53 - max(0, (total - 1).bit_length())
+    d = updates.shape[1]
+    out = torch.empty(d, dtype=torch.float32)
+    contiguous = idx == list(range(updates.shape[0]))
+    w_col = torch.tensor(ws, dtype=torch.float64).unsqueeze(1)
+    unit = all(w == 1 for w in ws)
+    for c0 in range(0, d, CHUNK):
+        c1 = min(d, c0 + CHUNK)
+        part = updates[:, c0:c1] if contiguous else updates[idx, c0:c1]
+        if extra is not None:
+            part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
+        scale = _pow2(bits - _upper_exponents(part))
+        block = part.to(torch.float64)
+        block.mul_(scale).round_()
+        if not unit:
+            block.mul_(w_col)
+        acc = block.sum(dim=0)
+        acc.div_(divisor).div_(scale)
+        out[c0:c1] = acc
+    return canonical_zero(out)
+
+
+def canonical_zero(vec: Tensor) -> Tensor:
+    """Replace ``-0.0`` by ``+0.0`` (in place) so that equal values always have equal bytes."""
+    vec.masked_fill_(vec == 0, 0.0)
+    return vec
+
+
+@dataclass(frozen=True)
+class ExactGram:
+    """Exact Gram matrix of the grid-rounded rows: entry ``(i, k)`` is ``ints[i][k] / 2**shift``."""
+
+    ints: tuple[tuple[int, ...], ...]
+    shift: int
+
+    def value(self, i: int, k: int) -> float:
+        """Entry ``(i, k)`` as a correctly rounded float."""
+        return (
+            self.ints[i][k] / (1 << self.shift) if self.shift >= 0 else float(self.ints[i][k] << -self.shift)
+        )
+
+    def sq_distance(self, i: int, k: int) -> float:
+        """Squared distance between rows ``i`` and ``k``, correctly rounded from the exact integer."""
+        g = self.ints
+        num = g[i][i] + g[k][k] - 2 * g[i][k]
+        return num / (1 << self.shift) if self.shift >= 0 else float(num << -self.shift)
+
+
+def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
+    """Exact Gram matrix of the rows of ``updates`` (plus ``extra`` as a last row) on the block grids.
+
+    Each block of :data:`CHUNK` coordinates is rounded to :data:`GRID_BITS` bits below its largest
+    magnitude (over all rows); the result is the exact Gram matrix of those rounded rows.
+    """
+    n, d = updates.shape
+    m = n + (1 if extra is not None else 0)
+    blocks: list[tuple[list[list[int]], int]] = []
+    for c0 in range(0, d, CHUNK):
+        c1 = min(d, c0 + CHUNK)
+        part = updates[:, c0:c1]
+        if extra is not None:
+            part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
+        lo, hi = torch.aminmax(part)
+        mag = max(-float(lo), float(hi))
+        if mag == 0.0:
+            continue
+        s = GRID_BITS - math.frexp(mag)[1]
+        block = part.to(torch.float64).mul_(math.ldexp(1.0, s)).round_()
+        products = (block @ block.T).to(torch.int64).tolist()
+        blocks.append((products, 2 * s))
+    if not blocks:
+        return ExactGram(tuple(tuple(0 for _ in range(m)) for _ in range(m)), 0)
+    shift = max(s2 for _, s2 in blocks)
+    total = [[0] * m for _ in range(m)]
+    for products, s2 in blocks:
+        up = shift - s2
+        for i in range(m):
+            row, src = total[i], products[i]
+            for k in range(m):
+                row[k] += src[k] << up
+    return ExactGram(tuple(tuple(r) for r in total), shift)
+
+
+def row_digest(updates: Tensor, i: int) -> bytes:
+    """sha256 of row ``i``'s float32 bytes: the canonical tie-breaker between rows."""
+    return hashlib.sha256(updates[i].contiguous().numpy().tobytes()).digest()
+
+
+def sq_norms(updates: Tensor) -> list[float]:
+    """Squared L2 norm of each row, exact on the block grids of :func:`gram` (correctly rounded)."""
+    g = gram(updates)
+    return [g.value(i, i) for i in range(updates.shape[0])]

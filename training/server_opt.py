@@ -1,0 +1,171 @@
+"""Server optimisers that every peer applies to the agreed aggregate (FedAvg, FedAvgM, FedAdagrad, ...).
+
+The five: FedAvg, FedAvgM, FedAdagrad, FedYogi, FedAdam.
+
+Following Reddi et al. 2021 ("Adaptive Federated Optimization"), with ``delta`` the aggregated update:
+
+- ``fedavg``: ``x <- x + lr * delta``
+- ``fedavgm``: ``m <- beta1 * m + delta``; ``x <- x + lr * m`` (Hsu et al. 2019)
+- ``fedadagrad``, ``fedyogi``, ``fedadam``: ``m <- beta1 * m + (1 - beta1) * delta``; ``v`` is updated with
+  ``v + delta^2`` (Adagrad), ``v - (1 - beta2) delta^2 sign(v - delta^2)`` (Yogi) or
+  ``beta2 v + (1 - beta2) delta^2`` (Adam); ``x <- x + lr * m / (sqrt(v) + tau)``. No bias correction.
+
+Bit-exact: each step is a chain of separate elementwise float64 operations (multiply, add, subtract, divide,
+sqrt, sign), each correctly rounded, with no fused multiply-add (``alpha=``, ``addcmul``, ``lerp`` are never
+used), then one rounding to float32. Elementwise operations do not depend on threads or the instruction set,
+so every peer gets the same bytes. The state (``m``, ``v`` as float32 tensors) is part of the model state that
+peers hash (:func:`training.determinism.state_sha256`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.errors import ConfigError
+
+ServerState = dict[str, Tensor]
+"""Flat float32 state tensors of a server optimiser by name (``m``, ``v``); empty for FedAvg."""
+
+
+@dataclass(frozen=True)
+class ServerOptConfig:
+    """Hyper-parameters of a server optimiser (see the module docstring for where each is used)."""
+
+    server_lr: float = field(default=1.0, metadata={"help": "server learning rate (eta)"})
+    beta1: float = field(default=0.9, metadata={"help": "first-moment decay (momentum)"})
+    beta2: float = field(default=0.99, metadata={"help": "second-moment decay (Yogi, Adam)"})
+    tau: float = field(default=1e-3, metadata={"help": "adaptivity epsilon added to sqrt(v)"})
+
+    def __post_init__(self) -> None:
+        if not self.server_lr > 0.0:
+            raise ConfigError(f"`server_lr` must be > 0, got {self.server_lr!r}")
+        if not 0.0 <= self.beta1 < 1.0:
+            raise ConfigError(f"`beta1` must be in [0, 1), got {self.beta1!r}")
+        if not 0.0 <= self.beta2 < 1.0:
+            raise ConfigError(f"`beta2` must be in [0, 1), got {self.beta2!r}")
+        if not self.tau > 0.0:
+            raise ConfigError(f"`tau` must be > 0, got {self.tau!r}")
+
+
+DEFAULTS: dict[str, ServerOptConfig] = {
+    "fedavg": ServerOptConfig(server_lr=1.0),
+    "fedavgm": ServerOptConfig(server_lr=1.0, beta1=0.9),
+    "fedadagrad": ServerOptConfig(server_lr=0.1, beta1=0.0, tau=1e-3),
+    "fedyogi": ServerOptConfig(server_lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
+    "fedadam": ServerOptConfig(server_lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
+}
+"""Default hyper-parameters of each optimiser (Reddi et al.'s suggested ranges)."""
+
+_STATE_NAMES: dict[str, tuple[str, ...]] = {
+    "fedavg": (),
+    "fedavgm": ("m",),
+    "fedadagrad": ("m", "v"),
+    "fedyogi": ("m", "v"),
+    "fedadam": ("m", "v"),
+}
+
+
+def _check_name(name: str) -> None:
+    if name not in SERVER_OPTIMIZERS:
+        raise ConfigError(f"unknown server optimiser {name!r}; known: {', '.join(sorted(SERVER_OPTIMIZERS))}")
+
+
+def make_config(name: str, **overrides: Any) -> ServerOptConfig:
+    """Return ``name``'s default config with ``overrides`` (``server_lr``, ``beta1``, ``beta2``, ``tau``)."""
+    _check_name(name)
+    known = {f.name for f in fields(ServerOptConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ConfigError(f"unknown server optimiser option(s) {unknown}; known: {sorted(known)}")
+    return replace(DEFAULTS[name], **{k: float(v) for k, v in overrides.items()})
+
+
+def init_state(name: str, d: int) -> ServerState:
+    """Zero state of optimiser ``name`` for ``d`` parameters."""
+    _check_name(name)
+    return {key: torch.zeros(d, dtype=torch.float32) for key in _STATE_NAMES[name]}
+
+
+def _momentum(state: ServerState, delta: Tensor, beta1: float, dampen: bool) -> Tensor:
+    """``beta1 * m + (1 - beta1) * delta`` (or ``+ delta`` without dampening), float64, unfused."""
+    m = state["m"].to(torch.float64) * beta1
+    return m + (delta * (1.0 - beta1) if dampen else delta)
+
+
+def _fedavg(x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig) -> tuple[Tensor, ServerState]:
+    return x + delta * cfg.server_lr, {}
+
+
+def _fedavgm(
+    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+) -> tuple[Tensor, ServerState]:
+    m = _momentum(state, delta, cfg.beta1, dampen=False)
+    return x + m * cfg.server_lr, {"m": m}
+
+
+def _adaptive(
+    kind: str,
+) -> Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]:
+    def step(
+        x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+    ) -> tuple[Tensor, ServerState]:
+        m = _momentum(state, delta, cfg.beta1, dampen=True)
+        v = state["v"].to(torch.float64)
+        sq = delta * delta
+        if kind == "adagrad":
+            v = v + sq
+        elif kind == "yogi":
+            v = v - sq * (1.0 - cfg.beta2) * torch.sign(v - sq)
+        else:
+            v = v * cfg.beta2 + sq * (1.0 - cfg.beta2)
+        return x + m / (torch.sqrt(v) + cfg.tau) * cfg.server_lr, {"m": m, "v": v}
+
+    return step
+
+
+SERVER_OPTIMIZERS: dict[
+    str, Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]
+]
+SERVER_OPTIMIZERS = {
+    "fedavg": _fedavg,
+    "fedavgm": _fedavgm,
+    "fedadagrad": _adaptive("adagrad"),
+    "fedyogi": _adaptive("yogi"),
+    "fedadam": _adaptive("adam"),
+}
+"""Server optimiser steps by name, on float64 ``(x, delta, state, cfg)``; use :func:`server_step`."""
+
+
+def server_step(
+    name: str, params: Tensor, aggregate_delta: Tensor, state: ServerState, cfg: ServerOptConfig
+) -> tuple[Tensor, ServerState]:
+    """Apply one step of optimiser ``name``; returns new float32 params and state (inputs are not modified).
+
+    Raises
+    ------
+    ConfigError
+        If the name is unknown, shapes differ, the state lacks a tensor, or a value is not finite.
+    """
+    _check_name(name)
+    d = params.shape[0] if params.dim() == 1 else -1
+    if d < 0 or aggregate_delta.shape != (d,):
+        raise ConfigError(
+            f"params and aggregate_delta must be 1-D of one length, got {tuple(params.shape)} and "
+            f"{tuple(aggregate_delta.shape)}"
+        )
+    for key in _STATE_NAMES[name]:
+        if key not in state or state[key].shape != (d,):
+            raise ConfigError(f"{name} state needs a tensor {key!r} of shape ({d},)")
+    if not bool(torch.isfinite(aggregate_delta).all()):
+        raise ConfigError("aggregate_delta contains NaN or Inf")
+    x, new_state = SERVER_OPTIMIZERS[name](
+        params.to(torch.float64), aggregate_delta.to(torch.float64), state, cfg
+    )
+    out = x.to(torch.float32)
+    out.masked_fill_(out == 0, 0.0)
+    return out, {k: v.to(torch.float32) for k, v in new_state.items()}
