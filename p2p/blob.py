@@ -174,7 +174,10 @@ async def request_blob(stream: Stream, cid: Cid, max_size: int, cid_of: CidOf) -
     BlobVerificationError
         If the received bytes do not hash to ``cid``.
     """
-    await stream.write(encode_request(cid, max_size))
+    try:
+        await stream.write(encode_request(cid, max_size))
+    except Exception as exc:  # libp2p raises StreamClosed/StreamReset/StreamError
+        raise BlobProtocolError(f"cannot send the request for {cid}: {exc!r}") from exc
     status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
     if status is not Status.OK:
         raise BlobProtocolError(f"provider answered {status.name} for {cid}")

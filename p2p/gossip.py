@@ -173,10 +173,10 @@ class TopicValidator:
             raise MessageError(f"stale round: {msg.round}, current {current} ± {self.config.round_tolerance}")
         skew = abs(msg.ts_ms / 1000.0 - self.clock())
         if skew > self.config.max_clock_skew_s:
-            raise MessageError(f"timestamp {skew:.0f} s away from our clock")
+            raise MessageError(f"timestamp: {skew:.0f} s away from our clock")
         key = (signer, msg.nonce)
         if key in self._seen:
-            raise MessageError(f"replay of nonce {msg.nonce} from {signer}")
+            raise MessageError(f"replay: nonce {msg.nonce} from {signer}")
         self._seen[key] = None
         if len(self._seen) > self.config.seen_capacity:
             self._seen.popitem(last=False)
@@ -187,7 +187,7 @@ class TopicValidator:
         try:
             self.check(ID(msg.from_id), msg.data)
         except MessageError as exc:
-            reason = str(exc).split(":", 1)[0]
+            reason = str(exc).split(":", 1)[0]  # every rejection message starts with "<reason>:"
             self.dropped[reason] += 1
             log.warning("dropped gossip message on run %s from %s: %s", self.run_id, forwarder, exc)
             return False

@@ -89,7 +89,6 @@ class P2PNode:
         self._pubsub: Pubsub | None = None
         self._nursery: trio.Nursery | None = None
         self._keep: dict[str, None] = dict.fromkeys(config.bootstrap)
-        self._keep_changed: trio.Event | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------
 
@@ -230,7 +229,6 @@ class P2PNode:
     async def _main(self) -> None:
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
-        self._keep_changed = trio.Event()
         key_pair = self.identity.key_pair
         host = new_host(
             key_pair=key_pair,
@@ -297,10 +295,8 @@ class P2PNode:
 
     async def _connect(self, addr: str, keep: bool = False) -> None:
         info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
-        if keep and addr not in self._keep:
+        if keep:
             self._keep[addr] = None
-            if self._keep_changed is not None:
-                self._keep_changed.set()
         await self._require_host().connect(info)
 
     async def _subscribe(self, run_id: str, handler: Handler) -> None:

@@ -34,6 +34,11 @@ async def keep_connected(node: P2PNode) -> None:
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
             if info.peer_id in connected or info.peer_id == host.get_id() or next_try.get(addr, 0.0) > now:
                 continue
+            # py-libp2p refuses for 60 s to dial a peer whose every address failed once (its "negative
+            # cache"); a restarting member is exactly that, and our own backoff already bounds the rate.
+            unblock = getattr(host.get_network(), "unblock_peer", None)
+            if unblock is not None:
+                unblock(info.peer_id)
             try:
                 with trio.fail_after(max(config.reconnect_max_s, 5.0)):
                     await host.connect(info)
