@@ -7,6 +7,7 @@ from py-evm (web3's ``ContractCustomError.data``).
 
 from __future__ import annotations
 
+import ast
 import re
 from functools import cache
 from typing import Any
@@ -215,7 +216,16 @@ def revert_data_of(exc: BaseException) -> bytes | None:
             if raw is not None:
                 return raw
         current = current.__cause__ or current.__context__
-    match = re.search(r"0x[0-9a-fA-F]{8,}", str(exc))
+    text = str(exc)
+    literal = re.search(r"""b(['"]).*\1""", text)  # py-evm's eth_call puts repr(bytes) in the message
+    if literal is not None:
+        try:
+            value = ast.literal_eval(literal.group(0))
+        except (ValueError, SyntaxError):
+            value = None
+        if isinstance(value, bytes) and len(value) >= 4:
+            return value
+    match = re.search(r"0x[0-9a-fA-F]{8,}", text)
     return bytes.fromhex(match.group(0)[2:]) if match else None
 
 

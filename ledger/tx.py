@@ -15,12 +15,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import requests
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed as EthTesterTransactionFailed
-from web3 import Web3
+from web3 import EthereumTesterProvider, Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import (
     ContractCustomError,
@@ -159,6 +159,11 @@ class TxSender:
         self.gas_margin = gas_margin
         self.chain_id: int = with_retry(lambda: int(w3.eth.chain_id), retry, "eth_chainId")
         self._nonces = _tracker(w3, self.chain_id, self.address)
+        # Estimate against the block the transaction will land in (block.number matters for windows);
+        # py-evm already estimates in a pending block and does not accept the tag.
+        self._estimate_block: Literal["pending", "latest"] = (
+            "latest" if isinstance(w3.provider, EthereumTesterProvider) else "pending"
+        )
 
     def __repr__(self) -> str:  # never show the key
         return f"TxSender({self.address}, chain {self.chain_id})"
@@ -166,7 +171,7 @@ class TxSender:
     def estimate_gas(self, fn: Sendable) -> int:
         """Estimate gas for ``fn`` from this account; a revert raises its typed exception."""
         try:
-            gas = with_retry(lambda: fn.estimate_gas({"from": self.address}), self.retry, _name(fn))
+            gas = with_retry(lambda: fn.estimate_gas({"from": self.address}, block_identifier=self._estimate_block), self.retry, _name(fn))
         except _REVERTS as exc:
             raise decode_revert(revert_data_of(exc)) from exc
         except Web3RPCError as exc:
