@@ -32,6 +32,7 @@ from p2p.storage.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
     InvalidCidError,
+    InvalidStoreSpecError,
     StoreUnavailableError,
 )
 from p2p.storage.local import LocalStore
@@ -43,6 +44,7 @@ __all__ = [
     "ContentTooLargeError",
     "FileStore",
     "InvalidCidError",
+    "InvalidStoreSpecError",
     "LocalStore",
     "Store",
     "StoreUnavailableError",
@@ -69,16 +71,18 @@ def open_store(spec: str | os.PathLike[str], *, timeout: float = 60.0) -> FileSt
 
     Raises
     ------
-    ValueError
-        If ``spec`` is empty or ``ipfs:`` has no address.
+    InvalidStoreSpecError
+        If ``spec`` is empty or ``ipfs:`` is not followed by a multiaddr (also a ``ValueError``).
     """
     text = os.fspath(spec)
     if not text.strip():
-        raise ValueError("store spec must be `ipfs:<multiaddr>` or a directory, got an empty string")
+        raise InvalidStoreSpecError(
+            "store spec must be `ipfs:<multiaddr>` or a directory, got an empty string"
+        )
     if text.startswith("ipfs:") or text.startswith(_MULTIADDR_PREFIXES):
         addr = text.removeprefix("ipfs:")
         if not addr.startswith(_MULTIADDR_PREFIXES):
-            raise ValueError(
+            raise InvalidStoreSpecError(
                 f"store spec `ipfs:` needs a multiaddr like /ip4/127.0.0.1/tcp/5001/http, got {text!r}"
             )
         from p2p.storage.ipfs import IpfsStore  # imports requests; only when asked for

@@ -23,3 +23,7 @@ class ContentTooLargeError(StorageError, ValueError):
 
 class StoreUnavailableError(StorageError, ConnectionError):
     """The backend cannot be reached or did not answer in time (IPFS daemon down, timeout)."""
+
+
+class InvalidStoreSpecError(StorageError, ValueError):
+    """A store description or daemon address is malformed (configuration error, not an outage)."""

@@ -32,6 +32,7 @@ from p2p.storage.errors import (
     CidMismatchError,
     ContentNotFoundError,
     ContentTooLargeError,
+    InvalidStoreSpecError,
     StoreUnavailableError,
 )
 
@@ -63,16 +64,16 @@ class IpfsStore:
 
     def __init__(self, api_addr: str, *, timeout: float = 60.0, network_timeout: float = 0.0) -> None:
         if timeout <= 0:
-            raise ValueError(f"`timeout` must be > 0, got {timeout}")
+            raise InvalidStoreSpecError(f"`timeout` must be > 0, got {timeout}")
         if network_timeout < 0:
-            raise ValueError(f"`network_timeout` must be >= 0, got {network_timeout}")
+            raise InvalidStoreSpecError(f"`network_timeout` must be >= 0, got {network_timeout}")
         self.api_addr = api_addr
         self.timeout = timeout
         self.network_timeout = network_timeout
         try:
             self._client = ipfshttpclient.Client(api_addr, timeout=timeout)
         except ipfs_exc.Error as exc:
-            raise StoreUnavailableError(f"invalid IPFS API address {api_addr!r}: {exc}") from exc
+            raise InvalidStoreSpecError(f"invalid IPFS API address {api_addr!r}: {exc}") from exc
 
     def __repr__(self) -> str:
         return f"IpfsStore({self.api_addr!r})"
@@ -181,7 +182,7 @@ class IpfsStore:
         canonical = normalize_cid(cid)
         size = self._checked_size(canonical, max_size)
         cap = size if max_size is None else max_size + 1  # never read more than we were willing to take
-        data = self._call("cat", lambda: self._client.cat(canonical, length=cap, timeout=self.timeout))
+        data = b"".join(self._stream(canonical, cap))
         if max_size is not None and len(data) > max_size:
             raise ContentTooLargeError(f"{cid}: the daemon sent more than max_size={max_size} bytes")
         actual = compute_cid(data)
@@ -214,6 +215,8 @@ class IpfsStore:
 
     def _stream(self, cid: Cid, length: int) -> Iterator[bytes]:
         """Yield the bytes of ``cat`` as they arrive, mapping client errors raised mid-stream."""
+        if length == 0:  # js-ipfs rejects length=0; the empty content is then checked against its CID
+            return
         response = self._call(
             "cat", lambda: self._client.cat(cid, length=length, stream=True, timeout=self.timeout)
         )

@@ -15,6 +15,7 @@ from p2p.storage.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
     InvalidCidError,
+    InvalidStoreSpecError,
 )
 from p2p.storage.local import LocalStore
 
@@ -148,3 +149,5 @@ def test_open_store_reads_directory_and_ipfs_specs(tmp_path: Path) -> None:
         open_store("ipfs:localhost:5001")
     with pytest.raises(ValueError, match="empty"):
         open_store(" ")
+    with pytest.raises(InvalidStoreSpecError, match="invalid IPFS API address"):
+        open_store("ipfs:/ip4/127.0.0.1/tcp/not-a-port")
