@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -67,7 +68,10 @@ def attach_adapter(model: nn.Module, cfg: AdapterConfig, run_seed: int) -> Any:
             prompt_tuning_init=PromptTuningInit.RANDOM,
         )
     try:
-        peft_model = get_peft_model(model, peft_cfg)
+        with warnings.catch_warnings():
+            # PEFT 0.21 calls a transformers API deprecated in 5.x; not actionable here.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            peft_model = get_peft_model(model, peft_cfg)
     except ValueError as exc:
         raise AdapterStateError(f"cannot attach a {cfg.method} adapter: {exc}") from exc
     if cfg.method == "lora":

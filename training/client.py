@@ -167,7 +167,7 @@ def train_local(
             optimizer.zero_grad(set_to_none=True)
             losses.append(loss.detach())
             if progress is not None:
-                progress(step, total_steps, float(loss))
+                progress(step, total_steps, float(loss.detach()))
     finally:
         model.eval()
     seconds = time.perf_counter() - start

@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from training.adapters import attach_adapter
+from training.config import AdapterConfig
+from training.data import Example
+from training.datasets.synthetic import synthetic_task
+from training.datasets.tokenize import encode_sft, pad_batch, pad_id_of
+from training.errors import ConfigError
+from training.evaluate import UNION, evaluate_clients, evaluate_loss, exact_match, generate_answers
+from training.models import load_model
+
+
+def fresh(tiny_model_dir: Path, adapter: AdapterConfig | None = None) -> Any:
+    return attach_adapter(load_model(str(tiny_model_dir))[0], adapter or AdapterConfig(), run_seed=0)
+
+
+def test_evaluate_loss_matches_the_models_own_masked_loss(tiny_model_dir: Path, tiny_tokenizer: Any) -> None:
+    model = fresh(tiny_model_dir)
+    data = synthetic_task("reverse", 6, seed=0)
+    batch = pad_batch([encode_sft(e, tiny_tokenizer, 64) for e in data], pad_id_of(tiny_tokenizer))
+
+    result = evaluate_loss(model, tiny_tokenizer, data, max_len=64, batch_size=4)
+
+    with torch.no_grad():
+        reference = model(**batch).loss.item()
+    assert result.loss == pytest.approx(reference, rel=1e-5)
+    assert result.tokens == int((batch["labels"][:, 1:] != -100).sum())
+    assert result.examples == 6
+    assert result.perplexity == pytest.approx(math.exp(result.loss))
+
+
+def test_evaluate_clients_reports_each_client_and_the_union(
+    tiny_model_dir: Path, tiny_tokenizer: Any
+) -> None:
+    model = fresh(tiny_model_dir)
+    held_out = {"a": synthetic_task("capitals", 5, 0), "b": synthetic_task("reverse", 3, 0), "empty": []}
+
+    results = evaluate_clients(model, tiny_tokenizer, held_out, max_len=64)
+
+    union = evaluate_loss(model, tiny_tokenizer, held_out["a"] + held_out["b"], max_len=64)
+    assert list(results) == ["a", "b", UNION]
+    assert results[UNION].loss == pytest.approx(union.loss, rel=1e-6)
+    assert results[UNION].tokens == results["a"].tokens + results["b"].tokens == union.tokens
+    with pytest.raises(ConfigError, match="may not be named 'union'"):
+        evaluate_clients(model, tiny_tokenizer, {UNION: held_out["a"]})
+
+
+@pytest.mark.parametrize("method", ["lora", "prompt_tuning"])
+def test_exact_match_compares_greedy_answers(tiny_model_dir: Path, tiny_tokenizer: Any, method: str) -> None:
+    model = fresh(tiny_model_dir, AdapterConfig(method=method))  # type: ignore[arg-type]
+    prompts = synthetic_task("antonyms", 4, seed=0)
+    answers = generate_answers(model, tiny_tokenizer, prompts, max_new_tokens=4, batch_size=3)
+    right = [Example(e.prompt, a) for e, a in zip(prompts, answers, strict=True)]
+    wrong = [Example(e.prompt, a + " nope") for e, a in zip(prompts, answers, strict=True)]
+
+    assert exact_match(model, tiny_tokenizer, right, max_new_tokens=4) == 1.0
+    assert exact_match(model, tiny_tokenizer, wrong, max_new_tokens=4) == 0.0
+    assert exact_match(model, tiny_tokenizer, right[:2] + wrong[2:], max_new_tokens=4, batch_size=1) == 0.5
