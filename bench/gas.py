@@ -22,13 +22,13 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ledger.chain import connect, dev_accounts, mine  # noqa: E402
-from ledger.client import RunsClient  # noqa: E402
-from ledger.deploy import deploy, deploy_contract  # noqa: E402
-from ledger.tx import TxSender  # noqa: E402
-from ledger.types import RoundId, RunConfig, included_set_hash  # noqa: E402
-from node.devnet.anvil import AnvilConfig  # noqa: E402
-from node.devnet.harness import Devnet  # noqa: E402
+from ledger.chain import connect, dev_accounts, mine
+from ledger.client import RunsClient
+from ledger.deploy import deploy, deploy_contract
+from ledger.tx import TxSender
+from ledger.types import RoundId, RunConfig, included_set_hash
+from node.devnet.anvil import AnvilConfig
+from node.devnet.harness import Devnet
 
 CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"  # a CIDv1 (59 chars)
 MAX_RATIO = 2.0
@@ -36,7 +36,10 @@ MAX_GAS = 60_000
 
 
 def measure(members: int) -> dict[str, Any]:
-    with tempfile.TemporaryDirectory(prefix="fedchain-gas-") as tmp, Devnet(Path(tmp), AnvilConfig()) as state:
+    with (
+        tempfile.TemporaryDirectory(prefix="fedchain-gas-") as tmp,
+        Devnet(Path(tmp), AnvilConfig()) as state,
+    ):
         w3 = connect(state.rpc_url)
         accounts = dev_accounts("anvil", members + 1)
         runs = deploy(w3, accounts[0]).runs
@@ -59,7 +62,9 @@ def measure(members: int) -> dict[str, Any]:
             digest = hashlib.sha256(f"update {i}".encode()).digest()
             submit.append(c.submit_update(run, RoundId(0), digest, CID, 1_000 + i).gas_used)
             sender = TxSender(w3, accounts[i + 1])
-            floor_gas.append(sender.send(floor.functions.submitUpdate(run, 0, digest, CID, 1_000 + i)).gas_used)
+            floor_gas.append(
+                sender.send(floor.functions.submitUpdate(run, 0, digest, CID, 1_000 + i)).gas_used
+            )
             included.append((c.account_address, digest))
         set_hash = included_set_hash(included)
         merged = hashlib.sha256(b"merged").digest()
@@ -76,7 +81,11 @@ def measure(members: int) -> dict[str, Any]:
         "backend": "anvil",
         "members": members,
         "cid_chars": len(CID),
-        "submitUpdate": {"first": submit[0], "later_mean": statistics.mean(submit[1:] or submit), "max": worst_submit},
+        "submitUpdate": {
+            "first": submit[0],
+            "later_mean": statistics.mean(submit[1:] or submit),
+            "max": worst_submit,
+        },
         "event_floor": {"mean": statistics.mean(floor_gas), "max": worst_floor},
         "submit_to_floor_ratio": round(ratio, 3),
         "vote": {"first": votes[0], "non_finalising_mean": statistics.mean(votes[:-1] or votes)},
@@ -102,12 +111,19 @@ def main() -> int:
         s, f = result["submitUpdate"], result["event_floor"]
         print(f"submitUpdate       first {s['first']:>7}  later {s['later_mean']:>9.0f}  max {s['max']:>7}")
         print(f"event-only floor   mean  {f['mean']:>7.0f}")
-        print(f"ratio (max/floor)  {result['submit_to_floor_ratio']:.2f}x  (target <= {MAX_RATIO}x, <= {MAX_GAS} gas)")
-        print(f"vote               first {result['vote']['first']:>7}  non-finalising mean "
-              f"{result['vote']['non_finalising_mean']:.0f}")
+        print(
+            f"ratio (max/floor)  {result['submit_to_floor_ratio']:.2f}x  "
+            f"(target <= {MAX_RATIO}x, <= {MAX_GAS} gas)"
+        )
+        print(
+            f"vote               first {result['vote']['first']:>7}  non-finalising mean "
+            f"{result['vote']['non_finalising_mean']:.0f}"
+        )
         print(f"finalising vote    {result['finalising_vote']:>7}")
-        print(f"recordContributions {result['recordContributions']['gas']:>6} "
-              f"({result['recordContributions']['per_member']} per member)")
+        print(
+            f"recordContributions {result['recordContributions']['gas']:>6} "
+            f"({result['recordContributions']['per_member']} per member)"
+        )
         print(f"requestUnlearning  {result['requestUnlearning']:>7}")
         print("meets targets" if result["meets_targets"] else "MISSES targets")
     return 0 if result["meets_targets"] else 1

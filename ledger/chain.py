@@ -37,7 +37,7 @@ def connect(url: str, timeout: float = 30.0) -> Web3:
 
 
 def dev_accounts(backend: Backend, count: int = 10) -> list[LocalAccount]:
-    """The funded development accounts of a backend (never use these keys outside a devnet).
+    """Return the funded development accounts of a backend (never use these keys outside a devnet).
 
     anvil funds the first accounts of the well-known ``test … junk`` mnemonic; eth-tester funds the keys
     1, 2, 3, ….

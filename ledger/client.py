@@ -12,7 +12,8 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import to_checksum_address
+from eth_utils.address import to_checksum_address
+from hexbytes import HexBytes
 from web3 import Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
@@ -93,7 +94,7 @@ class RunsClient:
         return call_view(self.contract.functions[name](*args), self.retry)
 
     def block_number(self) -> int:
-        """The current head block number."""
+        """Return the current head block number."""
         return int(with_retry(lambda: self.w3.eth.block_number, self.retry, "eth_blockNumber"))
 
     # ----- transactions -------------------------------------------------------------------------------
@@ -187,11 +188,11 @@ class RunsClient:
     # ----- views --------------------------------------------------------------------------------------
 
     def run_count(self) -> int:
-        """Number of runs created so far."""
+        """Return the number of runs created so far."""
         return int(self._view("runCount"))
 
     def run_info(self, run: RunId) -> RunInfo:
-        """A run's configuration and state."""
+        """Return a run's configuration and state."""
         v = self._view("runInfo", run)
         return RunInfo(
             run_id=run,
@@ -210,7 +211,7 @@ class RunsClient:
         )
 
     def round_info(self, run: RunId, round: RoundId) -> RoundInfo:
-        """A round's windows, eligible set, quorum, status and result."""
+        """Return a round's windows, eligible set, quorum, status and result."""
         v = self._view("roundInfo", run, round)
         return RoundInfo(
             run_id=run,
@@ -230,12 +231,12 @@ class RunsClient:
         )
 
     def current_round(self, run: RunId) -> tuple[RoundInfo, Phase]:
-        """The run's open round and its phase at the head block."""
+        """Return the run's open round and its phase at the head block."""
         info = self.round_info(run, self.run_info(run).current_round)
         return info, info.phase(self.block_number())
 
     def member_info(self, run: RunId, account: str) -> MemberInfo:
-        """A member's record (``is_member`` is ``False`` for strangers)."""
+        """Return a member's record (``is_member`` is ``False`` for strangers)."""
         v = self._view("memberInfo", run, to_checksum_address(account))
         return MemberInfo(
             is_member=bool(v[0]),
@@ -262,7 +263,7 @@ class RunsClient:
         return int(self._view("votesFor", run, round, merged_sha256, merged_cid, included_set_hash))
 
     def unlearning_request(self, request: RequestId) -> UnlearningRequest:
-        """An unlearning request and its status."""
+        """Return an unlearning request and its status."""
         v = self._view("unlearningRequest", request)
         return UnlearningRequest(
             request_id=request,
@@ -281,13 +282,13 @@ class RunsClient:
         )
 
     def quorum_of(self, eligible: int, quorum_bps: int) -> int:
-        """The contract's quorum rule, evaluated on chain."""
+        """Evaluate the contract's quorum rule on chain."""
         return int(self._view("quorumOf", eligible, quorum_bps))
 
     # ----- events -------------------------------------------------------------------------------------
 
     def submissions(self, run: RunId, round: RoundId, from_block: int = 0) -> list[Submission]:
-        """The round's committed updates (its ``UpdateSubmitted`` events), in chain order."""
+        """Return the round's committed updates (its ``UpdateSubmitted`` events), in chain order."""
         logs = self._logs("UpdateSubmitted", {"runId": run, "round": round}, from_block)
         return [
             Submission(
@@ -303,7 +304,7 @@ class RunsClient:
         ]
 
     def votes(self, run: RunId, round: RoundId, from_block: int = 0) -> list[MergeVote]:
-        """The round's merge votes (its ``MergeVoted`` events), in chain order."""
+        """Return the round's merge votes (its ``MergeVoted`` events), in chain order."""
         logs = self._logs("MergeVoted", {"runId": run, "round": round}, from_block)
         return [
             MergeVote(
@@ -320,7 +321,7 @@ class RunsClient:
         ]
 
     def round_result(self, run: RunId, round: RoundId) -> RoundResult | None:
-        """The finalised result of a round (``None`` unless finalised), read from its finalising block."""
+        """Return a round's finalised result (``None`` unless finalised), read from its finalising block."""
         info = self.round_info(run, round)
         if info.status != RoundStatus.FINALIZED:
             return None
@@ -355,7 +356,7 @@ class RunsClient:
 
     def _events_in(self, result: TxResult, event: str) -> list[Any]:
         receipt = with_retry(
-            lambda: self.w3.eth.get_transaction_receipt(result.tx_hash),
+            lambda: self.w3.eth.get_transaction_receipt(HexBytes(result.tx_hash)),
             self.retry,
             "eth_getTransactionReceipt",
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from eth_account.signers.local import LocalAccount
+from hexbytes import HexBytes
 from web3 import Web3
 
 from contracts import load_artifact
@@ -33,7 +34,9 @@ def deploy_contract(w3: Web3, account: LocalAccount, name: str) -> tuple[str, in
     factory = w3.eth.contract(abi=artifact.abi, bytecode=artifact.bytecode)
     sender = TxSender(w3, account)
     result = sender.send(factory.constructor())  # type: ignore[arg-type]
-    receipt = with_retry(lambda: w3.eth.get_transaction_receipt(result.tx_hash), RetryPolicy(), "receipt")
+    receipt = with_retry(
+        lambda: w3.eth.get_transaction_receipt(HexBytes(result.tx_hash)), RetryPolicy(), "receipt"
+    )
     address = receipt["contractAddress"]
     if not address:
         raise TransactionError(f"deploying {name}: receipt has no contract address")

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eth_utils import keccak
+from eth_utils.crypto import keccak
 from web3 import Web3
 
 from contracts import load_artifact
@@ -112,13 +112,15 @@ class EventIndexer:
     def _create_schema(self, start_block: int) -> None:
         with self._tx() as db:
             db.execute(
-                "CREATE TABLE IF NOT EXISTS cursor (id INTEGER PRIMARY KEY CHECK (id = 0), contract TEXT, last_block INTEGER)"
+                "CREATE TABLE IF NOT EXISTS cursor "
+                "(id INTEGER PRIMARY KEY CHECK (id = 0), contract TEXT, last_block INTEGER)"
             )
             for name, fields in self._fields.items():
                 cols = ", ".join(f'"{f}" {_sql_type(t)}' for f, t in fields)
                 db.execute(
-                    f'CREATE TABLE IF NOT EXISTS "{name}" (block_number INTEGER, log_index INTEGER, tx_hash TEXT, '
-                    f"{cols}, PRIMARY KEY (block_number, log_index))"
+                    f'CREATE TABLE IF NOT EXISTS "{name}" '
+                    f"(block_number INTEGER, log_index INTEGER, tx_hash TEXT, {cols}, "
+                    "PRIMARY KEY (block_number, log_index))"
                 )
             row = db.execute("SELECT contract FROM cursor WHERE id = 0").fetchone()
             if row is None:

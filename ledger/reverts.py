@@ -12,8 +12,8 @@ import re
 from functools import cache
 from typing import Any
 
-from eth_abi import decode as abi_decode
-from eth_utils import keccak
+from eth_abi.abi import decode as abi_decode
+from eth_utils.crypto import keccak
 
 from contracts import load_artifact
 from ledger.errors import ContractRevertError
@@ -177,7 +177,7 @@ def _abi_type(param: dict[str, Any]) -> str:
 
 
 def decode_revert(data: bytes | str | None) -> ContractRevertError:
-    """Turn revert data into the matching typed exception (never raises; unknown data gives the base class)."""
+    """Turn revert data into its typed exception (never raises; unknown data gives the base class)."""
     raw = _to_bytes(data)
     if raw is None or len(raw) < 4:
         return ContractRevertError("", {}, "contract reverted without reason data")

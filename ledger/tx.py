@@ -15,11 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal, TypeVar, cast
 
 import requests
 from eth_account.signers.local import LocalAccount
 from eth_tester.exceptions import TransactionFailed as EthTesterTransactionFailed
+from eth_typing import ChecksumAddress
+from hexbytes import HexBytes
 from web3 import EthereumTesterProvider, Web3
 from web3.contract.contract import ContractConstructor, ContractFunction
 from web3.exceptions import (
@@ -153,7 +155,7 @@ class TxSender:
             raise LedgerConfigError(f"`gas_margin` must be >= 1.0, got {gas_margin}")
         self.w3 = w3
         self.account = account
-        self.address: str = account.address
+        self.address: ChecksumAddress = account.address
         self.retry = retry
         self.receipt_timeout = receipt_timeout
         self.gas_margin = gas_margin
@@ -171,7 +173,11 @@ class TxSender:
     def estimate_gas(self, fn: Sendable) -> int:
         """Estimate gas for ``fn`` from this account; a revert raises its typed exception."""
         try:
-            gas = with_retry(lambda: fn.estimate_gas({"from": self.address}, block_identifier=self._estimate_block), self.retry, _name(fn))
+            gas = with_retry(
+                lambda: fn.estimate_gas({"from": self.address}, block_identifier=self._estimate_block),
+                self.retry,
+                _name(fn),
+            )
         except _REVERTS as exc:
             raise decode_revert(revert_data_of(exc)) from exc
         except Web3RPCError as exc:
@@ -195,7 +201,7 @@ class TxSender:
         try:
             receipt = with_retry(
                 lambda: self.w3.eth.wait_for_transaction_receipt(
-                    tx_hash, timeout=self.receipt_timeout, poll_latency=0.05
+                    HexBytes(tx_hash), timeout=self.receipt_timeout, poll_latency=0.05
                 ),
                 self.retry,
                 "eth_getTransactionReceipt",
@@ -228,10 +234,11 @@ class TxSender:
                     self.retry,
                     _name(fn),
                 )
-                signed = self.account.sign_transaction(tx)
+                signed = self.account.sign_transaction(cast(dict[str, Any], tx))
+                raw = signed.raw_transaction
                 try:
                     tx_hash = with_retry(
-                        lambda: self.w3.eth.send_raw_transaction(signed.raw_transaction),
+                        lambda raw=raw: self.w3.eth.send_raw_transaction(raw),  # type: ignore[misc]
                         self.retry,
                         "eth_sendRawTransaction",
                     )
@@ -252,6 +259,8 @@ class TxSender:
 
     def _mined_revert(self, fn: Sendable, block: int) -> ContractRevertError:
         """Replay a mined, failed call to recover its revert reason (state as of the block before)."""
+        if not isinstance(fn, ContractFunction):
+            return ContractRevertError("", {}, f"{_name(fn)}: transaction reverted in block {block}")
         try:
             fn.call({"from": self.address}, block_identifier=max(block - 1, 0))
         except _REVERTS as exc:

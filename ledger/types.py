@@ -10,8 +10,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import NewType
 
-from eth_abi import encode as abi_encode
-from eth_utils import keccak, to_checksum_address
+from eth_abi.abi import encode as abi_encode
+from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from ledger.errors import LedgerConfigError
 
@@ -138,7 +139,7 @@ class RoundInfo:
     contributions_recorded: bool
 
     def phase(self, block: int) -> Phase:
-        """The phase of this (open) round at ``block``."""
+        """Return the phase of this (open) round at ``block``."""
         if block < self.start_block:
             return Phase.NOT_STARTED
         if block < self.submit_end:
@@ -237,8 +238,10 @@ def included_set_hash(included: Iterable[tuple[str, bytes]]) -> bytes:
 
 
 def sorted_included(included: Iterable[tuple[str, bytes]]) -> list[tuple[str, bytes]]:
-    """The included set in the contract's canonical order (ascending address), checked for duplicates."""
-    pairs = sorted(((to_checksum_address(m), h) for m, h in included), key=lambda p: int(p[0], 16))
+    """Return the included set in the contract's order (ascending address), checked for duplicates."""
+    pairs: list[tuple[str, bytes]] = sorted(
+        ((to_checksum_address(m), h) for m, h in included), key=lambda p: int(p[0], 16)
+    )
     for i, (member, sha) in enumerate(pairs):
         _check_hash("sha256", sha)
         if i and int(pairs[i - 1][0], 16) == int(member, 16):

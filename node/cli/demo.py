@@ -31,8 +31,7 @@ def run_chain_demo(nodes: int, rounds: int, model: str, progress: Any = None) ->
     """Run the chain-only demo on a fresh devnet and return its on-chain summary."""
     from ledger.chain import connect, dev_accounts, mine
     from ledger.client import RunsClient
-    from ledger.types import RoundStatus, RunConfig
-
+    from ledger.types import RoundId, RoundStatus, RunConfig, included_set_hash
     from node.devnet.anvil import AnvilConfig
     from node.devnet.harness import Devnet
 
@@ -57,23 +56,21 @@ def run_chain_demo(nodes: int, rounds: int, model: str, progress: Any = None) ->
         )
         for client in members:
             client.join(run)
-        start = governance.round_info(run, 0).start_block
+        start = governance.round_info(run, RoundId(0)).start_block
         mine(w3, max(0, start - w3.eth.block_number))
         for r in range(rounds):
             included = []
             for i, client in enumerate(members):
                 digest = _sha(f"run {run} round {r} node {i}")
-                client.submit_update(run, r, digest, _fake_cid(digest), num_samples=100 + i)
+                client.submit_update(run, RoundId(r), digest, _fake_cid(digest), num_samples=100 + i)
                 included.append((client.account_address, digest))
-            from ledger.types import included_set_hash
-
             set_hash = included_set_hash(included)
             merged = _sha(f"run {run} round {r} merged")
             for client in members:  # every eligible member voted: voting opens early
-                if governance.round_info(run, r).status != RoundStatus.OPEN:
+                if governance.round_info(run, RoundId(r)).status != RoundStatus.OPEN:
                     break
-                client.vote(run, r, merged, _fake_cid(merged), set_hash)
-            governance.record_contributions(run, r, included)
+                client.vote(run, RoundId(r), merged, _fake_cid(merged), set_hash)
+            governance.record_contributions(run, RoundId(r), included)
             if progress is not None:
                 progress()
         return _summary(governance, run, rounds, state.rpc_url, state.runs_address)

@@ -34,7 +34,7 @@ class DevnetState:
     log_path: str
 
     def to_json(self) -> dict[str, object]:
-        """The state as a JSON-ready dict."""
+        """Return the state as a JSON-ready dict."""
         return asdict(self)
 
 
@@ -101,7 +101,7 @@ class Devnet:
 
 
 def read_state(folder: Path) -> DevnetState | None:
-    """The recorded state of the devnet in ``folder``, or ``None`` if none is recorded."""
+    """Return the recorded state of the devnet in ``folder``, or ``None`` if none is recorded."""
     path = Path(folder) / STATE_FILE
     if not path.is_file():
         return None
@@ -124,8 +124,8 @@ def devnet_up(folder: Path, config: AnvilConfig = AnvilConfig()) -> DevnetState:
     existing = read_state(folder)
     if existing is not None and pid_alive(existing.anvil_pid):
         raise ServiceError(
-            f"a devnet is already running from {folder} (anvil pid {existing.anvil_pid}, {existing.rpc_url}); "
-            "run `fedchain devnet down` first"
+            f"a devnet is already running from {folder} (anvil pid {existing.anvil_pid}, "
+            f"{existing.rpc_url}); run `fedchain devnet down` first"
         )
     devnet = Devnet(folder, config)
     state = devnet.start()

@@ -37,7 +37,10 @@ def test_devnet_up_deploys_and_down_stops(tmp_path: Path) -> None:
         assert json.loads(status.stdout)["anvil_pid"] == state["anvil_pid"]
     finally:
         down = fedchain("devnet", "down", "--dir", folder, "--json")
-    assert down.returncode == 0 and json.loads(down.stdout) == {"stopped": True, "anvil_pid": state["anvil_pid"]}
+    assert down.returncode == 0 and json.loads(down.stdout) == {
+        "stopped": True,
+        "anvil_pid": state["anvil_pid"],
+    }
     assert not pid_alive(state["anvil_pid"])
     assert fedchain("devnet", "status", "--dir", folder).returncode == 1
 

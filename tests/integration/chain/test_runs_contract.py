@@ -1,4 +1,4 @@
-"""The ``Runs`` contract through the ledger client, on py-evm and on a real anvil (every success and revert)."""
+"""The ``Runs`` contract through the ledger client on py-evm and a real anvil: every success and revert."""
 
 from __future__ import annotations
 
@@ -115,7 +115,9 @@ def test_submit_update_records_commit(chain: ChainEnv) -> None:
     result = chain.client(2).submit_update(run, R0, sha("u"), CID, 1234)
 
     subs = chain.client(0).submissions(run, R0)
-    assert [(s.member, s.sha256, s.cid, s.num_samples) for s in subs] == [(chain.address(2), sha("u"), CID, 1234)]
+    assert [(s.member, s.sha256, s.cid, s.num_samples) for s in subs] == [
+        (chain.address(2), sha("u"), CID, 1234)
+    ]
     assert subs[0].block_number == result.block_number
     assert chain.client(0).round_info(run, R0).submissions == 1
     assert chain.client(0).member_info(run, chain.address(2)).last_submitted_round == 0
@@ -171,10 +173,19 @@ def test_vote_quorum_exactly_reached_and_one_short(chain: ChainEnv) -> None:
     final = chain.client(4).vote(run, R0, merged, "bafym", set_hash)
 
     info = chain.client(0).round_info(run, R0)
-    assert (info.status, info.closed_block, info.merged_sha256) == (RoundStatus.FINALIZED, final.block_number, merged)
+    assert (info.status, info.closed_block, info.merged_sha256) == (
+        RoundStatus.FINALIZED,
+        final.block_number,
+        merged,
+    )
     result = chain.client(0).round_result(run, R0)
     assert result is not None
-    assert (result.merged_cid, result.votes, result.eligible, result.included_set_hash) == ("bafym", 3, 4, set_hash)
+    assert (result.merged_cid, result.votes, result.eligible, result.included_set_hash) == (
+        "bafym",
+        3,
+        4,
+        set_hash,
+    )
     assert chain.client(0).run_info(run).current_round == 1
     next_round = chain.client(0).round_info(run, R1)
     assert (next_round.start_block, next_round.eligible) == (final.block_number, 4)
@@ -267,7 +278,9 @@ def test_record_contributions_RevertWhen_Unsorted(chain: ChainEnv) -> None:
     bad_hash = keccak(encode(["address[]", "bytes32[]"], [[m for m, _ in pairs], [h for _, h in pairs]]))
     for i in (1, 2):
         chain.client(i).vote(run, R0, sha("m"), "c", bad_hash)
-    fn = chain.client(0).contract.functions.recordContributions(run, 0, [m for m, _ in pairs], [h for _, h in pairs])
+    fn = chain.client(0).contract.functions.recordContributions(
+        run, 0, [m for m, _ in pairs], [h for _, h in pairs]
+    )
     with pytest.raises(ContributionsError) as err:
         chain.client(0)._tx().send(fn)
     assert err.value.error == "RunsIncludedSetMalformed"
@@ -302,7 +315,11 @@ def test_unlearning_request_and_fulfilment(chain: ChainEnv) -> None:
     assert chain.client(0).unlearning_request(request).status == RequestStatus.PENDING
     done = chain.client(3).vote_unlearning(request, sha("model"), "c")
     req = chain.client(0).unlearning_request(request)
-    assert (req.status, req.result_sha256, req.fulfilled_block) == (RequestStatus.FULFILLED, sha("model"), done.block_number)
+    assert (req.status, req.result_sha256, req.fulfilled_block) == (
+        RequestStatus.FULFILLED,
+        sha("model"),
+        done.block_number,
+    )
     with pytest.raises(RequestNotPendingError):
         chain.client(4).vote_unlearning(request, sha("model"), "c")
     with pytest.raises(UnknownRequestError):

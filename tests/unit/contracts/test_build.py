@@ -30,7 +30,9 @@ def test_recompiling_reproduces_committed_artifacts_byte_for_byte(tmp_path: Path
 
     assert sorted(p.name for p in written) == sorted(p.name for p in ARTIFACT_DIR.glob("*.json"))
     for path in written:
-        assert path.read_bytes() == (ARTIFACT_DIR / path.name).read_bytes(), f"{path.name} differs from the commit"
+        assert path.read_bytes() == (ARTIFACT_DIR / path.name).read_bytes(), (
+            f"{path.name} differs from the commit"
+        )
 
 
 def test_metadata_pins_compiler_and_source_hashes() -> None:
@@ -54,8 +56,17 @@ def test_runtime_code_fits_the_contract_size_limit() -> None:
 def test_abi_exposes_every_event_an_explorer_filters_on() -> None:
     events = {e["name"]: e for e in load_artifact("Runs").abi if e["type"] == "event"}
 
-    for name in ("RunCreated", "MemberJoined", "UpdateSubmitted", "MergeVoted", "RoundFinalized", "RoundFailed",
-                 "UnlearningRequested", "UnlearningFulfilled", "ContributionAccepted"):
+    for name in (
+        "RunCreated",
+        "MemberJoined",
+        "UpdateSubmitted",
+        "MergeVoted",
+        "RoundFinalized",
+        "RoundFailed",
+        "UnlearningRequested",
+        "UnlearningFulfilled",
+        "ContributionAccepted",
+    ):
         assert name in events
     indexed = {i["name"] for i in events["UpdateSubmitted"]["inputs"] if i["indexed"]}
     assert indexed == {"runId", "round", "member"}

@@ -17,7 +17,12 @@ RESULTS = {"A": hashlib.sha256(b"A").digest(), "B": hashlib.sha256(b"B").digest(
 SET_HASH = b"\x11" * 32
 
 
-@settings(max_examples=100, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=100,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(eligible=st.integers(0, 2**32 - 1), bps=st.integers(1, 10_000))
 def test_quorum_of_matches_ceil_rule(pyevm_chain: ChainEnv, eligible: int, bps: int) -> None:
     on_chain = pyevm_chain.client(0).quorum_of(eligible, bps)
@@ -28,7 +33,12 @@ def test_quorum_of_matches_ceil_rule(pyevm_chain: ChainEnv, eligible: int, bps: 
 
 
 @pytest.mark.slow
-@settings(max_examples=12, derandomize=True, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=12,
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 @given(
     members=st.integers(1, 5),
     bps=st.integers(1, 10_000),

@@ -16,7 +16,9 @@ def _sha(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def test_indexer_mirrors_events_respects_confirmations_and_resumes(pyevm_chain: ChainEnv, tmp_path: Path) -> None:
+def test_indexer_mirrors_events_respects_confirmations_and_resumes(
+    pyevm_chain: ChainEnv, tmp_path: Path
+) -> None:
     chain = pyevm_chain
     db = tmp_path / "index.sqlite"
     run = chain.new_run(members=2)
@@ -35,7 +37,9 @@ def test_indexer_mirrors_events_respects_confirmations_and_resumes(pyevm_chain: 
     restarted = EventIndexer(chain.w3, chain.runs_address, db, confirmations=3)
     stored = restarted.sync()
 
-    rows = restarted.query('SELECT "runId", "round", "member", "sha256", "cid", "numSamples" FROM "UpdateSubmitted"')
+    rows = restarted.query(
+        'SELECT "runId", "round", "member", "sha256", "cid", "numSamples" FROM "UpdateSubmitted"'
+    )
     assert rows == [(run, 0, chain.address(1), "0x" + _sha("a").hex(), "cid-a", 10)]
     assert stored >= 1
     assert restarted.sync() == 0  # nothing new: no duplicates

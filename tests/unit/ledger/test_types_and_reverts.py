@@ -25,7 +25,10 @@ def test_included_set_hash_is_order_free_and_matches_the_documented_encoding() -
         included_set_hash([(A, b"short")])
 
 
-@pytest.mark.parametrize(("eligible", "bps", "needed"), [(0, 5000, 1), (3, 6666, 2), (3, 6667, 3), (4, 7500, 3), (10, 1, 1), (10, 10_000, 10)])
+@pytest.mark.parametrize(
+    ("eligible", "bps", "needed"),
+    [(0, 5000, 1), (3, 6666, 2), (3, 6667, 3), (4, 7500, 3), (10, 1, 1), (10, 10_000, 10)],
+)
 def test_quorum_rule_examples(eligible: int, bps: int, needed: int) -> None:
     assert quorum_of(eligible, bps) == needed
 
@@ -69,10 +72,10 @@ def test_every_abi_error_has_a_typed_class() -> None:
 
 
 def test_revert_data_is_found_in_rpc_and_py_evm_exception_shapes() -> None:
-    class RpcLike(Exception):
+    class RpcLikeError(Exception):
         data = "0x" + "ab" * 8
 
-    assert revert_data_of(RpcLike()) == b"\xab" * 8
+    assert revert_data_of(RpcLikeError()) == b"\xab" * 8
     inner = ValueError(b"\x01\x02\x03\x04")
     outer = RuntimeError("execution reverted")
     outer.__cause__ = inner
