@@ -17,7 +17,7 @@ aggregator             tolerates ``f`` Byzantine inputs out of ``n``            
 ``mean``               none (one input moves it arbitrarily)                       ``n < 1``
 ``norm_bound``         none, but each input moves it by at most ``w_i M / W``      ``n < 1``
 ``median``             ``f < n / 2`` (breakdown point 1/2)                         ``n <= 2f``
-``trimmed_mean``       ``f <= floor(beta n)``                                      ``n <= 2 floor(beta n)``
+``trimmed_mean``       ``f <= floor(beta n)``                                      ``beta`` not in [0, 0.5)
 ``krum``               ``f`` with ``n > 2f + 2`` (Blanchard et al. 2017)           ``n <= 2f + 2``
 ``multi_krum``         same as Krum, averaging the ``m`` best-scored inputs        ``n <= 2f + 2``
 ``geometric_median``   ``f < n / 2`` (breakdown point 1/2)                         ``n <= 2f``
@@ -113,16 +113,14 @@ def median(updates: Tensor, weights: Tensor, *, f: int = 0) -> Tensor:
 def trimmed_mean(updates: Tensor, weights: Tensor, *, trim_ratio: float = 0.1) -> Tensor:
     """Coordinate-wise trimmed mean: drop the ``k = floor(trim_ratio * n)`` largest and smallest values.
 
-    Ignores ``weights``. Tolerates ``f <= k`` Byzantine inputs; raises ``ValueError`` unless ``n > 2k``.
+    Ignores ``weights``. Tolerates ``f <= k`` Byzantine inputs (so ``n > 2f`` at best); raises ``ValueError``
+    if ``trim_ratio`` is outside ``[0, 0.5)`` (which keeps ``n > 2k``) or ``n < 1``.
     """
     check_updates(updates, weights)
     if not 0.0 <= trim_ratio < 0.5:
         raise ValueError(f"`trim_ratio` must be in [0, 0.5), got {trim_ratio!r}")
-    n = updates.shape[0]
-    k = int(trim_ratio * n)
-    if n <= 2 * k:
-        raise ValueError(f"trimmed_mean needs n > 2k with k=floor(trim_ratio*n), got n={n}, k={k}")
-    return coordinate_trimmed_mean(updates, k)
+    # trim_ratio < 0.5 gives k < n / 2, so at least one value per coordinate is kept.
+    return coordinate_trimmed_mean(updates, int(trim_ratio * updates.shape[0]))
 
 
 def krum_scores(updates: Tensor, f: int) -> list[float]:

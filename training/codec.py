@@ -1,6 +1,7 @@
 """Update codec: an adapter delta (flat vector or named tensors) to safetensors bytes and back, with checks.
 
-Layout (safetensors, never pickle). Header metadata (str -> str): ``format`` (:data:`FORMAT`), ``run``,
+Layout (safetensors, never pickle; canonical: equal updates encode to equal bytes). Header metadata
+(str -> str): ``format`` (:data:`FORMAT`), ``run``,
 ``round``, ``codec``, ``spec`` (:meth:`training.flat.FlatSpec.digest`), ``shapes`` (JSON list, spec order),
 ``numel`` and ``extra`` (JSON ``{key: shape}``). Tensors: ``delta/<name>`` for each tensor of the spec,
 float32 (``fp32``) or int8 (``int8``, with a float32 ``scale/<name>`` of shape ``[1]``), and ``extra/<key>``
@@ -28,7 +29,6 @@ from typing import Any, Literal
 
 import torch
 from safetensors.torch import load as st_load
-from safetensors.torch import save as st_save
 from torch import Tensor
 
 from training.errors import TrainingError
@@ -39,6 +39,7 @@ FORMAT = "fedchain-update/1"
 CODECS = ("fp32", "int8")
 Codec = Literal["fp32", "int8"]
 MAX_HEADER_BYTES = 1 << 22
+_DTYPES = {torch.float32: "F32", torch.int8: "I8"}
 
 
 class UpdateRejected(TrainingError, ValueError):  # noqa: N818 - the name the other layers use
@@ -145,7 +146,31 @@ def encode(
         "shapes": json.dumps([list(s) for s in spec.shapes], separators=(",", ":")),
         "extra": json.dumps(extra_shapes, sort_keys=True, separators=(",", ":")),
     }
-    return bytes(st_save(tensors, metadata=metadata))
+    return _serialize(tensors, metadata)
+
+
+def _serialize(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
+    """Write safetensors bytes canonically: sorted keys, tensors in name order.
+
+    Equal updates give equal bytes, hence equal content ids; ``safetensors.torch.save`` orders the metadata
+    differently from call to call.
+    """
+    header: dict[str, Any] = {"__metadata__": dict(metadata)}
+    chunks: list[bytes] = []
+    offset = 0
+    for name in sorted(tensors):
+        tensor = tensors[name].contiguous()
+        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        header[name] = {
+            "dtype": _DTYPES[tensor.dtype],
+            "shape": list(tensor.shape),
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
 
 
 def _header(data: bytes) -> tuple[dict[str, str], dict[str, Any]]:

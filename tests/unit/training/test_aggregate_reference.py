@@ -1,0 +1,161 @@
+"""Aggregators against references computed another way (numpy float64, exact fractions, plain sorting)."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+import pytest
+import torch
+
+from training.aggregate import AGGREGATORS
+from training.robust.exact import gram, weighted_sum
+from training.robust.sorting import _sorted_rows, batcher_network, pruned_network
+
+
+@pytest.fixture
+def cloud() -> tuple[torch.Tensor, torch.Tensor]:
+    """Eight honest updates around a common direction, three far-off ones, integer weights."""
+    gen = torch.Generator().manual_seed(3)
+    honest = torch.randn(1, 5_003, generator=gen) + 0.3 * torch.randn(8, 5_003, generator=gen)
+    byzantine = 20.0 * torch.randn(3, 5_003, generator=gen)
+    weights = torch.tensor([5.0, 3, 8, 2, 7, 1, 4, 6, 9, 9, 9])
+    return torch.cat([honest, byzantine]), weights
+
+
+def _ulps32(a: np.ndarray, b: np.ndarray) -> int:
+    ia = a.astype(np.float32).view(np.int32).astype(np.int64)
+    ib = b.astype(np.float32).view(np.int32).astype(np.int64)
+    return int(np.abs(ia - ib).max())
+
+
+@pytest.mark.parametrize("n", list(range(1, 34)))
+def test_sorting_network_sorts_every_column(n: int) -> None:
+    block = torch.randn(n, 257)
+    block[:, :7] = torch.randint(0, 3, (n, 7)).float()  # many ties
+
+    rows = _sorted_rows(block.clone(), batcher_network(n))
+
+    assert torch.equal(torch.stack(rows), torch.sort(block, dim=0).values)
+
+
+def test_pruned_network_is_smaller_for_a_median() -> None:
+    assert len(batcher_network(16)) == 63
+    assert len(pruned_network(16, frozenset({7, 8}))) < 63
+
+
+def test_weighted_mean_matches_exact_fractions_to_one_ulp() -> None:
+    gen = torch.Generator().manual_seed(11)
+    updates = torch.randn(6, 300, generator=gen) * torch.logspace(-6, 3, 300)
+    weights = [3, 1, 4, 1, 5, 9]
+
+    out = weighted_sum(updates, weights, float(sum(weights)))
+
+    x = updates.tolist()
+    exact = [
+        float(sum(Fraction(w) * Fraction(x[i][j]) for i, w in enumerate(weights)) / sum(weights))
+        for j in range(300)
+    ]
+    assert _ulps32(out.numpy(), np.array(exact)) <= 1
+
+
+def test_gram_is_exact_for_values_on_the_grid() -> None:
+    updates = torch.randint(-1000, 1000, (4, 70_000)).float()  # integers: exactly on every block grid
+    ref = updates.double().numpy()
+
+    g = gram(updates)
+
+    exact = [[int(v) for v in row] for row in (ref.astype(np.int64) @ ref.astype(np.int64).T)]
+    assert [[g.value(i, k) for k in range(4)] for i in range(4)] == exact
+
+
+def test_mean_matches_numpy(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    x, w = updates.double().numpy(), weights.double().numpy()
+
+    out = AGGREGATORS["mean"](updates, weights).numpy()
+
+    np.testing.assert_allclose(out, (w[:, None] * x).sum(0) / w.sum(), rtol=1e-6, atol=1e-6)
+
+
+def test_median_matches_numpy_exactly(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    for n in (11, 10):
+        x = updates[:n].double().numpy()
+
+        out = AGGREGATORS["median"](updates[:n], weights[:n]).numpy()
+
+        assert np.array_equal(out, np.median(x, axis=0).astype(np.float32))
+
+
+def test_trimmed_mean_matches_numpy(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    x = np.sort(updates.double().numpy(), axis=0)[2:-2]
+
+    out = AGGREGATORS["trimmed_mean"](updates, weights, trim_ratio=0.2).numpy()
+
+    np.testing.assert_allclose(out, x.mean(0), rtol=1e-6, atol=1e-7)
+
+
+def _np_krum_scores(x: np.ndarray, f: int) -> np.ndarray:
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    n = len(x)
+    return np.array([np.sort(np.delete(d2[i], i))[: n - f - 2].sum() for i in range(n)])
+
+
+def test_krum_and_multi_krum_match_numpy(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    x, w = updates.double().numpy(), weights.double().numpy()
+    scores = _np_krum_scores(x, 3)
+    best = np.argsort(scores, kind="stable")
+
+    assert torch.equal(AGGREGATORS["krum"](updates, weights, f=3), updates[int(best[0])])
+    chosen = best[:5]
+    ref = (w[chosen, None] * x[chosen]).sum(0) / w[chosen].sum()
+    out = AGGREGATORS["multi_krum"](updates, weights, f=3, m=5).numpy()
+    np.testing.assert_allclose(out, ref, rtol=1e-6, atol=1e-6)
+
+
+def test_geometric_median_matches_numpy_weiszfeld(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    x, w = updates.double().numpy(), weights.double().numpy()
+    z = (w[:, None] * x).sum(0) / w.sum()
+    for _ in range(500):
+        beta = w / np.maximum(np.linalg.norm(x - z, axis=1), 1e-12)
+        z = (beta[:, None] * x).sum(0) / beta.sum()
+
+    out = AGGREGATORS["geometric_median"](updates, weights, max_iter=500, tol=0.0).numpy()
+
+    assert np.linalg.norm(out - z) <= 1e-4 * np.linalg.norm(z)
+
+
+def test_centered_clip_matches_numpy(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    x, w = updates.double().numpy(), weights.double().numpy()
+    v = np.median(x, axis=0)
+    for _ in range(4):
+        r = np.linalg.norm(x - v, axis=1)
+        c = np.minimum(1.0, 5.0 / r)
+        v = v + ((w * c)[:, None] * (x - v)).sum(0) / w.sum()
+
+    out = AGGREGATORS["centered_clip"](updates, weights, tau=5.0, iters=4).numpy()
+
+    assert np.linalg.norm(out - v) <= 1e-5 * np.linalg.norm(v)
+
+
+def test_robust_aggregators_resist_the_far_off_updates(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+    updates, weights = cloud
+    honest_mean = updates[:8].mean(0)
+    radius = float((updates[:8] - honest_mean).norm(dim=1).max())
+
+    for name, params in [
+        ("median", {}),
+        ("trimmed_mean", {"trim_ratio": 0.3}),
+        ("krum", {"f": 3}),
+        ("multi_krum", {"f": 3}),
+        ("geometric_median", {}),
+        ("centered_clip", {}),
+    ]:
+        out = AGGREGATORS[name](updates, weights, **params)
+        assert float((out - honest_mean).norm()) < radius, name
+    assert float((AGGREGATORS["mean"](updates, weights) - honest_mean).norm()) > radius

@@ -1,0 +1,127 @@
+"""Determinism: decode + aggregate + server step give the same sha256 under any input order, any
+``torch.set_num_threads`` and ``ATEN_CPU_CAPABILITY`` in {default, avx2, avx512} (run as subprocesses)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from training.codec import encode
+from training.determinism import state_sha256
+from training.flat import flatten
+
+WORKER = r"""
+import hashlib, json, sys
+import torch
+from safetensors.torch import load_file
+from training.aggregate import AGGREGATORS
+from training.codec import decode
+from training.determinism import state_sha256
+from training.flat import flatten
+from training.scaffold import server_control_step
+from training.server_opt import SERVER_OPTIMIZERS, init_state, make_config, server_step
+
+folder = sys.argv[1]
+data = load_file(folder + "/inputs.safetensors")
+updates, weights, params = data["updates"], data["weights"], data["params"]
+blobs = [open(f"{folder}/update{i}.bin", "rb").read() for i in range(updates.shape[0])]
+_, spec = flatten({"w": params})
+PARAMS = {
+    "mean": {}, "norm_bound": {"max_norm": 300.0}, "median": {}, "trimmed_mean": {"trim_ratio": 0.2},
+    "krum": {"f": 2}, "multi_krum": {"f": 2}, "geometric_median": {}, "centered_clip": {"iters": 3},
+}
+n = updates.shape[0]
+ident, rev, shuffled = list(range(n)), list(reversed(range(n))), [3, 0, 6, 2, 5, 1, 4]
+out = {}
+for threads, perm in ((1, ident), (2, rev), (4, shuffled), (4, ident), (1, shuffled)):
+    torch.set_num_threads(threads)
+    x, w = updates[perm].contiguous(), weights[perm].contiguous()
+    row = {}
+    decoded = [decode(blobs[i], spec, max_norm=1e6).delta for i in perm]
+    digests = sorted(hashlib.sha256(v.numpy().tobytes()).digest() for v in decoded)
+    row["decode"] = hashlib.sha256(b"".join(digests)).hexdigest()
+    for name, fn in AGGREGATORS.items():
+        row[name] = hashlib.sha256(fn(x, w, **PARAMS[name]).numpy().tobytes()).hexdigest()
+    agg = AGGREGATORS["trimmed_mean"](torch.stack(decoded), w, trim_ratio=0.2)
+    for opt in SERVER_OPTIMIZERS:
+        p, state, cfg = params, init_state(opt, params.shape[0]), make_config(opt)
+        for _ in range(2):
+            p, state = server_step(opt, p, agg, state, cfg)
+        row["server_" + opt] = state_sha256(dict(state, params=p))
+    row["scaffold"] = hashlib.sha256(server_control_step(params, x).numpy().tobytes()).hexdigest()
+    for key, value in row.items():
+        out.setdefault(key, []).append(value)
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "hashes": out}))
+"""
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Seven updates (one far off, some -0.0 and ties) with their int8 encodings, written once."""
+    folder = tmp_path_factory.mktemp("determinism")
+    gen = torch.Generator().manual_seed(2024)
+    d = 70_001
+    updates = torch.randn(1, d, generator=gen) * 0.1 + torch.randn(7, d, generator=gen) * 0.05
+    updates[6] *= 40.0
+    updates[:, :10] = 0.0
+    updates[2, :5] = -0.0
+    updates[4, 10:20] = updates[5, 10:20]
+    params = torch.randn(d, generator=gen)
+    weights = torch.tensor([120.0, 80, 300, 45, 45, 200, 99])
+    save_file({"updates": updates, "weights": weights, "params": params}, str(folder / "inputs.safetensors"))
+    _, spec = flatten({"w": params})
+    for i in range(7):
+        (folder / f"update{i}.bin").write_bytes(encode(updates[i], spec, run="r", round=1, codec="int8"))
+    return folder
+
+
+def _run(folder: Path, capability: str) -> dict[str, object]:
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="4")
+    root = Path(__file__).resolve().parents[3]
+    proc = subprocess.run(
+        [sys.executable, "-c", WORKER, str(folder)],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result: dict[str, object] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+@pytest.mark.slow
+def test_same_hashes_for_any_order_threads_and_instruction_set(inputs: Path) -> None:
+    runs = {cap: _run(inputs, cap) for cap in ("default", "avx2", "avx512")}
+
+    assert runs["default"]["capability"] == "DEFAULT"
+    assert runs["avx2"]["capability"] == "AVX2"
+    hashes = {cap: run["hashes"] for cap, run in runs.items()}
+    reference = hashes["default"]
+    assert isinstance(reference, dict) and len(reference) == 15
+    for cap, table in hashes.items():
+        assert isinstance(table, dict)
+        for key, values in table.items():
+            assert len(values) == 5  # thread counts 1, 2, 4 x three row orders
+            assert set(values) == {reference[key][0]}, f"{key} differs under {cap}"
+
+
+def test_state_sha256_is_canonical() -> None:
+    a = {"x": torch.tensor([1.0, 2.0]), "y": torch.zeros(2, 2, dtype=torch.bfloat16)}
+    b = {"y": torch.zeros(2, 2, dtype=torch.bfloat16), "x": torch.tensor([1.0, 2.0])}
+
+    assert state_sha256(a) == state_sha256(b)
+    assert state_sha256(a) != state_sha256(dict(a, x=torch.tensor([1.0, -2.0])))
+    assert state_sha256(a) != state_sha256(dict(a, x=torch.tensor([1.0, 2.0], dtype=torch.float64)))
+    assert state_sha256(a) != state_sha256(dict(a, y=torch.zeros(4, dtype=torch.bfloat16)))
+    assert state_sha256(a) != state_sha256({"x": a["x"]})
+    assert state_sha256({"x": torch.tensor([0.0])}) != state_sha256({"x": torch.tensor([-0.0])})

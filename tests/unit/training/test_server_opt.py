@@ -1,0 +1,137 @@
+"""Server optimisers: FedAvg identity, bit-identical numpy float64 references, config validation, SCAFFOLD."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from training.errors import ConfigError
+from training.scaffold import server_control_step
+from training.server_opt import SERVER_OPTIMIZERS, init_state, make_config, server_step
+
+
+def _np_step(
+    name: str,
+    x: np.ndarray,
+    d: np.ndarray,
+    st: dict[str, np.ndarray],
+    lr: float,
+    b1: float,
+    b2: float,
+    tau: float,
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Reference in numpy float64, one correctly rounded operation at a time (the documented formulas)."""
+    if name == "fedavg":
+        return x + d * lr, {}
+    if name == "fedavgm":
+        m = st["m"] * b1 + d
+        return x + m * lr, {"m": m}
+    m = st["m"] * b1 + d * (1.0 - b1)
+    v, sq = st["v"], d * d
+    if name == "fedadagrad":
+        v = v + sq
+    elif name == "fedyogi":
+        v = v - sq * (1.0 - b2) * np.sign(v - sq)
+    else:
+        v = v * b2 + sq * (1.0 - b2)
+    return x + m / (np.sqrt(v) + tau) * lr, {"m": m, "v": v}
+
+
+@pytest.mark.parametrize("name", sorted(SERVER_OPTIMIZERS))
+def test_three_steps_bit_identical_to_numpy(name: str) -> None:
+    gen = torch.Generator().manual_seed(5)
+    d = 40_000
+    params = torch.randn(d, generator=gen)
+    cfg = make_config(name)
+    state = init_state(name, d)
+    x = params.numpy().astype(np.float32)
+    ref_state = {k: np.zeros(d, dtype=np.float32) for k in state}
+    for _ in range(3):
+        delta = torch.randn(d, generator=gen) * 1e-2
+        params, state = server_step(name, params, delta, state, cfg)
+        x64, st64 = _np_step(
+            name,
+            x.astype(np.float64),
+            delta.double().numpy(),
+            {k: v.astype(np.float64) for k, v in ref_state.items()},
+            cfg.server_lr,
+            cfg.beta1,
+            cfg.beta2,
+            cfg.tau,
+        )
+        x = x64.astype(np.float32)
+        x[x == 0] = 0.0
+        ref_state = {k: v.astype(np.float32) for k, v in st64.items()}
+
+    assert params.numpy().tobytes() == x.tobytes()
+    assert sorted(state) == sorted(ref_state)
+    for key in state:
+        assert state[key].numpy().tobytes() == ref_state[key].tobytes()
+
+
+def test_fedavg_with_unit_lr_adds_the_delta() -> None:
+    params, delta = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.25, 2.0, -1.5])
+
+    out, state = server_step("fedavg", params, delta, init_state("fedavg", 3), make_config("fedavg"))
+
+    assert out.tolist() == [1.25, 0.0, -1.0]
+    assert state == {}
+
+
+def test_inputs_are_not_modified() -> None:
+    params, delta = torch.randn(10), torch.randn(10)
+    state = init_state("fedadam", 10)
+    before = (params.clone(), delta.clone(), {k: v.clone() for k, v in state.items()})
+
+    server_step("fedadam", params, delta, state, make_config("fedadam"))
+
+    assert torch.equal(params, before[0]) and torch.equal(delta, before[1])
+    assert all(torch.equal(state[k], before[2][k]) for k in state)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"server_lr": 0.0}, r"`server_lr` must be > 0, got 0.0"),
+        ({"beta1": 1.0}, r"`beta1` must be in \[0, 1\), got 1.0"),
+        ({"beta2": -0.1}, r"`beta2` must be in \[0, 1\), got -0.1"),
+        ({"tau": 0.0}, r"`tau` must be > 0, got 0.0"),
+        ({"lr": 1.0}, r"unknown server optimiser option"),
+    ],
+)
+def test_config_is_validated(overrides: dict[str, float], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        make_config("fedadam", **overrides)
+
+
+def test_bad_step_inputs_are_rejected() -> None:
+    cfg = make_config("fedyogi")
+    with pytest.raises(ConfigError, match="unknown server optimiser 'sgd'"):
+        init_state("sgd", 3)
+    with pytest.raises(ConfigError, match="state needs a tensor 'v'"):
+        server_step("fedyogi", torch.zeros(3), torch.zeros(3), {"m": torch.zeros(3)}, cfg)
+    with pytest.raises(ConfigError, match="NaN or Inf"):
+        server_step(
+            "fedyogi", torch.zeros(3), torch.tensor([1.0, float("inf"), 0]), init_state("fedyogi", 3), cfg
+        )
+    with pytest.raises(ConfigError, match="1-D of one length"):
+        server_step("fedyogi", torch.zeros(3), torch.zeros(4), init_state("fedyogi", 3), cfg)
+
+
+def test_scaffold_server_control_is_the_scaled_exact_mean() -> None:
+    control = torch.tensor([1.0, 0.0])
+    deltas = torch.tensor([[1.0, 2.0], [3.0, -2.0], [2.0, 3.0]])
+
+    out = server_control_step(control, deltas, participation=0.5)
+    out_perm = server_control_step(control, deltas.flip(0), participation=0.5)
+
+    assert out.tolist() == [2.0, 0.5]
+    assert out.numpy().tobytes() == out_perm.numpy().tobytes()
+
+
+def test_scaffold_rejects_bad_input() -> None:
+    with pytest.raises(ConfigError, match="participation"):
+        server_control_step(torch.zeros(2), torch.zeros(1, 2), participation=0.0)
+    with pytest.raises(ConfigError, match="shapes"):
+        server_control_step(torch.zeros(2), torch.zeros(1, 3))
