@@ -303,7 +303,8 @@ def run_simulation(
     ConfigError
         If a name in ``cfg`` is unknown or the aggregator rejects its parameters for this many clients.
     """
-    from training import codec, server_opt
+    import training.codec as codec
+    from training import server_opt
     from training.adapters import load_trainable_state
     from training.aggregate import AGGREGATORS
     from training.algorithms import get_algorithm
@@ -374,9 +375,8 @@ def run_simulation(
         received_controls: list[Tensor] = []
         rejected: list[str] = []
         for i, client in enumerate(clients):
-            extra = None
-            if control_deltas[i] is not None:
-                extra = {"control_delta": control_deltas[i]}
+            own_control = control_deltas[i]
+            extra = None if own_control is None else {"control_delta": own_control}
             blob = codec.encode(sent[i], spec, run=run_id, round=rnd, codec=cfg.codec, extra=extra)
             try:
                 decoded = codec.decode(

@@ -1,0 +1,237 @@
+"""The two README result tables of the simulation, measured in one run each.
+
+``headline``: on non-IID clients (one chatterbot category each), does each of the seven FL algorithms beat
+local-only training on the union of the clients' held-out data? Every algorithm and the local-only baseline
+start from the same adapter and make the same number of local steps per client.
+
+``robustness``: ten synthetic-skill clients, 20% and 30% of them Byzantine, each attack against each
+aggregator: the final union held-out loss relative to clean FedAvg (plain mean, no attackers) measured in
+the same run. The aggregators are told ``f``, the number of attackers (the usual assumption).
+
+    python bench/experiments.py headline [--model tiny-llama|smollm2] [--json]
+    python bench/experiments.py robustness [--json]
+
+Prints markdown tables (or one JSON object with ``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from typing import Any
+
+import torch
+
+from training.algorithms import ALGORITHMS
+from training.attacks import ATTACKS
+from training.simconfig import SimulationConfig, config_from_dict
+from training.simulate import prepare, run_local_baseline, run_simulation
+
+CATEGORIES = ["ai", "coding", "emotion", "psychology", "trivia"]
+ROBUST_AGGREGATORS = [
+    "mean",
+    "median",
+    "trimmed_mean",
+    "krum",
+    "multi_krum",
+    "geometric_median",
+    "centered_clip",
+]
+
+
+def headline_config(model: str, rounds: int, steps: int, seed: int) -> SimulationConfig:
+    return config_from_dict(
+        {
+            "simulation": {"clients": len(CATEGORIES), "rounds": rounds, "seed": seed},
+            "data": {
+                "source": "chatterbot",
+                "categories": CATEGORIES,
+                "examples_per_client": 64,
+                "held_out_fraction": 0.25,
+                "max_eval_examples": 16,
+            },
+            "model": {"name_or_path": model},
+            "adapter": {"r": 8, "alpha": 16.0, "target_modules": ["q_proj", "v_proj"]},
+            "train": {
+                "lr": 0.01 if model == "tiny-llama" else 5e-4,
+                "local_steps": steps,
+                "batch_size": 4,
+                "max_len": 128,
+            },
+        }
+    )
+
+
+def headline(model: str, rounds: int, steps: int, seed: int) -> dict[str, Any]:
+    cfg = headline_config(model, rounds, steps, seed)
+    session = prepare(cfg)
+    start = time.perf_counter()
+    baseline = run_local_baseline(cfg, session=session)
+    rows: dict[str, Any] = {}
+    initial = None
+    for name in ALGORITHMS:
+        result = run_simulation(cfg.replace(algorithm=name), session=session)
+        initial = result.rounds[0].eval.union_loss
+        final = result.final.eval
+        rows[name] = {
+            "union_loss": final.union_loss,
+            "union_perplexity": final.union_perplexity,
+            "per_client": final.per_client,
+            "beats_local_mean": final.union_loss < baseline.mean_union_loss,
+            "beats_local_best": final.union_loss < baseline.best_union_loss,
+            "seconds": result.seconds,
+        }
+        print(f"# {name}: {final.union_loss:.4f} ({result.seconds:.0f} s)", file=sys.stderr, flush=True)
+    return {
+        "table": "headline",
+        "settings": {
+            "model": model,
+            "clients": CATEGORIES,
+            "rounds": rounds,
+            "local_steps": steps,
+            "batch_size": cfg.train.batch_size,
+            "max_len": cfg.train.max_len,
+            "lr": cfg.train.lr,
+            "examples_per_client": cfg.data.examples_per_client,
+            "seed": seed,
+        },
+        "initial_union_loss": initial,
+        "local_only": {
+            "mean_union_loss": baseline.mean_union_loss,
+            "best_union_loss": baseline.best_union_loss,
+            "per_client_union_loss": baseline.per_client_union_loss,
+        },
+        "algorithms": rows,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def robustness_config(seed: int, rounds: int, steps: int) -> SimulationConfig:
+    return config_from_dict(
+        {
+            "simulation": {"clients": 10, "rounds": rounds, "seed": seed},
+            "data": {
+                "source": "synthetic",
+                "examples_per_client": 32,
+                "held_out_fraction": 0.25,
+                "max_eval_examples": 8,
+                "exact_match": False,
+            },
+            "model": {"name_or_path": "tiny-llama"},
+            "train": {"lr": 0.02, "local_steps": steps, "batch_size": 8, "max_len": 48},
+        }
+    )
+
+
+def aggregator_params(name: str, f: int, clients: int) -> dict[str, Any]:
+    if name in ("krum", "multi_krum", "median", "geometric_median", "centered_clip"):
+        return {"f": f}
+    if name == "trimmed_mean":
+        return {"trim_ratio": f / clients}
+    return {}
+
+
+def robustness(seed: int, rounds: int, steps: int) -> dict[str, Any]:
+    base = robustness_config(seed, rounds, steps)
+    session = prepare(base)
+    start = time.perf_counter()
+    clean = run_simulation(base, session=session)
+    reference = clean.final.eval.union_loss
+    attacks = sorted(ATTACKS)
+    cells: dict[str, dict[str, float]] = {}
+    for fraction in (0.2, 0.3):
+        f = round(fraction * base.clients)
+        for attack in attacks:
+            row: dict[str, float] = {}
+            for agg in ROBUST_AGGREGATORS:
+                cfg = base.replace(
+                    aggregator=agg,
+                    aggregator_params=aggregator_params(agg, f, base.clients),
+                    **{"byzantine.count": f, "byzantine.attack": attack},
+                )
+                row[agg] = run_simulation(cfg, session=session).final.eval.union_loss / reference
+            cells[f"{int(fraction * 100)}%/{attack}"] = row
+            print(f"# {fraction:.0%} {attack}: {row}", file=sys.stderr, flush=True)
+    clean_rows = {}
+    for agg in ROBUST_AGGREGATORS:
+        cfg = base.replace(aggregator=agg, aggregator_params=aggregator_params(agg, 0, base.clients))
+        clean_rows[agg] = run_simulation(cfg, session=session).final.eval.union_loss / reference
+    cells["0%/clean"] = clean_rows
+    return {
+        "table": "robustness",
+        "settings": {
+            "model": "tiny-llama",
+            "clients": base.clients,
+            "rounds": rounds,
+            "local_steps": steps,
+            "batch_size": base.train.batch_size,
+            "lr": base.train.lr,
+            "seed": seed,
+            "attack_strengths": {a: ATTACKS[a].default_strength for a in attacks},
+        },
+        "clean_fedavg_union_loss": reference,
+        "initial_union_loss": clean.rounds[0].eval.union_loss,
+        "initial_ratio": clean.rounds[0].eval.union_loss / reference,
+        "relative_loss": cells,
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def headline_markdown(out: dict[str, Any]) -> str:
+    local = out["local_only"]
+    lines = [
+        "| algorithm | union held-out loss | perplexity | vs local-only mean "
+        f"({local['mean_union_loss']:.4f}) | vs best local-only ({local['best_union_loss']:.4f}) |",
+        "| --- | ---: | ---: | --- | --- |",
+    ]
+    for name, row in out["algorithms"].items():
+        delta = row["union_loss"] - local["mean_union_loss"]
+        lines.append(
+            f"| {name} | {row['union_loss']:.4f} | {row['union_perplexity']:.1f} | "
+            f"{'beats' if row['beats_local_mean'] else 'loses'} ({delta:+.4f}) | "
+            f"{'beats' if row['beats_local_best'] else 'loses'} |"
+        )
+    lines.append(f"| (initial model) | {out['initial_union_loss']:.4f} | | | |")
+    return "\n".join(lines)
+
+
+def robustness_markdown(out: dict[str, Any]) -> str:
+    aggs = ROBUST_AGGREGATORS
+    lines = ["| Byzantine | attack | " + " | ".join(aggs) + " |", "| --- | --- |" + " ---: |" * len(aggs)]
+    for key, row in out["relative_loss"].items():
+        share, attack = key.split("/")
+        lines.append(f"| {share} | {attack} | " + " | ".join(f"{row[a]:.3f}" for a in aggs) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("table", choices=["headline", "robustness"])
+    parser.add_argument("--model", default="tiny-llama", help="headline model: tiny-llama or smollm2")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.table == "headline":
+        out = headline(args.model, args.rounds, args.local_steps or 10, args.seed)
+        table = headline_markdown(out)
+    else:
+        out = robustness(args.seed, args.rounds, args.local_steps or 5)
+        table = robustness_markdown(out)
+    out["machine"] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+    }
+    print(json.dumps(out) if args.json else table)
+
+
+if __name__ == "__main__":
+    main()
