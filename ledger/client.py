@@ -191,6 +191,10 @@ class RunsClient:
         """Return the number of runs created so far."""
         return int(self._view("runCount"))
 
+    def request_count(self) -> int:
+        """Return the number of unlearning requests filed so far (ids are 1..count)."""
+        return int(self._view("requestCount"))
+
     def run_info(self, run: RunId) -> RunInfo:
         """Return a run's configuration and state."""
         v = self._view("runInfo", run)
@@ -231,9 +235,9 @@ class RunsClient:
         )
 
     def current_round(self, run: RunId) -> tuple[RoundInfo, Phase]:
-        """Return the run's open round and its phase at the head block."""
+        """Return the run's open round and its phase for a transaction sent now (mined in head + 1)."""
         info = self.round_info(run, self.run_info(run).current_round)
-        return info, info.phase(self.block_number())
+        return info, info.phase(self.block_number() + 1)
 
     def member_info(self, run: RunId, account: str) -> MemberInfo:
         """Return a member's record (``is_member`` is ``False`` for strangers)."""

@@ -139,10 +139,13 @@ class RoundInfo:
     contributions_recorded: bool
 
     def phase(self, block: int) -> Phase:
-        """Return the phase of this (open) round at ``block``."""
+        """Return the phase of this (open) round at ``block``.
+
+        Like the contract, voting opens before ``submit_end`` once every eligible member has submitted.
+        """
         if block < self.start_block:
             return Phase.NOT_STARTED
-        if block < self.submit_end:
+        if block < self.submit_end and not (self.eligible > 0 and self.submissions >= self.eligible):
             return Phase.SUBMIT
         if block < self.vote_end:
             return Phase.VOTE

@@ -158,7 +158,9 @@ def test_submit_RevertWhen_Late(chain: ChainEnv) -> None:
 
 def test_vote_quorum_exactly_reached_and_one_short(chain: ChainEnv) -> None:
     run = chain.new_run(members=4, quorum_bps=7_500)  # quorum = ceil(0.75 * 4) = 3
+    assert chain.client(0).current_round(run)[1] == Phase.SUBMIT
     included = submit_all(chain, run, R0, range(1, 5))
+    assert chain.client(0).current_round(run)[1] == Phase.VOTE  # everyone submitted: voting opens early
     set_hash = included_set_hash(included)
     merged = sha("merged")
 
@@ -225,7 +227,10 @@ def test_close_failed_round(chain: ChainEnv) -> None:
         chain.client(5).close_failed(run, R0)
     info, phase = chain.client(0).current_round(run)
     assert phase == Phase.SUBMIT
+    chain.mine_to(info.submit_end)
+    assert chain.client(0).current_round(run)[1] == Phase.VOTE
     chain.mine_to(info.vote_end)
+    assert chain.client(0).current_round(run)[1] == Phase.EXPIRED
 
     closed = chain.client(5).close_failed(run, R0)  # anyone may close it
 
@@ -313,6 +318,7 @@ def test_unlearning_request_and_fulfilment(chain: ChainEnv) -> None:
     with pytest.raises(AlreadyVotedError):
         chain.client(2).vote_unlearning(request, sha("model"), "c")
     assert chain.client(0).unlearning_request(request).status == RequestStatus.PENDING
+    assert chain.client(0).request_count() == 1
     done = chain.client(3).vote_unlearning(request, sha("model"), "c")
     req = chain.client(0).unlearning_request(request)
     assert (req.status, req.result_sha256, req.fulfilled_block) == (
