@@ -8,6 +8,7 @@ Commands arrive as JSON lines on stdin:
 ``publish``  ``{"cmd": "publish", "type": "heartbeat"|"update"|"vote", "round": r, …fields}``
 ``put``      ``{"cmd": "put", "size": n, "seed": s}`` stores n pseudo-random bytes, replies with the CID
 ``fetch``    ``{"cmd": "fetch", "cid", "providers": [...], "max_size"}``, replies ``fetched``/``fetch_failed``
+``fetch_many`` ``{"cmd": "fetch_many", "requests": [{"cid", "providers", "max_size"}, ...]}`` in parallel
 ``peers``, ``stats`` (validator drop counters), ``exit``
 
 With ``--adversary`` two more commands exist, used only by tests of the validators: ``inject`` publishes
@@ -36,6 +37,7 @@ from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 from p2p.blob import default_cid_of
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, StorageError
+from p2p.fetch import FetchRequest
 from p2p.gossip import AnyMessage, topic_for
 from p2p.host import P2PNode
 from p2p.identity import normalize_address
@@ -180,6 +182,18 @@ class Peer:
                 seconds = time.perf_counter() - start
                 sha = hashlib.sha256(data).hexdigest()
                 emit("fetched", cid=cmd["cid"], size=len(data), sha256=sha, seconds=seconds)
+        elif name == "fetch_many":
+            requests = [
+                FetchRequest(Cid(r["cid"]), tuple(r["providers"]), int(r["max_size"]))
+                for r in cmd["requests"]
+            ]
+            start = time.perf_counter()
+            results = self.node.fetch_many(requests)
+            summary = {
+                cid: {"sha256": hashlib.sha256(v).hexdigest()} if isinstance(v, bytes) else {"error": str(v)}
+                for cid, v in results.items()
+            }
+            emit("fetched_many", results=summary, seconds=time.perf_counter() - start)
         elif name == "peers":
             emit("peers", peers=self.node.peers())
         elif name == "stats":

@@ -189,3 +189,31 @@ def test_64_mib_blob_is_fetched_and_verified(p2p_swarm: Swarm) -> None:
     assert fetched["event"] == "fetched", fetched
     assert fetched["size"] == 64 << 20
     assert fetched["sha256"] == stored["sha256"]
+
+
+def test_a_rounds_artifacts_are_fetched_in_parallel_with_fallback(p2p_swarm: Swarm) -> None:
+    peers = p2p_swarm.peers
+    fetcher, corrupt = peers[2], peers[3]
+    stored = [
+        peers[i].command({"cmd": "put", "size": 500_000 + i, "seed": 100 + i}, "stored") for i in (0, 1)
+    ]
+    bad = corrupt.command({"cmd": "put", "size": 500_000, "seed": 100}, "stored")
+    corrupt.command({"cmd": "corrupt", "cid": bad["cid"]}, "corrupted")
+    gone = "16Uiu2HAm4Ms862Gnqafssgvik4JJ1LuqWMcKNipq4nm2UaoLRbeP"  # a peer that is not on the network
+    requests = [
+        {"cid": stored[0]["cid"], "providers": [corrupt.ready["peer_id"], peers[0].ready["peer_id"]]},
+        {"cid": stored[1]["cid"], "providers": [gone, peers[1].ready["peer_id"]]},
+        {
+            "cid": "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku",
+            "providers": [peers[0].ready["peer_id"]],
+        },
+    ]
+    for request in requests:
+        request["max_size"] = 1 << 20
+
+    reply = fetcher.command({"cmd": "fetch_many", "requests": requests}, "fetched_many", timeout=120)
+
+    results = reply["results"]
+    assert results[stored[0]["cid"]] == {"sha256": stored[0]["sha256"]}
+    assert results[stored[1]["cid"]] == {"sha256": stored[1]["sha256"]}
+    assert "NOT_FOUND" in results[requests[2]["cid"]]["error"]

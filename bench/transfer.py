@@ -1,0 +1,199 @@
+"""Network benchmark of the p2p layer, every figure measured against its baseline in the same run.
+
+1. Announcement delivery: N peer processes (default 8) on loopback in one gossipsub mesh; each message is
+   published with the sender's wall-clock time in it (``ts_ms``) and every receiver logs its arrival time.
+   Reported: latency until a message reached *all* other peers (median, p99), and per receiver.
+2. Blob throughput: a fetch over ``/fedchain/blob/1.0.0`` (Noise + yamux over TCP, CID verified on receipt)
+   between two peer processes, against a plain TCP socket between two processes, for 16 and 64 MiB.
+
+    python bench/transfer.py [--peers 8] [--messages 40] [--sizes 16,64] [--repeats 3] [--json]
+
+Targets from issue #3: p99 delivery under 1 s; stream throughput at least 0.5x raw TCP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.fixtures.p2p import Swarm, member_address  # the same launcher as the multi-process tests
+
+_RAW_SENDER = """
+import random, socket, sys
+size, port = int(sys.argv[1]), int(sys.argv[2])
+data = random.Random(1).randbytes(size)
+with socket.create_connection(("127.0.0.1", port)) as s:
+    s.sendall(data)
+"""
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def measure_delivery(swarm: Swarm, messages: int, interval: float) -> dict[str, Any]:
+    peers = swarm.peers
+    nonces: dict[str, int] = {}
+    for i in range(messages):
+        sender = i % len(peers)
+        nonce = secrets.token_hex(8)
+        nonces[nonce] = sender
+        peers[sender].command(
+            {"cmd": "publish", "type": "heartbeat", "fields": {"phase": "training", "nonce": nonce}}
+        )
+        time.sleep(interval)  # pacing, well under the per-peer spam limit
+    deadline = time.monotonic() + 30
+    arrivals: dict[str, list[float]] = {n: [] for n in nonces}
+    while True:
+        for n in arrivals:
+            arrivals[n] = []
+        for index, peer in enumerate(peers):
+            for m in peer.messages():
+                if m["nonce"] in nonces and nonces[m["nonce"]] != index:
+                    arrivals[m["nonce"]].append((m["recv_ms"] - m["ts_ms"]) / 1000)
+        complete = all(len(v) == len(peers) - 1 for v in arrivals.values())
+        if complete or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    to_all = [max(v) for v in arrivals.values() if len(v) == len(peers) - 1]
+    each = [x for v in arrivals.values() for x in v]
+    return {
+        "peers": len(peers),
+        "messages": messages,
+        "delivered_to_all": len(to_all),
+        "to_all_median_s": statistics.median(to_all) if to_all else None,
+        "to_all_p99_s": percentile(to_all, 99) if to_all else None,
+        "per_receiver_median_s": statistics.median(each) if each else None,
+        "per_receiver_p99_s": percentile(each, 99) if each else None,
+    }
+
+
+def raw_tcp_seconds(size: int) -> float:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        port = server.getsockname()[1]
+        sender = subprocess.Popen([sys.executable, "-c", _RAW_SENDER, str(size), str(port)])
+        try:
+            conn, _ = server.accept()
+            buf = bytearray(size)
+            view = memoryview(buf)
+            received = 0
+            start = time.perf_counter()
+            with conn:
+                while received < size:
+                    n = conn.recv_into(view[received:], min(size - received, 1 << 20))
+                    if n == 0:
+                        break
+                    received += n
+            seconds = time.perf_counter() - start
+        finally:
+            sender.wait(timeout=30)
+    if received != size:
+        raise RuntimeError(f"raw TCP sender delivered {received} of {size} bytes")
+    return seconds
+
+
+def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list[dict[str, Any]]:
+    provider, fetcher = swarm.peers[0], swarm.peers[1]
+    rows = []
+    for mib in sizes_mib:
+        size = mib << 20
+        stored = provider.command({"cmd": "put", "size": size, "seed": mib}, "stored", timeout=120)
+        p2p_s, tcp_s = [], []
+        for _ in range(repeats):
+            fetched = fetcher.command(
+                {
+                    "cmd": "fetch",
+                    "cid": stored["cid"],
+                    "providers": [provider.ready["peer_id"]],
+                    "max_size": size,
+                },
+                "fetched",
+                timeout=300,
+            )
+            if fetched["event"] != "fetched" or fetched["sha256"] != stored["sha256"]:
+                raise RuntimeError(f"fetch of {mib} MiB failed: {fetched}")
+            p2p_s.append(fetched["seconds"])
+            tcp_s.append(raw_tcp_seconds(size))
+        p2p_best, tcp_best = min(p2p_s), min(tcp_s)
+        rows.append(
+            {
+                "size_mib": mib,
+                "libp2p_MBps": size / p2p_best / 1e6,
+                "raw_tcp_MBps": size / tcp_best / 1e6,
+                "ratio_vs_raw_tcp": tcp_best / p2p_best,
+                "libp2p_seconds": p2p_s,
+                "raw_tcp_seconds": tcp_s,
+            }
+        )
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0] if __doc__ else None)
+    parser.add_argument("--peers", type=int, default=8)
+    parser.add_argument("--messages", type=int, default=40)
+    parser.add_argument("--interval", type=float, default=0.25, help="seconds between publications")
+    parser.add_argument("--sizes", default="16,64", help="blob sizes in MiB, comma-separated")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="fedchain-transfer-") as tmp:
+        swarm = Swarm(Path(tmp), "bench", [member_address(i) for i in range(args.peers)])
+        try:
+            for index in range(args.peers):
+                swarm.spawn(index)
+            swarm.wait_for_mesh()
+            warm = secrets.token_hex(8)  # first message after start-up also waits for mesh grafting
+            swarm.peers[0].command(
+                {"cmd": "publish", "type": "heartbeat", "fields": {"phase": "idle", "nonce": warm}}
+            )
+            for peer in swarm.peers:
+                peer.wait_for(lambda e: e.get("nonce") == warm, timeout=30)
+            delivery = measure_delivery(swarm, args.messages, args.interval)
+            throughput = measure_throughput(swarm, [int(s) for s in args.sizes.split(",")], args.repeats)
+        finally:
+            swarm.stop()
+
+    result = {
+        "benchmark": "transfer",
+        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "delivery": delivery,
+        "throughput": throughput,
+        "targets": {
+            "p99_delivery_under_1s": delivery["to_all_p99_s"] is not None and delivery["to_all_p99_s"] < 1.0,
+            "throughput_at_least_half_raw_tcp": all(r["ratio_vs_raw_tcp"] >= 0.5 for r in throughput),
+        },
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        d = delivery
+        print(
+            f"delivery to all {d['peers'] - 1} peers over {d['messages']} messages: "
+            f"median {d['to_all_median_s']:.3f} s, p99 {d['to_all_p99_s']:.3f} s"
+        )
+        print("| size | libp2p stream MB/s | raw TCP MB/s | ratio |")
+        print("| --- | --- | --- | --- |")
+        for r in throughput:
+            cells = [f"{r['size_mib']} MiB", f"{r['libp2p_MBps']:.1f}", f"{r['raw_tcp_MBps']:.1f}"]
+            print("| " + " | ".join([*cells, f"{r['ratio_vs_raw_tcp']:.3f}"]) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
