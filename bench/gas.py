@@ -38,7 +38,7 @@ MAX_GAS = 60_000
 def measure(members: int) -> dict[str, Any]:
     with (
         tempfile.TemporaryDirectory(prefix="fedchain-gas-") as tmp,
-        Devnet(Path(tmp), AnvilConfig()) as state,
+        Devnet(Path(tmp), AnvilConfig(), ipfs=False) as state,
     ):
         w3 = connect(state.rpc_url)
         accounts = dev_accounts("anvil", members + 1)

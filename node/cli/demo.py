@@ -37,7 +37,7 @@ def run_chain_demo(nodes: int, rounds: int, model: str, progress: Any = None) ->
 
     with (
         tempfile.TemporaryDirectory(prefix="fedchain-demo-") as tmp,
-        Devnet(Path(tmp), AnvilConfig()) as state,
+        Devnet(Path(tmp), AnvilConfig(), ipfs=False) as state,
     ):
         w3 = connect(state.rpc_url)
         accounts = dev_accounts("anvil", nodes + 1)

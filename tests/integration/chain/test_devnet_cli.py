@@ -12,6 +12,7 @@ import pytest
 from ledger.chain import connect
 from ledger.client import RunsClient
 from node.services import pid_alive
+from p2p.storage.ipfs import IpfsStore
 
 pytestmark = pytest.mark.integration
 FEDCHAIN = [sys.executable, "-c", "from node.cli import main; main()"]
@@ -31,6 +32,9 @@ def test_devnet_up_deploys_and_down_stops(tmp_path: Path) -> None:
         assert state["chain_id"] == 31337 and len(state["accounts"]) == 10
         w3 = connect(state["rpc_url"])
         assert RunsClient(w3, state["runs_address"]).run_count() == 0  # the registry answers
+        ipfs = IpfsStore(state["ipfs_api"])  # the daemon answers and stores content
+        cid = ipfs.put(b"devnet")
+        assert ipfs.get(cid) == b"devnet"
         again = fedchain("devnet", "up", "--dir", folder)
         assert again.returncode == 1 and "already running" in again.stderr
         status = fedchain("devnet", "status", "--dir", folder, "--json")
@@ -40,8 +44,10 @@ def test_devnet_up_deploys_and_down_stops(tmp_path: Path) -> None:
     assert down.returncode == 0 and json.loads(down.stdout) == {
         "stopped": True,
         "anvil_pid": state["anvil_pid"],
+        "ipfs_pid": state["ipfs_pid"],
     }
     assert not pid_alive(state["anvil_pid"])
+    assert not pid_alive(state["ipfs_pid"])
     assert fedchain("devnet", "status", "--dir", folder).returncode == 1
 
 
