@@ -40,7 +40,9 @@ app.add_typer(store_cli.app, name="store")
 
 @app.callback()
 def _root(
-    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."),
+    verbose: int = typer.Option(
+        0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."
+    ),
 ) -> None:
     """Decentralised federated fine-tuning of LLMs."""
     level = logging.WARNING - 10 * min(verbose, 2)
