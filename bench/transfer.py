@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import secrets
 import socket
@@ -171,7 +172,7 @@ def main() -> int:
 
     result = {
         "benchmark": "transfer",
-        "machine": {"python": platform.python_version(), "cpus": __import__("os").cpu_count()},
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
         "delivery": delivery,
         "throughput": throughput,
         "targets": {

@@ -50,9 +50,7 @@ async def fetch_from_peer(host: IHost, peer: str, cid: Cid, max_size: int, cid_o
                 log.debug("closing blob stream to %s: %s", peer, exc)
 
 
-async def fetch_one(
-    host: IHost, request: FetchRequest, cid_of: CidOf, timeout: float, exclude: str | None = None
-) -> bytes:
+async def fetch_one(host: IHost, request: FetchRequest, cid_of: CidOf, timeout: float) -> bytes:
     """Fetch one artifact, trying each provider in turn with ``timeout`` seconds per attempt.
 
     Raises
@@ -62,8 +60,6 @@ async def fetch_one(
     """
     failures: list[str] = []
     for peer in request.providers:
-        if peer == exclude:
-            continue
         try:
             with trio.fail_after(timeout):
                 data = await fetch_from_peer(host, peer, request.cid, request.max_size, cid_of)

@@ -24,7 +24,7 @@ from libp2p.pubsub.pb import rpc_pb2
 
 from p2p.errors import IdentityError, MessageError
 from p2p.identity import address_from_peer_id, normalize_address
-from p2p.messages import MAX_MESSAGE_BYTES, Heartbeat, UpdateAnnouncement, VoteAnnouncement, decode
+from p2p.messages import MAX_MESSAGE_BYTES, AnyMessage, decode
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,6 @@ IsMember = Callable[[str, str], bool]
 """``is_member(run_id, address) -> bool``: whether an address may speak on a run's topic."""
 CurrentRound = Callable[[str], int]
 """``current_round(run_id) -> int``: the round this node believes the run is in."""
-AnyMessage = UpdateAnnouncement | VoteAnnouncement | Heartbeat
 
 
 def topic_for(run_id: str) -> str:

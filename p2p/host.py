@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
@@ -34,15 +35,30 @@ from p2p import blob
 from p2p.config import P2PConfig
 from p2p.errors import IdentityError, NodeError, P2PError
 from p2p.fetch import FetchRequest, fetch_many, fetch_one
-from p2p.gossip import AnyMessage, CurrentRound, IsMember, TopicValidator, build_router, message_id, topic_for
+from p2p.gossip import CurrentRound, IsMember, TopicValidator, build_router, message_id, topic_for
 from p2p.identity import NodeIdentity, address_from_peer_id
-from p2p.messages import decode, encode
+from p2p.messages import AnyMessage, decode, encode
 from p2p.reconnect import keep_connected
 from p2p.storage.base import Cid, Store
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Handler = Callable[[AnyMessage], None]
+
+
+def ensure_port_free(host: str, port: int) -> None:
+    """Raise :class:`NodeError` if another socket already listens on ``host:port``.
+
+    py-libp2p listens with ``SO_REUSEPORT`` (for hole punching), so a second node started on a busy port
+    would not fail: the kernel would silently split incoming connections between the two. A plain bind
+    (``SO_REUSEADDR`` only, which tolerates the TIME_WAIT left by a restarted node) detects it.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise NodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 class P2PNode:
@@ -80,6 +96,7 @@ class P2PNode:
         self._current_round = current_round
         self._cid_of = cid_of
         self.validators: dict[str, TopicValidator] = {}
+        self._handlers: dict[str, list[Handler]] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -161,7 +178,10 @@ class P2PNode:
         self._call(self._connect, addr, keep=True)
 
     def subscribe(self, run_id: str, handler: Handler) -> None:
-        """Join ``run_id``'s topic; ``handler`` receives every message that passes the validator."""
+        """Join ``run_id``'s topic; ``handler`` receives every message that passes the validator.
+
+        Subscribing again to the same run adds another handler; each message goes to every handler.
+        """
         self._call(self._subscribe, run_id, handler)
 
     def publish(self, message: AnyMessage) -> None:
@@ -227,6 +247,8 @@ class P2PNode:
             self._ready.set()
 
     async def _main(self) -> None:
+        if self.config.listen_port:
+            ensure_port_free(self.config.listen_host, self.config.listen_port)
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
         key_pair = self.identity.key_pair
@@ -254,7 +276,7 @@ class P2PNode:
         ):
             self._nursery = nursery
             await pubsub.wait_until_ready()
-            nursery.start_soon(keep_connected, self)
+            nursery.start_soon(keep_connected, host, self._keep, self.config)
             self._ready.set()
             log.info("p2p node %s (%s) listening on %s", self.peer_id, self.address, self.listen_addrs)
             await self._stop.wait()
@@ -303,21 +325,29 @@ class P2PNode:
         pubsub, nursery = self._pubsub, self._nursery
         if pubsub is None or nursery is None:
             raise NodeError("p2p node is not running")
+        if run_id in self._handlers:
+            self._handlers[run_id].append(handler)
+            return
         topic = topic_for(run_id)
-        if run_id not in self.validators:
-            validator = TopicValidator(run_id, self._is_member, self._current_round, self.config.gossip)
-            pubsub.set_topic_validator(topic, validator, is_async_validator=False)
-            self.validators[run_id] = validator
+        validator = TopicValidator(run_id, self._is_member, self._current_round, self.config.gossip)
+        pubsub.set_topic_validator(topic, validator, is_async_validator=False)
+        self.validators[run_id] = validator
+        self._handlers[run_id] = [handler]
         subscription = await pubsub.subscribe(topic)
-        nursery.start_soon(self._deliver, run_id, subscription, handler)
+        nursery.start_soon(self._deliver, run_id, subscription)
 
-    async def _deliver(self, run_id: str, subscription: Any, handler: Handler) -> None:
+    async def _deliver(self, run_id: str, subscription: Any) -> None:
         async for raw in subscription:
             try:
                 message = decode(raw.data)  # already validated; decoding again is cheap and typed
-                await trio.to_thread.run_sync(handler, message)
-            except Exception:  # a failing handler must not end delivery of later messages
-                log.exception("handler for run %s failed", run_id)
+            except P2PError:
+                log.exception("validated message on run %s does not decode", run_id)
+                continue
+            for handler in list(self._handlers[run_id]):
+                try:
+                    await trio.to_thread.run_sync(handler, message)
+                except Exception:  # a failing handler must not end delivery of later messages
+                    log.exception("handler for run %s failed", run_id)
 
     async def _publish(self, data: bytes, run_id: str) -> None:
         if self._pubsub is None or run_id not in self.validators:

@@ -78,11 +78,13 @@ class Heartbeat(_Message):
     phase: Phase
 
 
-Message = Annotated[UpdateAnnouncement | VoteAnnouncement | Heartbeat, Field(discriminator="type")]
-_ADAPTER: TypeAdapter[UpdateAnnouncement | VoteAnnouncement | Heartbeat] = TypeAdapter(Message)
+AnyMessage = UpdateAnnouncement | VoteAnnouncement | Heartbeat
+"""Any gossip message."""
+Message = Annotated[AnyMessage, Field(discriminator="type")]
+_ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)
 
 
-def encode(message: UpdateAnnouncement | VoteAnnouncement | Heartbeat) -> bytes:
+def encode(message: AnyMessage) -> bytes:
     """Encode a message as compact JSON, refusing to produce more than :data:`MAX_MESSAGE_BYTES`."""
     data = message.model_dump_json().encode()
     if len(data) > MAX_MESSAGE_BYTES:
@@ -90,7 +92,7 @@ def encode(message: UpdateAnnouncement | VoteAnnouncement | Heartbeat) -> bytes:
     return data
 
 
-def decode(data: bytes) -> UpdateAnnouncement | VoteAnnouncement | Heartbeat:
+def decode(data: bytes) -> AnyMessage:
     """Decode and strictly validate one gossip message.
 
     Raises

@@ -38,10 +38,10 @@ from p2p.blob import default_cid_of
 from p2p.config import P2PConfig
 from p2p.errors import P2PError, StorageError
 from p2p.fetch import FetchRequest
-from p2p.gossip import AnyMessage, topic_for
+from p2p.gossip import topic_for
 from p2p.host import P2PNode
 from p2p.identity import normalize_address
-from p2p.messages import Heartbeat, UpdateAnnouncement, VoteAnnouncement
+from p2p.messages import AnyMessage, Heartbeat, UpdateAnnouncement, VoteAnnouncement
 from p2p.storage.base import Cid
 
 _out_lock = threading.Lock()

@@ -4,33 +4,33 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
 
 import multiaddr
 import trio
+from libp2p.abc import IHost
 from libp2p.peer.peerinfo import info_from_p2p_addr
 
-if TYPE_CHECKING:
-    from p2p.host import P2PNode
+from p2p.config import P2PConfig
 
 log = logging.getLogger(__name__)
 CHECK_INTERVAL_S = 0.5
 
 
-async def keep_connected(node: P2PNode) -> None:
-    """Redial every kept address whose peer is not connected, until the node's nursery is cancelled.
+async def keep_connected(host: IHost, keep: Mapping[str, None], config: P2PConfig) -> None:
+    """Redial every address in ``keep`` whose peer is not connected, until the caller cancels this task.
+
+    ``keep`` is read afresh on every pass, so addresses added later (``P2PNode.connect``) are kept too.
 
     Each address has its own backoff, doubling from ``reconnect_min_s`` to ``reconnect_max_s`` after
     each failed dial and reset by a success, so a restarted peer is back within ``reconnect_max_s``.
     """
-    config = node.config
     backoff: dict[str, float] = {}
     next_try: dict[str, float] = {}
     while True:
-        host = node._require_host()
         connected = set(host.get_connected_peers())
         now = time.monotonic()
-        for addr in list(node._keep):
+        for addr in list(keep):
             info = info_from_p2p_addr(multiaddr.Multiaddr(addr))
             if info.peer_id in connected or info.peer_id == host.get_id() or next_try.get(addr, 0.0) > now:
                 continue

@@ -1,0 +1,121 @@
+"""The synchronous P2PNode facade with two real libp2p hosts in one process (and real local stores)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from p2p.config import P2PConfig
+from p2p.errors import FetchError, NodeError
+from p2p.host import P2PNode
+from p2p.messages import AnyMessage, Heartbeat
+from p2p.storage.local import LocalStore
+from tests.fixtures.p2p import member_address, member_key
+
+pytestmark = pytest.mark.integration
+MEMBERS = {member_address(0), member_address(1)}
+
+
+def is_member(run: str, address: str) -> bool:
+    return run == "run-1" and address in MEMBERS
+
+
+@pytest.fixture
+def pair(tmp_path: Path) -> Iterator[tuple[P2PNode, P2PNode]]:
+    first = P2PNode(P2PConfig(), member_key(0), LocalStore(tmp_path / "a"), is_member, lambda run: 0)
+    first.start()
+    first.wait_until_ready(30)
+    second = P2PNode(
+        P2PConfig(bootstrap=tuple(first.listen_addrs)),
+        member_key(1),
+        LocalStore(tmp_path / "b"),
+        is_member,
+        lambda run: 0,
+    )
+    second.start()
+    second.wait_until_ready(30)
+    try:
+        yield first, second
+    finally:
+        second.stop()
+        first.stop()
+
+
+class Inbox:
+    def __init__(self) -> None:
+        self.messages: list[AnyMessage] = []
+        self.event = threading.Event()
+
+    def __call__(self, message: AnyMessage) -> None:
+        self.messages.append(message)
+        self.event.set()
+
+
+def publish_until(node: P2PNode, inboxes: list[Inbox], attempts: int = 20) -> Heartbeat:
+    for _ in range(attempts):
+        message = Heartbeat(run="run-1", round=0, sender=node.address, phase="voting")
+        node.publish(message)
+        deadline = time.monotonic() + 1.5
+        while time.monotonic() < deadline:
+            if all(message in inbox.messages for inbox in inboxes):
+                return message
+            time.sleep(0.02)
+    raise AssertionError("message never delivered")
+
+
+def test_every_handler_of_a_run_receives_validated_messages(pair: tuple[P2PNode, P2PNode]) -> None:
+    first, second = pair
+    first.subscribe("run-1", Inbox())
+    inboxes = [Inbox(), Inbox()]
+    for inbox in inboxes:
+        second.subscribe("run-1", inbox)
+
+    def failing(message: AnyMessage) -> None:
+        raise RuntimeError("handler bug")
+
+    second.subscribe("run-1", failing)
+
+    message = publish_until(first, inboxes)
+    later = publish_until(first, inboxes)  # a handler that raises does not stop delivery
+
+    assert inboxes[0].messages[-1].sender == first.address
+    assert {message, later} <= set(inboxes[1].messages)
+
+
+def test_publishing_needs_a_subscription(pair: tuple[P2PNode, P2PNode]) -> None:
+    first, _ = pair
+
+    with pytest.raises(NodeError, match="subscribe to run"):
+        first.publish(Heartbeat(run="run-1", round=0, sender=first.address, phase="idle"))
+
+
+def test_fetch_verifies_and_keeps_a_local_copy(pair: tuple[P2PNode, P2PNode], tmp_path: Path) -> None:
+    first, second = pair
+    first.subscribe("run-1", Inbox())
+    second.subscribe("run-1", Inbox())
+    data = bytes(range(256)) * 4096  # 1 MiB
+    cid = LocalStore(tmp_path / "a").put(data)
+
+    fetched = second.fetch(cid, [first.peer_id], max_size=len(data))
+
+    assert fetched == data
+    assert LocalStore(tmp_path / "b").has(cid)
+    with pytest.raises(FetchError, match="TOO_LARGE"):
+        second.fetch(cid, [first.peer_id], max_size=len(data) - 1)
+
+
+def test_a_node_that_cannot_listen_fails_clearly(pair: tuple[P2PNode, P2PNode]) -> None:
+    first, _ = pair
+    port = int(first.listen_addrs[0].split("/tcp/")[1].split("/")[0])
+    clash = P2PNode(P2PConfig(listen_port=port), member_key(2), None, is_member, lambda run: 0)
+
+    clash.start()
+    with pytest.raises(NodeError, match="cannot listen on 127.0.0.1"):
+        clash.wait_until_ready(30)
+    clash.stop()
+    with pytest.raises(NodeError, match="not running"):
+        clash.peers()
