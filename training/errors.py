@@ -1,4 +1,4 @@
-"""Exceptions of the training layer: every error raised by ``training`` derives from :class:`TrainingError`."""
+"""Exceptions of the training layer: every error raised by ``training`` derives from ``TrainingError``."""
 
 
 class TrainingError(Exception):
