@@ -12,8 +12,8 @@ multiply-add. So every reduction here is made *exact*, and exact sums do not dep
   multiply-adds). One correctly rounded division by the divisor, an exact division by ``2**s_j`` and a
   correctly rounded cast to float32 finish it. Precision: ``53 - ceil(log2(sum w))`` bits below each
   coordinate's largest magnitude (31 bits for a total weight of 2**22).
-- **Inner products** (:func:`gram`). Per block of :data:`CHUNK` coordinates, all rows are rounded onto one
-  grid with :data:`GRID_BITS` bits below the block's largest magnitude; the block's float64 Gram matrix is
+- **Inner products** (:func:`gram`). Per block of :data:`GRAM_CHUNK` coordinates, all rows are rounded onto
+  one grid with :data:`GRID_BITS` bits below the block's largest magnitude; the block's float64 Gram matrix is
   then a matrix of integers below ``2**50`` and exact whatever the BLAS does. Blocks are summed as Python
   integers.
 - Elementwise work uses only correctly rounded operations (add, subtract, multiply, divide, sqrt, casts).
@@ -31,11 +31,14 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-CHUNK = 1 << 16
-"""Coordinates per block: keeps temporaries small (``n * CHUNK`` float64) and cache-resident."""
+CHUNK = 1 << 14
+"""Coordinates per block of :func:`weighted_sum`: keeps its ``n * CHUNK`` float64 block in cache."""
+
+GRAM_CHUNK = 1 << 16
+"""Coordinates per block of :func:`gram` (each block's Gram entries stay below ``2**50``)."""
 
 GRID_BITS = 17
-"""Bits of each grid value in :func:`gram`: ``CHUNK * (2**GRID_BITS)**2 * 4 <= 2**53`` keeps blocks exact."""
+"""Bits of each grid value in :func:`gram`: ``GRAM_CHUNK * (2**GRID_BITS)**2 * 4 <= 2**53`` keeps it exact."""
 
 MAX_WEIGHT_BITS = 40
 """Largest total integer weight is ``2**MAX_WEIGHT_BITS`` (still 13 bits of grid precision)."""
@@ -107,8 +110,7 @@ def _pow2(exponents: Tensor) -> Tensor:
 
 def _upper_exponents(block: Tensor) -> Tensor:
     """Per column of a float32 block, ``u`` with ``max_i |x_ij| < 2**u`` (from the float32 exponent field)."""
-    lo, hi = torch.aminmax(block, dim=0)
-    mag = torch.maximum(hi, torch.neg(lo))
+    mag = block.abs().amax(dim=0)
     field = (mag.view(torch.int32) >> 23).clamp_(min=1)
     return field - 126
 
@@ -157,19 +159,17 @@ def weighted_sum(
     d = updates.shape[1]
     out = torch.empty(d, dtype=torch.float32)
     contiguous = idx == list(range(updates.shape[0]))
-    w_col = torch.tensor(ws, dtype=torch.float64).unsqueeze(1)
-    unit = all(w == 1 for w in ws)
+    w_row = torch.tensor([ws], dtype=torch.float64)
     for c0 in range(0, d, CHUNK):
         c1 = min(d, c0 + CHUNK)
         part = updates[:, c0:c1] if contiguous else updates[idx, c0:c1]
         if extra is not None:
             part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
         scale = _pow2(bits - _upper_exponents(part))
-        block = part.to(torch.float64)
-        block.mul_(scale).round_()
-        if not unit:
-            block.mul_(w_col)
-        acc = block.sum(dim=0)
+        block = torch.mul(part, scale)  # float32 * float64 -> float64, exact (power of two)
+        block.round_()
+        # Integer products and partial sums below 2**53: the BLAS product is exact in any order.
+        acc = torch.mm(w_row, block).squeeze(0)
         acc.div_(divisor).div_(scale)
         out[c0:c1] = acc
     return canonical_zero(out)
@@ -204,14 +204,14 @@ class ExactGram:
 def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     """Exact Gram matrix of the rows of ``updates`` (plus ``extra`` as a last row) on the block grids.
 
-    Each block of :data:`CHUNK` coordinates is rounded to :data:`GRID_BITS` bits below its largest
+    Each block of :data:`GRAM_CHUNK` coordinates is rounded to :data:`GRID_BITS` bits below its largest
     magnitude (over all rows); the result is the exact Gram matrix of those rounded rows.
     """
     n, d = updates.shape
     m = n + (1 if extra is not None else 0)
     blocks: list[tuple[list[list[int]], int]] = []
-    for c0 in range(0, d, CHUNK):
-        c1 = min(d, c0 + CHUNK)
+    for c0 in range(0, d, GRAM_CHUNK):
+        c1 = min(d, c0 + GRAM_CHUNK)
         part = updates[:, c0:c1]
         if extra is not None:
             part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
@@ -220,7 +220,11 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
         if mag == 0.0:
             continue
         s = GRID_BITS - math.frexp(mag)[1]
-        block = part.to(torch.float64).mul_(math.ldexp(1.0, s)).round_()
+        if -100 < s < 100:
+            # Scaling by a power of two and rounding are exact in float32 (|q| <= 2**17 < 2**24).
+            block = torch.mul(part, math.ldexp(1.0, s)).round_().to(torch.float64)
+        else:  # 2**s itself is out of float32 range
+            block = part.to(torch.float64).mul_(math.ldexp(1.0, s)).round_()
         products = (block @ block.T).to(torch.int64).tolist()
         blocks.append((products, 2 * s))
     if not blocks:
