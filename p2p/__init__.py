@@ -2,4 +2,27 @@
 
 ``p2p`` never imports ``ledger`` or ``training``; membership and other chain facts are passed in by the
 caller as plain values or callables.
+
+Modules
+-------
+identity
+    A member's secp256k1 Ethereum key as its libp2p identity; peer id -> Ethereum address.
+messages
+    The versioned, strictly validated gossip messages (update, vote, heartbeat), at most 1 KiB each.
+gossip
+    One topic per run, the gossipsub parameters, and the topic validator (membership, freshness, replay).
+blob
+    The ``/fedchain/blob/1.0.0`` stream protocol: framing, serving from a store, CID-verified receiving.
+fetch
+    Fetching one artifact from a list of providers, or a round's artifacts in parallel, with fallback.
+reconnect
+    Keeping bootstrap members connected, with bounded backoff.
+config
+    ``P2PConfig``: listen address, bootstrap peers, timeouts.
+host
+    ``P2PNode``: the libp2p host behind a synchronous, thread-bridged API.
+peer_process
+    A standalone peer driven over stdin/stdout, for multi-process tests and ``bench/transfer.py``.
+storage
+    Content-addressed storage: the embedded store and the IPFS backend, with the same CIDs.
 """

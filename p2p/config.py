@@ -29,6 +29,8 @@ class P2PConfig:
         Per-provider time limit for one blob fetch.
     fetch_parallelism
         Artifacts fetched concurrently by :meth:`P2PNode.fetch_many`.
+    serve_parallelism
+        Blob requests served at once; further requests wait (each one holds its artifact in memory).
     max_blob_size
         Default cap on a fetched artifact's size.
     reconnect_min_s, reconnect_max_s
@@ -43,6 +45,7 @@ class P2PConfig:
     gossip: GossipConfig = field(default_factory=GossipConfig)
     fetch_timeout_s: float = 60.0
     fetch_parallelism: int = 4
+    serve_parallelism: int = 8
     max_blob_size: int = 1 << 30
     reconnect_min_s: float = 0.5
     reconnect_max_s: float = 10.0
@@ -67,6 +70,8 @@ class P2PConfig:
             raise ValueError(f"`fetch_timeout_s` must be > 0, got {self.fetch_timeout_s}")
         if self.fetch_parallelism < 1:
             raise ValueError(f"`fetch_parallelism` must be >= 1, got {self.fetch_parallelism}")
+        if self.serve_parallelism < 1:
+            raise ValueError(f"`serve_parallelism` must be >= 1, got {self.serve_parallelism}")
         if self.max_blob_size < 1:
             raise ValueError(f"`max_blob_size` must be >= 1, got {self.max_blob_size}")
         if not 0 < self.reconnect_min_s <= self.reconnect_max_s:

@@ -102,6 +102,7 @@ class P2PNode:
         self._failure: BaseException | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self._stop: trio.Event | None = None
+        self._serve_limiter: trio.CapacityLimiter | None = None
         self._host: IHost | None = None
         self._pubsub: Pubsub | None = None
         self._nursery: trio.Nursery | None = None
@@ -251,6 +252,7 @@ class P2PNode:
             ensure_port_free(self.config.listen_host, self.config.listen_port)
         self._token = trio.lowlevel.current_trio_token()
         self._stop = trio.Event()
+        self._serve_limiter = trio.CapacityLimiter(self.config.serve_parallelism)
         key_pair = self.identity.key_pair
         host = new_host(
             key_pair=key_pair,
@@ -364,14 +366,17 @@ class P2PNode:
     async def _serve_blob(self, stream: INetStream) -> None:
         peer = stream.muxed_conn.peer_id
         try:
-            store = self._store
-            with trio.fail_after(self.config.fetch_timeout_s):
-                if store is None:
-                    await blob.read_request(stream)
-                    await stream.write(blob.encode_response_header(blob.Status.NOT_FOUND))
-                else:
-                    status = await blob.serve_request(stream, store, self._may_serve(peer))
-                    log.debug("blob request from %s answered %s", peer, status.name)
+            store, limiter = self._store, self._serve_limiter
+            if limiter is None:
+                raise NodeError("p2p node is not running")
+            async with limiter:
+                with trio.fail_after(self.config.fetch_timeout_s):
+                    if store is None:
+                        await blob.read_request(stream)
+                        await stream.write(blob.encode_response_header(blob.Status.NOT_FOUND))
+                    else:
+                        status = await blob.serve_request(stream, store, self._may_serve(peer))
+                        log.debug("blob request from %s answered %s", peer, status.name)
         except (P2PError, trio.TooSlowError) as exc:
             log.warning("blob request from %s failed: %r", peer, exc)
         except Exception as exc:  # a peer resetting the stream mid-transfer, among others

@@ -3,6 +3,8 @@ from __future__ import annotations
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
@@ -116,3 +118,30 @@ def test_a_non_secp256k1_origin_is_dropped() -> None:
 def test_gossip_config_rejects_bad_values_naming_the_field(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=f"`{field}`"):
         GossipConfig(**{field: value})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=1500))
+def test_the_validator_hook_never_raises_on_random_payloads(data: bytes) -> None:
+    v = validator()
+
+    accepted = v(ALICE.peer_id, pubsub_message(ALICE, data))
+
+    assert accepted is False
+    assert sum(v.dropped.values()) == 1
+    assert "error" not in v.dropped  # rejected by a rule, not by an unexpected exception
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 2000), st.integers(0, 255)), min_size=1, max_size=6))
+def test_the_validator_hook_never_raises_on_mutated_messages(edits: list[tuple[int, int]]) -> None:
+    v = validator()
+    mutated = bytearray(heartbeat(ALICE))
+    for position, value in edits:
+        mutated[position % len(mutated)] = value
+
+    accepted = v(ALICE.peer_id, pubsub_message(ALICE, bytes(mutated)))
+
+    assert accepted is (v.accepted == 1)
+    assert v.accepted + sum(v.dropped.values()) == 1
+    assert "error" not in v.dropped
