@@ -303,6 +303,16 @@ def run_simulation(
     ConfigError
         If a name in ``cfg`` is unknown or the aggregator rejects its parameters for this many clients.
     """
+    threads = torch.get_num_threads()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg, session, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | None) -> SimulationResult:
     import training.codec as codec
     from training import server_opt
     from training.adapters import load_trainable_state

@@ -57,6 +57,9 @@ def simulate(
     byzantine: int | None = typer.Option(None, "--byzantine", help="Number of Byzantine clients."),
     attack: str | None = typer.Option(None, "--attack", help="Attack of the Byzantine clients."),
     local_steps: int | None = typer.Option(None, "--local-steps", help="Override [train] local_steps."),
+    threads: int | None = typer.Option(
+        None, "--threads", help="torch threads (1 is fastest for tiny models)."
+    ),
     local_baseline: bool | None = typer.Option(
         None, "--local-baseline/--no-local-baseline", help="Also train every client alone (local-only)."
     ),
@@ -84,6 +87,7 @@ def simulate(
             codec=codec,
             seed=seed,
             local_baseline=local_baseline,
+            threads=threads,
         )
         changes.update(_overrides(**{"byzantine.count": byzantine, "byzantine.attack": attack}))
         changes.update(_overrides(**{"train.local_steps": local_steps}))

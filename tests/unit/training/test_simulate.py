@@ -17,7 +17,14 @@ from training.simconfig import SimulationConfig, config_from_dict, load_config
 from training.simulate import Session, byzantine_indices, prepare, run_simulation
 
 BASE = {
-    "simulation": {"clients": 6, "rounds": 2, "algorithm": "fedavg", "aggregator": "mean", "seed": 0},
+    "simulation": {
+        "clients": 6,
+        "rounds": 2,
+        "algorithm": "fedavg",
+        "aggregator": "mean",
+        "seed": 0,
+        "threads": 1,
+    },
     "data": {"source": "synthetic", "examples_per_client": 24, "max_eval_examples": 6, "exact_match": False},
     "model": {"name_or_path": "tiny-llama"},
     "train": {"lr": 0.02, "local_steps": 4, "batch_size": 8, "max_len": 48},
