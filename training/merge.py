@@ -1,0 +1,440 @@
+"""The consensus-critical merge: one pure function from (global state, received updates) to the next state.
+
+Every peer of a run calls :func:`merge` on the same on-chain update set and must get the same bytes: the
+merged state's :func:`state_hash` is what peers vote on chain, and the content id of :func:`encode_state`'s
+bytes is the merged model's CID. The in-process simulation and the node both use it, so what is simulated is
+what runs.
+
+A :class:`ModelState` is the whole global state a round changes: the flat float32 adapter parameters, the
+server optimiser's state (``m``, ``v``) and, for SCAFFOLD, the server control variate, with the
+:class:`training.flat.FlatSpec` that gives the vectors their layout.
+
+:func:`merge` decodes every update with :func:`training.codec.decode` (hostile input: a bad update is
+rejected with its reason, never raised), orders the accepted ones by key, aggregates them with the run's
+robust aggregator weighted by sample counts, applies the server optimiser step and the SCAFFOLD control
+step. Every step is bit-exact (see :mod:`training.aggregate`, :mod:`training.server_opt`), and the inputs
+are sorted by key first, so the result is the same for any input order.
+
+Encoded state (safetensors, canonical: equal states give equal bytes): metadata ``format``
+(:data:`STATE_FORMAT`) and ``spec`` (:meth:`FlatSpec.to_json`); tensors ``params``, ``server/<name>`` and
+optionally ``control``, all float32 of length ``spec.numel``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from training.errors import TrainingError
+from training.flat import FlatSpec
+
+STATE_FORMAT = "fedchain-state/1"
+DEFAULT_MAX_SAMPLES = 1_000_000
+_MAX_HEADER_BYTES = 1 << 22
+
+
+class MergeError(TrainingError, ValueError):
+    """The merge cannot produce a state (e.g. the aggregator needs more updates than were accepted)."""
+
+
+class StateFormatError(TrainingError, ValueError):
+    """Encoded model-state bytes are malformed or do not match the expected layout."""
+
+
+def _frozen_mapping(value: Mapping[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(sorted(value.items())))
+
+
+@dataclass(frozen=True)
+class ModelState:
+    """The global state of a run after a round.
+
+    Attributes
+    ----------
+    params
+        Flat float32 adapter parameters, length ``spec.numel``.
+    server_state
+        Server optimiser state tensors by name (``m``, ``v``; empty for FedAvg), each like ``params``.
+    control
+        SCAFFOLD's server control variate (``None`` when the run does not use control variates).
+    spec
+        Layout of the flat vectors.
+    """
+
+    params: Tensor
+    server_state: Mapping[str, Tensor]
+    control: Tensor | None
+    spec: FlatSpec
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "server_state", _frozen_mapping(self.server_state))
+        d = self.spec.numel
+        for name, tensor in self.tensors().items():
+            if tensor.dtype != torch.float32 or tuple(tensor.shape) != (d,):
+                raise StateFormatError(
+                    f"state tensor {name!r} must be float32 of shape ({d},), got "
+                    f"{tensor.dtype} {tuple(tensor.shape)}"
+                )
+
+    def tensors(self) -> dict[str, Tensor]:
+        """All tensors by their encoded name: ``params``, ``server/<name>``, ``control``."""
+        out = {"params": self.params}
+        out.update({f"server/{k}": v for k, v in self.server_state.items()})
+        if self.control is not None:
+            out["control"] = self.control
+        return out
+
+    def adapter_state(self) -> dict[str, Tensor]:
+        """Return the adapter parameters as named tensors (for ``load_trainable_state`` or export)."""
+        return self.spec.unflatten(self.params)
+
+
+@dataclass(frozen=True)
+class MergeSpec:
+    """How a run merges a round: from the run spec, identical on every peer.
+
+    Attributes
+    ----------
+    aggregator, aggregator_params
+        Robust aggregator name (a key of ``training.aggregate.AGGREGATORS``) and its keyword parameters.
+    server_optimizer, server_params
+        Server optimiser name (``training.server_opt.SERVER_OPTIMIZERS``) and overrides of its defaults.
+    codec
+        The update codec every update of the run must use (``fp32`` or ``int8``).
+    max_norm
+        Updates whose L2 norm exceeds this are rejected (``None``: no bound).
+    scaffold
+        Whether updates carry a SCAFFOLD ``control_delta`` and the state a server control variate.
+    max_samples
+        Updates claiming more samples than this are rejected (bounds one member's weight).
+    """
+
+    aggregator: str = "mean"
+    aggregator_params: Mapping[str, Any] = field(default_factory=dict)
+    server_optimizer: str = "fedavg"
+    server_params: Mapping[str, float] = field(default_factory=dict)
+    codec: str = "fp32"
+    max_norm: float | None = None
+    scaffold: bool = False
+    max_samples: int = DEFAULT_MAX_SAMPLES
+
+    def __post_init__(self) -> None:
+        from training.aggregate import AGGREGATORS
+        from training.codec import CODECS
+        from training.server_opt import make_config
+
+        object.__setattr__(self, "aggregator_params", _frozen_mapping(self.aggregator_params))
+        object.__setattr__(self, "server_params", _frozen_mapping(self.server_params))
+        if self.aggregator not in AGGREGATORS:
+            raise MergeError(
+                f"`aggregator` must be one of {', '.join(sorted(AGGREGATORS))}, got {self.aggregator!r}"
+            )
+        make_config(self.server_optimizer, **dict(self.server_params))
+        if self.codec not in CODECS:
+            raise MergeError(f"`codec` must be one of {', '.join(CODECS)}, got {self.codec!r}")
+        if self.max_norm is not None and not (math.isfinite(self.max_norm) and self.max_norm > 0):
+            raise MergeError(f"`max_norm` must be a finite number > 0 or None, got {self.max_norm!r}")
+        if not isinstance(self.max_samples, int) or not 1 <= self.max_samples <= 1 << 30:
+            raise MergeError(f"`max_samples` must be an integer in [1, 2**30], got {self.max_samples!r}")
+
+
+@dataclass(frozen=True)
+class UpdateInput:
+    """One committed update as a peer received it.
+
+    Attributes
+    ----------
+    key
+        Who sent it, unique in a merge (the node uses the member's checksummed address); the canonical
+        order of the merge.
+    data
+        The update's bytes (untrusted, as produced by ``training.codec.encode``).
+    num_samples
+        The sample count the member committed on chain (its aggregation weight).
+    """
+
+    key: str
+    data: bytes
+    num_samples: int
+
+
+@dataclass(frozen=True)
+class MergeOutcome:
+    """Result of :func:`merge`.
+
+    Attributes
+    ----------
+    state
+        The new global state.
+    included
+        Keys of the accepted updates, sorted.
+    rejected
+        Reason for each rejected update, by key.
+    aggregate_norm
+        L2 norm of the aggregated delta (``None`` when nothing was accepted).
+    """
+
+    state: ModelState
+    included: tuple[str, ...]
+    rejected: Mapping[str, str]
+    aggregate_norm: float | None = None
+
+
+def initial_state(spec: MergeSpec, params_flat: Tensor, flat_spec: FlatSpec) -> ModelState:
+    """Round-0 state: the run-seeded adapter init, zero server optimiser state and zero control variate.
+
+    Raises
+    ------
+    StateFormatError
+        If ``params_flat`` does not match ``flat_spec``.
+    """
+    from training.server_opt import init_state
+
+    d = flat_spec.numel
+    params = params_flat.detach().to(torch.float32).clone()
+    control = torch.zeros(d, dtype=torch.float32) if spec.scaffold else None
+    return ModelState(params, init_state(spec.server_optimizer, d), control, flat_spec)
+
+
+def state_hash(state: ModelState) -> str:
+    """Hex sha256 of the state (``training.determinism.state_sha256`` of :meth:`ModelState.tensors`).
+
+    This is the ``mergedSha256`` peers vote on chain.
+    """
+    from training.determinism import state_sha256
+
+    return state_sha256(state.tensors())
+
+
+def encode_state(state: ModelState) -> bytes:
+    """Canonical safetensors bytes of ``state`` (sorted keys, fixed layout): equal states, equal bytes."""
+    from training.determinism import tensor_bytes
+
+    header: dict[str, Any] = {"__metadata__": {"format": STATE_FORMAT, "spec": state.spec.to_json()}}
+    chunks: list[bytes] = []
+    offset = 0
+    tensors = state.tensors()
+    for name in sorted(tensors):
+        raw = tensor_bytes(tensors[name])
+        header[name] = {
+            "dtype": "F32",
+            "shape": [state.spec.numel],
+            "data_offsets": [offset, offset + len(raw)],
+        }
+        chunks.append(raw)
+        offset += len(raw)
+    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    head += b" " * (-len(head) % 8)
+    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+
+
+def _parse_spec(text: str) -> FlatSpec:
+    try:
+        body = json.loads(text)
+        return FlatSpec(
+            names=tuple(str(n) for n in body["names"]),
+            shapes=tuple(tuple(int(s) for s in shape) for shape in body["shapes"]),
+            dtypes=tuple(str(d) for d in body["dtypes"]),
+        )
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StateFormatError(f"metadata `spec` is not a valid layout: {exc}") from exc
+
+
+def _state_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    if len(data) < 8:
+        raise StateFormatError(f"state is {len(data)} bytes, shorter than a safetensors header")
+    (size,) = struct.unpack("<Q", data[:8])
+    if size > min(_MAX_HEADER_BYTES, len(data) - 8):
+        raise StateFormatError(f"header length {size} exceeds the data or the {_MAX_HEADER_BYTES}-byte cap")
+    try:
+        header = json.loads(data[8 : 8 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StateFormatError(f"header is not JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise StateFormatError("header is not a JSON object")
+    meta = header.pop("__metadata__", None)
+    if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
+        got = meta.get("format") if isinstance(meta, dict) else None
+        raise StateFormatError(f"metadata `format` must be {STATE_FORMAT!r}, got {got!r}")
+    return meta, header
+
+
+def decode_state(
+    data: bytes,
+    *,
+    flat_spec: FlatSpec | None = None,
+    merge_spec: MergeSpec | None = None,
+) -> ModelState:
+    """Decode and check bytes produced by :func:`encode_state` (untrusted input; never pickle).
+
+    Parameters
+    ----------
+    data
+        The bytes.
+    flat_spec
+        If given, the layout the state must have.
+    merge_spec
+        If given, the server-state tensors and control variate must be exactly those this spec uses.
+
+    Raises
+    ------
+    StateFormatError
+        On any mismatch or malformed input; the message names the field.
+    """
+    from safetensors.torch import load as st_load
+
+    from training.server_opt import init_state
+
+    data = bytes(data)
+    meta, header = _state_header(data)
+    spec = _parse_spec(str(meta.get("spec", "")))
+    if flat_spec is not None and spec != flat_spec:
+        raise StateFormatError(
+            f"state layout {spec.digest()[:12]} differs from the run's {flat_spec.digest()[:12]}"
+        )
+    d = spec.numel
+    if len(data) > 8 + _MAX_HEADER_BYTES + 4 * d * 8:
+        raise StateFormatError(f"state is {len(data)} bytes, too large for {d} parameters")
+    names = set(header)
+    if "params" not in names or not all(
+        n == "control" or n.startswith("server/") for n in names - {"params"}
+    ):
+        raise StateFormatError(f"state tensors must be params, server/* and control, got {sorted(names)[:8]}")
+    if merge_spec is not None:
+        want = {"params"} | {f"server/{k}" for k in init_state(merge_spec.server_optimizer, 0)}
+        want |= {"control"} if merge_spec.scaffold else set()
+        if names != want:
+            raise StateFormatError(f"state tensors must be {sorted(want)}, got {sorted(names)}")
+    for name in names:
+        info = header[name]
+        if not isinstance(info, dict) or info.get("dtype") != "F32" or info.get("shape") != [d]:
+            raise StateFormatError(f"tensor {name!r} must be F32 of shape [{d}], got {info!r}"[:300])
+    try:
+        tensors = st_load(data)
+    except Exception as exc:  # the parser's own errors on hostile bytes
+        raise StateFormatError(f"safetensors payload is malformed: {exc}") from exc
+    for name, tensor in tensors.items():
+        if not bool(torch.isfinite(tensor).all()):
+            raise StateFormatError(f"state tensor {name!r} contains NaN or Inf")
+    server = {n.removeprefix("server/"): t for n, t in tensors.items() if n.startswith("server/")}
+    return ModelState(tensors["params"], server, tensors.get("control"), spec)
+
+
+def _decode_one(
+    update: UpdateInput, state: ModelState, spec: MergeSpec, run: str, round: int
+) -> tuple[Tensor, Tensor | None]:
+    """Decode one update; raise ``UpdateRejected`` with the reason when it must be left out."""
+    from training.codec import UpdateRejected, decode
+
+    if not isinstance(update.num_samples, int) or not 1 <= update.num_samples <= spec.max_samples:
+        raise UpdateRejected(f"`num_samples` must be in [1, {spec.max_samples}], got {update.num_samples!r}")
+    decoded = decode(update.data, state.spec, max_norm=spec.max_norm, expect_run=run, expect_round=round)
+    if decoded.codec != spec.codec:
+        raise UpdateRejected(f"codec must be {spec.codec!r}, got {decoded.codec!r}")
+    want_extra = {"control_delta"} if spec.scaffold else set()
+    if set(decoded.extra) != want_extra:
+        raise UpdateRejected(f"extra tensors must be {sorted(want_extra)}, got {sorted(decoded.extra)}")
+    control_delta = decoded.extra.get("control_delta")
+    if control_delta is not None and tuple(control_delta.shape) != (state.spec.numel,):
+        raise UpdateRejected(
+            f"control_delta must have shape ({state.spec.numel},), got {tuple(control_delta.shape)}"
+        )
+    return decoded.delta, control_delta
+
+
+def merge(
+    state: ModelState,
+    updates: Sequence[UpdateInput],
+    spec: MergeSpec,
+    *,
+    run: str,
+    round: int,
+) -> MergeOutcome:
+    """Merge one round's updates into the global state, bit-exactly for any order of ``updates``.
+
+    Parameters
+    ----------
+    state
+        The global state the round started from (the finalised state of the previous round).
+    updates
+        The round's committed updates; each is decoded and checked, bad ones are rejected with a reason.
+    spec
+        The run's merge rules.
+    run, round
+        Every update must carry this run id and round number in its header.
+
+    Returns
+    -------
+    MergeOutcome
+        The new state (``state`` itself when nothing was accepted), included keys and rejection reasons.
+
+    Raises
+    ------
+    MergeError
+        If two updates share a key, the state does not match ``spec`` (server state or control variate), or
+        the aggregator refuses the accepted set (e.g. Krum with ``n <= 2f + 2``); every peer raises alike.
+    """
+    from training import server_opt
+    from training.aggregate import aggregate
+    from training.codec import UpdateRejected
+    from training.robust.exact import canonical_zero
+    from training.scaffold import server_control_step
+
+    keys = [u.key for u in updates]
+    if len(set(keys)) != len(keys):
+        raise MergeError(
+            f"update keys must be unique, got duplicates {sorted({k for k in keys if keys.count(k) > 1})}"
+        )
+    if (state.control is not None) != spec.scaffold:
+        raise MergeError(
+            f"state control variate present={state.control is not None} but scaffold={spec.scaffold}"
+        )
+    deltas: list[Tensor] = []
+    controls: list[Tensor] = []
+    weights: list[int] = []
+    included: list[str] = []
+    rejected: dict[str, str] = {}
+    for update in sorted(updates, key=lambda u: u.key):
+        try:
+            delta, control_delta = _decode_one(update, state, spec, run, round)
+        except UpdateRejected as exc:
+            rejected[update.key] = str(exc)
+            continue
+        included.append(update.key)
+        deltas.append(delta)
+        weights.append(update.num_samples)
+        if control_delta is not None:
+            controls.append(control_delta)
+    if not deltas:
+        return MergeOutcome(state, (), MappingProxyType(rejected), None)
+    try:
+        agg = aggregate(
+            spec.aggregator,
+            torch.stack(deltas),
+            torch.tensor(weights, dtype=torch.float64),
+            **dict(spec.aggregator_params),
+        )
+    except (TypeError, ValueError) as exc:
+        raise MergeError(
+            f"aggregator {spec.aggregator!r} with {len(deltas)} accepted updates: {exc}"
+        ) from exc
+    server_cfg = server_opt.make_config(spec.server_optimizer, **dict(spec.server_params))
+    try:
+        params, server_state = server_opt.server_step(
+            spec.server_optimizer, state.params, agg, dict(state.server_state), server_cfg
+        )
+    except TrainingError as exc:
+        raise MergeError(f"server step {spec.server_optimizer!r}: {exc}") from exc
+    control = state.control
+    if control is not None:
+        control = server_control_step(control, torch.stack(controls))
+    new = ModelState(canonical_zero(params), server_state, control, state.spec)
+    return MergeOutcome(new, tuple(included), MappingProxyType(rejected), float(agg.norm()))
