@@ -81,3 +81,15 @@ def test_sft_rejects_wrong_task_and_empty_data(tiny_model_dir: Path, tiny_tokeni
         train_sft(model, tiny_tokenizer, synthetic_task("reverse", 2, 0), TrainConfig(task="dpo"))
     with pytest.raises(ConfigError, match="no training examples"):
         train_sft(model, tiny_tokenizer, [], CFG)
+
+
+def test_sft_on_a_bfloat16_base_trains_float32_adapters(tiny_model_dir: Path, tiny_tokenizer: Any) -> None:
+    base, _ = load_model(str(tiny_model_dir), dtype="bfloat16")
+    model = attach_adapter(base, AdapterConfig(), run_seed=0)
+    data = synthetic_task("capitals", 8, 0)
+
+    update = train_sft(model, tiny_tokenizer, data, TrainConfig(local_steps=2, lr=1e-2))
+
+    assert all(v.dtype == torch.float32 for v in update.delta.values())
+    assert any(v.abs().sum() > 0 for v in update.delta.values())
+    assert all(p.dtype == torch.bfloat16 for n, p in model.named_parameters() if "lora" not in n)
