@@ -1,0 +1,421 @@
+"""Audit a run from only the chain and the artifacts: recompute every model, check every hash.
+
+:func:`audit_run` reads a run's history (:mod:`node.history`), fetches its spec by CID and checks its
+sha256, then recomputes the model lineage from the initial state: for every finalised round it finds the
+set the winning vote named, fetches each included update and checks its sha256, merges them with
+``training.merge`` onto the recomputed starting model, and compares the included list, the included-set
+hash, the merged state hash and the merged artifact (its CID and the state hash of its bytes) with the
+chain. Every fulfilled unlearning request is replayed (:func:`node.replay.replay_unlearning`) and
+compared the same way. Members' on-chain counters (submitted rounds, accepted contributions) are compared
+with the counts rebuilt from the events.
+
+A problem becomes a :class:`Mismatch` (what, round or request, expected, found) and the audit goes on; facts
+that are not faults (an update that honest peers could not use and left out, a dissenting vote) become
+notes. :func:`audit_registry` audits every run of a registry (or one).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from eth_utils.address import to_checksum_address
+
+from ledger.client import RunsClient
+from ledger.types import RoundId, RoundStatus, RunId, RunInfo, included_set_hash
+from node.history import INITIAL, ModelRef, RoundRecord, RunHistory, base_of_round, read_history
+from node.replay import (
+    ArtifactError,
+    ReplayError,
+    RunSetup,
+    fetch_checked,
+    load_state,
+    merge_round,
+    named_included_set,
+    replay_unlearning,
+    update_inputs,
+)
+from p2p.storage import Store, compute_cid
+from training.merge import MergeError, ModelState, encode_state, state_hash
+
+log = logging.getLogger(__name__)
+
+SetupLoader = Callable[[bytes, RunInfo], RunSetup]
+"""Builds a run's :class:`~node.replay.RunSetup` from its verified spec bytes."""
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """One disagreement between the chain and what the auditor recomputed.
+
+    Attributes
+    ----------
+    what
+        A short label: ``spec``, ``update``, ``included-set``, ``merged-sha256``, ``merged-artifact``,
+        ``merged-cid``, ``unlearning-sha256``, ``unlearning-artifact``, ``contributions``, ``base-model``.
+    round, request
+        The round or unlearning request it concerns (``None`` when not applicable).
+    expected, found
+        What the chain records (or the audit recomputed) and what was found instead.
+    detail
+        A sentence for humans.
+    """
+
+    what: str
+    round: int | None
+    expected: str
+    found: str
+    detail: str = ""
+    request: int | None = None
+
+    def describe(self) -> str:
+        """One line naming the mismatch."""
+        where = f"round {self.round}" if self.round is not None else ""
+        if self.request is not None:
+            where = f"unlearning request {self.request}"
+        head = f"{self.what}" + (f" ({where})" if where else "")
+        return f"{head}: expected {self.expected}, found {self.found}" + (
+            f" — {self.detail}" if self.detail else ""
+        )
+
+
+@dataclass
+class RoundAudit:
+    """What the audit recomputed for one round."""
+
+    round: int
+    status: str
+    submissions: int
+    base: str = ""
+    included: list[str] = field(default_factory=list)
+    merged_sha256: str | None = None
+    recomputed_sha256: str | None = None
+    merged_cid: str | None = None
+    finalized_block: int | None = None
+    votes: int = 0
+
+
+@dataclass
+class RequestAudit:
+    """What the audit recomputed for one unlearning request."""
+
+    request: int
+    subject: str
+    from_round: int
+    status: str
+    result_sha256: str | None = None
+    recomputed_sha256: str | None = None
+    result_cid: str | None = None
+    replayed_rounds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class MemberAudit:
+    """A member's contributions: on-chain counters against the counts rebuilt from events."""
+
+    member: str
+    banned: bool
+    submitted_on_chain: int
+    submitted_events: int
+    accepted_on_chain: int
+    accepted_recomputed: int
+    included_rounds: list[int] = field(default_factory=list)
+
+
+@dataclass
+class RunAudit:
+    """The audit of one run."""
+
+    run: int
+    spec_cid: str
+    rounds: list[RoundAudit] = field(default_factory=list)
+    requests: list[RequestAudit] = field(default_factory=list)
+    members: list[MemberAudit] = field(default_factory=list)
+    mismatches: list[Mismatch] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        """Whether no mismatch was found."""
+        return not self.mismatches
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (mismatches also as one-line descriptions)."""
+        out = asdict(self)
+        out["ok"] = self.ok
+        out["mismatch_lines"] = [m.describe() for m in self.mismatches]
+        return out
+
+
+class _Auditor:
+    """Recomputes one run's lineage, memoising every model it rebuilt."""
+
+    def __init__(self, history: RunHistory, store: Store, setup: RunSetup, report: RunAudit) -> None:
+        self.history = history
+        self.store = store
+        self.setup = setup
+        self.report = report
+        self.rounds: dict[int, ModelState] = {}
+        self.unlearned: dict[int, ModelState] = {}
+
+    def mismatch(
+        self,
+        what: str,
+        round: int | None,
+        expected: str,
+        found: str,
+        detail: str = "",
+        request: int | None = None,
+    ) -> None:
+        m = Mismatch(what, round, expected, found, detail, request)
+        log.warning("audit run %s: %s", self.report.run, m.describe())
+        self.report.mismatches.append(m)
+
+    def resolve(self, ref: ModelRef) -> ModelState:
+        """Return a starting model: recomputed when the audit rebuilt it, else fetched and hash-checked."""
+        if ref.kind == "initial":
+            return self.setup.initial
+        if ref.kind == "round" and ref.source in self.rounds:
+            return self.rounds[ref.source]
+        if ref.kind == "unlearning" and ref.source is not None:
+            if ref.source not in self.unlearned:
+                self.audit_request(ref.source)
+            if ref.source in self.unlearned:
+                return self.unlearned[ref.source]
+        self.report.notes.append(f"{ref.describe()} was not recomputed; its stored artifact is used instead")
+        return load_state(self.store, ref, self.setup)
+
+    def check_artifact(
+        self, what: str, ref: ModelRef, state: ModelState, round: int | None, request: int | None
+    ) -> ModelState:
+        """Check the artifact at the recorded CID against the recorded hash and the recomputed bytes.
+
+        Returns the model later steps build on: the recorded one when it is usable (so one bad round is
+        reported once, not again in every round after it), else the recomputed one.
+        """
+        want_cid = str(compute_cid(encode_state(state)))
+        if ref.cid != want_cid:
+            why = "CID of the recomputed model"
+            self.mismatch(f"{what}-cid", round, want_cid, str(ref.cid), why, request)
+        try:
+            return load_state(self.store, ref, self.setup)
+        except ArtifactError as exc:
+            expected = f"a model hashing to {ref.sha256.hex() if ref.sha256 else '?'}"
+            self.mismatch(f"{what}-artifact", round, expected, "another or no artifact", str(exc), request)
+            return state
+
+    def audit_round(self, rec: RoundRecord) -> None:
+        r = int(rec.round)
+        row = RoundAudit(r, RoundStatus(rec.info.status).name.lower(), len(rec.submissions))
+        self.report.rounds.append(row)
+        usable: dict[str, str] = {}
+        for sub in rec.submissions:
+            try:
+                fetch_checked(self.store, sub.cid, sub.sha256)
+                usable[to_checksum_address(sub.member)] = sub.sha256.hex()
+            except ArtifactError as exc:
+                self.report.notes.append(f"round {r}: update of {sub.member} is unusable: {exc}")
+        if rec.result is None:
+            return
+        row.merged_sha256 = rec.result.merged_sha256.hex()
+        row.merged_cid = rec.result.merged_cid
+        row.finalized_block = rec.result.block_number
+        row.votes = rec.result.votes
+        for vote in rec.votes:
+            if (vote.merged_sha256, vote.merged_cid) != (rec.result.merged_sha256, rec.result.merged_cid):
+                voted = vote.merged_sha256.hex()[:16]
+                self.report.notes.append(f"round {r}: {vote.member} voted {voted}…, not the finalised model")
+        try:
+            named = named_included_set(rec)
+        except ReplayError as exc:
+            self.mismatch(
+                "included-set", r, rec.result.included_set_hash.hex(), "no matching set of commits", str(exc)
+            )
+            return
+        row.included = [to_checksum_address(s.member) for s in named]
+        for member in sorted(set(usable) - set(row.included)):
+            self.report.notes.append(f"round {r}: the quorum left out the usable update of {member}")
+        base = base_of_round(self.history, r)
+        row.base = base.describe()
+        try:
+            start = self.resolve(base)
+        except ArtifactError as exc:
+            self.mismatch("base-model", r, base.describe(), "unavailable", str(exc))
+            return
+        errors: list[str] = []
+        inputs = update_inputs(self.store, named, lambda sub, why: errors.append(f"{sub.member}: {why}"))
+        for why in errors:
+            self.mismatch("update", r, "an included update matching its commit", "unusable", why)
+        try:
+            state, included, rejected = merge_round(start, inputs, self.setup, r)
+        except MergeError as exc:
+            self.mismatch("merged-sha256", r, row.merged_sha256, "no merge", str(exc))
+            return
+        if list(included) != row.included:
+            self.mismatch(
+                "included-set",
+                r,
+                ",".join(row.included),
+                ",".join(included),
+                f"rejected by the merge: {dict(rejected)}",
+            )
+        by_member: dict[str, bytes] = {to_checksum_address(s.member): s.sha256 for s in named}
+        recomputed_hash = included_set_hash([(m, by_member[m]) for m in included])
+        if recomputed_hash != rec.result.included_set_hash:
+            self.mismatch(
+                "included-set",
+                r,
+                rec.result.included_set_hash.hex(),
+                recomputed_hash.hex(),
+                "includedSetHash of the recomputed included list",
+            )
+        row.recomputed_sha256 = state_hash(state)
+        if row.recomputed_sha256 != row.merged_sha256:
+            self.mismatch(
+                "merged-sha256",
+                r,
+                row.recomputed_sha256,
+                row.merged_sha256,
+                "the finalised hash is not the merge of the named set",
+            )
+        ref = ModelRef("round", r, rec.result.merged_sha256, rec.result.merged_cid)
+        self.rounds[r] = self.check_artifact("merged", ref, state, r, None)
+
+    def audit_request(self, request_id: int) -> None:
+        rec = self.history.request(request_id)
+        req = rec.request
+        if any(row.request == request_id for row in self.report.requests):
+            return
+        row = RequestAudit(
+            request_id, to_checksum_address(req.subject), int(req.from_round), req.status.name.lower()
+        )
+        self.report.requests.append(row)
+        if not rec.fulfilled:
+            return
+        row.result_sha256 = req.result_sha256.hex()
+        row.result_cid = rec.result_cid
+        try:
+            result = replay_unlearning(self.history, request_id, self.store, self.setup, self.resolve)
+        except (ReplayError, MergeError) as exc:
+            self.mismatch("unlearning-sha256", None, row.result_sha256, "no replay", str(exc), request_id)
+            return
+        row.replayed_rounds = [step.round for step in result.steps]
+        row.recomputed_sha256 = result.sha256
+        if result.sha256 != row.result_sha256:
+            self.mismatch(
+                "unlearning-sha256",
+                None,
+                result.sha256,
+                row.result_sha256,
+                "the fulfilled model is not the replay",
+                request_id,
+            )
+        ref = ModelRef("unlearning", request_id, req.result_sha256, rec.result_cid)
+        self.unlearned[request_id] = self.check_artifact("unlearning", ref, result.state, None, request_id)
+
+    def audit_members(self, client: RunsClient) -> None:
+        run = self.history.run_id
+        for member in client.members(run):
+            address = to_checksum_address(member)
+            info = client.member_info(run, address)
+            submitted = sum(
+                1
+                for rec in self.history.rounds
+                for s in rec.submissions
+                if to_checksum_address(s.member) == address
+            )
+            included = [row.round for row in self.report.rounds if address in row.included]
+            recorded = [
+                int(rec.round)
+                for rec in self.history.rounds
+                if rec.info.contributions_recorded and int(rec.round) in included
+            ]
+            row = MemberAudit(
+                address,
+                info.banned,
+                info.submitted_rounds,
+                submitted,
+                info.accepted_contributions,
+                len(recorded),
+                included,
+            )
+            self.report.members.append(row)
+            if info.submitted_rounds != submitted:
+                self.mismatch(
+                    "contributions",
+                    None,
+                    f"{submitted} submissions in events",
+                    f"{info.submitted_rounds} on chain",
+                    address,
+                )
+            if info.accepted_contributions != len(recorded):
+                self.mismatch(
+                    "contributions",
+                    None,
+                    f"{len(recorded)} accepted in recorded rounds",
+                    f"{info.accepted_contributions} on chain",
+                    address,
+                )
+
+
+def audit_run(client: RunsClient, run: int, store: Store, load_setup: SetupLoader) -> RunAudit:
+    """Audit one run (see the module docstring); never stops at the first mismatch.
+
+    Parameters
+    ----------
+    client
+        A (read-only) client of the registry.
+    run
+        The run id.
+    store
+        Where the artifacts are read (an IPFS daemon's API, or any store holding them).
+    load_setup
+        Builds the run's merge rules and initial state from its verified spec bytes.
+    """
+    history = read_history(client, RunId(run))
+    report = RunAudit(run, history.info.spec_cid)
+    try:
+        spec_bytes = fetch_checked(store, history.info.spec_cid, history.info.spec_sha256)
+    except ArtifactError as exc:
+        report.mismatches.append(
+            Mismatch("spec", None, history.info.spec_sha256.hex(), "unusable spec", str(exc))
+        )
+        return report
+    setup = load_setup(spec_bytes, history.info)
+    auditor = _Auditor(history, store, setup, report)
+    for rec in history.rounds:
+        auditor.audit_round(rec)
+    for req in history.requests:
+        auditor.audit_request(req.request_id)
+    report.requests.sort(key=lambda row: row.request)
+    auditor.audit_members(client)
+    return report
+
+
+def audit_registry(
+    client: RunsClient, store: Store, load_setup: SetupLoader, run: int | None = None
+) -> list[RunAudit]:
+    """Audit one run, or every run of the registry (ids ``1..runCount``)."""
+    runs = [run] if run is not None else list(range(1, client.run_count() + 1))
+    return [audit_run(client, RoundId(r), store, load_setup) for r in runs]
+
+
+def spec_sha256(data: bytes) -> bytes:
+    """sha256 of spec bytes (what ``createRun`` records)."""
+    return hashlib.sha256(data).digest()
+
+
+__all__ = [
+    "INITIAL",
+    "MemberAudit",
+    "Mismatch",
+    "RequestAudit",
+    "RoundAudit",
+    "RunAudit",
+    "SetupLoader",
+    "audit_registry",
+    "audit_run",
+]
