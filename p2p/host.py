@@ -76,6 +76,9 @@ class P2PNode:
         ``is_member(run_id, address)``: who may publish on a run's topic and fetch blobs.
     current_round
         ``current_round(run_id)``: used to drop messages about stale rounds.
+
+        Both callables run on the network event loop for every message: they must answer from memory
+        (e.g. the node's indexed chain state), never by a blocking RPC call.
     cid_of
         CID function used to verify fetched blobs (defaults to the storage layer's UnixFS CID).
     """

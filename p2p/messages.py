@@ -36,7 +36,8 @@ CidStr = Annotated[str, StringConstraints(pattern=r"^b[a-z2-7]{20,120}$")]
 PeerIdStr = Annotated[str, StringConstraints(pattern=r"^[1-9A-HJ-NP-Za-km-z]{40,60}$")]
 Nonce = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
 Round = Annotated[int, Field(ge=0, lt=2**63)]
-Phase = Literal["idle", "training", "submitting", "aggregating", "voting", "finalised", "failed"]
+Phase = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z_]{0,31}$")]
+"""A round phase name as the node's state machine calls it (``training``, ``voting``…)."""
 
 
 class _Message(BaseModel):
