@@ -42,34 +42,37 @@ ROBUST_AGGREGATORS = [
 ]
 
 
-def headline_config(model: str, rounds: int, steps: int, seed: int) -> SimulationConfig:
+def headline_config(args: argparse.Namespace) -> SimulationConfig:
+    tiny = args.model == "tiny-llama"
+    categories = CATEGORIES[: args.clients]
     return config_from_dict(
         {
-            "simulation": {"clients": len(CATEGORIES), "rounds": rounds, "seed": seed},
+            "simulation": {"clients": len(categories), "rounds": args.rounds, "seed": args.seed},
             "data": {
                 "source": "chatterbot",
-                "categories": CATEGORIES,
-                "examples_per_client": 64,
+                "categories": categories,
+                "examples_per_client": args.examples,
                 "held_out_fraction": 0.25,
-                "max_eval_examples": 16,
+                "max_eval_examples": args.eval_examples,
             },
-            "model": {"name_or_path": model},
+            "model": {"name_or_path": args.model},
             "adapter": {"r": 8, "alpha": 16.0, "target_modules": ["q_proj", "v_proj"]},
             "train": {
-                "lr": 0.01 if model == "tiny-llama" else 5e-4,
-                "local_steps": steps,
-                "batch_size": 4,
-                "max_len": 128,
+                "lr": args.lr or (0.05 if tiny else 1e-3),
+                "local_steps": args.local_steps or 10,
+                "batch_size": args.batch_size,
+                "max_len": args.max_len,
             },
         }
     )
 
 
-def headline(model: str, rounds: int, steps: int, seed: int) -> dict[str, Any]:
-    cfg = headline_config(model, rounds, steps, seed)
+def headline(args: argparse.Namespace) -> dict[str, Any]:
+    cfg = headline_config(args)
     session = prepare(cfg)
     start = time.perf_counter()
     baseline = run_local_baseline(cfg, session=session)
+    print(f"# local-only: {baseline.mean_union_loss:.4f}", file=sys.stderr, flush=True)
     rows: dict[str, Any] = {}
     initial = None
     for name in ALGORITHMS:
@@ -88,15 +91,16 @@ def headline(model: str, rounds: int, steps: int, seed: int) -> dict[str, Any]:
     return {
         "table": "headline",
         "settings": {
-            "model": model,
-            "clients": CATEGORIES,
-            "rounds": rounds,
-            "local_steps": steps,
+            "model": args.model,
+            "clients": list(cfg.data.categories),
+            "rounds": cfg.rounds,
+            "local_steps": cfg.train.local_steps,
             "batch_size": cfg.train.batch_size,
             "max_len": cfg.train.max_len,
             "lr": cfg.train.lr,
             "examples_per_client": cfg.data.examples_per_client,
-            "seed": seed,
+            "max_eval_examples": cfg.data.max_eval_examples,
+            "seed": cfg.seed,
         },
         "initial_union_loss": initial,
         "local_only": {
@@ -216,12 +220,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--local-steps", type=int, default=None)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--clients", type=int, default=5, help="headline: first N categories")
+    parser.add_argument("--examples", type=int, default=64, help="headline: examples kept per client")
+    parser.add_argument("--eval-examples", type=int, default=16, help="headline: held-out per client")
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--max-len", type=int, default=128)
+    parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids contention)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     if args.table == "headline":
-        out = headline(args.model, args.rounds, args.local_steps or 10, args.seed)
+        out = headline(args)
         table = headline_markdown(out)
     else:
         out = robustness(args.seed, args.rounds, args.local_steps or 5)

@@ -16,6 +16,7 @@ Every attack is registered in :data:`ATTACKS` under its name.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -26,6 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from training.data import Example
 from training.errors import TrainingError
 
 
@@ -121,34 +123,33 @@ def ipm(own: Tensor, benign: Tensor, *, generator: torch.Generator, strength: fl
     return (benign.mean(dim=0) * (-float(strength))).unsqueeze(0).expand(own.shape[0], -1).clone()
 
 
-def flip_answers(pairs: Sequence[tuple[str, str]], *, seed: int) -> list[tuple[str, str]]:
+def flip_answers(examples: Sequence[Example], *, seed: int) -> list[Example]:
     """Label/answer flip: give every prompt another example's answer (a seeded derangement).
 
     Parameters
     ----------
-    pairs
-        ``(prompt, answer)`` examples of one poisoned client, in order.
+    examples
+        The SFT examples of one poisoned client, in order.
     seed
         Seed of the permutation, so a simulation is reproducible.
 
     Returns
     -------
-    list of tuple of str
-        The same prompts, each paired with a different example's answer where one exists: the client then
-        trains, honestly, on wrong targets. With fewer than two distinct answers nothing can be flipped and
-        the answers are returned reversed character by character instead, which is still wrong.
+    list of Example
+        The same prompts, each paired with a different example's response: the client then trains,
+        honestly, on wrong targets. With fewer than two distinct responses nothing can be swapped, and each
+        response is reversed character by character instead, which is still wrong.
     """
-    answers = [a for _, a in pairs]
+    answers = [e.response for e in examples]
     if len(set(answers)) < 2:
-        return [(p, a[::-1]) for p, a in pairs]
+        return [dataclasses.replace(e, response=e.response[::-1]) for e in examples]
     rng = random.Random(seed)
-    n = len(pairs)
-    # Sattolo's algorithm yields a single n-cycle: no example keeps its own position.
-    order = list(range(n))
-    for i in range(n - 1, 0, -1):
+    # Sattolo's algorithm yields a single n-cycle: no example keeps its own answer's position.
+    order = list(range(len(examples)))
+    for i in range(len(order) - 1, 0, -1):
         j = rng.randrange(i)
         order[i], order[j] = order[j], order[i]
-    return [(pairs[i][0], answers[order[i]]) for i in range(n)]
+    return [dataclasses.replace(e, response=answers[order[i]]) for i, e in enumerate(examples)]
 
 
 @dataclass(frozen=True)

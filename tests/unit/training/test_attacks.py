@@ -18,6 +18,7 @@ from training.attacks import (
     scaling,
     sign_flip,
 )
+from training.data import Example
 
 
 def _gen() -> torch.Generator:
@@ -101,18 +102,20 @@ def test_data_attack_leaves_updates_unchanged() -> None:
 
 
 def test_flip_answers_gives_every_prompt_another_answer() -> None:
-    pairs = [(f"q{i}", f"a{i}") for i in range(9)]
+    examples = [Example(prompt=f"q{i}", response=f"a{i}") for i in range(9)]
 
-    flipped = flip_answers(pairs, seed=7)
+    flipped = flip_answers(examples, seed=7)
 
-    assert [p for p, _ in flipped] == [p for p, _ in pairs]
-    assert sorted(a for _, a in flipped) == sorted(a for _, a in pairs)
-    assert all(a != f"a{i}" for i, (_, a) in enumerate(flipped))
-    assert flip_answers(pairs, seed=7) == flipped
+    assert [e.prompt for e in flipped] == [e.prompt for e in examples]
+    assert sorted(e.response for e in flipped) == sorted(e.response for e in examples)
+    assert all(e.response != f"a{i}" for i, e in enumerate(flipped))
+    assert flip_answers(examples, seed=7) == flipped
 
 
 def test_flip_answers_with_a_single_answer_reverses_it() -> None:
-    assert flip_answers([("q", "yes"), ("r", "yes")], seed=0) == [("q", "sey"), ("r", "sey")]
+    examples = [Example(prompt="q", response="yes"), Example(prompt="r", response="yes")]
+
+    assert [e.response for e in flip_answers(examples, seed=0)] == ["sey", "sey"]
 
 
 def test_unknown_attack_and_bad_shapes_raise_clear_errors() -> None:
