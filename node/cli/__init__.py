@@ -17,7 +17,12 @@ import typer
 
 from node.cli import demo as demo_cli
 from node.cli import devnet
+from node.cli import export as export_cli
+from node.cli import init as init_cli
+from node.cli import node as node_cli
+from node.cli import run as run_cli
 from node.cli import simulate as simulate_cli
+from node.cli import status as status_cli
 from node.cli import store as store_cli
 
 EXIT_OK = 0
@@ -36,6 +41,11 @@ app.add_typer(devnet.app, name="devnet")
 app.command("demo")(demo_cli.demo)
 app.command("simulate")(simulate_cli.simulate)
 app.add_typer(store_cli.app, name="store")
+app.command("init")(init_cli.init)
+app.add_typer(run_cli.app, name="run")
+app.add_typer(node_cli.app, name="node")
+app.command("status")(status_cli.status)
+app.command("export")(export_cli.export)
 
 
 @app.callback()

@@ -1,0 +1,52 @@
+"""``fedchain export``: a finalised merged adapter as a PEFT folder."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from node.cli.common import EXIT_MISMATCH, HOME, JSON, REGISTRY, RPC_URL, fail, load_home
+
+
+def export(
+    run: int = typer.Option(..., "--run", help="On-chain run id."),
+    round: int | None = typer.Option(None, "--round", help="Round to export (default: latest finalised)."),
+    out: Path = typer.Option(..., "--out", help="Folder to write the PEFT adapter to."),
+    home: Path = HOME,
+    rpc_url: str | None = RPC_URL,
+    registry: str | None = REGISTRY,
+    json_output: bool = JSON,
+) -> None:
+    """Write the merged adapter of a finalised round as a standard PEFT folder (hash-checked first)."""
+    from ledger.errors import LedgerError
+    from node.errors import NodeError, RunMismatchError
+    from node.fetch import Fetcher
+    from node.runner import open_stores
+    from node.state import NodeState
+    from p2p.errors import P2PError
+
+    node_home, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)
+    try:
+        from node.cli.common import read_client
+
+        client = read_client(config.chain.rpc_url, config.chain.registry)
+        own, ipfs = open_stores(node_home, config)
+        state = NodeState(node_home.state_path)
+        try:
+            from node.export import export_adapter
+
+            report = export_adapter(client, Fetcher(own, state, ipfs=ipfs), run, round, out)
+        finally:
+            state.close()
+    except RunMismatchError as exc:
+        fail(str(exc), EXIT_MISMATCH)
+    except (LedgerError, NodeError, P2PError, ValueError) as exc:
+        fail(str(exc))
+    if json_output:
+        typer.echo(json.dumps(report))
+    else:
+        typer.echo(
+            f"exported round {report['round']} of run {run} ({report['merged_sha256'][:16]}…) to {out}"
+        )

@@ -1,0 +1,50 @@
+"""``fedchain node start``: join a run and take part in its rounds until they are finalised."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from node.cli.common import HOME, REGISTRY, RPC_URL, load_home
+
+app = typer.Typer(help="Run a fedchain node (one OS process per member).")
+
+
+@app.command("start")
+def start(
+    run: int = typer.Option(..., "--run", help="On-chain run id."),
+    data: str = typer.Option(
+        ..., "--data", help="Local data: JSONL file, chatterbot:<category> or synthetic:<skill>[:<n>]."
+    ),
+    home: Path = HOME,
+    rpc_url: str | None = RPC_URL,
+    registry: str | None = REGISTRY,
+    store: str | None = typer.Option(None, "--store", help="Override [storage] store."),
+    ipfs_api: str | None = typer.Option(None, "--ipfs-api", help="Override [storage] ipfs_api."),
+    listen_port: int | None = typer.Option(None, "--listen-port", help="Override [p2p] listen_port."),
+    bootstrap: list[str] = typer.Option([], "--bootstrap", help="Member multiaddr to dial (repeatable)."),
+    threads: int | None = typer.Option(None, "--threads", help="Override [training] threads."),
+    quiet: bool = typer.Option(
+        False, "--quiet", help="No terminal output (the JSON log file is still written)."
+    ),
+    json_log: bool = typer.Option(False, "--json-log", help="Print the JSON event lines on stdout."),
+) -> None:
+    """Join run RUN and loop over its rounds: train, store, commit, announce, fetch, merge, vote, adopt.
+
+    Safe to kill at any point: restarted with the same command it resumes from its state and the chain.
+    """
+    from node.runner import run_node
+
+    node_home, config = load_home(
+        home,
+        chain__rpc_url=rpc_url,
+        chain__registry=registry,
+        storage__store=store,
+        storage__ipfs_api=ipfs_api,
+        p2p__listen_port=listen_port,
+        p2p__bootstrap=list(bootstrap) or None,
+        training__threads=threads,
+    )
+    console = "none" if quiet else "json" if json_log else "human"
+    raise typer.Exit(run_node(node_home, config, run, data, console=console))

@@ -1,0 +1,186 @@
+"""A cluster of node processes on loopback over a running devnet: what tests, the demo and benchmarks start.
+
+:class:`LocalCluster` creates one node home per member with ``fedchain init`` (importing the devnet's funded
+dev keys, so members can pay gas), creates a run with ``fedchain run create`` from member 0, and starts each
+member as its own ``fedchain node start`` OS process (a :class:`node.services.ManagedProcess`), every node
+dialling every other one. Progress is read from each node's JSON-lines event log.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.logging import read_events
+from node.services import ManagedProcess, ServiceError
+
+_CLI = [sys.executable, "-c", "from node.cli import main; main()"]
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def fedchain(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    """Run the ``fedchain`` CLI in a child process and return its completed process (never raises on rc)."""
+    return subprocess.run([*_CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member's home and identity."""
+
+    index: int
+    home: Path
+    address: str
+    peer_id: str
+    port: int
+
+    @property
+    def multiaddr(self) -> str:
+        """Where other members dial this one."""
+        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
+
+    @property
+    def log_path(self) -> Path:
+        """The node's JSON-lines event log."""
+        return self.home / "node.jsonl"
+
+
+class LocalCluster:
+    """N members over a devnet, each a separate ``fedchain node`` process.
+
+    Parameters
+    ----------
+    folder
+        Where the member homes go.
+    devnet
+        A running devnet's ``DevnetState`` (rpc_url, runs_address, ipfs_api).
+    size
+        Number of members (at most 9: dev accounts 1..9 pay their gas; account 0 deployed the contracts).
+    store
+        ``"local"``: each node keeps its own embedded store and fetches from peers, IPFS last;
+        ``"ipfs"``: every node uses the devnet's IPFS daemon as its store.
+    """
+
+    def __init__(self, folder: Path, devnet: Any, size: int, *, store: str = "local") -> None:
+        if not 1 <= size <= 9:
+            raise ValueError(f"`size` must be in [1, 9], got {size}")
+        if store not in ("local", "ipfs"):
+            raise ValueError(f"`store` must be 'local' or 'ipfs', got {store!r}")
+        self.folder = Path(folder)
+        self.devnet = devnet
+        self.size = size
+        self.store = store
+        self.members: list[Member] = []
+        self.processes: dict[int, ManagedProcess] = {}
+
+    def init(self) -> list[Member]:
+        """Create every member's home with ``fedchain init`` (dev key i + 1 imported)."""
+        from ledger.chain import dev_accounts
+
+        accounts = dev_accounts("anvil", self.size + 1)[1:]
+        ports = [_free_port() for _ in range(self.size)]
+        store = "local" if self.store == "local" else f"ipfs:{self.devnet.ipfs_api}"
+
+        def init_one(i: int) -> Member:
+            home = self.folder / f"node{i}"
+            home.mkdir(parents=True, exist_ok=True)
+            key_file = home / "import.key"
+            key_file.write_text(bytes(accounts[i].key).hex())
+            args = ["init", "--home", str(home), "--import-key-file", str(key_file)]
+            args += [
+                "--rpc-url",
+                self.devnet.rpc_url,
+                "--registry",
+                self.devnet.runs_address,
+                "--store",
+                store,
+            ]
+            args += ["--ipfs-api", self.devnet.ipfs_api or "", "--listen-port", str(ports[i])]
+            done = fedchain(*args, "--kdf-iterations", "1024", "--json")
+            key_file.unlink()
+            if done.returncode != 0:
+                raise ServiceError(f"fedchain init for member {i} failed: {done.stderr.strip()}")
+            out = json.loads(done.stdout)
+            return Member(i, home, out["address"], out["peer_id"], ports[i])
+
+        with ThreadPoolExecutor(max_workers=self.size) as pool:
+            self.members = list(pool.map(init_one, range(self.size)))
+        return self.members
+
+    def create_run(self, spec: Path) -> int:
+        """Create a run from member 0's home; return its id."""
+        done = fedchain("run", "create", "--spec", str(spec), "--home", str(self.members[0].home), "--json")
+        if done.returncode != 0:
+            raise ServiceError(f"fedchain run create failed: {done.stderr.strip()}")
+        return int(json.loads(done.stdout)["run_id"])
+
+    def process(self, i: int, run_id: int, data: str, *, extra: Sequence[str] = ()) -> ManagedProcess:
+        """Return a (not yet started) node process for member ``i``."""
+        member = self.members[i]
+        argv = [
+            *_CLI,
+            "node",
+            "start",
+            "--home",
+            str(member.home),
+            "--run",
+            str(run_id),
+            "--data",
+            data,
+            "--quiet",
+        ]
+        for other in self.members:
+            if other.index != i:
+                argv += ["--bootstrap", other.multiaddr]
+        before = len([e for e in read_events(member.log_path) if e.get("event") == "node.ready"])
+
+        def ready(_: ManagedProcess) -> bool:
+            return len([e for e in read_events(member.log_path) if e.get("event") == "node.ready"]) > before
+
+        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+        return ManagedProcess(f"node{i}", [*argv, *extra], member.home / "stdout.log", ready, env=env)
+
+    def start(self, run_id: int, data: Sequence[str], *, indices: Sequence[int] | None = None) -> None:
+        """Start member processes (all, or ``indices``) with their data sources; wait until each is ready."""
+        chosen = list(range(self.size)) if indices is None else list(indices)
+        for i in chosen:
+            proc = self.process(i, run_id, data[i])
+            proc.start()
+            self.processes[i] = proc
+        for i in chosen:
+            self.processes[i].wait_until_ready(timeout=180.0, interval=0.2)
+
+    def events(self, i: int, name: str | None = None) -> list[dict[str, Any]]:
+        """Member ``i``'s logged events (of one name, or all)."""
+        events = read_events(self.members[i].log_path)
+        return [e for e in events if name is None or e.get("event") == name]
+
+    def wait_until(self, predicate: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``predicate`` until it holds; after ``timeout`` raise a ServiceError naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if predicate():
+                return
+            for i, proc in self.processes.items():
+                if not proc.is_running() and not self.events(i, "run.done"):
+                    raise ServiceError(f"node{i} exited while waiting for {what}:\n{proc.tail(30)}")
+            time.sleep(0.5)
+        raise ServiceError(f"timed out after {timeout:g} s waiting for {what}")
+
+    def stop(self) -> None:
+        """Stop every node process (SIGINT, then SIGTERM, then SIGKILL)."""
+        for proc in self.processes.values():
+            proc.stop(timeout=15.0)
+        self.processes.clear()

@@ -1,0 +1,230 @@
+"""The node configuration: one TOML file per node home, every field documented in the file itself.
+
+``fedchain init`` writes ``config.toml`` with :func:`render_toml` (each key preceded by its help text);
+``fedchain node start`` reads it with :func:`load_config`; command-line flags override single fields.
+Secrets never live in the file: the keystore passphrase comes from a file path or an environment variable.
+Paths in the file are relative to the node home.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from node.errors import NodeError
+
+C = TypeVar("C")
+CONFIG_FILE = "config.toml"
+
+
+class NodeConfigError(NodeError, ValueError):
+    """The node configuration is malformed; the message names the table and key."""
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """The node's key: one secp256k1 key for chain transactions and the libp2p identity."""
+
+    keystore: str = field(
+        default="key.json", metadata={"help": "encrypted keystore (v3 JSON), home-relative"}
+    )
+    passphrase_file: str = field(
+        default="passphrase",
+        metadata={"help": "file holding the keystore passphrase ('' to use the env var)"},
+    )
+    passphrase_env: str = field(
+        default="FEDCHAIN_PASSPHRASE",
+        metadata={"help": "environment variable read when passphrase_file is ''"},
+    )
+
+    def __post_init__(self) -> None:
+        if not self.keystore:
+            raise NodeConfigError("`keystore` must not be empty")
+        if not self.passphrase_file and not self.passphrase_env:
+            raise NodeConfigError("set `passphrase_file` or `passphrase_env`")
+
+
+@dataclass(frozen=True)
+class ChainConfig:
+    """Where the ``Runs`` registry lives."""
+
+    rpc_url: str = field(default="http://127.0.0.1:8545", metadata={"help": "EVM JSON-RPC URL (or 'py-evm')"})
+    registry: str = field(default="", metadata={"help": "address of the deployed Runs contract"})
+    poll_interval_s: float = field(default=1.0, metadata={"help": "seconds between chain polls"})
+
+    def __post_init__(self) -> None:
+        if not self.rpc_url.startswith(("http://", "https://")) and self.rpc_url != "py-evm":
+            raise NodeConfigError(f"`rpc_url` must be an http(s):// URL or 'py-evm', got {self.rpc_url!r}")
+        if self.registry and not (self.registry.startswith("0x") and len(self.registry) == 42):
+            raise NodeConfigError(f"`registry` must be a 0x-prefixed 20-byte address, got {self.registry!r}")
+        if not 0.05 <= self.poll_interval_s <= 60:
+            raise NodeConfigError(f"`poll_interval_s` must be in [0.05, 60], got {self.poll_interval_s!r}")
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    """Where the node keeps (pins) updates, merged models and run specs."""
+
+    store: str = field(
+        default="local",
+        metadata={
+            "help": "'local' (home/store) or 'ipfs:/ip4/127.0.0.1/tcp/5001/http' (an IPFS daemon's API)"
+        },
+    )
+    ipfs_api: str = field(
+        default="", metadata={"help": "IPFS API multiaddr tried last when fetching artifacts ('' for none)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.store != "local" and not self.store.startswith(("ipfs:", "local:", "/")):
+            raise NodeConfigError(
+                f"`store` must be 'local', 'local:<dir>' or 'ipfs:<multiaddr>', got {self.store!r}"
+            )
+
+
+@dataclass(frozen=True)
+class P2PSection:
+    """The libp2p host (loopback by default)."""
+
+    listen_host: str = field(default="127.0.0.1", metadata={"help": "IPv4 address to listen on"})
+    listen_port: int = field(default=0, metadata={"help": "TCP port (0: any free port)"})
+    bootstrap: tuple[str, ...] = field(
+        default=(), metadata={"help": "multiaddrs (/ip4/../tcp/../p2p/<peer id>) of members to dial"}
+    )
+    fetch_timeout_s: float = field(default=30.0, metadata={"help": "per-peer limit on one artifact fetch"})
+
+    def __post_init__(self) -> None:
+        try:
+            ipaddress.IPv4Address(self.listen_host)
+        except ValueError as exc:
+            raise NodeConfigError(f"`listen_host` must be an IPv4 address, got {self.listen_host!r}") from exc
+        if not 0 <= self.listen_port <= 65535:
+            raise NodeConfigError(f"`listen_port` must be in [0, 65535], got {self.listen_port!r}")
+        if self.fetch_timeout_s <= 0:
+            raise NodeConfigError(f"`fetch_timeout_s` must be > 0, got {self.fetch_timeout_s!r}")
+
+
+@dataclass(frozen=True)
+class TrainingSection:
+    """Local training and evaluation on this node's machine."""
+
+    device: str = field(default="cpu", metadata={"help": "torch device for the model"})
+    threads: int = field(default=1, metadata={"help": "torch threads (0: torch's default)"})
+    held_out_fraction: float = field(
+        default=0.2, metadata={"help": "share of local data kept for evaluation"}
+    )
+    max_examples: int = field(default=0, metadata={"help": "use at most this many local examples (0: all)"})
+    evaluate: bool = field(default=True, metadata={"help": "score local and merged models on held-out data"})
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise NodeConfigError(f"`threads` must be >= 0, got {self.threads!r}")
+        if not 0.0 <= self.held_out_fraction < 1.0:
+            raise NodeConfigError(f"`held_out_fraction` must be in [0, 1), got {self.held_out_fraction!r}")
+        if self.max_examples < 0:
+            raise NodeConfigError(f"`max_examples` must be >= 0, got {self.max_examples!r}")
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    """A node's whole configuration (one table per section)."""
+
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    chain: ChainConfig = field(default_factory=ChainConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    p2p: P2PSection = field(default_factory=P2PSection)
+    training: TrainingSection = field(default_factory=TrainingSection)
+
+    def replace(self, **changes: Any) -> NodeConfig:
+        """Return a copy with ``"section.key"`` fields changed (CLI overrides), validated again."""
+        tables = {f.name: dataclasses.asdict(getattr(self, f.name)) for f in dataclasses.fields(self)}
+        for key, value in changes.items():
+            section, _, name = key.partition(".")
+            if section not in tables or name not in tables[section]:
+                raise NodeConfigError(f"unknown config key {key!r}")
+            tables[section][name] = value
+        return config_from_dict(tables)
+
+
+_SECTIONS: dict[str, type[Any]] = {
+    "identity": IdentityConfig,
+    "chain": ChainConfig,
+    "storage": StorageConfig,
+    "p2p": P2PSection,
+    "training": TrainingSection,
+}
+
+
+def _build(cls: type[C], table: Any, section: str) -> C:
+    if not isinstance(table, Mapping):
+        raise NodeConfigError(f"[{section}] must be a table, got {type(table).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(table) - names)
+    if unknown:
+        raise NodeConfigError(
+            f"[{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        )
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise NodeConfigError(f"[{section}] {exc}") from exc
+
+
+def config_from_dict(doc: Mapping[str, Any]) -> NodeConfig:
+    """Build a :class:`NodeConfig` from parsed TOML tables."""
+    unknown = sorted(set(doc) - set(_SECTIONS))
+    if unknown:
+        raise NodeConfigError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")
+    return NodeConfig(**{name: _build(cls, doc.get(name, {}), name) for name, cls in _SECTIONS.items()})
+
+
+def load_config(path: str | Path) -> NodeConfig:
+    """Read a node config TOML file.
+
+    Raises
+    ------
+    NodeConfigError
+        If the file cannot be read or parsed or a value is wrong (the message names the file and key).
+    """
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise NodeConfigError(f"{path}: cannot read node config: {exc.strerror}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise NodeConfigError(f"{path}: invalid TOML: {exc}") from exc
+    try:
+        return config_from_dict(doc)
+    except NodeConfigError as exc:
+        raise NodeConfigError(f"{path}: {exc}") from exc
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, tuple | list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def render_toml(config: NodeConfig) -> str:
+    """Return the config as TOML with every key documented by a comment (what ``fedchain init`` writes)."""
+    lines = [
+        "# fedchain node configuration. Paths are relative to this file's folder (the node home).",
+        "# Command-line flags of `fedchain node start` override single keys.",
+    ]
+    for name in _SECTIONS:
+        section = getattr(config, name)
+        lines += ["", f"[{name}]", f"# {(type(section).__doc__ or name).splitlines()[0]}"]
+        for f in dataclasses.fields(section):
+            lines.append(f"# {f.metadata.get('help', f.name)}")
+            lines.append(f"{f.name} = {_toml_value(getattr(section, f.name))}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,151 @@
+"""The loop's context: everything one node process uses to take part in one run, in one documented object.
+
+The round loop (:mod:`node.round`) and the unlearning hook (``node.unlearn.process_pending(ctx)``) both
+work on a :class:`NodeContext`. Its helpers load model states by CID with a hash check
+(:meth:`NodeContext.load_state`) and give the state a round starts from (:meth:`NodeContext.base_state`).
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from node.config import NodeConfig
+from node.errors import RunMismatchError
+from node.fetch import Fetcher, Want
+from node.home import NodeHome
+from node.logging import EventLog
+from node.model import LocalData, ModelRuntime
+from node.runspec import RunSpec
+from node.state import NodeState
+from training.merge import ModelState
+
+
+@dataclass
+class NodeContext:
+    """One node's view of one run.
+
+    Attributes
+    ----------
+    run_id
+        The run's on-chain id (``str(run_id)`` names its gossip topic and is written in update headers).
+    spec
+        The run spec, fetched by CID from the chain's run record and hash-checked.
+    client
+        ``ledger.client.RunsClient`` signing as this member.
+    address
+        This member's checksummed address.
+    fetcher
+        Artifact retrieval (own store -> peers -> IPFS) that keeps and records what it gets; its ``store``
+        is the node's own content store.
+    p2p
+        The ``p2p.host.P2PNode`` (``None`` when running without peers).
+    runtime
+        The base model with the run's adapter; training and evaluation.
+    data
+        This node's local train / held-out examples.
+    state
+        The SQLite state database.
+    log
+        The structured event log.
+    home, config
+        The node home and its configuration.
+    excluded
+        Members whose updates this node leaves out of every merge (e.g. subjects of fulfilled unlearning
+        requests; the unlearning hook adds to it).
+    providers
+        Peer ids that announced each CID on gossip.
+    members
+        Cached member addresses of the run (for gossip validation), refreshed by the loop.
+    current_round
+        The open round as last read from the chain.
+    stop
+        Set to ask the loop to stop after its current step.
+    """
+
+    run_id: int
+    spec: RunSpec
+    client: Any
+    address: str
+    fetcher: Fetcher
+    p2p: Any
+    runtime: ModelRuntime
+    data: LocalData
+    state: NodeState
+    log: EventLog
+    home: NodeHome
+    config: NodeConfig
+    excluded: set[str] = field(default_factory=set)
+    providers: dict[str, list[str]] = field(default_factory=dict)
+    members: set[str] = field(default_factory=set)
+    current_round: int = 0
+    stop: threading.Event = field(default_factory=threading.Event)
+    _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
+
+    @property
+    def run_key(self) -> str:
+        """The run's id as written in update headers and gossip messages."""
+        return str(self.run_id)
+
+    @property
+    def store(self) -> Any:
+        """The node's own content store."""
+        return self.fetcher.store
+
+    def providers_of(self, cid: str) -> list[str]:
+        """Peers to ask for ``cid``: those that announced it, then every connected peer."""
+        connected: list[str] = []
+        if self.p2p is not None:
+            try:
+                connected = list(self.p2p.peers())
+            except Exception:  # a stopped or failing host just has no peers to offer
+                connected = []
+        return list(dict.fromkeys([*self.providers.get(cid, []), *connected]))
+
+    def max_state_bytes(self) -> int:
+        """Size cap for a model-state blob of this run."""
+        return 16 * self.runtime.flat_spec.numel + (1 << 22)
+
+    def load_state(self, sha: str, cid: str, *, round: int | None = None) -> ModelState:
+        """Fetch the model state ``cid`` (own store -> peers -> IPFS), decode it strictly, check its hash.
+
+        Raises
+        ------
+        ArtifactUnavailableError
+            If no source has it.
+        RunMismatchError
+            If it does not decode to this run's layout or its state hash is not ``sha``.
+        """
+        from training.merge import StateFormatError, decode_state, state_hash
+
+        if sha in self._states:
+            return self._states[sha]
+        data, _ = self.fetcher.get(Want(cid, None, self.max_state_bytes(), "merged", self.run_id, round))
+        try:
+            loaded = decode_state(data, flat_spec=self.runtime.flat_spec, merge_spec=self.spec.merge_spec())
+        except StateFormatError as exc:
+            raise RunMismatchError(f"model state {cid}: {exc}") from exc
+        got = state_hash(loaded)
+        if got != sha:
+            raise RunMismatchError(f"model state {cid} hashes to {got[:12]}…, the chain says {sha[:12]}…")
+        self.remember(sha, loaded)
+        return loaded
+
+    def remember(self, sha: str, state: ModelState) -> None:
+        """Keep a state in memory by hash (the last few only)."""
+        self._states[sha] = state
+        while len(self._states) > 4:
+            self._states.pop(next(iter(self._states)))
+
+    def base_state(self, round: int) -> tuple[ModelState, str]:
+        """Return the state ``round`` starts from: the latest earlier adopted result, else the init."""
+        from training.merge import state_hash
+
+        adoption = self.state.latest_adoption(self.run_id, before=round)
+        if adoption is None:
+            initial = self.runtime.initial_state()
+            sha = state_hash(initial)
+            self.remember(sha, initial)
+            return initial, sha
+        return self.load_state(adoption.sha, adoption.cid, round=adoption.round), adoption.sha

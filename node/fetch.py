@@ -1,0 +1,171 @@
+"""Artifact retrieval in a fixed order: own store, then peers over the blob stream, then IPFS.
+
+Every delivered blob is checked against its CID (the stores and the blob protocol re-hash) and, when the
+chain names one, its sha256; then it is put into the node's own store, pinned and recorded in the state
+database, so the node keeps (and serves) every artifact of its runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from node.errors import ArtifactUnavailableError
+from node.state import NodeState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Want:
+    """One artifact to get: its CID, expected sha256 (hex, or ``None``), a size cap and what it is."""
+
+    cid: str
+    sha256: str | None
+    max_size: int
+    kind: str
+    run: int | None = None
+    round: int | None = None
+
+
+class Fetcher:
+    """Gets artifacts from the node's own store, its peers, or an IPFS daemon, and keeps them.
+
+    Parameters
+    ----------
+    store
+        The node's own content store (a ``p2p.storage`` store).
+    state
+        Where kept artifacts are recorded.
+    p2p
+        The node's ``P2PNode`` (``None``: no peer fetching).
+    providers
+        ``providers(cid)``: peer ids believed to hold ``cid`` (announcers first, then connected peers).
+    ipfs
+        A store over an IPFS daemon tried last (``None``: none).
+    """
+
+    def __init__(
+        self,
+        store: Any,
+        state: NodeState,
+        *,
+        p2p: Any = None,
+        providers: Callable[[str], list[str]] | None = None,
+        ipfs: Any = None,
+    ) -> None:
+        self.store = store
+        self.state = state
+        self.p2p = p2p
+        self.providers = providers or (lambda cid: [])
+        self.ipfs = ipfs
+
+    def keep(self, data: bytes, kind: str, run: int | None = None, round: int | None = None) -> str:
+        """Put ``data`` into the own store, pin it, record it; return its CID (durable before returning)."""
+        cid = str(self.store.put(data))
+        self.store.pin(cid)
+        self.state.record_artifact(cid, hashlib.sha256(data).hexdigest(), kind, run, round, len(data))
+        return cid
+
+    def _check(self, want: Want, data: bytes) -> bytes:
+        if want.sha256 is not None and hashlib.sha256(data).hexdigest() != want.sha256:
+            raise ArtifactUnavailableError(
+                f"{want.kind} {want.cid}: bytes do not match sha256 {want.sha256[:12]}…"
+            )
+        return data
+
+    def _from_store(self, want: Want) -> bytes | None:
+        try:
+            if not self.store.has(want.cid):
+                return None
+            return self._check(want, bytes(self.store.get(want.cid, max_size=want.max_size)))
+        except Exception as exc:  # any store failure just moves on to the next source
+            log.warning("own store could not serve %s: %s", want.cid, exc)
+            return None
+
+    def _from_ipfs(self, want: Want) -> bytes:
+        if self.ipfs is None:
+            raise ArtifactUnavailableError(
+                f"{want.kind} {want.cid}: not in own store, no peer had it, no IPFS"
+            )
+        try:
+            return self._check(want, bytes(self.ipfs.get(want.cid, max_size=want.max_size)))
+        except ArtifactUnavailableError:
+            raise
+        except Exception as exc:
+            raise ArtifactUnavailableError(
+                f"{want.kind} {want.cid}: unavailable everywhere (IPFS: {exc})"
+            ) from exc
+
+    def get(self, want: Want) -> tuple[bytes, str]:
+        """Return ``(bytes, source)`` for one artifact, source being ``store``, ``peers`` or ``ipfs``.
+
+        Raises
+        ------
+        ArtifactUnavailableError
+            If no source delivered matching bytes.
+        """
+        return self.get_many([want])[want.cid]  # type: ignore[return-value]
+
+    def get_many(
+        self, wants: Sequence[Want], *, raise_errors: bool = True
+    ) -> dict[str, tuple[bytes, str] | Exception]:
+        """Get several artifacts: own store first, then the rest in parallel from peers, then IPFS.
+
+        With ``raise_errors=False`` a failed artifact maps to its :class:`ArtifactUnavailableError`.
+        """
+        out: dict[str, tuple[bytes, str] | Exception] = {}
+        missing: list[Want] = []
+        for want in wants:
+            data = self._from_store(want)
+            if data is not None:
+                out[want.cid] = (data, "store")
+            else:
+                missing.append(want)
+        if missing and self.p2p is not None:
+            from p2p.fetch import FetchRequest
+
+            requests = []
+            for want in missing:
+                providers = [p for p in dict.fromkeys(self.providers(want.cid)) if p != self.p2p.peer_id]
+                if providers:
+                    requests.append(FetchRequest(want.cid, tuple(providers), want.max_size))  # type: ignore[arg-type]
+            if requests:
+                try:
+                    results = self.p2p.fetch_many(requests)
+                except Exception as exc:  # the p2p layer's own failure: fall through to IPFS
+                    log.warning("peer fetch failed: %s", exc)
+                    results = {}
+                for want in missing:
+                    value = results.get(want.cid)
+                    if isinstance(value, bytes):
+                        try:
+                            out[want.cid] = (self._check(want, value), "peers")
+                        except ArtifactUnavailableError as exc:
+                            log.warning("%s", exc)
+        for want in missing:
+            if want.cid in out:
+                continue
+            try:
+                out[want.cid] = (self._from_ipfs(want), "ipfs")
+            except ArtifactUnavailableError as exc:
+                if raise_errors:
+                    raise
+                out[want.cid] = exc
+        for want in wants:
+            value = out.get(want.cid)
+            if isinstance(value, tuple) and value[1] != "store":
+                self.keep(value[0], want.kind, want.run, want.round)
+            elif isinstance(value, tuple):
+                self.state.record_artifact(
+                    want.cid,
+                    hashlib.sha256(value[0]).hexdigest(),
+                    want.kind,
+                    want.run,
+                    want.round,
+                    len(value[0]),
+                )
+        return out

@@ -1,0 +1,190 @@
+"""The node's model: the run's base model with its run-seeded adapter, local data, training and evaluation.
+
+Every member loads the same base model (``[model] name_or_path`` of the run spec; ``tiny-llama`` is built
+deterministically from a fixed seed) and attaches the adapter with the run seed, so round 0 starts from
+bit-identical adapter parameters on every peer (checked: the initial state hash is logged).
+
+Local data (``--data``): a JSONL file (any format of ``training.data``), ``chatterbot:<category>`` or
+``synthetic:<skill>[:<n>]``; a seeded held-out split is kept for evaluation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from node.errors import NodeError
+from node.runspec import RunSpec
+from training.data import Example
+from training.merge import ModelState
+
+ProgressFn = Callable[[int, int, float], None]
+
+
+class DataSourceError(NodeError, ValueError):
+    """A ``--data`` source cannot be read or has too few examples."""
+
+
+@dataclass(frozen=True)
+class LocalData:
+    """The node's examples: what it trains on and what it evaluates on."""
+
+    source: str
+    train: list[Example]
+    held_out: list[Example]
+
+
+def load_local_data(source: str, *, held_out_fraction: float, max_examples: int, seed: int) -> LocalData:
+    """Load ``source`` (JSONL path, ``chatterbot:<category>`` or ``synthetic:<skill>[:<n>]``) and split it.
+
+    Raises
+    ------
+    DataSourceError
+        If the source is unknown, unreadable, or leaves no training example.
+    """
+    from training.data import split_held_out
+    from training.errors import TrainingError
+
+    try:
+        if source.startswith("chatterbot:"):
+            from training.datasets.chatterbot import load_chatterbot_category
+
+            examples = load_chatterbot_category(source.split(":", 1)[1])
+        elif source.startswith("synthetic:"):
+            from training.datasets.synthetic import synthetic_task
+
+            parts = source.split(":")
+            count = int(parts[2]) if len(parts) > 2 else 64
+            examples = synthetic_task(parts[1], count, seed)
+        else:
+            from training.data import load_sft_jsonl
+
+            examples = load_sft_jsonl(Path(source))
+    except (TrainingError, OSError, KeyError, ValueError) as exc:
+        raise DataSourceError(f"cannot load data {source!r}: {exc}") from exc
+    if max_examples and len(examples) > max_examples:
+        examples = random.Random(seed).sample(examples, max_examples)
+    train, held = split_held_out(examples, held_out_fraction, seed)
+    if not train:
+        raise DataSourceError(f"data {source!r} has {len(examples)} examples: none left to train on")
+    return LocalData(source, train, held)
+
+
+def member_seed(run_seed: int, round: int, address: str) -> int:
+    """Seed of one member's local training in one round (stable across processes and restarts)."""
+    digest = hashlib.sha256(f"{run_seed}:{round}:{address.lower()}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """One local training run: the flat delta, SCAFFOLD's control delta and new client control, metrics."""
+
+    delta: Tensor
+    control_delta: Tensor | None
+    client_control: dict[str, Tensor] | None
+    mean_loss: float
+    steps: int
+    seconds: float
+
+
+class ModelRuntime:
+    """The loaded base model with the run's adapter, trained and evaluated in this process.
+
+    Parameters
+    ----------
+    spec
+        The run spec (model, adapter, seed, local training).
+    device
+        torch device.
+    threads
+        torch intra-op threads (0: leave torch's default).
+    """
+
+    def __init__(self, spec: RunSpec, *, device: str = "cpu", threads: int = 1) -> None:
+        from training.adapters import attach_adapter, trainable_state
+        from training.flat import flatten
+        from training.models import load_model
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.spec = spec
+        model, self.tokenizer = load_model(spec.model.name_or_path, spec.model.dtype, device)
+        self.model = attach_adapter(model, spec.adapter, spec.seed)
+        self.initial_flat, self.flat_spec = flatten(trainable_state(self.model))
+
+    def initial_state(self) -> ModelState:
+        """Round-0 state: the run-seeded adapter init with zero server state."""
+        from training.merge import initial_state
+
+        return initial_state(self.spec.merge_spec(), self.initial_flat, self.flat_spec)
+
+    def load(self, state: ModelState) -> None:
+        """Put ``state``'s adapter parameters into the model."""
+        from training.adapters import load_trainable_state
+
+        load_trainable_state(self.model, state.adapter_state())
+
+    def train(
+        self,
+        state: ModelState,
+        examples: list[Example],
+        *,
+        seed: int,
+        client_control: dict[str, Tensor] | None = None,
+        progress: ProgressFn | None = None,
+    ) -> TrainResult:
+        """Train locally from ``state`` with the run's client algorithm (the model keeps the result)."""
+        from training.client import ScaffoldControls
+        from training.flat import flatten
+        from training.sft import train_sft
+
+        self.load(state)
+        controls = None
+        if state.control is not None:
+            controls = ScaffoldControls(server=self.flat_spec.unflatten(state.control), client=client_control)
+        update = train_sft(
+            self.model,
+            self.tokenizer,
+            examples,
+            self.spec.train_config(seed),
+            controls=controls,
+            progress=progress,
+        )
+        control_delta = flatten(update.control_delta)[0] if update.control_delta is not None else None
+        return TrainResult(
+            delta=flatten(update.delta)[0],
+            control_delta=control_delta,
+            client_control=update.control,
+            mean_loss=update.metrics.mean_loss,
+            steps=update.metrics.steps,
+            seconds=update.metrics.seconds,
+        )
+
+    def evaluate(self, examples: list[Example]) -> float | None:
+        """Held-out loss of the adapter currently in the model (``None`` without examples)."""
+        from training.evaluate import evaluate_loss
+
+        if not examples:
+            return None
+        return evaluate_loss(self.model, self.tokenizer, examples, max_len=self.spec.train.max_len).loss
+
+    def encode_update(self, result: TrainResult, *, run: str, round: int) -> bytes:
+        """Encode the update with the run's codec (``control_delta`` attached for SCAFFOLD)."""
+        from training.codec import encode
+
+        extra = {"control_delta": result.control_delta} if result.control_delta is not None else None
+        return encode(
+            result.delta,
+            self.flat_spec,
+            run=run,
+            round=round,
+            codec=self.spec.codec,  # type: ignore[arg-type]  # validated by RunSpec
+            extra=extra,
+        )

@@ -1,0 +1,306 @@
+"""Starting a node for one run and looping over its rounds until they are all finalised.
+
+:func:`run_node` connects to the chain and the store, starts the p2p host, fetches and checks the run spec,
+joins the run, loads the model and the local data, then calls :func:`node.round.step` every poll interval.
+Any error inside a step (an RPC outage, a revert, a missing artifact) is logged and retried with backoff;
+the node never crashes on it and never loses local state. SIGINT / SIGTERM stop it after the current step.
+
+Once per loop iteration it calls the unlearning hook ``node.unlearn.process_pending(ctx)`` when that module
+exists (owned by the unlearning engineer); otherwise the hook is a no-op.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import importlib
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from node.config import NodeConfig
+from node.context import NodeContext
+from node.errors import NodeError, RunMismatchError
+from node.fetch import Fetcher, Want
+from node.home import NodeHome
+from node.logging import EventLog
+from node.runspec import MAX_SPEC_BYTES, RunSpec, RunSpecError
+from node.state import NodeState
+
+MAX_BACKOFF_S = 15.0
+
+
+@dataclass(frozen=True)
+class Chain:
+    """The chain side of a node: a signing ``RunsClient`` and the signing account."""
+
+    client: Any
+    account: Any
+
+
+def open_chain(home: NodeHome, config: NodeConfig) -> Chain:
+    """Decrypt the node's key and connect a signing ``RunsClient`` to the configured registry."""
+    from ledger.chain import connect
+    from ledger.client import RunsClient
+    from ledger.keys import PassphraseSource, load_account
+
+    if not config.chain.registry:
+        raise NodeError("[chain] `registry` is not set: pass --registry or edit config.toml")
+    identity = config.identity
+    source = (
+        PassphraseSource(file=home.resolve(identity.passphrase_file))
+        if identity.passphrase_file
+        else PassphraseSource(env=identity.passphrase_env)
+    )
+    account = load_account(home.resolve(identity.keystore), source)
+    w3 = connect(config.chain.rpc_url)
+    return Chain(RunsClient(w3, config.chain.registry, account), account)
+
+
+def open_stores(home: NodeHome, config: NodeConfig) -> tuple[Any, Any]:
+    """Open the node's own store and the IPFS fallback store (or ``None``)."""
+    from p2p.storage import open_store
+    from p2p.storage.ipfs import IpfsStore
+
+    spec = config.storage.store
+    own = open_store(home.store_path if spec == "local" else spec)
+    ipfs = IpfsStore(config.storage.ipfs_api) if config.storage.ipfs_api else None
+    return own, ipfs
+
+
+def fetch_spec(client: Any, fetcher: Fetcher, run_id: int) -> RunSpec:
+    """Fetch the run's spec by the CID on chain, check its sha256 and parse it.
+
+    Raises
+    ------
+    RunMismatchError
+        If the bytes do not hash to the on-chain ``specSha256``.
+    """
+    info = client.run_info(run_id)
+    want = Want(info.spec_cid, info.spec_sha256.hex(), MAX_SPEC_BYTES, "spec", run_id, None)
+    data, _ = fetcher.get(want)
+    if hashlib.sha256(data).digest() != info.spec_sha256:
+        raise RunMismatchError(f"run {run_id}: spec {info.spec_cid} does not match the on-chain sha256")
+    return RunSpec.from_bytes(data)
+
+
+def _unlearn_hook() -> Callable[[NodeContext], None]:
+    """``node.unlearn.process_pending`` if that module exists, else a no-op."""
+    try:
+        module = importlib.import_module("node.unlearn")
+    except ModuleNotFoundError as exc:
+        if exc.name != "node.unlearn":
+            raise
+        return lambda ctx: None
+    hook: Callable[[NodeContext], None] = module.process_pending
+    return hook
+
+
+def _join(client: Any, run_id: int, address: str, log: EventLog) -> None:
+    from ledger.reverts import AlreadyMemberError
+
+    if client.member_info(run_id, address).is_member:
+        log.event("node.joined", run=run_id, already=True)
+        return
+    try:
+        tx = client.join(run_id)
+        log.event("node.joined", run=run_id, tx=bytes(tx.tx_hash).hex())
+    except AlreadyMemberError:
+        log.event("node.joined", run=run_id, already=True)
+
+
+def _on_message(ctx: NodeContext) -> Callable[[Any], None]:
+    def handle(message: Any) -> None:
+        if getattr(message, "type", "") == "update":
+            peers = ctx.providers.setdefault(message.cid, [])
+            for peer in message.providers:
+                if peer not in peers:
+                    peers.append(peer)
+
+    return handle
+
+
+def _start_p2p(ctx_holder: dict[str, NodeContext], config: NodeConfig, key: bytes, store: Any) -> Any:
+    from p2p.config import P2PConfig
+    from p2p.host import P2PNode
+
+    p2p_config = P2PConfig(
+        listen_host=config.p2p.listen_host,
+        listen_port=config.p2p.listen_port,
+        bootstrap=config.p2p.bootstrap,
+        fetch_timeout_s=config.p2p.fetch_timeout_s,
+    )
+
+    def is_member(run: str, address: str) -> bool:
+        ctx = ctx_holder.get("ctx")
+        return ctx is not None and address.lower() in ctx.members
+
+    def current_round(run: str) -> int:
+        ctx = ctx_holder.get("ctx")
+        return ctx.current_round if ctx is not None else 0
+
+    node = P2PNode(p2p_config, key, store, is_member, current_round)
+    node.start()
+    node.wait_until_ready(30.0)
+    return node
+
+
+def run_node(
+    home: NodeHome,
+    config: NodeConfig,
+    run_id: int,
+    data_source: str,
+    *,
+    console: str = "human",
+    stop: threading.Event | None = None,
+) -> int:
+    """Take part in run ``run_id`` until its rounds are finalised (or ``stop`` is set); return an exit code.
+
+    Parameters
+    ----------
+    home, config
+        The node home and its (possibly overridden) configuration.
+    run_id
+        The on-chain run id.
+    data_source
+        Local data (see :func:`node.model.load_local_data`).
+    console
+        ``human``, ``json`` or ``none``: what the event log prints on the terminal.
+    stop
+        Event that stops the loop (SIGINT / SIGTERM set it too when called from the main thread).
+    """
+    from node.model import ModelRuntime, load_local_data
+    from node.round import step
+
+    stop = stop or threading.Event()
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+    log = EventLog(home.log_path, console=console, name=home.root.name)
+    state = NodeState(home.state_path)
+    p2p = None
+    try:
+        chain = open_chain(home, config)
+        own, ipfs = open_stores(home, config)
+        holder: dict[str, NodeContext] = {}
+        p2p = _start_p2p(holder, config, bytes(chain.account.key), own)
+        address = str(chain.account.address)
+        log.event(
+            "node.started",
+            run=run_id,
+            address=address,
+            peer_id=p2p.peer_id if p2p is not None else None,
+            listen=p2p.listen_addrs if p2p is not None else [],
+            store=config.storage.store,
+        )
+        fetcher = Fetcher(own, state, p2p=p2p, ipfs=ipfs)
+        spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec")
+        if spec is None:
+            return 130
+        if _retry(log, stop, lambda: _join(chain.client, run_id, address, log), "join") is None:
+            return 130
+        seed = int(hashlib.sha256(address.lower().encode()).hexdigest()[:8], 16)
+        data = load_local_data(
+            data_source,
+            held_out_fraction=config.training.held_out_fraction,
+            max_examples=config.training.max_examples,
+            seed=seed,
+        )
+        runtime = ModelRuntime(spec, device=config.training.device, threads=config.training.threads)
+        ctx = NodeContext(
+            run_id=run_id,
+            spec=spec,
+            client=chain.client,
+            address=address,
+            fetcher=fetcher,
+            p2p=p2p,
+            runtime=runtime,
+            data=data,
+            state=state,
+            log=log,
+            home=home,
+            config=config,
+            stop=stop,
+        )
+        fetcher.providers = ctx.providers_of
+        holder["ctx"] = ctx
+        if p2p is not None:
+            p2p.subscribe(ctx.run_key, _on_message(ctx))
+        initial = runtime.initial_state()
+        from training.merge import state_hash
+
+        log.event(
+            "node.ready",
+            run=run_id,
+            spec=spec.name,
+            model=spec.model.name_or_path,
+            params=runtime.flat_spec.numel,
+            initial_sha=state_hash(initial),
+            train_examples=len(data.train),
+            held_out=len(data.held_out),
+        )
+        return _loop(ctx, step, _unlearn_hook())
+    except (NodeError, ValueError) as exc:  # configuration, key, spec or data problems: exit 2
+        log.event("error", fatal=True, kind=type(exc).__name__, message=str(exc))
+        return 2
+    except Exception as exc:  # anything else while starting (the loop itself never raises)
+        log.event("error", fatal=True, kind=type(exc).__name__, message=str(exc))
+        return 1
+    finally:
+        if p2p is not None:
+            with contextlib.suppress(Exception):
+                p2p.stop()
+        log.event("node.stopped", run=run_id)
+        state.close()
+        log.close()
+
+
+def _loop(ctx: NodeContext, step: Callable[[NodeContext], bool], hook: Callable[[NodeContext], None]) -> int:
+    backoff = 0.0
+    last_members = 0.0
+    while not ctx.stop.is_set():
+        try:
+            if time.monotonic() - last_members > 5.0:
+                ctx.members = {m.lower() for m in ctx.client.members(ctx.run_id)}
+                last_members = time.monotonic()
+            done = step(ctx)
+            hook(ctx)
+            backoff = 0.0
+            if done:
+                ctx.log.event("run.done", run=ctx.run_id, rounds=ctx.spec.rounds)
+                return 0
+        except Exception as exc:  # never crash on a step: log, back off, retry from chain + state
+            backoff = min(MAX_BACKOFF_S, max(1.0, backoff * 2))
+            ctx.log.event(
+                "error",
+                run=ctx.run_id,
+                round=ctx.current_round,
+                kind=type(exc).__name__,
+                message=str(exc)[:500],
+                retry_in_s=backoff,
+            )
+        pause = max(backoff, ctx.config.chain.poll_interval_s)
+        ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", pause)
+        ctx.stop.wait(pause)
+    return 130
+
+
+def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: str) -> Any:
+    """Call until it succeeds (its value, ``True`` for ``None``), backing off; ``None`` if stopped."""
+    delay = 1.0
+    while not stop.is_set():
+        try:
+            value = call()
+            return True if value is None else value
+        except (NodeError, ValueError) as exc:
+            if isinstance(exc, RunMismatchError | RunSpecError):
+                raise
+            log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
+        except Exception as exc:  # RPC / store outages while starting: keep trying
+            log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
+        stop.wait(delay)
+        delay = min(MAX_BACKOFF_S, delay * 2)
+    return None
