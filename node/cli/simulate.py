@@ -48,15 +48,15 @@ def _print_table(result: Any) -> None:
 
 def simulate(
     config: Path = typer.Option(..., "--config", "-c", help="Simulation TOML file (see training/configs/)."),
-    rounds: int | None = typer.Option(None, "--rounds", help="Override [simulation] rounds."),
-    clients: int | None = typer.Option(None, "--clients", help="Override [simulation] clients."),
+    rounds: int | None = typer.Option(None, "--rounds", help="Override the number of rounds."),
+    clients: int | None = typer.Option(None, "--clients", help="Override the number of clients."),
     algorithm: str | None = typer.Option(None, "--algorithm", help="Override the FL algorithm."),
     aggregator: str | None = typer.Option(None, "--aggregator", help="Override the aggregator."),
     codec: str | None = typer.Option(None, "--codec", help="Override the update codec (fp32, int8)."),
     seed: int | None = typer.Option(None, "--seed", help="Override the simulation seed."),
     byzantine: int | None = typer.Option(None, "--byzantine", help="Number of Byzantine clients."),
     attack: str | None = typer.Option(None, "--attack", help="Attack of the Byzantine clients."),
-    local_steps: int | None = typer.Option(None, "--local-steps", help="Override [train] local_steps."),
+    local_steps: int | None = typer.Option(None, "--local-steps", help="Override the local steps per round."),
     threads: int | None = typer.Option(
         None, "--threads", help="torch threads (1 is fastest for tiny models)."
     ),
