@@ -1,0 +1,50 @@
+"""Tests for node.config: the documented template, loading and overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from node.config import NodeConfig, NodeConfigError, load_config, render_toml
+
+
+def test_rendered_template_documents_every_field_and_loads_back(tmp_path: Path) -> None:
+    config = NodeConfig().replace(
+        **{"chain.registry": "0x" + "ab" * 20, "p2p.bootstrap": ["/ip4/1.2.3.4/tcp/1/p2p/x"]}
+    )
+    text = render_toml(config)
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+
+    loaded = load_config(path)
+
+    assert loaded == config
+    for section in dataclasses.fields(config):
+        for f in dataclasses.fields(getattr(config, section.name)):
+            assert f"# {f.metadata['help']}\n{f.name} = " in text
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[chain]\nrpc_url = "ftp://x"\n', r"\[chain\].*rpc_url"),
+        ('[chain]\nregistry = "0x12"\n', "registry"),
+        ("[p2p]\nlisten_port = 70000\n", "listen_port"),
+        ("[training]\nheld_out_fraction = 1.5\n", "held_out_fraction"),
+        ("[nodes]\n", "unknown table"),
+        ("[p2p]\nport = 1\n", "unknown key"),
+    ],
+)
+def test_bad_values_name_the_field(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(toml)
+
+    with pytest.raises(NodeConfigError, match=message):
+        load_config(path)
+
+
+def test_replace_rejects_unknown_keys() -> None:
+    with pytest.raises(NodeConfigError, match="unknown config key"):
+        NodeConfig().replace(**{"chain.colour": "red"})

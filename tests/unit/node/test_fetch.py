@@ -1,0 +1,62 @@
+"""Tests for node.fetch: own store first, an IPFS-like fallback last, hash checks, keeping what is fetched."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from node.errors import ArtifactUnavailableError
+from node.fetch import Fetcher, Want
+from node.state import NodeState
+from p2p.storage import LocalStore
+
+
+def _want(data: bytes, cid: str, sha: str | None = None) -> Want:
+    return Want(cid, sha if sha is not None else hashlib.sha256(data).hexdigest(), 1 << 20, "update", 1, 0)
+
+
+def test_own_store_is_tried_first(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    cid = own.put(b"update bytes")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"))
+
+    data, source = fetcher.get(_want(b"update bytes", cid))
+
+    assert (data, source) == (b"update bytes", "store")
+
+
+def test_fallback_store_is_used_and_the_artifact_is_kept_and_recorded(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    cid = remote.put(b"from far away")
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, ipfs=remote)
+
+    data, source = fetcher.get(_want(b"from far away", cid))
+
+    assert (data, source) == (b"from far away", "ipfs")
+    assert own.has(cid)
+    assert state.artifacts(1)[0]["cid"] == cid
+
+
+def test_wrong_sha256_is_unavailable_not_accepted(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    cid = remote.put(b"payload")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote)
+
+    with pytest.raises(ArtifactUnavailableError, match="sha256"):
+        fetcher.get(_want(b"payload", cid, sha="00" * 32))
+    assert not own.has(cid)
+
+
+def test_get_many_reports_missing_artifacts_without_raising(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    present = own.put(b"here")
+    missing = LocalStore(tmp_path / "other").put(b"not here")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"))
+
+    out = fetcher.get_many([_want(b"here", present), _want(b"not here", missing)], raise_errors=False)
+
+    assert out[present] == (b"here", "store")
+    assert isinstance(out[missing], ArtifactUnavailableError)

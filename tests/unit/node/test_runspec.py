@@ -1,0 +1,77 @@
+"""Tests for node.runspec: TOML parsing, canonical bytes and strict decoding."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from node.runspec import RunSpec, RunSpecError
+
+SPECS = Path(__file__).resolve().parents[3] / "node" / "specs"
+
+
+@pytest.mark.parametrize("name", ["tiny.toml", "smollm2.toml"])
+def test_shipped_specs_round_trip_through_canonical_bytes(name: str) -> None:
+    spec = RunSpec.from_toml(SPECS / name)
+
+    data = spec.canonical_bytes()
+    back = RunSpec.from_bytes(data)
+
+    assert back == spec
+    assert back.canonical_bytes() == data
+    assert back.sha256() == spec.sha256()
+
+
+def test_canonical_bytes_do_not_depend_on_toml_layout(tmp_path: Path) -> None:
+    a = tmp_path / "a.toml"
+    b = tmp_path / "b.toml"
+    a.write_text('[run]\nrounds = 2\naggregator = "median"\n[aggregator_params]\nf = 1\n[train]\nlr = 0.01\n')
+    b.write_text('[train]\nlr = 0.01\n[aggregator_params]\nf = 1\n[run]\naggregator = "median"\nrounds = 2\n')
+
+    assert RunSpec.from_toml(a).canonical_bytes() == RunSpec.from_toml(b).canonical_bytes()
+
+
+def test_merge_spec_follows_the_algorithm() -> None:
+    spec = RunSpec(algorithm="scaffold", aggregator="trimmed_mean", aggregator_params={"trim_ratio": 0.2})
+
+    merge = spec.merge_spec()
+
+    assert merge.scaffold is True
+    assert merge.server_optimizer == "fedavg"
+    assert dict(merge.aggregator_params) == {"trim_ratio": 0.2}
+    assert spec.train_config(seed=5).client_algorithm == "scaffold"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ("[run]\nrounds = 0\n", "rounds"),
+        ('[run]\nalgorithm = "sgd"\n', "algorithm"),
+        ('[run]\naggregator = "nope"\n', "aggregator"),
+        ("[chain]\nquorum_bps = 0\n", r"\[chain\].*quorum_bps"),
+        ("[train]\nlr = -1.0\n", r"\[train\].*lr"),
+        ("[run]\ncolour = 1\n", "unknown key"),
+        ("[runn]\n", "unknown table"),
+        ("[run\n", "invalid TOML"),
+    ],
+)
+def test_bad_specs_name_the_field(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(toml)
+
+    with pytest.raises(RunSpecError, match=message):
+        RunSpec.from_toml(path)
+
+
+def test_from_bytes_rejects_other_formats_and_junk() -> None:
+    good = json.loads(RunSpec().canonical_bytes())
+    good["format"] = "something-else/1"
+
+    with pytest.raises(RunSpecError, match="format"):
+        RunSpec.from_bytes(json.dumps(good).encode())
+    with pytest.raises(RunSpecError, match="not JSON"):
+        RunSpec.from_bytes(b"\xff\x00")
+    with pytest.raises(RunSpecError, match="cap"):
+        RunSpec.from_bytes(b" " * (1 << 17))
