@@ -29,6 +29,7 @@ from ledger.types import RoundId, RoundStatus, RunId, RunInfo, included_set_hash
 from node.history import INITIAL, ModelRef, RoundRecord, RunHistory, base_of_round, read_history
 from node.replay import (
     ArtifactError,
+    ArtifactReader,
     ReplayError,
     RunSetup,
     fetch_checked,
@@ -38,7 +39,7 @@ from node.replay import (
     replay_unlearning,
     update_inputs,
 )
-from p2p.storage import Store, compute_cid
+from p2p.storage import compute_cid
 from training.merge import MergeError, ModelState, encode_state, state_hash
 
 log = logging.getLogger(__name__)
@@ -153,7 +154,7 @@ class RunAudit:
 class _Auditor:
     """Recomputes one run's lineage, memoising every model it rebuilt."""
 
-    def __init__(self, history: RunHistory, store: Store, setup: RunSetup, report: RunAudit) -> None:
+    def __init__(self, history: RunHistory, store: ArtifactReader, setup: RunSetup, report: RunAudit) -> None:
         self.history = history
         self.store = store
         self.setup = setup
@@ -361,7 +362,7 @@ class _Auditor:
                 )
 
 
-def audit_run(client: RunsClient, run: int, store: Store, load_setup: SetupLoader) -> RunAudit:
+def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: SetupLoader) -> RunAudit:
     """Audit one run (see the module docstring); never stops at the first mismatch.
 
     Parameters
@@ -396,7 +397,7 @@ def audit_run(client: RunsClient, run: int, store: Store, load_setup: SetupLoade
 
 
 def audit_registry(
-    client: RunsClient, store: Store, load_setup: SetupLoader, run: int | None = None
+    client: RunsClient, store: ArtifactReader, load_setup: SetupLoader, run: int | None = None
 ) -> list[RunAudit]:
     """Audit one run, or every run of the registry (ids ``1..runCount``)."""
     runs = [run] if run is not None else list(range(1, client.run_count() + 1))

@@ -18,13 +18,14 @@ import itertools
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from eth_utils.address import to_checksum_address
 
 from ledger.types import Submission, included_set_hash
 from node.history import INITIAL, ModelRef, RoundRecord, RunHistory, base_of_round, exclusions, replay_window
 from p2p.errors import StorageError
-from p2p.storage import Cid, Store
+from p2p.storage import Cid
 from training.merge import MergeError, MergeSpec, ModelState, UpdateInput, decode_state, merge, state_hash
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,14 @@ MAX_SUBSET_SEARCH = 16
 """Most commits in a round for which the included set is searched by hash (2**n candidate subsets)."""
 
 DEFAULT_MAX_ARTIFACT_BYTES = 1 << 30
+
+
+class ArtifactReader(Protocol):
+    """Where artifacts are read: any ``p2p.storage`` store, or a node's fetcher (store -> peers -> IPFS)."""
+
+    def get(self, cid: Cid, max_size: int | None = None) -> bytes:
+        """Return the bytes named by ``cid`` (verified against it), or raise."""
+        ...
 
 
 class ReplayError(RuntimeError):
@@ -62,7 +71,9 @@ class RunSetup:
     run_label: str
 
 
-def fetch_checked(store: Store, cid: str, sha256: bytes, max_size: int = DEFAULT_MAX_ARTIFACT_BYTES) -> bytes:
+def fetch_checked(
+    store: ArtifactReader, cid: str, sha256: bytes, max_size: int = DEFAULT_MAX_ARTIFACT_BYTES
+) -> bytes:
     """Return the bytes at ``cid``, checked to hash to ``sha256``.
 
     Raises
@@ -80,7 +91,7 @@ def fetch_checked(store: Store, cid: str, sha256: bytes, max_size: int = DEFAULT
     return data
 
 
-def load_state(store: Store, ref: ModelRef, setup: RunSetup) -> ModelState:
+def load_state(store: ArtifactReader, ref: ModelRef, setup: RunSetup) -> ModelState:
     """Return the model ``ref`` names: the initial state, or fetched by CID and checked by state hash.
 
     Raises
@@ -136,7 +147,9 @@ def named_included_set(rec: RoundRecord) -> list[Submission]:
 
 
 def update_inputs(
-    store: Store, subs: Sequence[Submission], on_error: Callable[[Submission, str], None] | None = None
+    store: ArtifactReader,
+    subs: Sequence[Submission],
+    on_error: Callable[[Submission, str], None] | None = None,
 ) -> list[UpdateInput]:
     """Fetch and hash-check the updates of ``subs``; report unusable ones to ``on_error`` and skip them.
 
@@ -192,7 +205,7 @@ class ReplayResult:
 def replay_unlearning(
     history: RunHistory,
     request_id: int,
-    store: Store,
+    store: ArtifactReader,
     setup: RunSetup,
     resolve: Callable[[ModelRef], ModelState] | None = None,
 ) -> ReplayResult:

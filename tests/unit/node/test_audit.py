@@ -100,10 +100,11 @@ def test_audit_notes_but_accepts_an_unusable_update_the_quorum_left_out(toy: Toy
 
 
 def test_audit_reports_a_spec_that_does_not_match_its_hash(pyevm_chain: ChainEnv, tmp_path: Path) -> None:
-    toy = ToyRun([pyevm_chain.client(i) for i in range(3)], LocalStore(tmp_path / "store"))
+    store = LocalStore(tmp_path / "store")
+    toy = ToyRun([pyevm_chain.client(i) for i in range(3)], store)
     toy.create(pyevm_chain.mine_to)
-    toy.store.unpin(toy.store.put(toy.spec))
-    toy.store.gc()
+    store.unpin(store.put(toy.spec))
+    store.gc()
 
     report = _audit(toy)
 
