@@ -1,0 +1,101 @@
+"""``fedchain audit``: rebuild every round and unlearning result of a registry's runs, check every hash."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import typer
+
+from node.cli.common import EXIT_FAILURE, EXIT_MISMATCH, EXIT_USAGE, JSON, fail
+
+
+def _spec_setup_loader() -> Any:
+    """Build each run's merge rules and initial state from its spec (one model load per distinct spec)."""
+    import hashlib
+
+    from node.model import ModelRuntime
+    from node.replay import RunSetup
+    from node.runspec import RunSpec
+
+    cache: dict[bytes, tuple[Any, Any]] = {}
+
+    def load(data: bytes, info: Any) -> RunSetup:
+        key = hashlib.sha256(data).digest()
+        if key not in cache:
+            spec = RunSpec.from_bytes(data)
+            cache[key] = (spec, ModelRuntime(spec).initial_state())
+        spec, initial = cache[key]
+        return RunSetup(spec.merge_spec(), initial, str(int(info.run_id)))
+
+    return load
+
+
+def audit(
+    rpc: str = typer.Option(..., "--rpc", help="JSON-RPC URL of the chain, e.g. http://127.0.0.1:8545."),
+    registry: str = typer.Option(..., "--registry", help="Address of the Runs contract."),
+    ipfs_api: str = typer.Option(
+        ..., "--ipfs-api", help="IPFS HTTP API multiaddr (/ip4/127.0.0.1/tcp/5001/http) or a store folder."
+    ),
+    run: int | None = typer.Option(None, "--run", help="Audit only this run (default: every run)."),
+    json_output: bool = JSON,
+) -> None:
+    """Recompute every finalised round and fulfilled unlearning request from the chain and the artifacts.
+
+    Exit 0 when everything matches, 3 when anything does not (each mismatch is named), 1 on an outage.
+    """
+    from ledger.chain import connect
+    from ledger.client import RunsClient
+    from ledger.errors import LedgerError
+    from node.audit import audit_registry
+    from node.errors import NodeError
+    from p2p.errors import P2PError
+    from p2p.storage import open_store
+
+    try:
+        client = RunsClient(connect(rpc), registry)
+        store = open_store(
+            ipfs_api if ipfs_api.startswith(("/", "ipfs:", "local:", ".")) else f"ipfs:{ipfs_api}"
+        )
+    except (LedgerError, P2PError, ValueError) as exc:
+        fail(str(exc), EXIT_USAGE)
+    try:
+        reports = audit_registry(client, store, _spec_setup_loader(), run)
+    except (LedgerError, NodeError, P2PError) as exc:
+        fail(f"audit could not read the chain or the artifacts: {exc}", EXIT_FAILURE)
+    ok = all(report.ok for report in reports)
+    if json_output:
+        typer.echo(json.dumps({"ok": ok, "runs": [report.to_json() for report in reports]}))
+    else:
+        for report in reports:
+            finalised = sum(1 for row in report.rounds if row.status == "finalized")
+            fulfilled = sum(1 for row in report.requests if row.status == "fulfilled")
+            verdict = "OK" if report.ok else f"{len(report.mismatches)} MISMATCH(ES)"
+            typer.echo(
+                f"run {report.run}: {finalised} finalised rounds recomputed, "
+                f"{fulfilled} fulfilled unlearning requests replayed — {verdict}"
+            )
+            for row in report.rounds:
+                if row.status == "finalized":
+                    same = "=" if row.recomputed_sha256 == row.merged_sha256 else "≠"
+                    typer.echo(
+                        f"  round {row.round:>3} from {row.base}: {len(row.included)} included, merged "
+                        f"{str(row.merged_sha256)[:16]}… {same} recomputed {str(row.recomputed_sha256)[:16]}…"
+                    )
+            for req in report.requests:
+                typer.echo(
+                    f"  unlearning {req.request} ({req.subject} from round {req.from_round}): {req.status}"
+                    + (f", replayed rounds {req.replayed_rounds}" if req.status == "fulfilled" else "")
+                )
+            for m in report.members:
+                typer.echo(
+                    f"  member {m.member}: submitted {m.submitted_on_chain} (events {m.submitted_events}), "
+                    f"accepted {m.accepted_on_chain} (recomputed {m.accepted_recomputed}), "
+                    f"included in rounds {m.included_rounds}" + (" [banned]" if m.banned else "")
+                )
+            for mismatch in report.mismatches:
+                typer.echo(f"  MISMATCH {mismatch.describe()}")
+            for note in report.notes:
+                typer.echo(f"  note: {note}")
+    if not ok:
+        raise typer.Exit(EXIT_MISMATCH)
