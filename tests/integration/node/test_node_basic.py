@@ -1,0 +1,113 @@
+"""A first real check of the node: anvil (1 s blocks) + an IPFS daemon, three ``fedchain node`` processes.
+
+Each member has its own embedded store, so updates travel between processes over the libp2p blob stream
+(the devnet's IPFS daemon is the last fallback). The run (tiny model, two rounds) must finalise on chain
+with every node ending on the same merged-model hash; ``fedchain status --json`` and ``fedchain export``
+then show and export it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.cluster import LocalCluster, fedchain
+
+pytestmark = pytest.mark.integration
+
+SPEC = Path(__file__).resolve().parents[3] / "node" / "specs" / "tiny.toml"
+DATA = ["synthetic:arithmetic:40", "synthetic:reverse:40", "synthetic:capitals:40"]
+
+
+@pytest.fixture(scope="module")
+def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    from node.devnet.anvil import AnvilConfig
+    from node.devnet.harness import Devnet
+
+    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
+        yield state
+
+
+@pytest.fixture(scope="module")
+def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
+    cluster = LocalCluster(tmp_path_factory.mktemp("nodes"), devnet, len(DATA))
+    cluster.init()
+    run_id = cluster.create_run(SPEC)
+    try:
+        cluster.start(run_id, DATA)
+        cluster.wait_until(
+            lambda: all(cluster.events(i, "run.done") for i in range(cluster.size)),
+            300,
+            "every node's run.done",
+        )
+        yield cluster, run_id
+    finally:
+        cluster.stop()
+        for member in cluster.members:
+            errors = [e for e in cluster.events(member.index, "error") if e.get("fatal")]
+            if errors:
+                print(f"node{member.index} fatal errors: {errors}")
+
+
+def test_rounds_finalise_on_chain_with_one_merged_hash_on_every_node(
+    finished: tuple[LocalCluster, int],
+) -> None:
+    cluster, run_id = finished
+    home = str(cluster.members[0].home)
+
+    done = fedchain("status", "--run", str(run_id), "--home", home, "--json")
+
+    assert done.returncode == 0, done.stderr
+    status = json.loads(done.stdout)
+    finalized = [r for r in status["rounds"] if r["status"] == "finalized"]
+    assert len(finalized) == 2
+    for entry in finalized:
+        finals = {e["sha"] for i in range(cluster.size) for e in cluster.events(i, "round.finalized")
+                  if e["round"] == entry["round"]}  # fmt: skip
+        assert finals == {entry["merged_sha256"]}
+        voted = {e["sha"] for i in range(cluster.size) for e in cluster.events(i, "round.voted")
+                 if e["round"] == entry["round"]}  # fmt: skip
+        assert voted == {entry["merged_sha256"]}
+        assert len(entry["submissions"]) >= 2
+    assert {m["address"] for m in status["members"]} == {m.address for m in cluster.members}
+    assert sum(m["accepted_contributions"] for m in status["members"]) >= 4
+
+
+def test_updates_travel_between_nodes_over_the_blob_stream(finished: tuple[LocalCluster, int]) -> None:
+    cluster, _ = finished
+
+    sources: dict[str, int] = {}
+    for i in range(cluster.size):
+        for event in cluster.events(i, "round.fetched"):
+            for source, count in event["sources"].items():
+                sources[source] = sources.get(source, 0) + count
+
+    assert sources.get("peers", 0) > 0
+
+
+def test_export_writes_a_peft_folder_of_the_finalised_model(
+    finished: tuple[LocalCluster, int], tmp_path: Path
+) -> None:
+    cluster, run_id = finished
+    out = tmp_path / "adapter"
+
+    done = fedchain(
+        "export", "--run", str(run_id), "--out", str(out), "--home", str(cluster.members[1].home), "--json"
+    )
+
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["round"] == 1
+    assert (out / "adapter_config.json").is_file()
+    assert (out / "adapter_model.safetensors").is_file()
+    from peft import PeftModel
+
+    from training.models import load_model
+
+    base, _ = load_model("tiny-llama")
+    model = PeftModel.from_pretrained(base, str(out))
+    assert any("lora_B" in name for name, _ in model.named_parameters())
