@@ -63,11 +63,30 @@ class Fetcher:
         self.providers = providers or (lambda cid: [])
         self.ipfs = ipfs
 
-    def keep(self, data: bytes, kind: str, run: int | None = None, round: int | None = None) -> str:
-        """Put ``data`` into the own store, pin it, record it; return its CID (durable before returning)."""
+    def keep(
+        self,
+        data: bytes,
+        kind: str,
+        run: int | None = None,
+        round: int | None = None,
+        *,
+        publish: bool = True,
+    ) -> str:
+        """Put ``data`` into the own store, pin it, record it; return its CID (durable before returning).
+
+        With ``publish`` (this node's own artifacts) and an IPFS daemon configured besides an embedded own
+        store, the bytes are also added and pinned there, so that anyone (an auditor) can fetch them; a
+        failure to publish is logged, not raised: the own store and the peers still serve them.
+        """
         cid = str(self.store.put(data))
         self.store.pin(cid)
         self.state.record_artifact(cid, hashlib.sha256(data).hexdigest(), kind, run, round, len(data))
+        if publish and self.ipfs is not None:
+            try:
+                self.ipfs.put(data)
+                self.ipfs.pin(cid)
+            except Exception as exc:  # IPFS is a mirror here; the artifact is already kept locally
+                log.warning("could not publish %s %s to IPFS: %s", kind, cid, exc)
         return cid
 
     def _check(self, want: Want, data: bytes) -> bytes:
@@ -158,7 +177,7 @@ class Fetcher:
         for want in wants:
             value = out.get(want.cid)
             if isinstance(value, tuple) and value[1] != "store":
-                self.keep(value[0], want.kind, want.run, want.round)
+                self.keep(value[0], want.kind, want.run, want.round, publish=False)
             elif isinstance(value, tuple):
                 self.state.record_artifact(
                     want.cid,

@@ -90,6 +90,9 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
         if info.status == RoundStatus.FINALIZED:
             result = ctx.client.round_result(ctx.run_id, rnd)
             sha, cid = result.merged_sha256.hex(), result.merged_cid
+            if record.merged_sha is not None and record.merged_sha != sha:
+                ctx.load_state(sha, cid, round=rnd)  # adopt the agreed model now: fetched, hash-checked
+                ctx.log.event("round.adopted", run=ctx.run_id, round=rnd, sha=sha, cid=cid)
             ctx.state.update_round(ctx.run_id, rnd, final_sha=sha, final_cid=cid, status="finalized")
             ctx.state.adopt(ctx.run_id, rnd, sha, cid, "finalized")
             if record.merged_sha is not None and record.merged_sha != sha:
