@@ -26,7 +26,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
 from ledger.types import RoundId, RoundStatus, RunId, RunInfo, included_set_hash
-from node.history import INITIAL, ModelRef, RoundRecord, RunHistory, base_of_round, read_history
+from node.history import ModelRef, RoundRecord, RunHistory, base_of_round, read_history
 from node.replay import (
     ArtifactError,
     ArtifactReader,
@@ -396,6 +396,28 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
     return report
 
 
+def runspec_setup_loader() -> SetupLoader:
+    """Return the default :data:`SetupLoader`: parse a ``RunSpec``, load its model once per spec.
+
+    The initial state is the run-seeded adapter initialisation of the spec's model (loading the model is
+    the only way to know it), so auditing needs the base model available locally, like a node.
+    """
+    from node.model import ModelRuntime
+    from node.runspec import RunSpec
+
+    cache: dict[bytes, tuple[Any, ModelState]] = {}
+
+    def load(data: bytes, info: RunInfo) -> RunSetup:
+        key = hashlib.sha256(data).digest()
+        if key not in cache:
+            spec = RunSpec.from_bytes(data)
+            cache[key] = (spec, ModelRuntime(spec).initial_state())
+        spec, initial = cache[key]
+        return RunSetup(spec.merge_spec(), initial, str(int(info.run_id)))
+
+    return load
+
+
 def audit_registry(
     client: RunsClient, store: ArtifactReader, load_setup: SetupLoader, run: int | None = None
 ) -> list[RunAudit]:
@@ -404,13 +426,7 @@ def audit_registry(
     return [audit_run(client, RoundId(r), store, load_setup) for r in runs]
 
 
-def spec_sha256(data: bytes) -> bytes:
-    """sha256 of spec bytes (what ``createRun`` records)."""
-    return hashlib.sha256(data).digest()
-
-
 __all__ = [
-    "INITIAL",
     "MemberAudit",
     "Mismatch",
     "RequestAudit",
@@ -419,4 +435,5 @@ __all__ = [
     "SetupLoader",
     "audit_registry",
     "audit_run",
+    "runspec_setup_loader",
 ]

@@ -3,32 +3,10 @@
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import typer
 
 from node.cli.common import EXIT_FAILURE, EXIT_MISMATCH, EXIT_USAGE, JSON, fail
-
-
-def _spec_setup_loader() -> Any:
-    """Build each run's merge rules and initial state from its spec (one model load per distinct spec)."""
-    import hashlib
-
-    from node.model import ModelRuntime
-    from node.replay import RunSetup
-    from node.runspec import RunSpec
-
-    cache: dict[bytes, tuple[Any, Any]] = {}
-
-    def load(data: bytes, info: Any) -> RunSetup:
-        key = hashlib.sha256(data).digest()
-        if key not in cache:
-            spec = RunSpec.from_bytes(data)
-            cache[key] = (spec, ModelRuntime(spec).initial_state())
-        spec, initial = cache[key]
-        return RunSetup(spec.merge_spec(), initial, str(int(info.run_id)))
-
-    return load
 
 
 def audit(
@@ -47,7 +25,7 @@ def audit(
     from ledger.chain import connect
     from ledger.client import RunsClient
     from ledger.errors import LedgerError
-    from node.audit import audit_registry
+    from node.audit import audit_registry, runspec_setup_loader
     from node.errors import NodeError
     from p2p.errors import P2PError
     from p2p.storage import open_store
@@ -60,7 +38,7 @@ def audit(
     except (LedgerError, P2PError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
     try:
-        reports = audit_registry(client, store, _spec_setup_loader(), run)
+        reports = audit_registry(client, store, runspec_setup_loader(), run)
     except (LedgerError, NodeError, P2PError) as exc:
         fail(f"audit could not read the chain or the artifacts: {exc}", EXIT_FAILURE)
     ok = all(report.ok for report in reports)
