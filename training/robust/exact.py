@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import torch
 from torch import Tensor
@@ -34,14 +36,31 @@ from torch import Tensor
 CHUNK = 1 << 14
 """Coordinates per block of :func:`weighted_sum`: keeps its ``n * CHUNK`` float64 block in cache."""
 
-GRAM_CHUNK = 1 << 16
+GRAM_CHUNK = 1 << 14
 """Coordinates per block of :func:`gram` (each block's Gram entries stay below ``2**50``)."""
 
-GRID_BITS = 17
+GRID_BITS = 18
 """Bits of each grid value in :func:`gram`: ``GRAM_CHUNK * (2**GRID_BITS)**2 * 4 <= 2**53`` keeps it exact."""
+
+T = TypeVar("T")
 
 MAX_WEIGHT_BITS = 40
 """Largest total integer weight is ``2**MAX_WEIGHT_BITS`` (still 13 bits of grid precision)."""
+
+
+def map_chunks(d: int, chunk: int, fn: Callable[[int, int], T], *, parallel: bool = True) -> list[T]:
+    """Run ``fn(c0, c1)`` on every block ``[c0, c1)`` of ``range(d)``; results in block order.
+
+    Blocks run on ``torch.get_num_threads()`` Python threads (torch kernels release the GIL). Many small
+    kernels from one thread each open an OpenMP region, which is slow on a busy machine; whole blocks per
+    thread are not. Every block's result is exact, so the schedule cannot change any byte.
+    """
+    bounds = [(c0, min(d, c0 + chunk)) for c0 in range(0, d, chunk)]
+    workers = min(torch.get_num_threads(), len(bounds)) if parallel else 1
+    if workers <= 1:
+        return [fn(c0, c1) for c0, c1 in bounds]
+    with ThreadPoolExecutor(workers, thread_name_prefix="fedchain-exact") as pool:
+        return list(pool.map(lambda b: fn(*b), bounds))
 
 
 def check_updates(updates: Tensor, weights: Tensor, *, min_rows: int = 1) -> None:
@@ -123,6 +142,7 @@ def weighted_sum(
     rows: Sequence[int] | None = None,
     extra: Tensor | None = None,
     extra_weight: int = 0,
+    threads: bool = True,
 ) -> Tensor:
     """Return ``(sum_i int_weights[i] * updates[rows[i]] + extra_weight * extra) / divisor`` as float32.
 
@@ -143,6 +163,8 @@ def weighted_sum(
         An optional extra ``[d]`` float32 vector (e.g. a centre) with its own integer weight.
     extra_weight
         Weight of ``extra``.
+    threads
+        Spread blocks over threads (off when already called from a block worker).
     """
     idx = list(range(updates.shape[0])) if rows is None else list(rows)
     ws = [int(w) for w in int_weights]
@@ -160,8 +182,8 @@ def weighted_sum(
     out = torch.empty(d, dtype=torch.float32)
     contiguous = idx == list(range(updates.shape[0]))
     w_row = torch.tensor([ws], dtype=torch.float64)
-    for c0 in range(0, d, CHUNK):
-        c1 = min(d, c0 + CHUNK)
+
+    def block_sum(c0: int, c1: int) -> None:
         part = updates[:, c0:c1] if contiguous else updates[idx, c0:c1]
         if extra is not None:
             part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
@@ -172,6 +194,8 @@ def weighted_sum(
         acc = torch.mm(w_row, block).squeeze(0)
         acc.div_(divisor).div_(scale)
         out[c0:c1] = acc
+
+    map_chunks(d, CHUNK, block_sum, parallel=threads)
     return canonical_zero(out)
 
 
@@ -209,24 +233,24 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     """
     n, d = updates.shape
     m = n + (1 if extra is not None else 0)
-    blocks: list[tuple[list[list[int]], int]] = []
-    for c0 in range(0, d, GRAM_CHUNK):
-        c1 = min(d, c0 + GRAM_CHUNK)
+
+    def block_gram(c0: int, c1: int) -> tuple[list[list[int]], int] | None:
         part = updates[:, c0:c1]
         if extra is not None:
             part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
         lo, hi = torch.aminmax(part)
         mag = max(-float(lo), float(hi))
         if mag == 0.0:
-            continue
+            return None
         s = GRID_BITS - math.frexp(mag)[1]
         if -100 < s < 100:
             # Scaling by a power of two and rounding are exact in float32 (|q| <= 2**17 < 2**24).
             block = torch.mul(part, math.ldexp(1.0, s)).round_().to(torch.float64)
         else:  # 2**s itself is out of float32 range
             block = part.to(torch.float64).mul_(math.ldexp(1.0, s)).round_()
-        products = (block @ block.T).to(torch.int64).tolist()
-        blocks.append((products, 2 * s))
+        return (block @ block.T).to(torch.int64).tolist(), 2 * s
+
+    blocks = [b for b in map_chunks(d, GRAM_CHUNK, block_gram) if b is not None]
     if not blocks:
         return ExactGram(tuple(tuple(0 for _ in range(m)) for _ in range(m)), 0)
     shift = max(s2 for _, s2 in blocks)

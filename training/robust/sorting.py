@@ -18,9 +18,9 @@ import functools
 import torch
 from torch import Tensor
 
-from training.robust.exact import canonical_zero, weighted_sum
+from training.robust.exact import canonical_zero, map_chunks, weighted_sum
 
-CHUNK = 1 << 15
+CHUNK = 1 << 14
 """Coordinates per block for the comparator passes."""
 
 
@@ -76,14 +76,16 @@ def coordinate_median(updates: Tensor) -> Tensor:
     mid = (n - 1) // 2, n // 2
     network = pruned_network(n, frozenset(mid))
     out = torch.empty(d, dtype=torch.float32)
-    for c0 in range(0, d, CHUNK):
-        c1 = min(d, c0 + CHUNK)
+
+    def block_median(c0: int, c1: int) -> None:
         rows = _sorted_rows(updates[:, c0:c1].clone(), network)
         if mid[0] == mid[1]:
             out[c0:c1] = rows[mid[0]]
         else:
             both = rows[mid[0]].to(torch.float64) + rows[mid[1]].to(torch.float64)
             out[c0:c1] = both.mul_(0.5)
+
+    map_chunks(d, CHUNK, block_median)
     return canonical_zero(out)
 
 
@@ -98,9 +100,11 @@ def coordinate_trimmed_mean(updates: Tensor, k: int) -> Tensor:
     network = pruned_network(n, frozenset(kept))
     ones = [1] * len(kept)
     out = torch.empty(d, dtype=torch.float32)
-    for c0 in range(0, d, CHUNK):
-        c1 = min(d, c0 + CHUNK)
+
+    def block_mean(c0: int, c1: int) -> None:
         rows = _sorted_rows(updates[:, c0:c1].clone(), network)
         middle = torch.stack([rows[i] for i in kept])
-        out[c0:c1] = weighted_sum(middle, ones, float(len(kept)))
+        out[c0:c1] = weighted_sum(middle, ones, float(len(kept)), threads=False)
+
+    map_chunks(d, CHUNK, block_mean)
     return canonical_zero(out)
