@@ -60,6 +60,8 @@ class NodeContext:
         Cached member addresses of the run (for gossip validation), refreshed by the loop.
     current_round
         The open round as last read from the chain.
+    heartbeat
+        The last heartbeat published on gossip (what and when).
     stop
         Set to ask the loop to stop after its current step.
     """
@@ -81,6 +83,8 @@ class NodeContext:
     members: set[str] = field(default_factory=set)
     current_round: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    heartbeat: tuple[str, float] = ("", 0.0)
+    """Last heartbeat sent: ``(round:phase, monotonic time)``."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
 
     @property

@@ -39,6 +39,7 @@ def step(ctx: NodeContext) -> bool:
         return True
     info = client.round_info(ctx.run_id, current)
     phase = info.phase(client.block_number() + 1)
+    _heartbeat(ctx, current, phase.value.replace("-", "_"))
     if phase == Phase.NOT_STARTED:
         _wait(ctx, current, f"round starts at block {info.start_block}")
     elif phase == Phase.SUBMIT:
@@ -68,6 +69,23 @@ def _wait(ctx: NodeContext, round: int, why: str) -> None:
     if ctx.state.get(key) != why:
         ctx.state.set(key, why)
         ctx.log.event("round.waiting", run=ctx.run_id, round=round, why=why)
+
+
+def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) -> None:
+    """Publish this member's phase on gossip when it changes, else at most every ``every_s`` seconds."""
+    if ctx.p2p is None:
+        return
+    what, last = ctx.heartbeat
+    key = f"{round}:{phase}"
+    if key == what and time.monotonic() - last < every_s:
+        return
+    from p2p.messages import Heartbeat
+
+    ctx.heartbeat = (key, time.monotonic())
+    try:
+        ctx.p2p.publish(Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
+    except Exception as exc:  # liveness information only
+        ctx.log.event("gossip.failed", run=ctx.run_id, round=round, why=str(exc)[:200])
 
 
 def _eligible(ctx: NodeContext, info: Any) -> bool:
@@ -109,6 +127,7 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 eligible=result.eligible,
                 block=result.block_number,
                 ours=record.merged_sha == sha,
+                timings=ctx.state.round(ctx.run_id, rnd).timing(),
             )
             if not info.contributions_recorded and record.merged_sha == sha and record.included is not None:
                 _record_contributions(ctx, rnd, record.included)
