@@ -62,6 +62,11 @@ class EventLog:
         self._stream = stream or sys.stdout
         self._file = path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
+        self._rich: Any = None
+        if console == "human":
+            from rich.console import Console
+
+            self._rich = Console(file=self._stream, highlight=False, soft_wrap=True)
 
     def event(self, event: str, **fields: Any) -> dict[str, Any]:
         """Record one event; returns the record written."""
@@ -72,8 +77,9 @@ class EventLog:
             self._file.flush()
             if self.console == "json":
                 print(line, file=self._stream, flush=True)
-            elif self.console == "human":
-                print(self._human(record), file=self._stream, flush=True)
+            elif self._rich is not None:
+                style = _STYLES.get(event, _STYLES.get(event.split(".")[0], ""))
+                self._rich.print(self._human(record), style=style or None, markup=False)
         return record
 
     def _human(self, record: dict[str, Any]) -> str:
@@ -88,6 +94,21 @@ class EventLog:
         """Close the file."""
         with self._lock:
             self._file.close()
+
+
+_STYLES = {
+    "error": "bold red",
+    "round.diverged": "bold red",
+    "round.failed": "red",
+    "round.waiting": "yellow",
+    "round.finalized": "bold green",
+    "round.voted": "green",
+    "round.submitted": "green",
+    "round.trained": "cyan",
+    "round.train_step": "dim cyan",
+    "run.done": "bold green",
+}
+"""Terminal colour of each event (by full name, then by its first part)."""
 
 
 def _short(value: Any) -> str:

@@ -67,7 +67,8 @@ def open_stores(home: NodeHome, config: NodeConfig) -> tuple[Any, Any]:
 
     spec = config.storage.store
     own = open_store(home.store_path if spec == "local" else spec)
-    ipfs = IpfsStore(config.storage.ipfs_api) if config.storage.ipfs_api else None
+    same = spec.removeprefix("ipfs:") == config.storage.ipfs_api
+    ipfs = IpfsStore(config.storage.ipfs_api) if config.storage.ipfs_api and not same else None
     return own, ipfs
 
 
