@@ -3,8 +3,13 @@
 1. Announcement delivery: N peer processes (default 8) on loopback in one gossipsub mesh; each message is
    published with the sender's wall-clock time in it (``ts_ms``) and every receiver logs its arrival time.
    Reported: latency until a message reached *all* other peers (median, p99), and per receiver.
-2. Blob throughput: a fetch over ``/fedchain/blob/1.0.0`` (Noise + yamux over TCP, CID verified on receipt)
-   between two peer processes, against a plain TCP socket between two processes, for 16 and 64 MiB.
+2. Stream throughput (the issue's target): bytes over one libp2p stream (Noise + yamux over TCP, hosts
+   built by ``p2p.host.build_host`` exactly as ``P2PNode`` builds them) from a sender process to this
+   process, against a plain TCP socket between the same two kinds of process, for 16 and 64 MiB. Both
+   sides write/read 1 MiB at a time; the libp2p time runs from opening the stream to its last byte.
+3. Blob fetch, end to end: ``P2PNode.fetch`` between two peer processes over ``/fedchain/blob/1.0.0``,
+   which adds the provider's store read (which re-hashes the blob), CID verification on receipt and the
+   fetcher's local store write (hash, fsync) to the stream transfer; reported against the same raw TCP.
 
     python bench/transfer.py [--peers 8] [--messages 40] [--sizes 16,64] [--repeats 3] [--json]
 
@@ -31,12 +36,44 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.fixtures.p2p import Swarm, member_address  # the same launcher as the multi-process tests
 
+CHUNK = 1 << 20
+STREAM_PROTOCOL = "/fedchain/bench/stream/1.0.0"
+
 _RAW_SENDER = """
 import random, socket, sys
 size, port = int(sys.argv[1]), int(sys.argv[2])
 data = random.Random(1).randbytes(size)
 with socket.create_connection(("127.0.0.1", port)) as s:
     s.sendall(data)
+"""
+
+
+_STREAM_SENDER = """
+import random, sys, trio, multiaddr
+from libp2p.custom_types import TProtocol
+from p2p.host import build_host
+from p2p.identity import NodeIdentity
+size, repeats, protocol = int(sys.argv[1]), int(sys.argv[2]), TProtocol(sys.argv[3])
+data = random.Random(1).randbytes(size)
+async def main():
+    host = build_host(NodeIdentity.from_private_key(bytes(31) + b"\\x07").key_pair, "/ip4/127.0.0.1/tcp/0")
+    served, done = 0, trio.Event()
+    async def serve(stream):
+        nonlocal served
+        view = memoryview(data)
+        for start in range(0, size, 1 << 20):
+            await stream.write(bytes(view[start : start + (1 << 20)]))  # as p2p.blob.serve_request does
+        await stream.close()
+        served += 1
+        if served == repeats:
+            done.set()
+    host.set_stream_handler(protocol, serve)
+    async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+        print(f"{host.get_addrs()[0]}/p2p/{host.get_id().to_base58()}", flush=True)
+        with trio.move_on_after(600):
+            await done.wait()
+        await trio.sleep(0.2)  # let the last FIN reach the receiver
+trio.run(main)
 """
 
 
@@ -107,13 +144,66 @@ def raw_tcp_seconds(size: int) -> float:
     return seconds
 
 
+def libp2p_stream_seconds(size: int, repeats: int) -> list[float]:
+    """Seconds per transfer of ``size`` bytes over a new libp2p stream, ``repeats`` times, one connection."""
+    import multiaddr
+    import trio
+    from libp2p.custom_types import TProtocol
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    from p2p.host import build_host
+    from p2p.identity import NodeIdentity
+
+    root = str(Path(__file__).resolve().parents[1])
+    sender = subprocess.Popen(
+        [sys.executable, "-c", _STREAM_SENDER, str(size), str(repeats), STREAM_PROTOCOL],
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": root},
+    )
+    seconds: list[float] = []
+
+    async def receive() -> None:
+        host = build_host(NodeIdentity.from_private_key(bytes(31) + b"\x08").key_pair, "/ip4/127.0.0.1/tcp/0")
+        async with host.run(listen_addrs=[multiaddr.Multiaddr("/ip4/127.0.0.1/tcp/0")]):
+            line = sender.stdout.readline() if sender.stdout is not None else ""
+            if not line.strip():
+                raise RuntimeError("libp2p stream sender did not start")
+            info = info_from_p2p_addr(multiaddr.Multiaddr(line.strip()))
+            await host.connect(info)
+            buf = bytearray(size)
+            view = memoryview(buf)
+            for _ in range(repeats):
+                received = 0
+                start = time.perf_counter()
+                stream = await host.new_stream(info.peer_id, [TProtocol(STREAM_PROTOCOL)])
+                while received < size:
+                    chunk = await stream.read(min(size - received, CHUNK))
+                    if not chunk:
+                        break
+                    view[received : received + len(chunk)] = chunk
+                    received += len(chunk)
+                seconds.append(time.perf_counter() - start)
+                await stream.close()
+                if received != size:
+                    raise RuntimeError(f"libp2p sender delivered {received} of {size} bytes")
+
+    try:
+        trio.run(receive)
+    finally:
+        sender.wait(timeout=60)
+    return seconds
+
+
 def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list[dict[str, Any]]:
     provider, fetcher = swarm.peers[0], swarm.peers[1]
     rows = []
     for mib in sizes_mib:
         size = mib << 20
         stored = provider.command({"cmd": "put", "size": size, "seed": mib}, "stored", timeout=120)
-        p2p_s, tcp_s = [], []
+        fetch_s, tcp_s = [], []
+        stream_s = libp2p_stream_seconds(size, repeats)
         for _ in range(repeats):
             fetched = fetcher.command(
                 {
@@ -127,16 +217,19 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
             )
             if fetched["event"] != "fetched" or fetched["sha256"] != stored["sha256"]:
                 raise RuntimeError(f"fetch of {mib} MiB failed: {fetched}")
-            p2p_s.append(fetched["seconds"])
+            fetch_s.append(fetched["seconds"])
             tcp_s.append(raw_tcp_seconds(size))
-        p2p_best, tcp_best = min(p2p_s), min(tcp_s)
+        stream_best, fetch_best, tcp_best = min(stream_s), min(fetch_s), min(tcp_s)
         rows.append(
             {
                 "size_mib": mib,
-                "libp2p_MBps": size / p2p_best / 1e6,
+                "libp2p_stream_MBps": size / stream_best / 1e6,
                 "raw_tcp_MBps": size / tcp_best / 1e6,
-                "ratio_vs_raw_tcp": tcp_best / p2p_best,
-                "libp2p_seconds": p2p_s,
+                "ratio_vs_raw_tcp": tcp_best / stream_best,
+                "blob_fetch_MBps": size / fetch_best / 1e6,
+                "fetch_ratio_vs_raw_tcp": tcp_best / fetch_best,
+                "libp2p_stream_seconds": stream_s,
+                "blob_fetch_seconds": fetch_s,
                 "raw_tcp_seconds": tcp_s,
             }
         )
@@ -188,11 +281,12 @@ def main() -> int:
             f"delivery to all {d['peers'] - 1} peers over {d['messages']} messages: "
             f"median {d['to_all_median_s']:.3f} s, p99 {d['to_all_p99_s']:.3f} s"
         )
-        print("| size | libp2p stream MB/s | raw TCP MB/s | ratio |")
-        print("| --- | --- | --- | --- |")
+        print("| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | blob fetch MB/s | fetch ratio |")
+        print("| --- | --- | --- | --- | --- | --- |")
         for r in throughput:
-            cells = [f"{r['size_mib']} MiB", f"{r['libp2p_MBps']:.1f}", f"{r['raw_tcp_MBps']:.1f}"]
-            print("| " + " | ".join([*cells, f"{r['ratio_vs_raw_tcp']:.3f}"]) + " |")
+            cells = [f"{r['size_mib']} MiB", f"{r['libp2p_stream_MBps']:.1f}", f"{r['raw_tcp_MBps']:.1f}"]
+            cells += [f"{r['ratio_vs_raw_tcp']:.3f}", f"{r['blob_fetch_MBps']:.1f}"]
+            print("| " + " | ".join([*cells, f"{r['fetch_ratio_vs_raw_tcp']:.3f}"]) + " |")
     return 0
 
 

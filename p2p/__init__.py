@@ -19,6 +19,10 @@ reconnect
     Keeping bootstrap members connected, with bounded backoff.
 config
     ``P2PConfig``: listen address, bootstrap peers, timeouts.
+noise
+    Noise sessions that read and write the socket in large chunks (py-libp2p's handshake, same wire format).
+yamux
+    A yamux muxer with a lean frame loop, 16 MiB windows and batched writes (same protocol).
 host
     ``P2PNode``: the libp2p host behind a synchronous, thread-bridged API.
 peer_process
