@@ -60,6 +60,8 @@ class NodeContext:
         Cached member addresses of the run (for gossip validation), refreshed by the loop.
     current_round
         The open round as last read from the chain.
+    byzantine
+        For tests and demos of robustness: an attack this member applies to its own updates (``None``).
     heartbeat
         The last heartbeat published on gossip (what and when).
     stop
@@ -83,6 +85,8 @@ class NodeContext:
     members: set[str] = field(default_factory=set)
     current_round: int = 0
     stop: threading.Event = field(default_factory=threading.Event)
+    byzantine: tuple[str, float | None] | None = None
+    """Testing only: ``(attack, strength)`` from ``training.attacks`` this member applies to its updates."""
     heartbeat: tuple[str, float] = ("", 0.0)
     """Last heartbeat sent: ``(round:phase, monotonic time)``."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)

@@ -213,13 +213,15 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
                 "round.train_step", run=ctx.run_id, round=rnd, step=done, steps=total, loss=round(loss, 4)
             )
 
-    result = ctx.runtime.train(
-        base,
-        examples,
-        seed=member_seed(ctx.spec.seed, rnd, ctx.address),
-        client_control=control,
-        progress=progress,
-    )
+    seed = member_seed(ctx.spec.seed, rnd, ctx.address)
+    if ctx.byzantine is not None:
+        from training.attacks import flip_answers, get_attack
+
+        if get_attack(ctx.byzantine[0]).level == "data":
+            examples = flip_answers(examples, seed=seed)
+    result = ctx.runtime.train(base, examples, seed=seed, client_control=control, progress=progress)
+    if ctx.byzantine is not None:
+        result = _attack(ctx, rnd, result, seed)
     ctx.state.add_timing(ctx.run_id, rnd, "train", result.seconds)
     local_loss = ctx.runtime.evaluate(ctx.data.held_out) if ctx.config.training.evaluate else None
     data = ctx.runtime.encode_update(result, run=ctx.run_key, round=rnd)
@@ -249,6 +251,26 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
         num_samples=len(examples),
         local_loss=local_loss,
     )
+
+
+def _attack(ctx: NodeContext, rnd: int, result: Any, seed: int) -> Any:
+    """Rewrite a (testing) Byzantine member's update with its attack; its own update stands for the benign."""
+    import dataclasses
+
+    from training.attacks import apply_update_attack
+
+    name, strength = ctx.byzantine or ("", None)
+    own = result.delta.unsqueeze(0)
+    attacked = apply_update_attack(name, own, own, seed=seed, strength=strength)[0]
+    ctx.log.event(
+        "round.byzantine",
+        run=ctx.run_id,
+        round=rnd,
+        attack=name,
+        norm=float(attacked.norm()),
+        honest_norm=float(own.norm()),
+    )
+    return dataclasses.replace(result, delta=attacked)
 
 
 def _control_path(ctx: NodeContext) -> Any:

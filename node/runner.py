@@ -157,6 +157,7 @@ def run_node(
     *,
     console: str = "human",
     stop: threading.Event | None = None,
+    byzantine: tuple[str, float | None] | None = None,
 ) -> int:
     """Take part in run ``run_id`` until its rounds are finalised (or ``stop`` is set); return an exit code.
 
@@ -172,6 +173,8 @@ def run_node(
         ``human``, ``json`` or ``none``: what the event log prints on the terminal.
     stop
         Event that stops the loop (SIGINT / SIGTERM set it too when called from the main thread).
+    byzantine
+        Testing only: ``(attack, strength)`` this member applies to its own updates.
     """
     from node.model import ModelRuntime, load_local_data
     from node.round import step
@@ -225,6 +228,7 @@ def run_node(
             home=home,
             config=config,
             stop=stop,
+            byzantine=byzantine,
         )
         fetcher.providers = ctx.providers_of
         holder["ctx"] = ctx

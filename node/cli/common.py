@@ -12,8 +12,10 @@ EXIT_USAGE = 2
 EXIT_MISMATCH = 3
 
 HOME = typer.Option(Path(".fedchain"), "--home", help="Node home folder (see `fedchain init`).")
-RPC_URL = typer.Option(None, "--rpc-url", help="Override [chain] rpc_url.")
-REGISTRY = typer.Option(None, "--registry", help="Override [chain] registry (Runs contract address).")
+RPC_URL = typer.Option(None, "--rpc-url", help="Override chain.rpc_url of config.toml.")
+REGISTRY = typer.Option(
+    None, "--registry", help="Override chain.registry of config.toml (Runs contract address)."
+)
 JSON = typer.Option(False, "--json", help="Print one JSON object.")
 
 

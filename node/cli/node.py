@@ -20,21 +20,42 @@ def start(
     home: Path = HOME,
     rpc_url: str | None = RPC_URL,
     registry: str | None = REGISTRY,
-    store: str | None = typer.Option(None, "--store", help="Override [storage] store."),
-    ipfs_api: str | None = typer.Option(None, "--ipfs-api", help="Override [storage] ipfs_api."),
-    listen_port: int | None = typer.Option(None, "--listen-port", help="Override [p2p] listen_port."),
+    store: str | None = typer.Option(None, "--store", help="Override storage.store of config.toml."),
+    ipfs_api: str | None = typer.Option(None, "--ipfs-api", help="Override storage.ipfs_api of config.toml."),
+    listen_port: int | None = typer.Option(
+        None, "--listen-port", help="Override p2p.listen_port of config.toml."
+    ),
     bootstrap: list[str] = typer.Option([], "--bootstrap", help="Member multiaddr to dial (repeatable)."),
-    threads: int | None = typer.Option(None, "--threads", help="Override [training] threads."),
+    threads: int | None = typer.Option(None, "--threads", help="Override training.threads of config.toml."),
     quiet: bool = typer.Option(
         False, "--quiet", help="No terminal output (the JSON log file is still written)."
     ),
     json_log: bool = typer.Option(False, "--json-log", help="Print the JSON event lines on stdout."),
+    byzantine: str | None = typer.Option(
+        None,
+        "--byzantine",
+        help="Testing only: act as a Byzantine member, ATTACK[:STRENGTH] from training.attacks "
+        "(sign_flip, scaling, gaussian_noise, alie, ipm, label_flip).",
+    ),
 ) -> None:
     """Join run RUN and loop over its rounds: train, store, commit, announce, fetch, merge, vote, adopt.
 
     Safe to kill at any point: restarted with the same command it resumes from its state and the chain.
     """
+    from node.cli.common import EXIT_USAGE, fail
     from node.runner import run_node
+
+    attack: tuple[str, float | None] | None = None
+    if byzantine:
+        from training.attacks import ATTACKS
+
+        name, _, strength = byzantine.partition(":")
+        if name not in ATTACKS:
+            fail(f"--byzantine must name one of {', '.join(sorted(ATTACKS))}, got {name!r}", EXIT_USAGE)
+        try:
+            attack = (name, float(strength) if strength else None)
+        except ValueError:
+            fail(f"--byzantine strength must be a number, got {strength!r}", EXIT_USAGE)
 
     node_home, config = load_home(
         home,
@@ -47,4 +68,4 @@ def start(
         training__threads=threads,
     )
     console = "none" if quiet else "json" if json_log else "human"
-    raise typer.Exit(run_node(node_home, config, run, data, console=console))
+    raise typer.Exit(run_node(node_home, config, run, data, console=console, byzantine=attack))
