@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+import weakref
 from collections.abc import Mapping
 from typing import Any
 
@@ -107,26 +108,46 @@ def _init_prompt(model: Any, run_seed: int) -> None:
     embedding.copy_(vocab[rows.to(vocab.device)].float())
 
 
+_NAME_CACHE: weakref.WeakKeyDictionary[nn.Module, tuple[tuple[int, ...], dict[str, nn.Parameter]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def trainable_parameters(model: Any) -> dict[str, nn.Parameter]:
-    """Return the parameters behind :func:`trainable_state`, by exchanged name, in sorted order."""
+    """Return the parameters behind :func:`trainable_state`, by exchanged name, in sorted order.
+
+    The name mapping comes from ``get_peft_model_state_dict`` (milliseconds on big models), so it is cached
+    per model and recomputed whenever the set of trainable parameters changes.
+    """
     from peft import get_peft_model_state_dict
 
+    signature = tuple(id(p) for p in model.parameters() if p.requires_grad)
+    cached = _NAME_CACHE.get(model)
+    if cached is not None and cached[0] == signature:
+        return dict(cached[1])
     config = model.peft_config[ADAPTER_NAME]
     if config.is_prompt_learning:
-        weight = model.prompt_encoder[ADAPTER_NAME].embedding.weight
         # For a causal LM the saved prompt embedding is the whole embedding table (one submodule).
-        return {"prompt_embeddings": weight}
-    params = get_peft_model_state_dict(model, state_dict=model.state_dict(keep_vars=True))
-    return {
-        key: value
-        for key, value in sorted(params.items())
-        if isinstance(value, nn.Parameter) and value.requires_grad
-    }
+        mapping = {"prompt_embeddings": model.prompt_encoder[ADAPTER_NAME].embedding.weight}
+    else:
+        params = get_peft_model_state_dict(model, state_dict=model.state_dict(keep_vars=True))
+        mapping = {
+            key: value
+            for key, value in sorted(params.items())
+            if isinstance(value, nn.Parameter) and value.requires_grad
+        }
+    _NAME_CACHE[model] = (signature, mapping)
+    return dict(mapping)
 
 
 def trainable_state(model: Any) -> dict[str, Tensor]:
     """Return the exchanged adapter state: trainable PEFT tensors as float32 CPU copies, sorted by name."""
-    return {k: p.detach().to("cpu", torch.float32, copy=True) for k, p in trainable_parameters(model).items()}
+    return snapshot(trainable_parameters(model))
+
+
+def snapshot(params: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Copy ``params`` into detached float32 CPU tensors (same names and order)."""
+    return {k: p.detach().to("cpu", torch.float32, copy=True) for k, p in params.items()}
 
 
 def check_state(expected: Mapping[str, Tensor], state: Mapping[str, Tensor]) -> None:

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.adapters import check_state, trainable_parameters, trainable_state
+from training.adapters import check_state, snapshot, trainable_parameters
 from training.config import TrainConfig
 from training.errors import AdapterStateError, TrainingError
 
@@ -128,7 +128,7 @@ def train_local(
         raise TrainingError("the model has no trainable adapter parameters; attach an adapter first")
     names, params = list(params_by_name), list(params_by_name.values())
     device = params[0].device
-    global_state = trainable_state(model)
+    global_state = snapshot(params_by_name)
     algo = cfg.client_algorithm
     anchor = [p.detach().clone() for p in params] if algo == "fedprox" else []
     server_c, client_c = _scaffold_inputs(controls, global_state) if algo == "scaffold" else ({}, {})
@@ -168,13 +168,15 @@ def train_local(
             losses.append(loss.detach())
             if progress is not None:
                 progress(step, total_steps, float(loss.detach()))
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)  # so that `seconds` covers the queued kernels
     finally:
         model.eval()
     seconds = time.perf_counter() - start
     if not losses:
         raise TrainingError("local training got no batches")
 
-    state = trainable_state(model)
+    state = snapshot(params_by_name)
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
         raise TrainingError(f"local training diverged: {bad[0]!r} has NaN/Inf values; lower `lr`")

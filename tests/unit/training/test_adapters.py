@@ -116,3 +116,14 @@ def test_adapter_config_validation() -> None:
         AdapterConfig(r=0)
     with pytest.raises(ConfigError, match=r"`dropout` must be in \[0, 1\)"):
         AdapterConfig(dropout=1.0)
+
+
+def test_trainable_names_follow_requires_grad_changes(tiny_model: Any) -> None:
+    model = attach_adapter(tiny_model, AdapterConfig(), run_seed=0)
+    assert len(trainable_state(model)) == 4
+
+    for name, param in model.named_parameters():
+        if "lora_A" in name:
+            param.requires_grad_(True)
+
+    assert sum(k.endswith("lora_A.weight") for k in trainable_state(model)) == 4
