@@ -149,6 +149,7 @@ def _apply(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
                 continue
             try:
                 ctx.store.unpin(sub.cid)
+                ctx.state.set_pinned(sub.cid, False)
                 unpinned += 1
             except Exception as exc:  # not held here, or the store refuses: nothing to keep
                 log.debug("unpin %s: %s", sub.cid, exc)
