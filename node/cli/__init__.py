@@ -15,6 +15,7 @@ import os
 
 import typer
 
+from node.cli import audit as audit_cli
 from node.cli import demo as demo_cli
 from node.cli import devnet
 from node.cli import export as export_cli
@@ -24,6 +25,7 @@ from node.cli import run as run_cli
 from node.cli import simulate as simulate_cli
 from node.cli import status as status_cli
 from node.cli import store as store_cli
+from node.cli import unlearn as unlearn_cli
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -46,6 +48,8 @@ app.add_typer(run_cli.app, name="run")
 app.add_typer(node_cli.app, name="node")
 app.command("status")(status_cli.status)
 app.command("export")(export_cli.export)
+app.command("audit")(audit_cli.audit)
+app.add_typer(unlearn_cli.app, name="unlearn")
 
 
 @app.callback()
