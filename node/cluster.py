@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -152,11 +152,21 @@ class LocalCluster:
         env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
         return ManagedProcess(f"node{i}", [*argv, *extra], member.home / "stdout.log", ready, env=env)
 
-    def start(self, run_id: int, data: Sequence[str], *, indices: Sequence[int] | None = None) -> None:
-        """Start member processes (all, or ``indices``) with their data sources; wait until each is ready."""
+    def start(
+        self,
+        run_id: int,
+        data: Sequence[str],
+        *,
+        indices: Sequence[int] | None = None,
+        extra: Mapping[int, Sequence[str]] | None = None,
+    ) -> None:
+        """Start member processes (all, or ``indices``) with their data sources; wait until each is ready.
+
+        ``extra`` adds command-line flags per member, e.g. ``{3: ["--byzantine", "scaling:10"]}``.
+        """
         chosen = list(range(self.size)) if indices is None else list(indices)
         for i in chosen:
-            proc = self.process(i, run_id, data[i])
+            proc = self.process(i, run_id, data[i], extra=(extra or {}).get(i, ()))
             proc.start()
             self.processes[i] = proc
         for i in chosen:
