@@ -304,6 +304,12 @@ def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: 
             if isinstance(exc, RunMismatchError | RunSpecError):
                 raise
             log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
+        except LookupError as exc:
+            from ledger.reverts import UnknownRunError
+
+            if isinstance(exc, UnknownRunError):
+                raise NodeError(f"run does not exist on this registry: {exc}") from exc
+            log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
         except Exception as exc:  # RPC / store outages while starting: keep trying
             log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
         stop.wait(delay)
