@@ -161,6 +161,21 @@ class _Auditor:
         self.report = report
         self.rounds: dict[int, ModelState] = {}
         self.unlearned: dict[int, ModelState] = {}
+        self.forgotten: dict[str, int] = {}
+        for req in history.requests:
+            if req.fulfilled:
+                subject = to_checksum_address(req.request.subject)
+                self.forgotten[subject] = min(
+                    self.forgotten.get(subject, req.request.from_round), req.request.from_round
+                )
+
+    def resolve_recorded(self, ref: ModelRef, fallback: ModelState) -> ModelState:
+        """Return a round's recorded model (fetched, hash-checked), reporting it when unusable."""
+        try:
+            return load_state(self.store, ref, self.setup)
+        except ArtifactError as exc:
+            self.mismatch("merged-artifact", ref.source, "the recorded model", "unusable", str(exc))
+            return fallback
 
     def mismatch(
         self,
@@ -246,10 +261,23 @@ class _Auditor:
         except ArtifactError as exc:
             self.mismatch("base-model", r, base.describe(), "unavailable", str(exc))
             return
-        errors: list[str] = []
-        inputs = update_inputs(self.store, named, lambda sub, why: errors.append(f"{sub.member}: {why}"))
-        for why in errors:
-            self.mismatch("update", r, "an included update matching its commit", "unusable", why)
+        errors: list[tuple[str, str]] = []
+        inputs = update_inputs(
+            self.store, named, lambda sub, why: errors.append((to_checksum_address(sub.member), why))
+        )
+        forgotten = [m for m, _ in errors if self.forgotten.get(m, r + 1) <= r]
+        if forgotten:  # erased by a fulfilled unlearning request: this round can no longer be rebuilt
+            self.report.notes.append(
+                f"round {r}: updates of {', '.join(forgotten)} were unpinned after unlearning; "
+                "the round is not recomputed and its recorded model is used"
+            )
+            ref = ModelRef("round", r, rec.result.merged_sha256, rec.result.merged_cid)
+            self.rounds[r] = self.resolve_recorded(ref, start)
+            return
+        for member, why in errors:
+            self.mismatch(
+                "update", r, "an included update matching its commit", "unusable", f"{member}: {why}"
+            )
         try:
             state, included, rejected = merge_round(start, inputs, self.setup, r)
         except MergeError as exc:
