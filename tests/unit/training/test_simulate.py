@@ -16,6 +16,8 @@ from training.errors import ConfigError
 from training.simconfig import SimulationConfig, config_from_dict, load_config
 from training.simulate import Session, byzantine_indices, prepare, run_simulation
 
+CONFIGS = Path(__file__).resolve().parents[3] / "training" / "configs"
+
 BASE = {
     "simulation": {
         "clients": 6,
@@ -126,7 +128,7 @@ def test_bad_configs_name_the_table_and_field(doc: dict[str, dict[str, object]],
 
 
 def test_load_config_reads_the_shipped_examples_and_reports_bad_toml(tmp_path: Path) -> None:
-    for path in sorted(Path("training/configs").glob("*.toml")):
+    for path in sorted(CONFIGS.glob("*.toml")):
         assert load_config(path).rounds >= 1
     bad = tmp_path / "bad.toml"
     bad.write_text("[simulation\nrounds = 2\n")
