@@ -81,10 +81,11 @@ def check_updates(updates: Tensor, weights: Tensor, *, min_rows: int = 1) -> Non
         raise ValueError(f"`weights` must be 1-D of length n={n}, got shape {tuple(weights.shape)}")
     if n < min_rows:
         raise ValueError(f"needs at least {min_rows} updates, got n={n}")
-    if updates.numel() > 0:
-        lo, hi = torch.aminmax(updates)
-        if not (math.isfinite(float(lo)) and math.isfinite(float(hi))):
-            raise ValueError("`updates` contain NaN or Inf")
+    # amin/amax propagate NaN; both finite means every value is.
+    if updates.numel() > 0 and not (
+        math.isfinite(float(updates.amin())) and math.isfinite(float(updates.amax()))
+    ):
+        raise ValueError("`updates` contain NaN or Inf")
 
 
 def integer_weights(weights: Tensor) -> list[int]:
@@ -129,7 +130,7 @@ def _pow2(exponents: Tensor) -> Tensor:
 
 def _upper_exponents(block: Tensor) -> Tensor:
     """Per column of a float32 block, ``u`` with ``max_i |x_ij| < 2**u`` (from the float32 exponent field)."""
-    mag = block.abs().amax(dim=0)
+    mag = torch.maximum(block.amax(dim=0), torch.neg(block.amin(dim=0)))
     field = (mag.view(torch.int32) >> 23).clamp_(min=1)
     return field - 126
 
@@ -188,8 +189,7 @@ def weighted_sum(
         if extra is not None:
             part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
         scale = _pow2(bits - _upper_exponents(part))
-        block = torch.mul(part, scale)  # float32 * float64 -> float64, exact (power of two)
-        block.round_()
+        block = part.to(torch.float64).mul_(scale).round_()  # exact: scaling by powers of two
         # Integer products and partial sums below 2**53: the BLAS product is exact in any order.
         acc = torch.mm(w_row, block).squeeze(0)
         acc.div_(divisor).div_(scale)
@@ -238,8 +238,7 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
         part = updates[:, c0:c1]
         if extra is not None:
             part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
-        lo, hi = torch.aminmax(part)
-        mag = max(-float(lo), float(hi))
+        mag = max(-float(part.amin()), float(part.amax()))
         if mag == 0.0:
             return None
         s = GRID_BITS - math.frexp(mag)[1]
