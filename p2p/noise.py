@@ -17,8 +17,6 @@ nonce, at most 65535 bytes per message.
 
 from __future__ import annotations
 
-from collections import deque
-
 import trio
 from libp2p.abc import IRawConnection, ISecureConn
 from libp2p.crypto.keys import KeyPair, PrivateKey
@@ -28,6 +26,8 @@ from libp2p.security.noise.io import MAX_NOISE_MESSAGE_LEN, MAX_PLAINTEXT_LENGTH
 from libp2p.security.noise.transport import Transport
 from libp2p.security.secure_session import SecureSession
 from noise.state import CipherState  # type: ignore[import-untyped]
+
+from p2p.buffers import ByteQueue
 
 RECV_SIZE = 1 << 18
 """Most bytes asked of the socket per read (several Noise messages)."""
@@ -60,9 +60,7 @@ class NoiseSession(SecureSession):
         self._encrypter: CipherState = protocol.cipher_state_encrypt
         self._decrypter: CipherState = protocol.cipher_state_decrypt
         self._cipher = bytearray()  # received bytes not yet forming a whole Noise message
-        self._messages: deque[bytes] = deque()  # decrypted messages not yet (fully) read
-        self._offset = 0  # bytes of ``self._messages[0]`` already read
-        self._buffered = 0  # decrypted bytes not yet read
+        self._plain = ByteQueue()  # decrypted bytes not yet read
         self._write_lock = trio.Lock()
         self._eof = False
 
@@ -73,45 +71,22 @@ class NoiseSession(SecureSession):
         if n == 0:
             return b""
         want = 1 if n is None else n
-        while self._buffered < want and await self._receive():
+        while len(self._plain) < want and await self._receive():
             pass
-        if not self._buffered:
+        if not self._plain:
             raise IncompleteReadError(
                 f"Noise session closed by the peer (wanted {want} bytes)", expected_bytes=want
             )
-        return self._take(self._buffered if n is None else min(n, self._buffered))
+        return self._plain.take(len(self._plain) if n is None else n)
 
-    def _take(self, n: int) -> bytes:
-        """Remove and return the next ``n`` decrypted bytes (a whole message is returned without a copy)."""
-        messages = self._messages
-        self._buffered -= n
-        head, offset = messages[0], self._offset
-        if len(head) - offset >= n:
-            if offset == 0 and len(head) == n:
-                messages.popleft()
-                return head
-            self._offset = offset + n
-            if self._offset == len(head):
-                messages.popleft()
-                self._offset = 0
-            return head[offset : offset + n]
-        parts = []
-        while n:
-            head, offset = messages[0], self._offset
-            size = min(n, len(head) - offset)
-            parts.append(head[offset : offset + size])
-            n -= size
-            if offset + size == len(head):
-                messages.popleft()
-                self._offset = 0
-            else:
-                self._offset = offset + size
-        return b"".join(parts)
+    def read_buffered(self, n: int) -> bytes | None:
+        """Return the next ``n`` bytes if they are already decrypted, else ``None`` (reads nothing)."""
+        return self._plain.take(n) if len(self._plain) >= n else None
 
     async def _receive(self) -> bool:
         """Read from the socket until one more Noise message is decrypted; ``False`` at a clean end."""
-        before = self._buffered
-        while not self._eof and self._buffered == before:
+        before = len(self._plain)
+        while not self._eof and len(self._plain) == before:
             chunk = await self._raw.read(RECV_SIZE)
             if not chunk:
                 self._eof = True
@@ -127,7 +102,7 @@ class NoiseSession(SecureSession):
                 self._cipher = bytearray(self._decrypt_complete(self._cipher))
             else:
                 self._cipher = bytearray(self._decrypt_complete(chunk))
-        return self._buffered > before
+        return len(self._plain) > before
 
     def _decrypt_complete(self, data: bytes | bytearray) -> memoryview:
         """Decrypt every whole Noise message at the start of ``data``; return the incomplete rest."""
@@ -144,9 +119,7 @@ class NoiseSession(SecureSession):
                 message: bytes = decrypt(None, view[start : start + length])
             except Exception as exc:  # cryptography's InvalidTag: tampered or desynchronised stream
                 raise DecryptionFailedException(f"Noise message failed authentication: {exc!r}") from exc
-            if message:
-                self._messages.append(message)
-                self._buffered += len(message)
+            self._plain.extend(message)
             offset = start + length
         return view[offset:]
 

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import struct
+from typing import cast
 
 import trio
 from libp2p.abc import IHost, IMuxedConn, ISecureConn
@@ -54,6 +55,7 @@ from libp2p.stream_muxer.yamux.yamux import (
     YamuxStream,
 )
 
+from p2p.buffers import ByteQueue
 from p2p.noise import NoiseSession
 
 log = logging.getLogger(__name__)
@@ -144,11 +146,11 @@ class FastYamuxStream(YamuxStream):
             return b""
         conn, sid = self.conn, self.stream_id
         while True:
-            buffer = conn.stream_buffers.get(sid)
+            buffer = cast("ByteQueue | None", conn.stream_buffers.get(sid))  # see FastYamux._register
             if self.reset_received:
                 raise MuxedStreamReset("Stream was reset")
             if buffer:
-                data = _take(buffer, len(buffer) if n is None or n < 0 else n)
+                data = buffer.take(len(buffer) if n is None or n < 0 else n)
                 await self._return_window(len(data))
                 if self.closed and not buffer:
                     await conn._finalize_stream(self, fully_closed=True)
@@ -179,17 +181,6 @@ class FastYamuxStream(YamuxStream):
         """Reset the stream in both directions (and wake a writer waiting for window)."""
         await super().reset()
         self.wake_writer()
-
-
-def _take(buffer: bytearray, n: int) -> bytes:
-    if n >= len(buffer):
-        data = bytes(buffer)
-        buffer.clear()
-        return data
-    with memoryview(buffer) as view:
-        data = view[:n].tobytes()
-    del buffer[:n]  # O(1): CPython moves the start of a bytearray on deletion from the front
-    return data
 
 
 class FastYamux(Yamux):
@@ -236,10 +227,20 @@ class FastYamux(Yamux):
         await trio.lowlevel.checkpoint()
 
     async def _read_data_body(self, length: int) -> bytes:
+        data = self._read_buffered(length)
+        if data is not None:
+            return data
         with trio.fail_after(DATA_READ_TIMEOUT_S):
             return await self._read(length)
 
+    def _read_buffered(self, n: int) -> bytes | None:
+        conn = self.secured_conn
+        return conn.read_buffered(n) if isinstance(conn, NoiseSession) else None
+
     async def _read(self, n: int) -> bytes:
+        data = self._read_buffered(n)
+        if data is not None:  # most frames: already decrypted with the previous socket read
+            return data
         # Secure sessions return all ``n`` bytes unless the connection ends: no read_exactly copies.
         data = await self.secured_conn.read(n)
         if len(data) < n:
@@ -377,7 +378,7 @@ class FastYamux(Yamux):
 
     def _register(self, stream: FastYamuxStream) -> None:
         self.streams[stream.stream_id] = stream
-        self.stream_buffers[stream.stream_id] = bytearray()
+        self.stream_buffers[stream.stream_id] = ByteQueue()  # type: ignore[assignment]
         self.stream_events[stream.stream_id] = trio.Event()
 
     def _forget(self, stream_id: int) -> None:
