@@ -14,6 +14,7 @@ guarantee. The caller keeps ``c_i`` between rounds and sends ``control_delta = c
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from torch import Tensor
 from training.adapters import check_state, snapshot, trainable_parameters
 from training.config import TrainConfig
 from training.errors import AdapterStateError, TrainingError
+
+log = logging.getLogger(__name__)
 
 LossFn = Callable[[Any, dict[str, Tensor]], Tensor]
 """``loss_fn(model, batch) -> scalar loss``; ``batch`` is on the model's device."""
@@ -179,6 +182,7 @@ def train_local(
     state = snapshot(params_by_name)
     bad = [k for k, v in state.items() if not torch.isfinite(v).all()]
     if bad:
+        log.error("local training diverged after %d steps (%s has NaN/Inf)", len(losses), bad[0])
         raise TrainingError(f"local training diverged: {bad[0]!r} has NaN/Inf values; lower `lr`")
     delta = {k: state[k] - global_state[k] for k in state}
     loss_values = torch.stack(losses).float().cpu()
@@ -189,6 +193,14 @@ def train_local(
         mean_loss=float(loss_values.mean()),
         final_loss=float(loss_values[-1]),
         seconds=seconds,
+    )
+    log.info(
+        "local %s training: %d steps, %d tokens, mean loss %.4f, %.0f tokens/s",
+        algo,
+        metrics.steps,
+        metrics.tokens,
+        metrics.mean_loss,
+        metrics.tokens_per_s,
     )
     if algo != "scaffold":
         return ClientUpdate(state=state, delta=delta, metrics=metrics)

@@ -14,6 +14,7 @@ A malformed row raises :class:`~training.errors.DataFormatError` naming the file
 from __future__ import annotations
 
 import json
+import logging
 import random
 from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ import numpy as np
 from training.errors import ConfigError, DataFormatError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 ROLES = ("system", "user", "assistant")
 
@@ -149,9 +151,18 @@ def _json_rows(path: Path) -> Iterator[tuple[object, str]]:
             continue
         where = f"{path}:{number}"
         try:
-            yield json.loads(line), where
+            row = json.loads(line)
         except json.JSONDecodeError as exc:
             raise DataFormatError(f"{where}: invalid JSON: {exc.msg}") from exc
+        yield row, where
+
+
+def _load(path: Path, parse: Any) -> list[Any]:
+    try:
+        return [parse(row, where) for row, where in _json_rows(path)]
+    except DataFormatError as exc:
+        log.error("rejected data file: %s", exc)
+        raise
 
 
 def load_sft_jsonl(path: str | Path) -> list[Example]:
@@ -163,7 +174,7 @@ def load_sft_jsonl(path: str | Path) -> list[Example]:
         If the file cannot be read, is empty, or a row is malformed (the message names the line).
     """
     path = Path(path)
-    examples = [parse_sft_row(row, where) for row, where in _json_rows(path)]
+    examples: list[Example] = _load(path, parse_sft_row)
     if not examples:
         raise DataFormatError(f"{path}: no examples")
     return examples
@@ -172,7 +183,7 @@ def load_sft_jsonl(path: str | Path) -> list[Example]:
 def load_preference_jsonl(path: str | Path) -> list[PreferencePair]:
     """Read DPO preference pairs from a JSONL file with ``prompt``, ``chosen`` and ``rejected`` fields."""
     path = Path(path)
-    pairs = [parse_preference_row(row, where) for row, where in _json_rows(path)]
+    pairs: list[PreferencePair] = _load(path, parse_preference_row)
     if not pairs:
         raise DataFormatError(f"{path}: no preference pairs")
     return pairs

@@ -14,6 +14,7 @@ Hugging Face cache, or one of two aliases:
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -34,6 +35,7 @@ TINY_CHAT_TEMPLATE = (
     "{% for m in messages %}<|{{ m['role'] }}|>\n{{ m['content'] }}</s>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
 )
+log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -48,6 +50,7 @@ def _publish(build: Any, target: Path) -> Path:
     if target.is_dir():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    log.info("building %s (first use; cached afterwards)", target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
     try:
         build(tmp)
@@ -225,6 +228,7 @@ def load_model(
     try:
         model: Any = AutoModelForCausalLM.from_pretrained(path, dtype=_DTYPES[dtype])
     except (OSError, ValueError) as exc:
+        log.error("cannot load model %r: %s", name_or_path, exc)
         raise ModelLoadError(f"cannot load model {name_or_path!r}: {exc}") from exc
     tokenizer = load_tokenizer(path)
     if model.config.pad_token_id is None:

@@ -11,6 +11,8 @@ from training.config import AdapterConfig
 from training.errors import AdapterStateError, ConfigError
 from training.models import load_model
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def lora_a_weights(model: Any) -> dict[str, torch.Tensor]:
     return {n: p.detach().clone() for n, p in model.named_parameters() if "lora_A" in n}

@@ -16,6 +16,8 @@ from training.models import load_model
 from training.scaffold import server_control_step
 from training.sft import train_sft
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 DATA = synthetic_task("capitals", 24, seed=0)
 
 

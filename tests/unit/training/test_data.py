@@ -29,6 +29,8 @@ from training.datasets.tokenize import (
 )
 from training.errors import ConfigError, DataFormatError
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def write_jsonl(path: Path, rows: list[Any]) -> Path:
     path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in rows) + "\n")

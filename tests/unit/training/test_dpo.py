@@ -15,6 +15,8 @@ from training.dpo import dpo_loss, reference_logprobs, train_dpo
 from training.errors import ConfigError
 from training.models import load_model
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 CFG = TrainConfig(task="dpo", lr=1e-2, local_steps=8, batch_size=8, max_len=64, dpo_beta=0.5)
 
 

@@ -16,6 +16,8 @@ from training.errors import ConfigError
 from training.evaluate import UNION, evaluate_clients, evaluate_loss, exact_match, generate_answers
 from training.models import load_model
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def fresh(tiny_model_dir: Path, adapter: AdapterConfig | None = None) -> Any:
     return attach_adapter(load_model(str(tiny_model_dir))[0], adapter or AdapterConfig(), run_seed=0)

@@ -16,6 +16,8 @@ from training.models import (
     tiny_llama_dir,
 )
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def test_tiny_tokenizer_is_deterministic(tiny_tokenizer: Any) -> None:
     rebuilt = build_tiny_tokenizer()

@@ -14,6 +14,8 @@ from training.evaluate import evaluate_loss
 from training.models import load_model
 from training.sft import num_steps, train_sft
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 CFG = TrainConfig(lr=1e-2, local_steps=12, batch_size=8, max_len=64)
 
 
