@@ -25,7 +25,7 @@ class ByteQueue:
     def __len__(self) -> int:
         return self._size
 
-    def extend(self, data: bytes) -> None:
+    def extend(self, data: bytes | bytearray | memoryview) -> None:
         """Queue ``data`` (kept as is if it is ``bytes``, so the caller must not mutate it)."""
         if data:
             self._chunks.append(data if type(data) is bytes else bytes(data))

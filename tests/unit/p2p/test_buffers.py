@@ -1,0 +1,54 @@
+"""ByteQueue behaves like a bytearray used as a FIFO."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from p2p.buffers import ByteQueue
+
+operations = st.lists(
+    st.one_of(
+        st.tuples(st.just("extend"), st.binary(max_size=300)),
+        st.tuples(st.just("take"), st.integers(-2, 400)),
+        st.tuples(st.just("clear"), st.none()),
+    ),
+    max_size=60,
+)
+
+
+@given(operations)
+def test_matches_a_bytearray_fifo(ops: list[tuple[str, object]]) -> None:
+    queue, reference = ByteQueue(), bytearray()
+    for op, arg in ops:
+        if op == "extend":
+            assert isinstance(arg, bytes)
+            queue.extend(arg)
+            reference += arg
+        elif op == "take":
+            assert isinstance(arg, int)
+            n = max(arg, 0)
+            expected = bytes(reference[:n])
+            del reference[:n]
+            got = queue.take(arg)
+            assert got == expected and type(got) is bytes
+        else:
+            queue.clear()
+            reference.clear()
+        assert len(queue) == len(reference)
+        assert bool(queue) == bool(reference)
+
+
+def test_a_whole_chunk_is_returned_without_a_copy() -> None:
+    queue = ByteQueue()
+    chunk = bytes(range(200))
+    queue.extend(chunk)
+    assert queue.take(200) is chunk
+
+
+def test_bytearray_input_is_copied() -> None:
+    queue = ByteQueue()
+    data = bytearray(b"abc")
+    queue.extend(data)
+    data[0] = ord("x")
+    assert queue.take(3) == b"abc"
