@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from node.config import NodeConfig
 from node.errors import RunMismatchError
 from node.fetch import Fetcher, Want
 from node.home import NodeHome
 from node.logging import EventLog
-from node.model import LocalData, ModelRuntime
 from node.runspec import RunSpec
 from node.state import NodeState
-from training.merge import ModelState
+
+if TYPE_CHECKING:
+    from node.model import LocalData, ModelRuntime
+    from training.merge import ModelState
 
 
 @dataclass

@@ -176,9 +176,6 @@ def run_node(
     byzantine
         Testing only: ``(attack, strength)`` this member applies to its own updates.
     """
-    from node.model import ModelRuntime, load_local_data
-    from node.round import step
-
     stop = stop or threading.Event()
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -188,10 +185,13 @@ def run_node(
     p2p = None
     try:
         chain = open_chain(home, config)
+        address = str(chain.account.address)
+        # Join first: round 0's eligible set is fixed when it opens, so joining must not wait for imports.
+        if _retry(log, stop, lambda: _join(chain.client, run_id, address, log), "join") is None:
+            return 130
         own, ipfs = open_stores(home, config)
         holder: dict[str, NodeContext] = {}
         p2p = _start_p2p(holder, config, bytes(chain.account.key), own)
-        address = str(chain.account.address)
         log.event(
             "node.started",
             run=run_id,
@@ -204,8 +204,9 @@ def run_node(
         spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec")
         if spec is None:
             return 130
-        if _retry(log, stop, lambda: _join(chain.client, run_id, address, log), "join") is None:
-            return 130
+        from node.model import ModelRuntime, load_local_data
+        from node.round import step
+
         seed = int(hashlib.sha256(address.lower().encode()).hexdigest()[:8], 16)
         data = load_local_data(
             data_source,
