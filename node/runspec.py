@@ -44,7 +44,7 @@ class RunSpecError(NodeError, ValueError):
 class ChainParams:
     """How the run is timed and decided on chain (see ``ledger.types.RunConfig``)."""
 
-    quorum_bps: int = field(default=6_667, metadata={"help": "quorum in basis points of eligible members"})
+    quorum_bps: int = field(default=6_666, metadata={"help": "quorum in basis points (2/3)"})
     submit_blocks: int = field(default=30, metadata={"help": "submit window length in blocks"})
     vote_blocks: int = field(default=30, metadata={"help": "vote window length in blocks"})
     min_updates: int = field(default=1, metadata={"help": "fewest updates a round needs to be voted on"})
