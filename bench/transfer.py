@@ -7,6 +7,8 @@
    built by ``p2p.host.build_host`` exactly as ``P2PNode`` builds them) from a sender process to this
    process, against a plain TCP socket between the same two kinds of process, for 16 and 64 MiB. Both
    sides write/read 1 MiB at a time; the libp2p time runs from opening the stream to its last byte.
+   Also reported: the CPU seconds both sides spent on each transfer, which unlike wall-clock rates do not
+   depend on how busy the machine is (on a shared 2-core VM the rates mostly measure the other jobs).
 3. Blob fetch, end to end: ``P2PNode.fetch`` between two peer processes over ``/fedchain/blob/1.0.0``,
    which adds the provider's store read (which re-hashes the blob), CID verification on receipt and the
    fetcher's local store write (hash, fsync) to the stream transfer; reported against the same raw TCP.
@@ -30,7 +32,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -40,16 +42,18 @@ CHUNK = 1 << 20
 STREAM_PROTOCOL = "/fedchain/bench/stream/1.0.0"
 
 _RAW_SENDER = """
-import random, socket, sys
+import random, socket, sys, time
 size, port = int(sys.argv[1]), int(sys.argv[2])
 data = random.Random(1).randbytes(size)
 with socket.create_connection(("127.0.0.1", port)) as s:
+    cpu = time.process_time()
     s.sendall(data)
+    print(time.process_time() - cpu)
 """
 
 
 _STREAM_SENDER = """
-import random, sys, trio, multiaddr
+import random, sys, time, trio, multiaddr
 from libp2p.custom_types import TProtocol
 from p2p.host import build_host
 from p2p.identity import NodeIdentity
@@ -60,10 +64,12 @@ async def main():
     served, done = 0, trio.Event()
     async def serve(stream):
         nonlocal served
+        cpu = time.process_time()
         view = memoryview(data)
         for start in range(0, size, 1 << 20):
             await stream.write(bytes(view[start : start + (1 << 20)]))  # as p2p.blob.serve_request does
         await stream.close()
+        print(time.process_time() - cpu, flush=True)
         served += 1
         if served == repeats:
             done.set()
@@ -120,31 +126,41 @@ def measure_delivery(swarm: Swarm, messages: int, interval: float) -> dict[str, 
     }
 
 
-def raw_tcp_seconds(size: int) -> float:
+class Transfer(NamedTuple):
+    """One timed transfer: wall-clock seconds, and CPU seconds spent by each side on it."""
+
+    seconds: float
+    sender_cpu_s: float
+    receiver_cpu_s: float
+
+
+def raw_tcp_transfer(size: int) -> Transfer:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        sender = subprocess.Popen([sys.executable, "-c", _RAW_SENDER, str(size), str(port)])
+        sender = subprocess.Popen(
+            [sys.executable, "-c", _RAW_SENDER, str(size), str(port)], stdout=subprocess.PIPE, text=True
+        )
         try:
             conn, _ = server.accept()
             buf = bytearray(size)
             view = memoryview(buf)
             received = 0
-            start = time.perf_counter()
+            start, cpu = time.perf_counter(), time.process_time()
             with conn:
                 while received < size:
                     n = conn.recv_into(view[received:], min(size - received, 1 << 20))
                     if n == 0:
                         break
                     received += n
-            seconds = time.perf_counter() - start
+            seconds, receiver_cpu = time.perf_counter() - start, time.process_time() - cpu
         finally:
-            sender.wait(timeout=30)
+            out, _ = sender.communicate(timeout=30)
     if received != size:
         raise RuntimeError(f"raw TCP sender delivered {received} of {size} bytes")
-    return seconds
+    return Transfer(seconds, float(out.strip()), receiver_cpu)
 
 
-def libp2p_stream_seconds(size: int, repeats: int) -> list[float]:
+def libp2p_stream_transfers(size: int, repeats: int) -> list[Transfer]:
     """Seconds per transfer of ``size`` bytes over a new libp2p stream, ``repeats`` times, one connection."""
     import multiaddr
     import trio
@@ -163,6 +179,7 @@ def libp2p_stream_seconds(size: int, repeats: int) -> list[float]:
         env={**os.environ, "PYTHONPATH": root},
     )
     seconds: list[float] = []
+    receiver_cpu: list[float] = []
 
     async def receive() -> None:
         host = build_host(NodeIdentity.from_private_key(bytes(31) + b"\x08").key_pair, "/ip4/127.0.0.1/tcp/0")
@@ -176,7 +193,7 @@ def libp2p_stream_seconds(size: int, repeats: int) -> list[float]:
             view = memoryview(buf)
             for _ in range(repeats):
                 received = 0
-                start = time.perf_counter()
+                start, cpu = time.perf_counter(), time.process_time()
                 stream = await host.new_stream(info.peer_id, [TProtocol(STREAM_PROTOCOL)])
                 while received < size:
                     chunk = await stream.read(min(size - received, CHUNK))
@@ -185,6 +202,7 @@ def libp2p_stream_seconds(size: int, repeats: int) -> list[float]:
                     view[received : received + len(chunk)] = chunk
                     received += len(chunk)
                 seconds.append(time.perf_counter() - start)
+                receiver_cpu.append(time.process_time() - cpu)
                 await stream.close()
                 if received != size:
                     raise RuntimeError(f"libp2p sender delivered {received} of {size} bytes")
@@ -192,8 +210,9 @@ def libp2p_stream_seconds(size: int, repeats: int) -> list[float]:
     try:
         trio.run(receive)
     finally:
-        sender.wait(timeout=60)
-    return seconds
+        out, _ = sender.communicate(timeout=60)
+    sender_cpu = [float(line) for line in out.split()]
+    return [Transfer(*t) for t in zip(seconds, sender_cpu, receiver_cpu, strict=True)]
 
 
 def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list[dict[str, Any]]:
@@ -202,8 +221,9 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
     for mib in sizes_mib:
         size = mib << 20
         stored = provider.command({"cmd": "put", "size": size, "seed": mib}, "stored", timeout=120)
-        fetch_s, tcp_s = [], []
-        stream_s = libp2p_stream_seconds(size, repeats)
+        fetch_s: list[float] = []
+        tcp: list[Transfer] = []
+        stream = libp2p_stream_transfers(size, repeats)
         for _ in range(repeats):
             fetched = fetcher.command(
                 {
@@ -218,8 +238,12 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
             if fetched["event"] != "fetched" or fetched["sha256"] != stored["sha256"]:
                 raise RuntimeError(f"fetch of {mib} MiB failed: {fetched}")
             fetch_s.append(fetched["seconds"])
-            tcp_s.append(raw_tcp_seconds(size))
-        stream_best, fetch_best, tcp_best = min(stream_s), min(fetch_s), min(tcp_s)
+            tcp.append(raw_tcp_transfer(size))
+        stream_best = min(t.seconds for t in stream)
+        tcp_best = min(t.seconds for t in tcp)
+        fetch_best = min(fetch_s)
+        stream_cpu = statistics.median(t.sender_cpu_s + t.receiver_cpu_s for t in stream)
+        tcp_cpu = statistics.median(t.sender_cpu_s + t.receiver_cpu_s for t in tcp)
         rows.append(
             {
                 "size_mib": mib,
@@ -228,9 +252,12 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
                 "ratio_vs_raw_tcp": tcp_best / stream_best,
                 "blob_fetch_MBps": size / fetch_best / 1e6,
                 "fetch_ratio_vs_raw_tcp": tcp_best / fetch_best,
-                "libp2p_stream_seconds": stream_s,
+                "libp2p_stream_cpu_s": stream_cpu,
+                "raw_tcp_cpu_s": tcp_cpu,
+                "cpu_ratio_raw_tcp_vs_libp2p": tcp_cpu / stream_cpu,
+                "libp2p_stream": [t._asdict() for t in stream],
+                "raw_tcp": [t._asdict() for t in tcp],
                 "blob_fetch_seconds": fetch_s,
-                "raw_tcp_seconds": tcp_s,
             }
         )
     return rows
@@ -281,12 +308,17 @@ def main() -> int:
             f"delivery to all {d['peers'] - 1} peers over {d['messages']} messages: "
             f"median {d['to_all_median_s']:.3f} s, p99 {d['to_all_p99_s']:.3f} s"
         )
-        print("| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | blob fetch MB/s | fetch ratio |")
-        print("| --- | --- | --- | --- | --- | --- |")
+        print(
+            "| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | blob fetch MB/s | fetch ratio "
+            "| CPU s libp2p / raw TCP (both sides) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- |")
         for r in throughput:
             cells = [f"{r['size_mib']} MiB", f"{r['libp2p_stream_MBps']:.1f}", f"{r['raw_tcp_MBps']:.1f}"]
             cells += [f"{r['ratio_vs_raw_tcp']:.3f}", f"{r['blob_fetch_MBps']:.1f}"]
-            print("| " + " | ".join([*cells, f"{r['fetch_ratio_vs_raw_tcp']:.3f}"]) + " |")
+            cells += [f"{r['fetch_ratio_vs_raw_tcp']:.3f}"]
+            cells += [f"{r['libp2p_stream_cpu_s']:.3f} / {r['raw_tcp_cpu_s']:.3f}"]
+            print("| " + " | ".join(cells) + " |")
     return 0
 
 
