@@ -6,7 +6,9 @@ Any error inside a step (an RPC outage, a revert, a missing artifact) is logged 
 the node never crashes on it and never loses local state. SIGINT / SIGTERM stop it after the current step.
 
 Once per loop iteration it calls the unlearning hook ``node.unlearn.process_pending(ctx)`` when that module
-exists (owned by the unlearning engineer); otherwise the hook is a no-op.
+exists (owned by the unlearning engineer); otherwise the hook is a no-op. Its errors are logged apart and
+never slow the round loop. After the run's last round the node stays up while the hook reports open work
+(state key ``unlearn:open:<run>`` = ``"1"``), so a request filed late is still fulfilled.
 """
 
 from __future__ import annotations
@@ -264,6 +266,14 @@ def run_node(
         log.close()
 
 
+def _call_hook(ctx: NodeContext, hook: Callable[[NodeContext], None]) -> None:
+    """Run the unlearning hook; its failures are logged and never slow down or stop the round loop."""
+    try:
+        hook(ctx)
+    except Exception as exc:  # the hook retries on its next call
+        ctx.log.event("unlearning.error", run=ctx.run_id, kind=type(exc).__name__, message=str(exc)[:500])
+
+
 def _loop(ctx: NodeContext, step: Callable[[NodeContext], bool], hook: Callable[[NodeContext], None]) -> int:
     backoff = 0.0
     last_members = 0.0
@@ -273,9 +283,9 @@ def _loop(ctx: NodeContext, step: Callable[[NodeContext], bool], hook: Callable[
                 ctx.members = {m.lower() for m in ctx.client.members(ctx.run_id)}
                 last_members = time.monotonic()
             done = step(ctx)
-            hook(ctx)
+            _call_hook(ctx, hook)
             backoff = 0.0
-            if done:
+            if done and ctx.state.get(f"unlearn:open:{ctx.run_id}") != "1":
                 ctx.log.event("run.done", run=ctx.run_id, rounds=ctx.spec.rounds)
                 return 0
         except Exception as exc:  # never crash on a step: log, back off, retry from chain + state
