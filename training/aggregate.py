@@ -74,7 +74,7 @@ def mean(updates: Tensor, weights: Tensor) -> Tensor:
     Tensor
         ``[d]`` float32 aggregate.
     """
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     ws = integer_weights(weights)
     return weighted_sum(updates, ws, float(sum(ws)))
 
@@ -86,7 +86,7 @@ def norm_bound(updates: Tensor, weights: Tensor, *, max_norm: float) -> Tensor:
     Norms are exact on the grid of :func:`training.robust.exact.gram`; the scale factors are rounded to
     24-bit integer coefficients.
     """
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     if not max_norm > 0.0:
         raise ValueError(f"`max_norm` must be > 0, got {max_norm!r}")
     ws = integer_weights(weights)
@@ -105,7 +105,7 @@ def median(updates: Tensor, weights: Tensor, *, f: int = 0) -> Tensor:
 
     Tolerates ``f < n / 2`` Byzantine inputs; raises ``ValueError`` if ``n <= 2f``.
     """
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     _check_f(f, updates.shape[0], "median")
     return coordinate_median(updates)
 
@@ -116,7 +116,7 @@ def trimmed_mean(updates: Tensor, weights: Tensor, *, trim_ratio: float = 0.1) -
     Ignores ``weights``. Tolerates ``f <= k`` Byzantine inputs (so ``n > 2f`` at best); raises ``ValueError``
     if ``trim_ratio`` is outside ``[0, 0.5)`` (which keeps ``n > 2k``) or ``n < 1``.
     """
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     if not 0.0 <= trim_ratio < 0.5:
         raise ValueError(f"`trim_ratio` must be in [0, 0.5), got {trim_ratio!r}")
     # trim_ratio < 0.5 gives k < n / 2, so at least one value per coordinate is kept.
@@ -148,7 +148,7 @@ def _ranked(updates: Tensor, scores: list[float]) -> list[int]:
 
 
 def _check_krum(updates: Tensor, weights: Tensor, f: int, name: str) -> None:
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     if not isinstance(f, int) or f < 0:
         raise ValueError(f"`f` must be a non-negative integer, got {f!r}")
     n = updates.shape[0]
@@ -198,7 +198,7 @@ def geometric_median(
     Tolerates ``f < n / 2`` Byzantine inputs; raises ``ValueError`` if ``n <= 2f``. Stops after ``max_iter``
     steps or when the objective improves by less than ``tol`` (relative).
     """
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     _check_f(f, updates.shape[0], "geometric_median")
     if max_iter < 0 or not tol >= 0.0 or not eps > 0.0:
         raise ValueError(f"need max_iter >= 0, tol >= 0, eps > 0, got {max_iter}, {tol}, {eps}")
@@ -221,7 +221,7 @@ def centered_clip(
     ``iters`` steps of ``v <- v + sum_i (w_i / W) min(1, tau / ||x_i - v||) (x_i - v)``; ``tau=None`` uses
     the median distance to ``v`` at each step. Raises ``ValueError`` if ``n <= 2f``.
     """
-    check_updates(updates, weights)
+    check_updates(updates, weights, finite=False)
     _check_f(f, updates.shape[0], "centered_clip")
     if tau is not None and not tau > 0.0:
         raise ValueError(f"`tau` must be > 0 or None, got {tau!r}")

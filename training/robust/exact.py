@@ -30,8 +30,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import TypeVar
 
+import numpy as np
 import torch
 from torch import Tensor
+
+from training.robust import kernels
 
 CHUNK = 1 << 14
 """Coordinates per block of :func:`weighted_sum`: keeps its ``n * CHUNK`` float64 block in cache."""
@@ -43,6 +46,9 @@ GRID_BITS = 18
 """Bits of each grid value in :func:`gram`: ``GRAM_CHUNK * (2**GRID_BITS)**2 * 4 <= 2**53`` keeps it exact."""
 
 T = TypeVar("T")
+
+POW2 = np.ldexp(1.0, np.arange(-kernels.EXP_OFFSET, 1024, dtype=np.int64))
+"""``POW2[e + kernels.EXP_OFFSET] == 2.0**e`` for every float64 power of two (exact)."""
 
 MAX_WEIGHT_BITS = 40
 """Largest total integer weight is ``2**MAX_WEIGHT_BITS`` (still 13 bits of grid precision)."""
@@ -63,8 +69,34 @@ def map_chunks(d: int, chunk: int, fn: Callable[[int, int], T], *, parallel: boo
         return list(pool.map(lambda b: fn(*b), bounds))
 
 
-def check_updates(updates: Tensor, weights: Tensor, *, min_rows: int = 1) -> None:
+def map_ranges(d: int, align: int, fn: Callable[[int, int], T]) -> list[T]:
+    """Run ``fn(c0, c1)`` on a few large ranges of ``range(d)`` (starts aligned to ``align``); block order.
+
+    A handful of ranges per thread (not one per block) keeps the per-call overhead of the compiled kernels
+    negligible while letting a thread that finishes early take the next range on a busy machine.
+    """
+    workers = max(1, torch.get_num_threads())
+    blocks = max(1, -(-d // align))
+    per = max(1, -(-blocks // (4 * workers)))
+    return map_chunks(d, per * align, fn, parallel=workers > 1)
+
+
+def as_numpy(vec: Tensor) -> np.ndarray:
+    """Return a tensor's memory as a numpy array (no copy when already contiguous)."""
+    return vec.detach().contiguous().numpy()
+
+
+def check_finite(seen: Sequence[int]) -> None:
+    """Raise ``ValueError`` if a kernel saw an Inf or NaN (``seen``: the largest magnitude bits per range)."""
+    if seen and max(seen) >= kernels.NONFINITE:
+        raise ValueError("`updates` contain NaN or Inf")
+
+
+def check_updates(updates: Tensor, weights: Tensor, *, min_rows: int = 1, finite: bool = True) -> None:
     """Validate an update matrix and its weights.
+
+    ``finite=False`` skips the pass over the values that rejects Inf and NaN, for callers whose first
+    kernel (:func:`weighted_sum`, :func:`gram`, the sorting networks) rejects them on its own pass.
 
     Raises
     ------
@@ -81,11 +113,10 @@ def check_updates(updates: Tensor, weights: Tensor, *, min_rows: int = 1) -> Non
         raise ValueError(f"`weights` must be 1-D of length n={n}, got shape {tuple(weights.shape)}")
     if n < min_rows:
         raise ValueError(f"needs at least {min_rows} updates, got n={n}")
-    # amin/amax propagate NaN; both finite means every value is.
-    if updates.numel() > 0 and not (
-        math.isfinite(float(updates.amin())) and math.isfinite(float(updates.amax()))
-    ):
-        raise ValueError("`updates` contain NaN or Inf")
+    if finite and updates.numel() > 0:
+        # One pass over the float bits: an exponent field of all ones is Inf or NaN.
+        bits = as_numpy(updates).view(np.int32)
+        check_finite(map_ranges(updates.shape[1], CHUNK, lambda c0, c1: kernels.max_abs_bits(bits, c0, c1)))
 
 
 def integer_weights(weights: Tensor) -> list[int]:
@@ -168,35 +199,37 @@ def weighted_sum(
         Spread blocks over threads (off when already called from a block worker).
     """
     idx = list(range(updates.shape[0])) if rows is None else list(rows)
-    ws = [int(w) for w in int_weights]
-    if len(ws) != len(idx):
-        raise ValueError(f"one weight per row needed, got {len(ws)} weights for {len(idx)} rows")
-    if extra is not None:
-        ws.append(int(extra_weight))
+    ws, bits = sum_bits(int_weights, len(idx), divisor, [extra_weight] if extra is not None else [])
+    d = updates.shape[1]
+    out = np.empty(d, dtype=np.float32)
+    x = as_numpy(updates)
+    idx_arr = np.asarray(idx, dtype=np.int64)
+    w_arr = np.asarray(ws, dtype=np.int64)
+    extra_rows = as_numpy(extra).reshape(1, d) if extra is not None else np.empty((0, d), dtype=np.float32)
+
+    def block_sum(c0: int, c1: int) -> int:
+        return kernels.weighted_sum_range(x, idx_arr, w_arr, extra_rows, bits, divisor, POW2, out, c0, c1)
+
+    check_finite(map_ranges(d, CHUNK, block_sum) if threads else [block_sum(0, d)])
+    return torch.from_numpy(out)
+
+
+def sum_bits(
+    row_weights: Sequence[int], rows: int, divisor: float, extra_weights: Sequence[int]
+) -> tuple[list[int], int]:
+    """Validate the integer weights of a weighted sum; return them (extras last) and the grid bits.
+
+    The grid bits are ``53 - ceil(log2(total weight))``, so that every partial sum stays below ``2**53``.
+    """
+    if len(row_weights) != rows:
+        raise ValueError(f"one weight per row needed, got {len(row_weights)} weights for {rows} rows")
+    ws = [int(w) for w in row_weights] + [int(w) for w in extra_weights]
     total = sum(ws)
     if total <= 0 or any(w < 0 for w in ws) or not divisor > 0.0:
         raise ValueError(
-            f"weights must be non-negative with a positive total and divisor, got {ws}, {divisor}"
+            f"weights must be non-negative with a positive total and divisor, got {list(ws)}, {divisor}"
         )
-    bits = 53 - max(0, (total - 1).bit_length())
-    d = updates.shape[1]
-    out = torch.empty(d, dtype=torch.float32)
-    contiguous = idx == list(range(updates.shape[0]))
-    w_row = torch.tensor([ws], dtype=torch.float64)
-
-    def block_sum(c0: int, c1: int) -> None:
-        part = updates[:, c0:c1] if contiguous else updates[idx, c0:c1]
-        if extra is not None:
-            part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
-        scale = _pow2(bits - _upper_exponents(part))
-        block = part.to(torch.float64).mul_(scale).round_()  # exact: scaling by powers of two
-        # Integer products and partial sums below 2**53: the BLAS product is exact in any order.
-        acc = torch.mm(w_row, block).squeeze(0)
-        acc.div_(divisor).div_(scale)
-        out[c0:c1] = acc
-
-    map_chunks(d, CHUNK, block_sum, parallel=threads)
-    return canonical_zero(out)
+    return ws, 53 - max(0, (total - 1).bit_length())
 
 
 def canonical_zero(vec: Tensor) -> Tensor:
@@ -233,33 +266,42 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     """
     n, d = updates.shape
     m = n + (1 if extra is not None else 0)
+    x = as_numpy(updates)
+    xbits = x.view(np.int32)
+    extra_rows = as_numpy(extra).reshape(1, d) if extra is not None else np.empty((0, d), dtype=np.float32)
 
-    def block_gram(c0: int, c1: int) -> tuple[list[list[int]], int] | None:
-        part = updates[:, c0:c1]
-        if extra is not None:
-            part = torch.cat([part, extra[c0:c1].unsqueeze(0)])
-        mag = max(-float(part.amin()), float(part.amax()))
-        if mag == 0.0:
-            return None
-        s = GRID_BITS - math.frexp(mag)[1]
-        if -100 < s < 100:
-            # Scaling by a power of two and rounding are exact in float32 (|q| <= 2**17 < 2**24).
-            block = torch.mul(part, math.ldexp(1.0, s)).round_().to(torch.float64)
-        else:  # 2**s itself is out of float32 range
-            block = part.to(torch.float64).mul_(math.ldexp(1.0, s)).round_()
-        return (block @ block.T).to(torch.int64).tolist(), 2 * s
+    def block_grams(c0: int, c1: int) -> list[tuple[np.ndarray, int]]:
+        grams, shifts, nonzero = kernels.gram_range(x, xbits, extra_rows, GRAM_CHUNK, GRID_BITS, POW2, c0, c1)
+        return [(grams[b], int(shifts[b])) for b in range(len(shifts)) if nonzero[b]]
 
-    blocks = [b for b in map_chunks(d, GRAM_CHUNK, block_gram) if b is not None]
+    blocks = [b for part in map_ranges(d, GRAM_CHUNK, block_grams) for b in part]
+    if any(s2 == -1 for _, s2 in blocks):  # the kernel's mark for Inf or NaN
+        raise ValueError("`updates` contain NaN or Inf")
+    return combine_grams(blocks, m)
+
+
+SUM_GROUP = 1 << 12
+"""Block Gram matrices (entries below ``2**50``) summed in int64 at a time: ``2**12 * 2**50 < 2**63``."""
+
+
+def combine_grams(blocks: Sequence[tuple[np.ndarray, int]], m: int) -> ExactGram:
+    """Sum per-block integer Gram matrices ``ints / 2**shift`` exactly into one :class:`ExactGram`."""
     if not blocks:
         return ExactGram(tuple(tuple(0 for _ in range(m)) for _ in range(m)), 0)
     shift = max(s2 for _, s2 in blocks)
-    total = [[0] * m for _ in range(m)]
+    groups: dict[int, list[np.ndarray]] = {}
     for products, s2 in blocks:
+        groups.setdefault(s2, []).append(products)
+    total = [[0] * m for _ in range(m)]
+    for s2, mats in groups.items():
         up = shift - s2
-        for i in range(m):
-            row, src = total[i], products[i]
-            for k in range(m):
-                row[k] += src[k] << up
+        for g0 in range(0, len(mats), SUM_GROUP):
+            summed = np.stack(mats[g0 : g0 + SUM_GROUP]).sum(axis=0, dtype=np.int64)
+            part: list[list[int]] = summed.tolist()
+            for i in range(m):
+                row, src = total[i], part[i]
+                for k in range(m):
+                    row[k] += src[k] << up
     return ExactGram(tuple(tuple(r) for r in total), shift)
 
 

@@ -5,20 +5,24 @@ rows (``torch.minimum`` / ``torch.maximum``, which do no arithmetic), it sorts e
 the sorted values do not depend on the order of the input rows. We use Batcher's odd-even merge sort for the
 next power of two, drop the comparators that touch the (virtual, ``+inf``) padding rows, and keep only the
 comparators that feed the output positions we need (for a median of 16 that is less than the full 63).
-Blocks of :data:`CHUNK` coordinates keep the working set in cache.
+:mod:`training.robust.kernels` runs the network per tile of 512 coordinates in cache, compare-exchanging whole
+tile rows (the torch formulation, :func:`_sorted_rows` over blocks, is the reference in
+:mod:`training.robust.reference`).
 
 The only bytes that could still depend on the order are signs of zero (``-0.0 == +0.0`` to a comparator);
-results go through :func:`training.robust.exact.canonical_zero`.
+results write ``+0.0`` for any zero.
 """
 
 from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from training.robust.exact import canonical_zero, map_chunks, weighted_sum
+from training.robust import kernels
+from training.robust.exact import POW2, as_numpy, check_finite, map_ranges, sum_bits
 
 CHUNK = 1 << 14
 """Coordinates per block for the comparator passes."""
@@ -67,44 +71,43 @@ def _sorted_rows(block: Tensor, network: tuple[tuple[int, int], ...]) -> list[Te
     return rows
 
 
+def _network_arrays(network: tuple[tuple[int, int], ...]) -> tuple[np.ndarray, np.ndarray]:
+    return (
+        np.asarray([a for a, _ in network], dtype=np.int64),
+        np.asarray([b for _, b in network], dtype=np.int64),
+    )
+
+
 def coordinate_median(updates: Tensor) -> Tensor:
     """Per coordinate, the middle value; for even ``n`` the mean of the two middle values.
 
     The mean of the two middle values ``a, b`` is ``(a + b) / 2`` in float64 rounded once to float32.
     """
     n, d = updates.shape
-    mid = (n - 1) // 2, n // 2
-    network = pruned_network(n, frozenset(mid))
-    out = torch.empty(d, dtype=torch.float32)
-
-    def block_median(c0: int, c1: int) -> None:
-        rows = _sorted_rows(updates[:, c0:c1].clone(), network)
-        if mid[0] == mid[1]:
-            out[c0:c1] = rows[mid[0]]
-        else:
-            both = rows[mid[0]].to(torch.float64) + rows[mid[1]].to(torch.float64)
-            out[c0:c1] = both.mul_(0.5)
-
-    map_chunks(d, CHUNK, block_median)
-    return canonical_zero(out)
+    lo, hi = (n - 1) // 2, n // 2
+    net_a, net_b = _network_arrays(pruned_network(n, frozenset((lo, hi))))
+    x = as_numpy(updates)
+    out = np.empty(d, dtype=np.float32)
+    check_finite(
+        map_ranges(d, CHUNK, lambda c0, c1: kernels.median_range(x, net_a, net_b, lo, hi, out, c0, c1))
+    )
+    return torch.from_numpy(out)
 
 
 def coordinate_trimmed_mean(updates: Tensor, k: int) -> Tensor:
     """Per coordinate, drop the ``k`` largest and ``k`` smallest values and average the rest (exactly).
 
-    The kept values of each block are summed with :func:`training.robust.exact.weighted_sum`, so the mean
+    The kept values are summed as in :func:`training.robust.exact.weighted_sum` (weights 1), so the mean
     carries ``53 - ceil(log2(n - 2k))`` bits below each coordinate's largest kept magnitude.
     """
     n, d = updates.shape
-    kept = list(range(k, n - k))
-    network = pruned_network(n, frozenset(kept))
-    ones = [1] * len(kept)
-    out = torch.empty(d, dtype=torch.float32)
+    net_a, net_b = _network_arrays(pruned_network(n, frozenset(range(k, n - k))))
+    _, bits = sum_bits([1] * (n - 2 * k), n - 2 * k, float(n - 2 * k), [])
+    x = as_numpy(updates)
+    out = np.empty(d, dtype=np.float32)
 
-    def block_mean(c0: int, c1: int) -> None:
-        rows = _sorted_rows(updates[:, c0:c1].clone(), network)
-        middle = torch.stack([rows[i] for i in kept])
-        out[c0:c1] = weighted_sum(middle, ones, float(len(kept)), threads=False)
+    def block_mean(c0: int, c1: int) -> int:
+        return kernels.trimmed_mean_range(x, net_a, net_b, k, bits, POW2, out, c0, c1)
 
-    map_chunks(d, CHUNK, block_mean)
-    return canonical_zero(out)
+    check_finite(map_ranges(d, CHUNK, block_mean))
+    return torch.from_numpy(out)

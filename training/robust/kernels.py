@@ -1,0 +1,302 @@
+"""Fused one-pass numba kernels for the exact aggregation arithmetic of :mod:`training.robust.exact`.
+
+Each kernel reads a column range ``[c0, c1)`` of the ``[n, d]`` matrix once, in tiles of :data:`TILE`
+coordinates that stay in L1/L2 cache, and writes only its own slice of the output, so ranges run on plain
+threads (the kernels release the GIL) without any shared reduction. They compute the *same numbers* as the
+torch formulation (kept as the reference in :mod:`training.robust.reference`), using only:
+
+- integer operations (exponent fields read from the float bits, fixed-point sums and dot products in int64),
+- correctly rounded single float operations (multiplication by a power of two, ``rint``, division, casts).
+
+No ``fastmath``: LLVM may neither reassociate nor contract the float operations (there is no ``a * b + c``
+pattern in them anyway), so the bytes do not depend on the instruction set (``NUMBA_CPU_NAME``) or the
+thread schedule. ``cache=True`` stores the compiled code next to this module or, where that is read-only,
+in ``NUMBA_CACHE_DIR`` (set by :mod:`training.robust.jit` to a user cache directory).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+TILE = 512
+"""Coordinates per tile: ``n * TILE`` values of scratch stay in cache."""
+
+ABS_MASK = 0x7FFFFFFF
+NONFINITE = 0x7F800000
+"""``bits & ABS_MASK`` at least this is Inf or NaN."""
+EXP_OFFSET = 1074
+"""``pow2[e + EXP_OFFSET] == 2.0**e``."""
+
+
+@njit(cache=True, nogil=True)
+def max_abs_bits(bits: np.ndarray, c0: int, c1: int) -> int:  # pragma: no cover - compiled
+    """Largest ``bits & 0x7fffffff`` over all rows of columns ``[c0, c1)`` of an int32 view of float32 data.
+
+    At least ``0x7f800000`` means some value is Inf or NaN.
+    """
+    top = 0
+    for r in range(bits.shape[0]):
+        row_top = 0
+        for j in range(c0, c1):
+            v = bits[r, j] & ABS_MASK
+            row_top = v if v > row_top else row_top
+        top = row_top if row_top > top else top
+    return top
+
+
+@njit(cache=True, nogil=True)
+def _exact_tile(
+    tile: np.ndarray,
+    tbits: np.ndarray,
+    r0: int,
+    r1: int,
+    width: int,
+    weights: np.ndarray,
+    bits: int,
+    divisor: float,
+    pow2: np.ndarray,
+    out: np.ndarray,
+    o0: int,
+    top: np.ndarray,
+    acc: np.ndarray,
+    scale: np.ndarray,
+) -> int:  # pragma: no cover - compiled
+    """``out[o0 + j] = (sum_r weights[r - r0] * tile[r, j]) / divisor`` on the per-column fixed-point grid.
+
+    Returns the largest ``bits & 0x7fffffff`` seen (at least ``0x7f800000``: Inf or NaN, output invalid).
+    """
+    for j in range(width):
+        top[j] = 0
+        acc[j] = 0
+    for r in range(r0, r1):
+        for j in range(width):
+            v = tbits[r, j] & ABS_MASK
+            top[j] = v if v > top[j] else top[j]
+    seen = 0
+    for j in range(width):
+        seen = top[j] if top[j] > seen else seen
+    if seen >= NONFINITE:
+        return seen
+    for j in range(width):
+        field = top[j] >> 23
+        field = field if field > 1 else 1
+        scale[j] = pow2[bits - (field - 126) + EXP_OFFSET]
+    for r in range(r0, r1):
+        w = weights[r - r0]
+        if w == 0:
+            continue
+        for j in range(width):
+            acc[j] += w * np.int64(np.rint(np.float64(tile[r, j]) * scale[j]))
+    for j in range(width):
+        v = np.float32(np.float64(acc[j]) / divisor / scale[j])
+        out[o0 + j] = v if v != 0 else np.float32(0.0)
+    return seen
+
+
+@njit(cache=True, nogil=True)
+def weighted_sum_range(
+    x: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    extra: np.ndarray,
+    bits: int,
+    divisor: float,
+    pow2: np.ndarray,
+    out: np.ndarray,
+    c0: int,
+    c1: int,
+) -> int:  # pragma: no cover - compiled
+    """Exact weighted sum of ``x[rows]`` (plus the rows of ``extra``, weighted last) over ``[c0, c1)``.
+
+    Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or NaN.
+    """
+    k = rows.shape[0]
+    m = k + extra.shape[0]
+    tile = np.empty((m, TILE), dtype=np.float32)
+    tbits = tile.view(np.int32)
+    top = np.empty(TILE, dtype=np.int32)
+    acc = np.empty(TILE, dtype=np.int64)
+    scale = np.empty(TILE, dtype=np.float64)
+    for t0 in range(c0, c1, TILE):
+        width = min(TILE, c1 - t0)
+        for i in range(k):
+            r = rows[i]
+            for j in range(width):
+                tile[i, j] = x[r, t0 + j]
+        for i in range(extra.shape[0]):
+            for j in range(width):
+                tile[k + i, j] = extra[i, t0 + j]
+        seen = _exact_tile(tile, tbits, 0, m, width, weights, bits, divisor, pow2, out, t0, top, acc, scale)
+        if seen >= NONFINITE:
+            return seen
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def gram_range(
+    x: np.ndarray,
+    xbits: np.ndarray,
+    extra: np.ndarray,
+    chunk: int,
+    grid_bits: int,
+    pow2: np.ndarray,
+    c0: int,
+    c1: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Exact integer Gram matrix of every block of ``chunk`` columns in ``[c0, c1)`` (``c0`` block-aligned).
+
+    Rows are those of ``x`` then those of ``extra``. Each block is rounded to ``grid_bits`` bits below its
+    largest magnitude: ``q = rint(v * 2**s)`` with ``s = grid_bits - frexp(max |v|)[1]``. Returns the
+    per-block Gram matrices (int64), ``2 * s`` per block, and whether the block is non-zero. On Inf or NaN
+    it stops: that block is marked non-zero with shift ``-1`` (``2 * s`` is never odd).
+    """
+    n = x.shape[0]
+    m = n + extra.shape[0]
+    blocks = (c1 - c0 + chunk - 1) // chunk
+    grams = np.zeros((blocks, m, m), dtype=np.int64)
+    shifts = np.zeros(blocks, dtype=np.int64)
+    nonzero = np.zeros(blocks, dtype=np.bool_)
+    q = np.empty((m, TILE), dtype=np.int32)
+    ebits = extra.view(np.int32)
+    for b in range(blocks):
+        b0 = c0 + b * chunk
+        width = min(chunk, c1 - b0)
+        top = 0
+        for r in range(n):
+            for j in range(width):
+                v = xbits[r, b0 + j] & ABS_MASK
+                top = v if v > top else top
+        for r in range(extra.shape[0]):
+            for j in range(width):
+                v = ebits[r, b0 + j] & ABS_MASK
+                top = v if v > top else top
+        if top >= NONFINITE:
+            nonzero[b] = True
+            shifts[b] = -1
+            return grams, shifts, nonzero
+        if top == 0:
+            continue
+        field = top >> 23
+        if field > 0:
+            exponent = field - 126  # frexp exponent of a normal float32: mag in [2**(e-1), 2**e)
+        else:
+            exponent = -149  # subnormal: mag = top * 2**-149, exponent = bit_length(top) - 149
+            while top > 0:
+                top >>= 1
+                exponent += 1
+        s = grid_bits - exponent
+        sc = pow2[s + EXP_OFFSET]
+        g = grams[b]
+        for t0 in range(b0, b0 + width, TILE):
+            tw = min(TILE, b0 + width - t0)
+            for r in range(n):
+                for j in range(tw):
+                    q[r, j] = np.int32(np.rint(np.float64(x[r, t0 + j]) * sc))
+            for r in range(extra.shape[0]):
+                for j in range(tw):
+                    q[n + r, j] = np.int32(np.rint(np.float64(extra[r, t0 + j]) * sc))
+            for a in range(m):
+                for c in range(a + 1):
+                    total = np.int64(0)
+                    for j in range(tw):
+                        total += np.int64(q[a, j]) * np.int64(q[c, j])
+                    g[a, c] += total
+        for a in range(m):
+            for c in range(a):
+                g[c, a] = g[a, c]
+        shifts[b] = 2 * s
+        nonzero[b] = True
+    return grams, shifts, nonzero
+
+
+@njit(cache=True, nogil=True)
+def _tile_top(tbits: np.ndarray, width: int) -> int:  # pragma: no cover - compiled
+    """Largest ``bits & 0x7fffffff`` in ``tbits[:, :width]``."""
+    top = 0
+    for r in range(tbits.shape[0]):
+        for j in range(width):
+            v = tbits[r, j] & ABS_MASK
+            top = v if v > top else top
+    return top
+
+
+@njit(cache=True, nogil=True)
+def _sort_tile(
+    tile: np.ndarray, width: int, net_a: np.ndarray, net_b: np.ndarray
+) -> None:  # pragma: no cover
+    """Apply the comparators ``(net_a[c], net_b[c])`` to every column of ``tile[:, :width]``."""
+    for c in range(net_a.shape[0]):
+        a = net_a[c]
+        b = net_b[c]
+        for j in range(width):
+            p = tile[a, j]
+            v = tile[b, j]
+            tile[a, j] = p if p < v else v
+            tile[b, j] = v if p < v else p
+
+
+@njit(cache=True, nogil=True)
+def median_range(
+    x: np.ndarray, net_a: np.ndarray, net_b: np.ndarray, lo: int, hi: int, out: np.ndarray, c0: int, c1: int
+) -> int:  # pragma: no cover - compiled
+    """Per column of ``[c0, c1)``, sorted row ``lo`` (``lo == hi``) or ``(row lo + row hi) / 2`` in float64.
+
+    Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or NaN.
+    """
+    n = x.shape[0]
+    tile = np.empty((n, TILE), dtype=np.float32)
+    tbits = tile.view(np.int32)
+    for t0 in range(c0, c1, TILE):
+        width = min(TILE, c1 - t0)
+        for r in range(n):
+            for j in range(width):
+                tile[r, j] = x[r, t0 + j]
+        seen = _tile_top(tbits, width)
+        if seen >= NONFINITE:
+            return seen
+        _sort_tile(tile, width, net_a, net_b)
+        for j in range(width):
+            if lo == hi:
+                v = tile[lo, j]
+            else:
+                v = np.float32((np.float64(tile[lo, j]) + np.float64(tile[hi, j])) * 0.5)
+            out[t0 + j] = v if v != 0 else np.float32(0.0)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def trimmed_mean_range(
+    x: np.ndarray,
+    net_a: np.ndarray,
+    net_b: np.ndarray,
+    k: int,
+    bits: int,
+    pow2: np.ndarray,
+    out: np.ndarray,
+    c0: int,
+    c1: int,
+) -> int:  # pragma: no cover - compiled
+    """Per column of ``[c0, c1)``, the exact mean of sorted rows ``k .. n - k - 1``.
+
+    Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or NaN.
+    """
+    n = x.shape[0]
+    tile = np.empty((n, TILE), dtype=np.float32)
+    tbits = tile.view(np.int32)
+    ones = np.ones(n - 2 * k, dtype=np.int64)
+    top = np.empty(TILE, dtype=np.int32)
+    acc = np.empty(TILE, dtype=np.int64)
+    scale = np.empty(TILE, dtype=np.float64)
+    divisor = float(n - 2 * k)
+    for t0 in range(c0, c1, TILE):
+        width = min(TILE, c1 - t0)
+        for r in range(n):
+            for j in range(width):
+                tile[r, j] = x[r, t0 + j]
+        seen = _tile_top(tbits, width)
+        if seen >= NONFINITE:
+            return seen
+        _sort_tile(tile, width, net_a, net_b)
+        _exact_tile(tile, tbits, k, n - k, width, ones, bits, divisor, pow2, out, t0, top, acc, scale)
+    return 0
