@@ -137,6 +137,13 @@ def test_two_members_finalise_every_round_with_the_same_model(
         assert {c.state.round(run_id, rnd).final_sha for c in ctxs} == {result.merged_sha256.hex()}
         assert all(c.state.round(run_id, rnd).merged_sha == result.merged_sha256.hex() for c in ctxs)
     assert all(client.member_info(run_id, a.address).accepted_contributions == 2 for a in accounts[1:])
+    from node.status import run_status
+
+    report = run_status(client, run_id)
+    assert report["finalized_rounds"] == 2
+    for entry in report["rounds"][:2]:
+        assert entry["merged_sha256"] == client.round_result(run_id, entry["round"]).merged_sha256.hex()
+        assert {s["member"] for s in entry["submissions"]} == {a.address for a in accounts[1:]}
     merged_1 = ctxs[0].state.round(run_id, 1)
     assert ctxs[1].state.round(run_id, 1).base_sha == ctxs[0].state.round(run_id, 0).final_sha
     assert merged_1.local_loss is not None and merged_1.merged_loss is not None
