@@ -26,6 +26,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
 from ledger.types import RoundId, RoundStatus, RunId, RunInfo, included_set_hash
+from node.errors import NodeError
 from node.history import ModelRef, RoundRecord, RunHistory, base_of_round, read_history
 from node.replay import (
     ArtifactError,
@@ -40,6 +41,7 @@ from node.replay import (
     update_inputs,
 )
 from p2p.storage import compute_cid
+from training.errors import TrainingError
 from training.merge import MergeError, ModelState, encode_state, state_hash
 
 log = logging.getLogger(__name__)
@@ -413,7 +415,13 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
             Mismatch("spec", None, history.info.spec_sha256.hex(), "unusable spec", str(exc))
         )
         return report
-    setup = load_setup(spec_bytes, history.info)
+    try:
+        setup = load_setup(spec_bytes, history.info)
+    except (NodeError, TrainingError, ValueError, LookupError, OSError) as exc:
+        report.mismatches.append(
+            Mismatch("spec", None, "a run spec this auditor can load", "unusable", str(exc))
+        )
+        return report
     auditor = _Auditor(history, store, setup, report)
     for rec in history.rounds:
         auditor.audit_round(rec)

@@ -8,6 +8,7 @@ import pytest
 
 from ledger.types import RoundId
 from node.audit import audit_run
+from node.replay import RunSetup
 from p2p.storage import LocalStore
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.fedrun import ToyRun, toy_setup
@@ -109,3 +110,16 @@ def test_audit_reports_a_spec_that_does_not_match_its_hash(pyevm_chain: ChainEnv
     report = _audit(toy)
 
     assert [m.what for m in report.mismatches] == ["spec"]
+
+
+def test_audit_reports_a_spec_it_cannot_load(pyevm_chain: ChainEnv, tmp_path: Path) -> None:
+    toy = ToyRun([pyevm_chain.client(i) for i in range(3)], LocalStore(tmp_path / "store"))
+    toy.create(pyevm_chain.mine_to)
+
+    def refuse(data: bytes, info: object) -> RunSetup:
+        raise ValueError("`model` is not available here")
+
+    report = audit_run(toy.clients[0], toy.run, toy.store, refuse)
+
+    assert [(m.what, m.found) for m in report.mismatches] == [("spec", "unusable")]
+    assert "not available" in report.mismatches[0].detail
