@@ -320,7 +320,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
     from training.algorithms import get_algorithm
     from training.client import ScaffoldControls
     from training.flat import flatten
-    from training.scaffold import server_control_step
+    from training.merge import MergeError, MergeSpec, ModelState, UpdateInput, merge
     from training.sft import train_sft
 
     started = time.perf_counter()
@@ -329,7 +329,6 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         raise ConfigError(
             f"`aggregator` must be one of {', '.join(sorted(AGGREGATORS))}, got {cfg.aggregator!r}"
         )
-    aggregate = AGGREGATORS[cfg.aggregator]
     attack = get_attack(cfg.byzantine.attack)
     session = session if session is not None and session.key == _session_key(cfg) else prepare(cfg)
     clients = session.clients
@@ -341,11 +340,19 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         ]
     honest = [i for i in range(len(clients)) if i not in bad]
     params, spec = flatten(session.initial)
-    server_cfg = _server_config(algorithm.server_optimizer, cfg.server)
+    _server_config(algorithm.server_optimizer, cfg.server)  # check the overrides before any training
+    merge_spec = MergeSpec(
+        aggregator=cfg.aggregator,
+        aggregator_params=cfg.aggregator_params,
+        server_optimizer=algorithm.server_optimizer,
+        server_params=cfg.server,
+        codec=cfg.codec,
+        max_norm=cfg.max_update_norm,
+        scaffold=algorithm.control_variates,
+    )
     server_state = server_opt.init_state(algorithm.server_optimizer, spec.numel)
     control = torch.zeros(spec.numel) if algorithm.control_variates else None
     client_controls: dict[int, dict[str, Tensor]] = {}
-    weights = torch.tensor([float(len(c.train)) for c in clients])
     run_id = f"simulation-{cfg.seed}"
     total = cfg.rounds * len(clients)
 
@@ -380,41 +387,24 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
                 attack.name, sent[bad], benign, seed=cfg.seed * 7_919 + rnd, strength=cfg.byzantine.strength
             )
 
-        accepted: list[int] = []
-        received: list[Tensor] = []
-        received_controls: list[Tensor] = []
-        rejected: list[str] = []
+        updates = []
         for i, client in enumerate(clients):
             own_control = control_deltas[i]
             extra = None if own_control is None else {"control_delta": own_control}
             blob = codec.encode(sent[i], spec, run=run_id, round=rnd, codec=cfg.codec, extra=extra)
-            try:
-                decoded = codec.decode(
-                    blob, spec, max_norm=cfg.max_update_norm, expect_run=run_id, expect_round=rnd
-                )
-            except codec.UpdateRejected as exc:
-                log.warning("round %d: update of %s rejected: %s", rnd, client.name, exc)
-                rejected.append(client.name)
-                continue
-            accepted.append(i)
-            received.append(decoded.delta)
-            if control is not None and decoded.extra:
-                received_controls.append(decoded.extra["control_delta"])
-
-        aggregate_norm = None
-        if received:
-            try:
-                agg = aggregate(torch.stack(received), weights[accepted], **dict(cfg.aggregator_params))
-            except (TypeError, ValueError) as exc:
-                raise ConfigError(
-                    f"aggregator {cfg.aggregator!r} with {len(received)} updates: {exc}"
-                ) from exc
-            aggregate_norm = float(agg.norm())
-            params, server_state = server_opt.server_step(
-                algorithm.server_optimizer, params, agg, server_state, server_cfg
+            updates.append(UpdateInput(client.name, blob, len(client.train)))
+        try:  # the very merge every node runs (decode + checks, robust aggregate, server step, SCAFFOLD c)
+            outcome = merge(
+                ModelState(params, server_state, control, spec), updates, merge_spec, run=run_id, round=rnd
             )
-            if control is not None and received_controls:
-                control = server_control_step(control, torch.stack(received_controls))
+        except MergeError as exc:
+            raise ConfigError(str(exc)) from exc
+        for name, reason in outcome.rejected.items():
+            log.warning("round %d: update of %s rejected: %s", rnd, name, reason)
+        params, control = outcome.state.params, outcome.state.control
+        server_state = dict(outcome.state.server_state)
+        accepted, rejected = outcome.included, sorted(outcome.rejected)
+        aggregate_norm = outcome.aggregate_norm
         load_trainable_state(session.model, spec.unflatten(params))
         history.append(
             RoundMetrics(
