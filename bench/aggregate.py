@@ -1,9 +1,11 @@
 """Benchmark the robust aggregators against a plain ``torch.mean`` of the same matrix.
 
-Each aggregator runs in a fresh subprocess (so ``ru_maxrss`` is its own): the process builds the ``[n, d]``
-float32 matrix, records its peak RSS, runs the aggregator ``--repeats`` times (best time kept), records the
-peak RSS again, then times ``updates.mean(dim=0)`` on the same matrix. Reported per aggregator: time, time as
-a ratio to that mean, and peak extra memory in MB and as a multiple of the input size.
+Each aggregator runs in a fresh subprocess (so ``ru_maxrss`` is its own): the process first runs the
+aggregator once on a small ``[n, 1000]`` matrix (the JIT warm-up: loading, or on a cold cache compiling, the
+numba kernels; reported as ``warmup_seconds``), builds the ``[n, d]`` float32 matrix, records its peak RSS,
+runs the aggregator ``--repeats`` times (best time kept), records the peak RSS again, then times
+``updates.mean(dim=0)`` on the same matrix. Reported per aggregator: time, time as a ratio to that mean,
+warm-up time, and peak extra memory in MB and as a multiple of the input size.
 
     python bench/aggregate.py                 # n=16, d=10,000,000
     python bench/aggregate.py --d 1000000 --json
@@ -50,14 +52,17 @@ def worker(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
     from training.aggregate import AGGREGATORS
 
     gen = torch.Generator().manual_seed(0)
-    updates = torch.randn(n, d, generator=gen)
-    updates.mul_(1e-3 / d**0.5)  # norms around 1e-3 like LoRA deltas, then a few far-off rows
-    updates[: max(1, n // 8)].mul_(50.0)
-    weights = torch.randint(10, 1000, (n,), generator=gen).to(torch.float32)
     params = dict(PARAMS[name])
     if name == "norm_bound":
         params["max_norm"] = 2e-3
     fn = AGGREGATORS[name]
+    start = time.perf_counter()
+    fn(torch.randn(n, 1000, generator=torch.Generator().manual_seed(1)), torch.ones(n), **params)
+    warmup = time.perf_counter() - start
+    updates = torch.randn(n, d, generator=gen)
+    updates.mul_(1e-3 / d**0.5)  # norms around 1e-3 like LoRA deltas, then a few far-off rows
+    updates[: max(1, n // 8)].mul_(50.0)
+    weights = torch.randint(10, 1000, (n,), generator=gen).to(torch.float32)
     base = _maxrss_mb()
     best = float("inf")
     for _ in range(repeats):
@@ -80,6 +85,7 @@ def worker(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
         "mean_seconds": mean_best,
         "ratio_to_mean": best / mean_best,
         "target_ratio": TARGETS.get(name),
+        "warmup_seconds": round(warmup, 3),
         "peak_extra_mb": round(extra, 1),
         "peak_extra_x_input": round(extra / input_mb, 3),
     }
@@ -116,7 +122,8 @@ def main() -> None:
             target = f"(target {r['target_ratio']:.0f}x)" if r["target_ratio"] else ""
             print(
                 f"{name:>17}  {r['seconds']:8.3f} s  {r['ratio_to_mean']:6.2f}x mean {target:14}"
-                f"  peak +{r['peak_extra_mb']:8.1f} MB ({r['peak_extra_x_input']:.2f}x input)",
+                f"  peak +{r['peak_extra_mb']:8.1f} MB ({r['peak_extra_x_input']:.2f}x input)"
+                f"  warm-up {r['warmup_seconds']:.2f} s",
                 flush=True,
             )
     if args.json:

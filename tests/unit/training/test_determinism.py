@@ -1,5 +1,6 @@
 """Determinism: decode + aggregate + server step give the same sha256 under any input order, any
-``torch.set_num_threads`` and ``ATEN_CPU_CAPABILITY`` in {default, avx2, avx512} (run as subprocesses)."""
+``torch.set_num_threads``, ``ATEN_CPU_CAPABILITY`` in {default, avx2, avx512} and the numba kernels compiled
+for the host CPU or for ``NUMBA_CPU_NAME=generic`` (baseline x86-64), run as subprocesses."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from training.flat import flatten
 
 WORKER = r"""
 import hashlib, json, sys
+import numba
 import torch
 from safetensors.torch import load_file
 from training.aggregate import AGGREGATORS
@@ -58,7 +60,8 @@ for threads, perm in ((1, ident), (2, rev), (4, shuffled), (4, ident), (1, shuff
     row["scaffold"] = hashlib.sha256(server_control_step(params, x).numpy().tobytes()).hexdigest()
     for key, value in row.items():
         out.setdefault(key, []).append(value)
-print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "hashes": out}))
+cpu = numba.config.CPU_NAME or "host"
+print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "numba_cpu": cpu, "hashes": out}))
 """
 
 
@@ -82,8 +85,8 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
-def _run(folder: Path, capability: str) -> dict[str, object]:
-    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="4")
+def _run(folder: Path, capability: str, **extra_env: str) -> dict[str, object]:
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=capability, OMP_NUM_THREADS="4", **extra_env)
     root = Path(__file__).resolve().parents[3]
     proc = subprocess.run(
         [sys.executable, "-c", WORKER, str(folder)],
@@ -102,9 +105,12 @@ def _run(folder: Path, capability: str) -> dict[str, object]:
 @pytest.mark.slow
 def test_same_hashes_for_any_order_threads_and_instruction_set(inputs: Path) -> None:
     runs = {cap: _run(inputs, cap) for cap in ("default", "avx2", "avx512")}
+    runs["numba-generic"] = _run(inputs, "avx2", NUMBA_CPU_NAME="generic")
 
     assert runs["default"]["capability"] == "DEFAULT"
     assert runs["avx2"]["capability"] == "AVX2"
+    assert runs["default"]["numba_cpu"] == "host"
+    assert runs["numba-generic"]["numba_cpu"] == "generic"
     hashes = {cap: run["hashes"] for cap, run in runs.items()}
     reference = hashes["default"]
     assert isinstance(reference, dict) and len(reference) == 15

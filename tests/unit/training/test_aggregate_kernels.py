@@ -1,0 +1,96 @@
+"""The fused numba kernels against the torch formulation (training.robust.reference): the same bytes."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from training.robust import reference
+from training.robust.exact import gram, weighted_sum
+from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
+
+
+def _bytes(vec: torch.Tensor) -> bytes:
+    return bytes(vec.contiguous().numpy().tobytes())
+
+
+def _matrix(n: int, d: int, seed: int) -> torch.Tensor:
+    """Rows of mixed magnitudes with zeros of both signs, ties, subnormals, huge values and exact halves."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen) * 0.05
+    x[0] *= 1e4
+    x[:, : min(d, 7)] = 0.0
+    x[n // 2, : min(d, 3)] = -0.0
+    if n > 2:
+        x[1, 7:40] = x[2, 7:40]
+    x[-1, 40:60] = torch.tensor(1e-40)  # subnormal float32
+    x[-1, 60:70] = 3.0e38
+    x[:, 70:80] = torch.arange(10, dtype=torch.float32) + 0.5  # halves: round-half-even
+    x[:, 80:] *= torch.rand(1, d - 80, generator=gen) ** 8  # magnitudes that vary per column
+    return x
+
+
+SHAPES = [(1, 100), (2, 513), (5, 16_385), (7, 40_001), (16, 33_000)]
+
+
+@pytest.mark.parametrize(("n", "d"), SHAPES)
+def test_weighted_sum_matches_the_torch_reference(n: int, d: int) -> None:
+    x = _matrix(n, d, seed=n * d)
+    ws = [(7 * i + 3) % 11 for i in range(n)]
+    ws[0] += 1
+
+    got = weighted_sum(x, ws, float(sum(ws)))
+
+    assert _bytes(got) == _bytes(reference.weighted_sum(x, ws, float(sum(ws))))
+
+
+def test_weighted_sum_of_chosen_rows_with_an_extra_row_matches_the_reference() -> None:
+    x = _matrix(9, 20_000, seed=5)
+    extra = x[3] * 0.5 + 1e-3
+    rows, ws = [8, 2, 5], [1 << 20, 3, 77]
+
+    got = weighted_sum(x, ws, 1234.5, rows=rows, extra=extra, extra_weight=9)
+    want = reference.weighted_sum(x, ws, 1234.5, rows=rows, extra=extra, extra_weight=9)
+
+    assert _bytes(got) == _bytes(want)
+
+
+@pytest.mark.parametrize(("n", "d"), SHAPES)
+def test_gram_matches_the_torch_reference(n: int, d: int) -> None:
+    x = _matrix(n, d, seed=d + 1)
+    x[:, 16_384:20_000] = 0.0  # an all-zero block (skipped)
+
+    assert gram(x) == reference.gram(x)
+    assert gram(x, x[0] * 0.25) == reference.gram(x, x[0] * 0.25)
+
+
+def test_gram_of_tiny_and_huge_blocks_matches_the_reference() -> None:
+    x = torch.full((3, 40_000), 1e-44)  # 2**s out of float32 range: the float64 path of the reference
+    x[:, 20_000:] = 3e38
+
+    assert gram(x) == reference.gram(x)
+
+
+@pytest.mark.parametrize(("n", "d"), [*SHAPES, (4, 1000), (17, 3000)])
+def test_sorting_networks_match_the_torch_reference(n: int, d: int) -> None:
+    x = _matrix(n, d, seed=3 * d + n)
+
+    assert _bytes(coordinate_median(x)) == _bytes(reference.coordinate_median(x))
+    for k in range((n - 1) // 2 + 1):
+        got = coordinate_trimmed_mean(x, k)
+        assert _bytes(got) == _bytes(reference.coordinate_trimmed_mean(x, k)), k
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_every_kernel_rejects_non_finite_values(bad: float) -> None:
+    x = torch.randn(5, 50_000)
+    x[3, 41_000] = bad
+
+    for run in (
+        lambda: weighted_sum(x, [1] * 5, 5.0),
+        lambda: gram(x),
+        lambda: coordinate_median(x),
+        lambda: coordinate_trimmed_mean(x, 1),
+    ):
+        with pytest.raises(ValueError, match="NaN or Inf"):
+            run()
