@@ -47,7 +47,7 @@ class ScriptedConn:
         self.closed = True
 
 
-def frames(written: bytes) -> list[tuple[int, int, int, int]]:
+def frames(written: bytes | bytearray) -> list[tuple[int, int, int, int]]:
     """(type, flags, stream id, length) of every frame the muxer wrote (DATA bodies skipped)."""
     out, offset = [], 0
     while offset < len(written):
