@@ -1,0 +1,152 @@
+"""The vote phase: fetch the round's on-chain update set, merge it with ``training.merge``, store, vote.
+
+Re-entrant: a merged state already stored for the round is voted as is, and a vote already on chain (the
+round's ``MergeVoted`` events) is not sent again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from node.context import NodeContext
+from node.fetch import Want
+from node.state import round_s
+
+
+def _tx_hex(result: Any) -> str:
+    return bytes(result.tx_hash).hex()
+
+
+def vote(ctx: NodeContext, info: Any) -> bool:
+    """Fetch the round's on-chain update set, merge it, store the result and vote; ``False`` if done."""
+    from ledger.errors import ContractRevertError
+    from ledger.reverts import AlreadyVotedError
+    from ledger.types import included_set_hash
+
+    rnd = int(info.round)
+    if any(
+        v.member.lower() == ctx.address.lower() for v in ctx.client.votes(ctx.run_id, rnd, info.start_block)
+    ):
+        return False
+    record = ctx.state.round(ctx.run_id, rnd)
+    if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(record.merged_cid):
+        record = _merge(ctx, info)
+        if record is None:
+            return False
+    merged_sha, merged_cid = str(record.merged_sha), str(record.merged_cid)
+    pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(record.included or "[]")]
+    set_hash = included_set_hash(pairs)
+    started = time.perf_counter()
+    try:
+        tx = ctx.client.vote(ctx.run_id, rnd, bytes.fromhex(merged_sha), merged_cid, set_hash)
+        tx_hex = _tx_hex(tx)
+    except AlreadyVotedError:
+        tx_hex = "on-chain"
+    except ContractRevertError as exc:
+        ctx.log.event("round.vote_refused", run=ctx.run_id, round=rnd, why=str(exc))
+        return False
+    ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
+    ctx.state.update_round(ctx.run_id, rnd, vote_tx=tx_hex)
+    ctx.log.event(
+        "round.voted",
+        run=ctx.run_id,
+        round=rnd,
+        sha=record.merged_sha,
+        cid=record.merged_cid,
+        tx=tx_hex,
+        included=len(pairs),
+    )
+    if ctx.p2p is not None:
+        from p2p.messages import VoteAnnouncement
+
+        try:
+            ctx.p2p.publish(
+                VoteAnnouncement(
+                    run=ctx.run_key,
+                    round=rnd,
+                    sender=ctx.address,
+                    merged_sha256=merged_sha,
+                    merged_cid=merged_cid,
+                    included_set_hash=set_hash.hex(),
+                )
+            )
+        except Exception as exc:  # gossip is informational here
+            ctx.log.event("gossip.failed", run=ctx.run_id, round=rnd, why=str(exc))
+    return True
+
+
+def _merge(ctx: NodeContext, info: Any) -> Any:
+    from training.codec import default_max_bytes
+    from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
+
+    rnd = int(info.round)
+    submissions = ctx.client.submissions(ctx.run_id, rnd, info.start_block)
+    excluded = {m.lower() for m in ctx.excluded}
+    wanted = [s for s in submissions if s.member.lower() not in excluded]
+    base, base_sha = ctx.base_state(rnd)
+    cap = default_max_bytes(ctx.runtime.flat_spec)
+    started = time.perf_counter()
+    got = ctx.fetcher.get_many(
+        [Want(s.cid, s.sha256.hex(), cap, "update", ctx.run_id, rnd) for s in wanted], raise_errors=False
+    )
+    fetch_s = time.perf_counter() - started
+    ctx.state.add_timing(ctx.run_id, rnd, "transfer", fetch_s)
+    sources: dict[str, int] = {}
+    updates, unavailable = [], {}
+    for s in wanted:
+        value = got.get(s.cid)
+        if isinstance(value, tuple):
+            sources[value[1]] = sources.get(value[1], 0) + 1
+            updates.append(UpdateInput(s.member, value[0], int(s.num_samples)))
+        else:
+            unavailable[s.member] = f"unavailable: {value}"
+    ctx.log.event(
+        "round.fetched",
+        run=ctx.run_id,
+        round=rnd,
+        updates=len(updates),
+        sources=sources,
+        seconds=round_s(fetch_s),
+    )
+    started = time.perf_counter()
+    try:
+        outcome = merge(base, updates, ctx.spec.merge_spec(), run=ctx.run_key, round=rnd)
+    except MergeError as exc:
+        ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
+        return None
+    data = encode_state(outcome.state)
+    sha = state_hash(outcome.state)
+    merge_s = time.perf_counter() - started
+    ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
+    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd)
+    ctx.remember(sha, outcome.state)
+    by_member = {s.member: s.sha256.hex() for s in wanted}
+    included = [[m, by_member[m]] for m in outcome.included]
+    rejected = {**unavailable, **dict(outcome.rejected)}
+    merged_loss = None
+    if ctx.config.training.evaluate:
+        ctx.runtime.load(outcome.state)
+        merged_loss = ctx.runtime.evaluate(ctx.data.held_out)
+    ctx.log.event(
+        "round.merged",
+        run=ctx.run_id,
+        round=rnd,
+        sha=sha,
+        cid=cid,
+        base=base_sha,
+        included=len(included),
+        rejected=rejected,
+        seconds=round_s(merge_s),
+        merged_loss=merged_loss,
+    )
+    return ctx.state.update_round(
+        ctx.run_id,
+        rnd,
+        merged_sha=sha,
+        merged_cid=cid,
+        included=json.dumps(included),
+        rejected=json.dumps(rejected, sort_keys=True),
+        merged_loss=merged_loss,
+    )
