@@ -21,6 +21,8 @@ config
     ``P2PConfig``: listen address, bootstrap peers, timeouts.
 noise
     Noise sessions that read and write the socket in large chunks (py-libp2p's handshake, same wire format).
+buffers
+    ``ByteQueue``: the receive queue of both, which copies only what a read returns.
 yamux
     A yamux muxer with a lean frame loop, 16 MiB windows and batched writes (same protocol).
 host
