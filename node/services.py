@@ -8,6 +8,7 @@ never outlives its parent's cleanup. Only processes started here are ever signal
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -194,8 +195,6 @@ def stop_pid(pid: int, timeout: float = 10.0) -> None:
         while time.monotonic() < deadline:
             if not pid_alive(pid):
                 return
-            try:  # reap it if it is our child, so it does not linger as a zombie
+            with contextlib.suppress(ChildProcessError):  # reap our own child, so it leaves no zombie
                 os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
             time.sleep(0.05)
