@@ -68,7 +68,7 @@ def _exact_tile(
     """
     for j in range(width):
         top[j] = 0
-        acc[j] = 0
+        acc[j] = 0.0
     for r in range(r0, r1):
         for j in range(width):
             v = tbits[r, j] & ABS_MASK
@@ -83,13 +83,14 @@ def _exact_tile(
         field = field if field > 1 else 1
         scale[j] = pow2[bits - (field - 126) + EXP_OFFSET]
     for r in range(r0, r1):
-        w = weights[r - r0]
-        if w == 0:
+        if weights[r - r0] == 0:
             continue
+        # Integers below 2**53 (the grid bits see to it): every product and sum is exact in float64.
+        w = np.float64(weights[r - r0])
         for j in range(width):
-            acc[j] += w * np.int64(np.rint(np.float64(tile[r, j]) * scale[j]))
+            acc[j] += w * np.rint(np.float64(tile[r, j]) * scale[j])
     for j in range(width):
-        v = np.float32(np.float64(acc[j]) / divisor / scale[j])
+        v = np.float32(acc[j] / divisor / scale[j])
         out[o0 + j] = v if v != 0 else np.float32(0.0)
     return seen
 
@@ -116,7 +117,7 @@ def weighted_sum_range(
     tile = np.empty((m, TILE), dtype=np.float32)
     tbits = tile.view(np.int32)
     top = np.empty(TILE, dtype=np.int32)
-    acc = np.empty(TILE, dtype=np.int64)
+    acc = np.empty(TILE, dtype=np.float64)
     scale = np.empty(TILE, dtype=np.float64)
     for t0 in range(c0, c1, TILE):
         width = min(TILE, c1 - t0)
@@ -131,6 +132,37 @@ def weighted_sum_range(
         if seen >= NONFINITE:
             return seen
     return 0
+
+
+@njit(cache=True, nogil=True)
+def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``g[a, c] += sum_j q[a, j] q[c, j]`` for ``c <= a`` over ``q[:, :width]``, four ``c`` per pass."""
+    for a in range(q.shape[0]):
+        qa = q[a]
+        c = 0
+        while c + 4 <= a + 1:
+            q0, q1, q2, q3 = q[c], q[c + 1], q[c + 2], q[c + 3]
+            t0 = np.int64(0)
+            t1 = np.int64(0)
+            t2 = np.int64(0)
+            t3 = np.int64(0)
+            for j in range(width):
+                v = np.int64(qa[j])
+                t0 += v * np.int64(q0[j])
+                t1 += v * np.int64(q1[j])
+                t2 += v * np.int64(q2[j])
+                t3 += v * np.int64(q3[j])
+            g[a, c] += t0
+            g[a, c + 1] += t1
+            g[a, c + 2] += t2
+            g[a, c + 3] += t3
+            c += 4
+        while c <= a:
+            total = np.int64(0)
+            for j in range(width):
+                total += np.int64(qa[j]) * np.int64(q[c, j])
+            g[a, c] += total
+            c += 1
 
 
 @njit(cache=True, nogil=True)
@@ -158,19 +190,24 @@ def gram_range(
     shifts = np.zeros(blocks, dtype=np.int64)
     nonzero = np.zeros(blocks, dtype=np.bool_)
     q = np.empty((m, TILE), dtype=np.int32)
+    lanes = np.zeros(TILE, dtype=np.int32)
     ebits = extra.view(np.int32)
     for b in range(blocks):
         b0 = c0 + b * chunk
         width = min(chunk, c1 - b0)
-        top = 0
+        # Largest magnitude bits of the block, one lane per tile column (no serial max chain).
+        lanes[:] = 0
         for r in range(n):
-            for j in range(width):
-                v = xbits[r, b0 + j] & ABS_MASK
-                top = v if v > top else top
+            for t0 in range(b0, b0 + width, TILE):
+                for j in range(min(TILE, b0 + width - t0)):
+                    v = xbits[r, t0 + j] & ABS_MASK
+                    lanes[j] = v if v > lanes[j] else lanes[j]
         for r in range(extra.shape[0]):
-            for j in range(width):
-                v = ebits[r, b0 + j] & ABS_MASK
-                top = v if v > top else top
+            for t0 in range(b0, b0 + width, TILE):
+                for j in range(min(TILE, b0 + width - t0)):
+                    v = ebits[r, t0 + j] & ABS_MASK
+                    lanes[j] = v if v > lanes[j] else lanes[j]
+        top = lanes.max()
         if top >= NONFINITE:
             nonzero[b] = True
             shifts[b] = -1
@@ -196,12 +233,7 @@ def gram_range(
             for r in range(extra.shape[0]):
                 for j in range(tw):
                     q[n + r, j] = np.int32(np.rint(np.float64(extra[r, t0 + j]) * sc))
-            for a in range(m):
-                for c in range(a + 1):
-                    total = np.int64(0)
-                    for j in range(tw):
-                        total += np.int64(q[a, j]) * np.int64(q[c, j])
-                    g[a, c] += total
+            _tile_gram(q, tw, g)
         for a in range(m):
             for c in range(a):
                 g[c, a] = g[a, c]
@@ -286,7 +318,7 @@ def trimmed_mean_range(
     tbits = tile.view(np.int32)
     ones = np.ones(n - 2 * k, dtype=np.int64)
     top = np.empty(TILE, dtype=np.int32)
-    acc = np.empty(TILE, dtype=np.int64)
+    acc = np.empty(TILE, dtype=np.float64)
     scale = np.empty(TILE, dtype=np.float64)
     divisor = float(n - 2 * k)
     for t0 in range(c0, c1, TILE):
