@@ -1,0 +1,292 @@
+"""The ``fedchain demo``: a whole federated run on a fresh local devnet, from nothing to an audit that passes.
+
+:func:`run_demo` starts anvil (1 s blocks) and an IPFS daemon in a temporary folder, deploys the contracts,
+creates a run from ``node/specs/demo-<model>.toml`` (with the requested number of rounds), starts N
+``fedchain node`` processes on loopback (a :class:`node.cluster.LocalCluster`, every node storing in the
+IPFS daemon), each with its own chatterbot category, and waits until every node has finished the run. It
+then reads the rounds from the chain, scores a local-only baseline per node (the run's base model trained
+only on that node's data for as many steps as the federation made, scored on the node's held-out split,
+the same split the node scored the merged model on), audits the run with :func:`node.audit.audit_registry`
+(the code of ``fedchain audit``) and stops every process it started, on failure and Ctrl-C too.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import re
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from node.cluster import LocalCluster
+from node.errors import NodeError
+
+SPECS = Path(__file__).resolve().parent / "specs"
+# small categories first: a few held-out examples per node keep the scoring cheap on a CPU
+CATEGORIES = ("computers", "humor", "money", "science", "sports", "greetings", "movies", "literature", "ai")
+MODELS = ("smollm2", "tiny")
+ProgressFn = Callable[["DemoProgress"], None]
+
+
+class DemoError(NodeError, RuntimeError):
+    """The demo could not finish (a node died, a wait timed out); carries the failing node's log tail."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs.
+
+    Attributes
+    ----------
+    nodes
+        Member node processes (1..9).
+    rounds
+        Rounds to finalise.
+    model
+        ``"smollm2"`` (SmolLM2-135M-Instruct) or ``"tiny"`` (the tiny random Llama).
+    timeout_s
+        Upper bound on the wait for every node to finish the run.
+    """
+
+    nodes: int = 3
+    rounds: int = 3
+    model: str = "smollm2"
+    timeout_s: float = 900.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.nodes <= len(CATEGORIES):
+            raise ValueError(f"`nodes` must be in [1, {len(CATEGORIES)}], got {self.nodes}")
+        if self.rounds < 1:
+            raise ValueError(f"`rounds` must be >= 1, got {self.rounds}")
+        if self.model not in MODELS:
+            raise ValueError(f"`model` must be smollm2 or tiny, got {self.model!r}")
+        if self.timeout_s <= 0:
+            raise ValueError(f"`timeout_s` must be > 0, got {self.timeout_s}")
+
+    @property
+    def sources(self) -> list[str]:
+        """Each node's ``--data`` source: its own chatterbot category."""
+        return [f"chatterbot:{c}" for c in CATEGORIES[: self.nodes]]
+
+
+@dataclass(frozen=True)
+class DemoProgress:
+    """A snapshot while the run goes: the stage, finalised rounds and each node's latest event."""
+
+    stage: str
+    finalized: int
+    rounds: int
+    phases: tuple[str, ...]
+
+
+def spec_file(config: DemoConfig, folder: Path) -> Path:
+    """Write the demo spec of ``config.model`` with ``config.rounds`` rounds into ``folder``; return it."""
+    text = (SPECS / f"demo-{config.model}.toml").read_text()
+    text, count = re.subn(r"(?m)^rounds\s*=\s*\d+", f"rounds = {config.rounds}", text)
+    if count != 1:
+        raise DemoError(f"demo spec for {config.model!r} has no single `rounds = N` line")
+    path = folder / "run.toml"
+    path.write_text(text)
+    return path
+
+
+def _phase(events: list[dict[str, Any]]) -> str:
+    if not events:
+        return "starting"
+    last = events[-1]
+    name = str(last.get("event", "?"))
+    rnd = last.get("round")
+    detail = ""
+    if name == "round.train_step":
+        detail = f" {last.get('step')}/{last.get('steps')}"
+    elif name == "round.waiting":
+        detail = f": {last.get('why', '')}"
+    return name + (f" r{rnd}" if rnd is not None else "") + detail
+
+
+@contextmanager
+def _cluster(config: DemoConfig, folder: Path, report: ProgressFn) -> Iterator[tuple[Any, LocalCluster, int]]:
+    from node.devnet.anvil import AnvilConfig
+    from node.devnet.harness import Devnet
+
+    report(DemoProgress("starting anvil and IPFS, deploying the contracts", 0, config.rounds, ()))
+    with Devnet(folder / "devnet", AnvilConfig(block_time=1.0), ipfs=True) as devnet:
+        cluster = LocalCluster(folder / "nodes", devnet, config.nodes, store="ipfs")
+        try:
+            report(DemoProgress("creating node homes and the run", 0, config.rounds, ()))
+            cluster.init()
+            run_id = cluster.create_run(spec_file(config, folder))
+            report(DemoProgress(f"starting {config.nodes} nodes (run {run_id})", 0, config.rounds, ()))
+            cluster.start(run_id, config.sources)
+            yield devnet, cluster, run_id
+        except BaseException as exc:
+            tails = [
+                f"--- node{i} ---\n{p.tail(30)}" for i, p in cluster.processes.items() if not p.is_running()
+            ]
+            cluster.stop()
+            if tails and not isinstance(exc, KeyboardInterrupt):
+                raise DemoError(f"{exc}\n" + "\n".join(tails)) from exc
+            raise
+        cluster.stop()
+
+
+def _wait_for_run(cluster: LocalCluster, config: DemoConfig, report: ProgressFn) -> None:
+    deadline = time.monotonic() + config.timeout_s
+    while True:
+        events = [cluster.events(i) for i in range(cluster.size)]
+        finalized = min(len({e["round"] for e in ev if e.get("event") == "round.finalized"}) for ev in events)
+        report(DemoProgress("running rounds", finalized, config.rounds, tuple(_phase(ev) for ev in events)))
+        if all(any(e.get("event") == "run.done" for e in ev) for ev in events):
+            return
+        for i, proc in cluster.processes.items():
+            if not proc.is_running() and not any(e.get("event") == "run.done" for e in events[i]):
+                raise DemoError(f"node{i} exited before the end of the run:\n{proc.tail(30)}")
+        if time.monotonic() > deadline:
+            raise DemoError(f"timed out after {config.timeout_s:g} s waiting for {config.rounds} rounds")
+        time.sleep(0.5)
+
+
+def run_demo(
+    config: DemoConfig, progress: ProgressFn | None = None, folder: Path | None = None
+) -> dict[str, Any]:
+    """Run the demo and return its summary (rounds, losses, audit; layout in ``fedchain demo --json``).
+
+    Raises
+    ------
+    DemoError
+        If a node exits, a wait times out, or a round does not finalise.
+    """
+    report = progress or (lambda _: None)
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="fedchain-demo-") as tmp:
+        work = Path(folder or tmp)
+        with _cluster(config, work, report) as (devnet, cluster, run_id):
+            try:
+                _wait_for_run(cluster, config, report)
+            except Exception as exc:
+                if isinstance(exc, DemoError):
+                    raise
+                raise DemoError(str(exc)) from exc
+            report(DemoProgress("reading the chain and auditing", config.rounds, config.rounds, ()))
+            rounds = _rounds(devnet, cluster, run_id, config.rounds)
+            audit = _audit(devnet, run_id)
+            members = [
+                {"index": m.index, "address": m.address, "data": config.sources[m.index]}
+                for m in cluster.members
+            ]
+            node_events = [cluster.events(i) for i in range(cluster.size)]
+        run_seconds = time.monotonic() - started
+        report(DemoProgress("training the local-only baselines", config.rounds, config.rounds, ()))
+        losses = _losses(config, work / "run.toml", members, node_events)
+    return {
+        "model": config.model,
+        "nodes": config.nodes,
+        "run_id": run_id,
+        "rpc_url": devnet.rpc_url,
+        "runs_address": devnet.runs_address,
+        "members": members,
+        "rounds": rounds,
+        "losses": losses,
+        "audit": audit,
+        "run_seconds": round(run_seconds, 1),
+        "total_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def _rounds(devnet: Any, cluster: LocalCluster, run_id: int, count: int) -> list[dict[str, Any]]:
+    from ledger.chain import connect
+    from ledger.client import RunsClient
+    from ledger.types import RoundId, RoundStatus, RunId
+
+    client = RunsClient(connect(devnet.rpc_url), devnet.runs_address)
+    run = RunId(run_id)
+    names = {m.address.lower(): f"node{m.index}" for m in cluster.members}
+    rows = []
+    for r in map(RoundId, range(int(client.current_round(run)[0].round) + 1)):
+        info = client.round_info(run, r)
+        if info.status == RoundStatus.OPEN:
+            continue
+        result = client.round_result(run, r) if info.status == RoundStatus.FINALIZED else None
+        finals = {e["sha"] for i in range(cluster.size) for e in cluster.events(i, "round.finalized")
+                  if e["round"] == r}  # fmt: skip
+        rows.append(
+            {
+                "round": r,
+                "status": info.status.name.lower(),
+                "contributors": [names.get(s.member.lower(), s.member) for s in client.submissions(run, r)],
+                "merged_sha256": result.merged_sha256.hex() if result else None,
+                "merged_cid": result.merged_cid if result else None,
+                "votes": result.votes if result else 0,
+                "eligible": info.eligible,
+                "finalized_block": result.block_number if result else None,
+                "nodes_agree": result is not None and finals == {result.merged_sha256.hex()},
+            }
+        )
+    if sum(1 for row in rows if row["status"] == "finalized") < count:
+        raise DemoError(f"only {len(rows)} of {count} rounds finalised on chain: {rows}")
+    return rows
+
+
+def _audit(devnet: Any, run_id: int) -> dict[str, Any]:
+    from ledger.chain import connect
+    from ledger.client import RunsClient
+    from node.audit import audit_registry, runspec_setup_loader
+    from p2p.storage import open_store
+
+    client = RunsClient(connect(devnet.rpc_url), devnet.runs_address)
+    store = open_store(f"ipfs:{devnet.ipfs_api}")
+    report = audit_registry(client, store, runspec_setup_loader(), run_id)[0]
+    finalised = [row for row in report.rounds if row.status == "finalized"]
+    return {
+        "ok": report.ok,
+        "rounds_recomputed": len(finalised),
+        "recomputed_equal": sum(1 for row in finalised if row.recomputed_sha256 == row.merged_sha256),
+        "mismatches": [m.describe() for m in report.mismatches],
+    }
+
+
+def _losses(
+    config: DemoConfig, spec_path: Path, members: list[dict[str, Any]], events: list[list[dict[str, Any]]]
+) -> list[dict[str, Any]]:
+    """Per node: held-out loss of the final merged model (the node's own score) and of a local-only model."""
+    from node.config import TrainingSection
+    from node.model import ModelRuntime, load_local_data
+    from node.runspec import RunSpec
+    from training.sft import train_sft
+
+    spec = RunSpec.from_toml(spec_path)
+    runtime = ModelRuntime(spec, threads=0)
+    initial = runtime.initial_state()
+    steps = (spec.train.local_steps or 1) * config.rounds
+    rows = []
+    for member, node_events in zip(members, events, strict=True):
+        merged = [e for e in node_events if e.get("event") == "round.merged"]
+        seed = int(hashlib.sha256(member["address"].lower().encode()).hexdigest()[:8], 16)
+        data = load_local_data(
+            member["data"],
+            held_out_fraction=TrainingSection().held_out_fraction,
+            max_examples=TrainingSection().max_examples,
+            seed=seed,
+        )
+        runtime.load(initial)
+        train_sft(runtime.model, runtime.tokenizer, data.train, dataclasses.replace(spec.train_config(seed),
+                  local_steps=steps))  # fmt: skip
+        local = runtime.evaluate(data.held_out)
+        runtime.load(initial)
+        rows.append(
+            {
+                "node": f"node{member['index']}",
+                "data": member["data"],
+                "held_out": len(data.held_out),
+                "initial_loss": runtime.evaluate(data.held_out),
+                "merged_loss": merged[-1].get("merged_loss") if merged else None,
+                "local_only_loss": local,
+                "local_steps": steps,
+            }
+        )
+    return rows
