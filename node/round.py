@@ -57,7 +57,9 @@ def step(ctx: NodeContext) -> bool:
                 f"too few updates ({info.submissions} < {ctx.spec.chain.min_updates}); round will fail",
             )
         elif not vote(ctx, info):
-            _wait(ctx, current, f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
+            failed = ctx.state.get(f"merge_failed:{ctx.run_id}:{current}")
+            why = f"cannot merge ({failed}); waiting for the round to end" if failed else ""
+            _wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
     else:
         close_failed(ctx, current)
     return False

@@ -31,6 +31,8 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     ):
         return False
     record = ctx.state.round(ctx.run_id, rnd)
+    if ctx.state.get(f"merge_failed:{ctx.run_id}:{rnd}") is not None:
+        return False  # the round's update set is fixed: merging it again fails the same way
     if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(record.merged_cid):
         record = _merge(ctx, info)
         if record is None:
@@ -114,6 +116,8 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     try:
         outcome = merge(base, updates, ctx.spec.merge_spec(), run=ctx.run_key, round=rnd)
     except MergeError as exc:
+        if not unavailable:  # with every update in hand the failure is final; else retry after fetching again
+            ctx.state.set(f"merge_failed:{ctx.run_id}:{rnd}", str(exc))
         ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
         return None
     data = encode_state(outcome.state)

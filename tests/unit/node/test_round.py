@@ -47,8 +47,9 @@ def chain() -> Any:
     return w3, accounts, deploy(w3, accounts[0]).runs
 
 
-def _spec(model_dir: Path) -> RunSpec:
+def _spec(model_dir: Path, **changes: Any) -> RunSpec:
     return RunSpec(
+        **changes,
         rounds=2,
         seed=3,
         max_norm=1000.0,
@@ -99,13 +100,15 @@ def _drive(w3: Any, ctxs: list[NodeContext], until: Callable[[], bool], steps: i
     raise AssertionError("rounds did not progress")
 
 
-def _setup(tmp_path: Path, chain: Any, tiny_model_dir: Path) -> tuple[Any, list[Any], str, RunSpec, int, Any]:
+def _setup(
+    tmp_path: Path, chain: Any, tiny_model_dir: Path, **changes: Any
+) -> tuple[Any, list[Any], str, RunSpec, int, Any]:
     from ledger.client import RunsClient
     from ledger.types import RunConfig
     from p2p.storage import LocalStore
 
     w3, accounts, registry = chain
-    spec = _spec(tiny_model_dir)
+    spec = _spec(tiny_model_dir, **changes)
     store = LocalStore(tmp_path / "shared-store")
     cid = store.put(spec.canonical_bytes())
     creator = RunsClient(w3, registry, accounts[0])
@@ -182,3 +185,26 @@ def test_a_member_restarted_mid_round_never_trains_submits_or_votes_twice(
     assert trained == [0, 1] and submitted == [0, 1] and voted == [0, 1]
     assert client.member_info(run_id, accounts[1].address).submitted_rounds == 2
     assert client.round_result(run_id, 1) is not None
+
+
+def test_a_set_the_aggregator_refuses_is_not_voted_and_the_round_is_closed_as_failed(
+    tmp_path: Path, chain: Any, tiny_model_dir: Path
+) -> None:
+    from ledger.types import RoundStatus
+
+    w3, accounts, registry, spec, run_id, store = _setup(
+        tmp_path, chain, tiny_model_dir, aggregator="krum", aggregator_params={"f": 1}
+    )
+    ctxs = [
+        _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(2)
+    ]
+    client = ctxs[0].client
+
+    _drive(w3, ctxs, lambda: client.run_info(run_id).current_round >= 1)
+
+    assert client.round_info(run_id, 0).status == RoundStatus.FAILED
+    assert client.votes(run_id, 0) == []
+    for i in range(2):
+        events = read_events(tmp_path / f"node{i}" / "node.jsonl")
+        failures = [e for e in events if e["event"] == "round.merge_failed"]
+        assert len(failures) == 1 and "krum" in failures[0]["why"]
