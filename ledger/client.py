@@ -43,6 +43,10 @@ from ledger.types import (
 
 ZERO_ADDRESS = "0x0000000000000000000000000000000000000000"
 DEFAULT_JOIN_BLOCKS = 10
+DECIDING_VOTE_GAS = 300_000
+"""Gas limit floor for votes. A vote estimated while it would not decide can become the deciding one when
+another member's vote lands first in the same block; deciding costs more (finalise the round, open the
+next). Unused gas is refunded, so the floor costs nothing but the balance it must cover."""
 
 
 def _hash32(name: str, value: bytes) -> bytes:
@@ -151,7 +155,7 @@ class RunsClient:
             merged_cid,
             _hash32("included_set_hash", included_set_hash),
         )
-        return self._tx().send(fn)
+        return self._send_vote(fn)
 
     def close_failed(self, run: RunId, round: RoundId) -> TxResult:
         """Close the open round as failed (allowed once it can no longer finalise)."""
@@ -183,7 +187,12 @@ class RunsClient:
     def vote_unlearning(self, request: RequestId, model_sha256: bytes, model_cid: str) -> TxResult:
         """Vote the recomputed model of a pending unlearning request (fulfils it on quorum)."""
         fn = self.contract.functions.voteUnlearning(request, _hash32("model_sha256", model_sha256), model_cid)
-        return self._tx().send(fn)
+        return self._send_vote(fn)
+
+    def _send_vote(self, fn: Any) -> TxResult:
+        sender = self._tx()
+        estimate = int(sender.estimate_gas(fn) * sender.gas_margin)
+        return sender.send(fn, gas=max(estimate, DECIDING_VOTE_GAS))
 
     # ----- views --------------------------------------------------------------------------------------
 
