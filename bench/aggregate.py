@@ -3,9 +3,10 @@
 Each aggregator runs in a fresh subprocess (so ``ru_maxrss`` is its own): the process first runs the
 aggregator once on a small ``[n, 1000]`` matrix (the JIT warm-up: loading, or on a cold cache compiling, the
 numba kernels; reported as ``warmup_seconds``), builds the ``[n, d]`` float32 matrix, records its peak RSS,
-runs the aggregator ``--repeats`` times (best time kept), records the peak RSS again, then times
-``updates.mean(dim=0)`` on the same matrix. Reported per aggregator: time, time as a ratio to that mean,
-warm-up time, and peak extra memory in MB and as a multiple of the input size.
+runs the aggregator once and records the peak RSS again, then alternates ``--repeats`` timed runs of the
+aggregator and of ``updates.mean(dim=0)`` on the same matrix (best of each kept; alternating makes both see
+the same load on a shared machine). Reported per aggregator: time, time as a ratio to that mean, warm-up
+time, and peak extra memory in MB and as a multiple of the input size.
 
     python bench/aggregate.py                 # n=16, d=10,000,000
     python bench/aggregate.py --d 1000000 --json
@@ -64,15 +65,16 @@ def worker(name: str, n: int, d: int, repeats: int) -> dict[str, Any]:
     updates[: max(1, n // 8)].mul_(50.0)
     weights = torch.randint(10, 1000, (n,), generator=gen).to(torch.float32)
     base = _maxrss_mb()
-    best = float("inf")
+    out = fn(updates, weights, **params)
+    peak = _maxrss_mb()
+    del out
+    # Aggregator and plain mean alternate, so that both see the same load on a shared machine.
+    best = mean_best = float("inf")
     for _ in range(repeats):
         start = time.perf_counter()
         out = fn(updates, weights, **params)
         best = min(best, time.perf_counter() - start)
         del out
-    peak = _maxrss_mb()
-    mean_best = float("inf")
-    for _ in range(repeats):
         start = time.perf_counter()
         ref = updates.mean(dim=0)
         mean_best = min(mean_best, time.perf_counter() - start)
@@ -98,7 +100,7 @@ def main() -> None:
     )
     parser.add_argument("--n", type=int, default=16, help="number of updates (rows)")
     parser.add_argument("--d", type=int, default=10_000_000, help="update length (columns)")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per aggregator; the best is kept")
+    parser.add_argument("--repeats", type=int, default=5, help="runs per aggregator; the best is kept")
     parser.add_argument("--only", nargs="*", default=None, help="aggregators to run (default: all)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)

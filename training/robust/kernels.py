@@ -10,14 +10,52 @@ torch formulation (kept as the reference in :mod:`training.robust.reference`), u
 
 No ``fastmath``: LLVM may neither reassociate nor contract the float operations (there is no ``a * b + c``
 pattern in them anyway), so the bytes do not depend on the instruction set (``NUMBA_CPU_NAME``) or the
-thread schedule. ``cache=True`` stores the compiled code next to this module or, where that is read-only,
-in ``NUMBA_CACHE_DIR`` (set by :mod:`training.robust.jit` to a user cache directory).
+thread schedule. ``cache=True`` stores the compiled code in ``NUMBA_CACHE_DIR`` if set, else next to this
+module, else in the user cache folder (numba's own order); if neither is writable, in a per-user folder of
+the temporary directory (:func:`fallback_cache_dir`), so a read-only install still imports. Loading the
+cached kernels takes well under a second; compiling them (a cold cache) about 10-30 s.
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numba
 import numpy as np
 from numba import njit
+from numba.misc.appdirs import AppDirs
+
+
+def writable(folder: Path) -> bool:
+    """Whether files can be created in ``folder`` (created if missing)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def fallback_cache_dir(package_dir: Path, user_dir: Path) -> Path | None:
+    """Cache folder to give numba when neither ``package_dir/__pycache__`` nor ``user_dir`` is writable.
+
+    numba's own locators try exactly those two (then raise at import); a read-only install under a
+    read-only home gets a per-user folder in the temporary directory instead.
+    """
+    if writable(package_dir / "__pycache__") or writable(user_dir):
+        return None
+    return Path(tempfile.gettempdir()) / f"fedchain-numba-{os.getuid()}"
+
+
+_config: Any = numba.config
+if not _config.CACHE_DIR:
+    _user_dir = AppDirs(appname="numba", appauthor=False).user_cache_dir  # type: ignore[no-untyped-call]
+    _fallback = fallback_cache_dir(Path(__file__).resolve().parent, Path(_user_dir))
+    if _fallback is not None:
+        _config.CACHE_DIR = str(_fallback)
 
 TILE = 512
 """Coordinates per tile: ``n * TILE`` values of scratch stay in cache."""
@@ -113,24 +151,38 @@ def weighted_sum_range(
     Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or NaN.
     """
     k = rows.shape[0]
-    m = k + extra.shape[0]
-    tile = np.empty((m, TILE), dtype=np.float32)
-    tbits = tile.view(np.int32)
+    xbits = x.view(np.int32)
+    ebits = extra.view(np.int32)
     top = np.empty(TILE, dtype=np.int32)
     acc = np.empty(TILE, dtype=np.float64)
     scale = np.empty(TILE, dtype=np.float64)
     for t0 in range(c0, c1, TILE):
         width = min(TILE, c1 - t0)
-        for i in range(k):
-            r = rows[i]
+        top[:width] = 0
+        acc[:width] = 0.0
+        for i in range(k + extra.shape[0]):
+            rb = xbits[rows[i], t0 : t0 + width] if i < k else ebits[i - k, t0 : t0 + width]
             for j in range(width):
-                tile[i, j] = x[r, t0 + j]
-        for i in range(extra.shape[0]):
-            for j in range(width):
-                tile[k + i, j] = extra[i, t0 + j]
-        seen = _exact_tile(tile, tbits, 0, m, width, weights, bits, divisor, pow2, out, t0, top, acc, scale)
+                v = rb[j] & ABS_MASK
+                top[j] = v if v > top[j] else top[j]
+        seen = top[:width].max()
         if seen >= NONFINITE:
             return seen
+        for j in range(width):
+            field = top[j] >> 23
+            field = field if field > 1 else 1
+            scale[j] = pow2[bits - (field - 126) + EXP_OFFSET]
+        for i in range(k + extra.shape[0]):
+            if weights[i] == 0:
+                continue
+            # Integers below 2**53 (the grid bits see to it): every product and sum is exact in float64.
+            w = np.float64(weights[i])
+            rx = x[rows[i], t0 : t0 + width] if i < k else extra[i - k, t0 : t0 + width]
+            for j in range(width):
+                acc[j] += w * np.rint(np.float64(rx[j]) * scale[j])
+        for j in range(width):
+            v = np.float32(acc[j] / divisor / scale[j])
+            out[t0 + j] = v if v != 0 else np.float32(0.0)
     return 0
 
 

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
 from training.robust import reference
 from training.robust.exact import gram, weighted_sum
+from training.robust.kernels import fallback_cache_dir, writable
 from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
 
 
@@ -94,3 +100,44 @@ def test_every_kernel_rejects_non_finite_values(bad: float) -> None:
     ):
         with pytest.raises(ValueError, match="NaN or Inf"):
             run()
+
+
+def test_jit_cache_falls_back_to_a_temporary_folder_only_when_nothing_else_is_writable(
+    tmp_path: Path,
+) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("")  # a file: no folder can be made under it, even by root
+
+    assert fallback_cache_dir(tmp_path / "pkg", tmp_path / "user") is None
+    assert fallback_cache_dir(blocker / "pkg", tmp_path / "user") is None
+    fallback = fallback_cache_dir(blocker / "pkg", blocker / "user")
+    assert fallback is not None and writable(fallback)
+
+
+@pytest.mark.slow
+def test_kernels_compile_into_numba_cache_dir_with_the_same_bytes(tmp_path: Path) -> None:
+    code = (
+        "import hashlib, torch\n"
+        "from training.aggregate import AGGREGATORS\n"
+        "x = torch.randn(6, 3000, generator=torch.Generator().manual_seed(1))\n"
+        "w = torch.ones(6)\n"
+        "print(hashlib.sha256(b''.join(AGGREGATORS[k](x, w).numpy().tobytes()"
+        " for k in ('mean', 'median', 'geometric_median'))).hexdigest())\n"
+    )
+    root = Path(__file__).resolve().parents[3]
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    fresh = subprocess.run(
+        [sys.executable, "-c", code],
+        env=env,
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    here = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=300, check=True
+    )
+
+    assert any((tmp_path / "cache").rglob("*.nbi")), "no numba index written to NUMBA_CACHE_DIR"
+    assert fresh.stdout == here.stdout
