@@ -149,13 +149,23 @@ class NodeContext:
             self._states.pop(next(iter(self._states)))
 
     def base_state(self, round: int) -> tuple[ModelState, str]:
-        """Return the state ``round`` starts from: the latest earlier adopted result, else the init."""
+        """Return the state ``round`` starts from, by the chain's lineage rule, and its hash.
+
+        The rule is :func:`node.history.base_of_round` (the last finalised round, or a fulfilled unlearning
+        request that replaced it, else the run-seeded initial state) — the same rule the replay and the audit
+        use. It is read from the chain, not from this node's own adoptions, so every honest peer trains and
+        merges from the same base even when an unlearning result and a round result land close together.
+        """
+        from ledger.types import RunId
+        from node.history import base_of_round, read_history
         from training.merge import state_hash
 
-        adoption = self.state.latest_adoption(self.run_id, before=round)
-        if adoption is None:
+        ref = base_of_round(read_history(self.client, RunId(self.run_id)), round)
+        if ref.sha256 is None or ref.cid is None:
             initial = self.runtime.initial_state()
             sha = state_hash(initial)
             self.remember(sha, initial)
             return initial, sha
-        return self.load_state(adoption.sha, adoption.cid, round=adoption.round), adoption.sha
+        sha = bytes(ref.sha256).hex()
+        source_round = ref.source if ref.kind == "round" else None
+        return self.load_state(sha, ref.cid, round=source_round), sha
