@@ -4,9 +4,10 @@ For each cluster size a fresh devnet (anvil with 1 s blocks + an IPFS daemon) ru
 (``node/specs/tiny.toml``, ``--rounds`` rounds) with N ``fedchain node`` processes on loopback, each with its
 own embedded store (updates travel over the libp2p blob stream). Every node logs, per finalised round, its
 time split (``round.finalized.timings``: ``train``, ``transfer``, ``aggregate``, ``chain``, ``wait``); the
-round's wall time on a node is the time between its previous round's finalisation (or, for round 0, its
-``round.training`` event) and this one's. ``other`` is the wall time no phase accounts for (chain reads of
-a step, settling, scoring the held-out split). Reported per size: the mean of every phase over nodes and
+round's wall time on a node is the time between its previous round's finalisation and this one's (so
+round 0, which also waits out the join window, is left out). ``other`` is the wall time no phase accounts
+for (chain reads of a step, settling, scoring the held-out split; negative when a phase overlaps the next
+round's wall time). Reported per size: the mean of every phase over nodes and
 rounds, and each phase's share of the round; the baseline is local training, so ``overhead_ratio`` is
 (round - training) / training and ``non_training_share`` is (round - training) / round.
 
@@ -43,17 +44,15 @@ def _spec(folder: Path, rounds: int, size: int) -> Path:
 
 
 def _round_rows(events: list[dict[str, Any]]) -> list[dict[str, float]]:
-    start = next((e["ts"] for e in events if e.get("event") == "round.training"), None)
+    """Rounds 1.. of one node (round 0 also waits out the join window and warms up, so it is left out)."""
+    finals = [e for e in events if e.get("event") == "round.finalized"]
     rows = []
-    for e in events:
-        if e.get("event") != "round.finalized" or start is None:
-            continue
+    for before, e in zip(finals, finals[1:], strict=False):
         timings = e.get("timings") or {}
         row = {p: float(timings.get(p, 0.0)) for p in PHASES}
-        row["round"] = float(e["ts"] - start)
-        row["other"] = max(0.0, row["round"] - sum(row[p] for p in PHASES))
+        row["round"] = float(e["ts"] - before["ts"])
+        row["other"] = row["round"] - sum(row[p] for p in PHASES)
         rows.append(row)
-        start = e["ts"]
     return rows
 
 
