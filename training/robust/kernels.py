@@ -165,7 +165,7 @@ def weighted_sum_range(
             for j in range(width):
                 v = rb[j] & ABS_MASK
                 top[j] = v if v > top[j] else top[j]
-        seen = top[:width].max()
+        seen = int(top[:width].max())
         if seen >= NONFINITE:
             return seen
         for j in range(width):
