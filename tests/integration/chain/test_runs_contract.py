@@ -196,6 +196,21 @@ def test_vote_quorum_exactly_reached_and_one_short(chain: ChainEnv) -> None:
         chain.client(2).vote(run, R0, merged, "bafym", set_hash)
 
 
+def test_vote_gas_limit_covers_the_deciding_vote(chain: ChainEnv) -> None:
+    """A vote estimated while it would not decide may still land as the deciding one (another member's
+    vote mined first in the same block), so every vote's gas limit must cover finalisation."""
+    run = chain.new_run(members=3, quorum_bps=6_666)  # quorum = 2
+    set_hash = included_set_hash(submit_all(chain, run, R0, range(1, 4)))
+    merged = sha("merged")
+
+    first = chain.client(1).vote(run, R0, merged, "bafym", set_hash)  # not deciding
+    deciding = chain.client(2).vote(run, R0, merged, "bafym", set_hash)
+
+    assert chain.client(0).round_info(run, R0).status == RoundStatus.FINALIZED
+    assert deciding.gas_used > first.gas_used
+    assert chain.w3.eth.get_transaction(first.tx_hash)["gas"] >= deciding.gas_used
+
+
 def test_vote_RevertWhen_EarlyDoubleLateTooFewOrNotMember(chain: ChainEnv) -> None:
     run = chain.new_run(members=3, min_updates=2)
     included = submit_all(chain, run, R0, range(1, 2))
