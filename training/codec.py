@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -34,12 +33,12 @@ from torch import Tensor
 from training.errors import TrainingError
 from training.flat import FlatSpec
 from training.robust.exact import sq_norms
+from training.safetensors_io import read_header, write
 
 FORMAT = "fedchain-update/1"
 CODECS = ("fp32", "int8")
 Codec = Literal["fp32", "int8"]
 MAX_HEADER_BYTES = 1 << 22
-_DTYPES = {torch.float32: "F32", torch.int8: "I8"}
 
 
 class UpdateRejected(TrainingError, ValueError):  # noqa: N818 - the name the other layers use
@@ -146,46 +145,11 @@ def encode(
         "shapes": json.dumps([list(s) for s in spec.shapes], separators=(",", ":")),
         "extra": json.dumps(extra_shapes, sort_keys=True, separators=(",", ":")),
     }
-    return _serialize(tensors, metadata)
-
-
-def _serialize(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
-    """Write safetensors bytes canonically: sorted keys, tensors in name order.
-
-    Equal updates give equal bytes, hence equal content ids; ``safetensors.torch.save`` orders the metadata
-    differently from call to call.
-    """
-    header: dict[str, Any] = {"__metadata__": dict(metadata)}
-    chunks: list[bytes] = []
-    offset = 0
-    for name in sorted(tensors):
-        tensor = tensors[name].contiguous()
-        raw = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
-        header[name] = {
-            "dtype": _DTYPES[tensor.dtype],
-            "shape": list(tensor.shape),
-            "data_offsets": [offset, offset + len(raw)],
-        }
-        chunks.append(raw)
-        offset += len(raw)
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+    return write(tensors, metadata)
 
 
 def _header(data: bytes) -> tuple[dict[str, str], dict[str, Any]]:
-    if len(data) < 8:
-        raise UpdateRejected(f"update is {len(data)} bytes, shorter than a safetensors header")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > min(MAX_HEADER_BYTES, len(data) - 8):
-        raise UpdateRejected(f"header length {size} exceeds the data or the {MAX_HEADER_BYTES}-byte cap")
-    try:
-        header = json.loads(data[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise UpdateRejected(f"header is not JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise UpdateRejected("header is not a JSON object")
-    meta = header.pop("__metadata__", None)
+    meta, header = read_header(data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update")
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise UpdateRejected("header has no string metadata")
     return meta, header

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import math
-import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -35,6 +34,7 @@ from torch import Tensor
 
 from training.errors import TrainingError
 from training.flat import FlatSpec
+from training.safetensors_io import read_header, write
 
 STATE_FORMAT = "fedchain-state/1"
 DEFAULT_MAX_SAMPLES = 1_000_000
@@ -216,24 +216,7 @@ def state_hash(state: ModelState) -> str:
 
 def encode_state(state: ModelState) -> bytes:
     """Canonical safetensors bytes of ``state`` (sorted keys, fixed layout): equal states, equal bytes."""
-    from training.determinism import tensor_bytes
-
-    header: dict[str, Any] = {"__metadata__": {"format": STATE_FORMAT, "spec": state.spec.to_json()}}
-    chunks: list[bytes] = []
-    offset = 0
-    tensors = state.tensors()
-    for name in sorted(tensors):
-        raw = tensor_bytes(tensors[name])
-        header[name] = {
-            "dtype": "F32",
-            "shape": [state.spec.numel],
-            "data_offsets": [offset, offset + len(raw)],
-        }
-        chunks.append(raw)
-        offset += len(raw)
-    head = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
-    head += b" " * (-len(head) % 8)
-    return struct.pack("<Q", len(head)) + head + b"".join(chunks)
+    return write(state.tensors(), {"format": STATE_FORMAT, "spec": state.spec.to_json()})
 
 
 def _parse_spec(text: str) -> FlatSpec:
@@ -249,18 +232,7 @@ def _parse_spec(text: str) -> FlatSpec:
 
 
 def _state_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    if len(data) < 8:
-        raise StateFormatError(f"state is {len(data)} bytes, shorter than a safetensors header")
-    (size,) = struct.unpack("<Q", data[:8])
-    if size > min(_MAX_HEADER_BYTES, len(data) - 8):
-        raise StateFormatError(f"header length {size} exceeds the data or the {_MAX_HEADER_BYTES}-byte cap")
-    try:
-        header = json.loads(data[8 : 8 + size].decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise StateFormatError(f"header is not JSON: {exc}") from exc
-    if not isinstance(header, dict):
-        raise StateFormatError("header is not a JSON object")
-    meta = header.pop("__metadata__", None)
+    meta, header = read_header(data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state")
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise StateFormatError(f"metadata `format` must be {STATE_FORMAT!r}, got {got!r}")
