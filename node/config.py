@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from node.errors import NodeError
+from training.tomlconfig import build_section, check_tables, load_toml
 
-C = TypeVar("C")
 CONFIG_FILE = "config.toml"
 
 
@@ -160,28 +159,14 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _build(cls: type[C], table: Any, section: str) -> C:
-    if not isinstance(table, Mapping):
-        raise NodeConfigError(f"[{section}] must be a table, got {type(table).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise NodeConfigError(
-            f"[{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
-        )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise NodeConfigError(f"[{section}] {exc}") from exc
-
-
 def config_from_dict(doc: Mapping[str, Any]) -> NodeConfig:
     """Build a :class:`NodeConfig` from parsed TOML tables."""
-    unknown = sorted(set(doc) - set(_SECTIONS))
-    if unknown:
-        raise NodeConfigError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(_SECTIONS)}")
-    return NodeConfig(**{name: _build(cls, doc.get(name, {}), name) for name, cls in _SECTIONS.items()})
+    check_tables(doc, _SECTIONS, error=NodeConfigError)
+    sections = {
+        name: build_section(cls, doc.get(name, {}), name, error=NodeConfigError)
+        for name, cls in _SECTIONS.items()
+    }
+    return NodeConfig(**sections)
 
 
 def load_config(path: str | Path) -> NodeConfig:
@@ -192,17 +177,7 @@ def load_config(path: str | Path) -> NodeConfig:
     NodeConfigError
         If the file cannot be read or parsed or a value is wrong (the message names the file and key).
     """
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise NodeConfigError(f"{path}: cannot read node config: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise NodeConfigError(f"{path}: invalid TOML: {exc}") from exc
-    try:
-        return config_from_dict(doc)
-    except NodeConfigError as exc:
-        raise NodeConfigError(f"{path}: {exc}") from exc
+    return load_toml(path, config_from_dict, what="node config", error=NodeConfigError)
 
 
 def _toml_value(value: Any) -> str:

@@ -21,19 +21,18 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 from node.errors import NodeError
 from training.config import AdapterConfig, ModelConfig, TrainConfig
+from training.tomlconfig import build_section, check_tables, load_toml
 
 SPEC_FORMAT = "fedchain-runspec/1"
 MAX_SPEC_BYTES = 1 << 16
-C = TypeVar("C")
 
 
 class RunSpecError(NodeError, ValueError):
@@ -212,34 +211,9 @@ class RunSpec:
         RunSpecError
             If the file cannot be read or parsed or a value is wrong (the message names the file and key).
         """
-        path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise RunSpecError(f"{path}: cannot read run spec: {exc.strerror}") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise RunSpecError(f"{path}: invalid TOML: {exc}") from exc
-        try:
-            return _from_tables(doc, sections_at_top=False)
-        except RunSpecError as exc:
-            raise RunSpecError(f"{path}: {exc}") from exc
-
-
-def _build(cls: type[C], table: Any, section: str) -> C:
-    """Instantiate dataclass ``cls`` from a table, naming ``[section] key`` in every error."""
-    if not isinstance(table, Mapping):
-        raise RunSpecError(f"[{section}] must be a table, got {type(table).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(table) - names)
-    if unknown:
-        raise RunSpecError(
-            f"[{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}"
+        return load_toml(
+            path, lambda doc: _from_tables(doc, sections_at_top=False), what="run spec", error=RunSpecError
         )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    try:
-        return cls(**kwargs)
-    except (ValueError, TypeError) as exc:
-        raise RunSpecError(f"[{section}] {exc}") from exc
 
 
 def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
@@ -248,18 +222,16 @@ def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
     if sections_at_top:
         top = {k: v for k, v in doc.items() if k not in sections}
     else:
-        known = {"run", *sections}
-        unknown = sorted(set(doc) - known)
-        if unknown:
-            raise RunSpecError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        check_tables(doc, sorted({"run", *sections}), error=RunSpecError)
         top = dict(doc.get("run", {}))
     for name in ("aggregator_params", "server"):
         value = doc.get(name, {})
         if not isinstance(value, Mapping):
             raise RunSpecError(f"[{name}] must be a table")
         top[name] = dict(value)
-    top["chain"] = _build(ChainParams, doc.get("chain", {}), "chain")
-    top["model"] = _build(ModelConfig, {"name_or_path": "tiny-llama", **doc.get("model", {})}, "model")
-    top["adapter"] = _build(AdapterConfig, doc.get("adapter", {}), "adapter")
-    top["train"] = _build(TrainConfig, doc.get("train", {}), "train")
-    return _build(RunSpec, top, "run")
+    model = {"name_or_path": "tiny-llama", **doc.get("model", {})}
+    top["chain"] = build_section(ChainParams, doc.get("chain", {}), "chain", error=RunSpecError)
+    top["model"] = build_section(ModelConfig, model, "model", error=RunSpecError)
+    top["adapter"] = build_section(AdapterConfig, doc.get("adapter", {}), "adapter", error=RunSpecError)
+    top["train"] = build_section(TrainConfig, doc.get("train", {}), "train", error=RunSpecError)
+    return build_section(RunSpec, top, "run", error=RunSpecError)

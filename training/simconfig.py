@@ -17,18 +17,17 @@ A wrong key or value raises :class:`~training.errors.ConfigError` naming the tab
 from __future__ import annotations
 
 import dataclasses
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 from training.config import AdapterConfig, ModelConfig, TrainConfig
 from training.errors import ConfigError
+from training.tomlconfig import build_section, check_tables, load_toml
 
 DataSource = Literal["synthetic", "chatterbot", "jsonl"]
 Codec = Literal["fp32", "int8"]
-C = TypeVar("C")
 
 
 @dataclass(frozen=True)
@@ -204,7 +203,8 @@ class SimulationConfig:
             current = getattr(self, section, None)
             if not dataclasses.is_dataclass(current) or isinstance(current, type):
                 raise ConfigError(f"unknown section `{section}`")
-            top[section] = _build(type(current), {**dataclasses.asdict(current), **values}, section)
+            table = {**dataclasses.asdict(current), **values}
+            top[section] = build_section(type(current), table, section, error=ConfigError)
         return dataclasses.replace(self, **top)
 
 
@@ -219,31 +219,10 @@ def _check_known(name: str, value: str, module: str, registry: str) -> None:
         raise ConfigError(f"`{name}` must be one of {', '.join(sorted(known))}, got {value!r}")
 
 
-def _build(cls: type[C], table: Mapping[str, Any], section: str) -> C:
-    """Instantiate dataclass ``cls`` from a TOML table, naming ``[section] key`` in every error."""
-    if not isinstance(table, Mapping):
-        raise ConfigError(f"[{section}] must be a table, got {type(table).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-    unknown = sorted(set(table) - set(fields))
-    if unknown:
-        raise ConfigError(
-            f"[{section}] unknown key(s) {', '.join(unknown)}; known: {', '.join(sorted(fields))}"
-        )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in table.items()}
-    try:
-        return cls(**kwargs)
-    except ConfigError as exc:
-        raise ConfigError(f"[{section}] {exc}") from exc
-    except TypeError as exc:
-        raise ConfigError(f"[{section}] {exc}") from exc
-
-
 def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
     """Build a :class:`SimulationConfig` from a parsed TOML document (layout in the module docstring)."""
-    known = {"simulation", "server", "byzantine", "data", "model", "adapter", "train"}
-    unknown = sorted(set(doc) - known)
-    if unknown:
-        raise ConfigError(f"unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+    known = ("adapter", "byzantine", "data", "model", "server", "simulation", "train")
+    check_tables(doc, known, error=ConfigError)
     sim = dict(doc.get("simulation", {}))
     sim["server"] = dict(doc.get("server", {}))
     for key in sorted(sim["server"]):
@@ -256,9 +235,10 @@ def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
         "train": TrainConfig,
     }
     for name, cls in sections.items():
-        sim[name] = _build(cls, doc.get(name, {}), name)
-    sim["model"] = _build(ModelConfig, {"name_or_path": "tiny-llama", **doc.get("model", {})}, "model")
-    return _build(SimulationConfig, sim, "simulation")
+        sim[name] = build_section(cls, doc.get(name, {}), name, error=ConfigError)
+    model = {"name_or_path": "tiny-llama", **doc.get("model", {})}
+    sim["model"] = build_section(ModelConfig, model, "model", error=ConfigError)
+    return build_section(SimulationConfig, sim, "simulation", error=ConfigError)
 
 
 def load_config(path: str | Path) -> SimulationConfig:
@@ -269,14 +249,4 @@ def load_config(path: str | Path) -> SimulationConfig:
     ConfigError
         If the file cannot be read or parsed, or a table, key or value is wrong (the message names it).
     """
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config: {exc}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from exc
-    try:
-        return config_from_dict(doc)
-    except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+    return load_toml(path, config_from_dict, what="simulation config", error=ConfigError)
