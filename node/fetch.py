@@ -3,12 +3,19 @@
 Every delivered blob is checked against its CID (the stores and the blob protocol re-hash) and, when the
 chain names one, its sha256; then it is put into the node's own store, pinned and recorded in the state
 database, so the node keeps (and serves) every artifact of its runs.
+
+With an ``events`` sink (the node's ``EventLog.event``), a batch that needs anything beyond the own store
+reports ``fetch.progress`` (artifacts done of total, bytes so far, the source of the last one) once after the
+own-store pass and once per artifact delivered from peers or IPFS, then ``fetch.done`` (counts per source,
+bytes, failures, seconds). The peer blob stream and the IPFS client give no byte-level callback, so progress
+is counted in whole artifacts.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +24,9 @@ from node.errors import ArtifactUnavailableError
 from node.state import NodeState
 
 log = logging.getLogger(__name__)
+
+EventSink = Callable[..., object]
+"""``sink(event_name, **fields)``: where a :class:`Fetcher` reports transfer progress."""
 
 
 @dataclass(frozen=True)
@@ -46,6 +56,9 @@ class Fetcher:
         ``providers(cid)``: peer ids believed to hold ``cid`` (announcers first, then connected peers).
     ipfs
         A store over an IPFS daemon tried last (``None``: none).
+    events
+        ``events(name, **fields)``, e.g. ``EventLog.event``: receives ``fetch.progress`` and ``fetch.done``
+        (``None``: no events). Settable after construction, like ``providers``.
     """
 
     def __init__(
@@ -56,12 +69,14 @@ class Fetcher:
         p2p: Any = None,
         providers: Callable[[str], list[str]] | None = None,
         ipfs: Any = None,
+        events: EventSink | None = None,
     ) -> None:
         self.store = store
         self.state = state
         self.p2p = p2p
         self.providers = providers or (lambda cid: [])
         self.ipfs = ipfs
+        self.events = events
 
     def keep(
         self,
@@ -144,6 +159,7 @@ class Fetcher:
                 out[want.cid] = (data, "store")
             else:
                 missing.append(want)
+        report = _Report(self.events, wants, out) if missing and self.events is not None else None
         if missing and self.p2p is not None:
             from p2p.fetch import FetchRequest
 
@@ -165,6 +181,8 @@ class Fetcher:
                             out[want.cid] = (self._check(want, value), "peers")
                         except ArtifactUnavailableError as exc:
                             log.warning("%s", exc)
+                        else:
+                            _advance(report, want, out)
         for want in missing:
             if want.cid in out:
                 continue
@@ -172,8 +190,12 @@ class Fetcher:
                 out[want.cid] = (self._from_ipfs(want), "ipfs")
             except ArtifactUnavailableError as exc:
                 if raise_errors:
+                    if report is not None:
+                        report.done(out)
                     raise
                 out[want.cid] = exc
+            else:
+                _advance(report, want, out)
         for want in wants:
             value = out.get(want.cid)
             if isinstance(value, tuple) and value[1] != "store":
@@ -187,4 +209,59 @@ class Fetcher:
                     want.round,
                     len(value[0]),
                 )
+        if report is not None:
+            report.done(out)
         return out
+
+
+def _advance(report: _Report | None, want: Want, out: dict[str, tuple[bytes, str] | Exception]) -> None:
+    if report is not None:
+        report.progress(want, out)
+
+
+class _Report:
+    """Emits one batch's ``fetch.progress`` / ``fetch.done`` events; a failing sink never fails a fetch."""
+
+    def __init__(
+        self, sink: EventSink, wants: Sequence[Want], out: dict[str, tuple[bytes, str] | Exception]
+    ) -> None:
+        self.sink = sink
+        self.started = time.perf_counter()
+        first = wants[0]
+        kinds = {w.kind for w in wants}
+        self.fields: dict[str, Any] = {
+            "run": first.run,
+            "round": first.round,
+            "kind": first.kind if len(kinds) == 1 else "artifact",
+            "total": len(wants),
+        }
+        self._emit("fetch.progress", **self._counts(out), cid=None, source=None)
+
+    def _counts(self, out: dict[str, tuple[bytes, str] | Exception]) -> dict[str, int]:
+        got = [v for v in out.values() if isinstance(v, tuple)]
+        return {"done": len(got), "bytes": sum(len(v[0]) for v in got)}
+
+    def _emit(self, event: str, **fields: Any) -> None:
+        try:
+            self.sink(event, **{k: v for k, v in self.fields.items() if v is not None}, **fields)
+        except Exception as exc:  # progress is for people watching; the transfer goes on
+            log.warning("could not report %s: %s", event, exc)
+
+    def progress(self, want: Want, out: dict[str, tuple[bytes, str] | Exception]) -> None:
+        value = out[want.cid]
+        source = value[1] if isinstance(value, tuple) else None
+        self._emit("fetch.progress", **self._counts(out), cid=want.cid, source=source)
+
+    def done(self, out: dict[str, tuple[bytes, str] | Exception]) -> None:
+        sources: dict[str, int] = {}
+        for value in out.values():
+            if isinstance(value, tuple):
+                sources[value[1]] = sources.get(value[1], 0) + 1
+        counts = self._counts(out)
+        self._emit(
+            "fetch.done",
+            **counts,
+            failed=int(self.fields["total"]) - counts["done"],
+            sources=sources,
+            seconds=round(time.perf_counter() - self.started, 3),
+        )

@@ -3,24 +3,35 @@
 Every event has ``ts`` (unix seconds), ``event`` (a dotted name such as ``round.submitted``) and its own
 fields (``run``, ``round``, hashes, CIDs, seconds, counts). The file (``<home>/node.jsonl``) is what tests,
 the demo and ``bench/round.py`` read; the terminal line is for people and can be turned off (``--quiet``)
-or replaced by the JSON itself on stdout (``--json-log``).
+or replaced by the JSON itself on stdout (``--json-log``). With ``console="progress"`` the terminal shows
+a live display on stderr instead (:mod:`node.progress`). Listeners added with :meth:`EventLog.subscribe`
+receive every record after it is written to the file.
 
 Event names the node emits: ``node.started``, ``node.joined``, ``node.stopped``, ``round.waiting``,
 ``round.training``, ``round.trained``, ``round.stored``, ``round.submitted``, ``round.fetched``,
 ``round.merged``, ``round.voted``, ``round.finalized``, ``round.adopted``, ``round.diverged``,
 ``round.failed``, ``round.closed_failed``, ``round.contributions``, ``round.evaluated``, ``chain.retry``,
-``fetch.failed``, ``run.done``, ``error``.
+``fetch.progress``, ``fetch.done``, ``fetch.failed``, ``run.done``, ``error``.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
+
+_log = logging.getLogger(__name__)
+
+Listener = Callable[[dict[str, Any]], object]
+"""Receives each event record (``ts``, ``event`` and the plain fields) after it is written."""
+
+CONSOLES = ("human", "json", "none", "progress")
 
 
 def _plain(value: Any) -> Any:
@@ -45,28 +56,55 @@ class EventLog:
     path
         The JSON-lines file (appended to; created with its folder).
     console
-        ``"human"`` (default), ``"json"`` (the JSON line on stdout) or ``"none"``.
+        ``"human"`` (default), ``"json"`` (the JSON line on stdout), ``"none"``, or ``"progress"`` (a live
+        :class:`node.progress.ProgressDisplay` on ``stream``, default stderr, drawn as a terminal).
     name
         Short node name shown on terminal lines.
+    stream
+        Where terminal output goes (default stdout; stderr for ``"progress"``).
     """
 
     def __init__(
         self, path: Path, *, console: str = "human", name: str = "", stream: TextIO | None = None
     ) -> None:
-        if console not in ("human", "json", "none"):
-            raise ValueError(f"`console` must be human, json or none, got {console!r}")
+        if console not in CONSOLES:
+            raise ValueError(f"`console` must be one of {', '.join(CONSOLES)}, got {console!r}")
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self.console = console
         self.name = name
-        self._stream = stream or sys.stdout
+        self._stream = stream or (sys.stderr if console == "progress" else sys.stdout)
         self._file = path.open("a", encoding="utf-8")
         self._lock = threading.Lock()
+        self._listeners: list[Listener] = []
         self._rich: Any = None
+        self._display: Any = None
         if console == "human":
             from rich.console import Console
 
             self._rich = Console(file=self._stream, highlight=False, soft_wrap=True)
+        elif console == "progress":
+            from node.progress import ProgressDisplay
+
+            self._display = ProgressDisplay.for_stream(self._stream, name=name)
+            self._display.start()
+            self.subscribe(self._display.handle)
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener(record)`` for every later event; returns a function that unsubscribes it.
+
+        Listeners run in the emitting thread, in order, one event at a time; one that raises is logged
+        (Python ``logging``) and the event still counts as recorded.
+        """
+        with self._lock:
+            self._listeners.append(listener)
+
+        def unsubscribe() -> None:
+            with self._lock:
+                if listener in self._listeners:
+                    self._listeners.remove(listener)
+
+        return unsubscribe
 
     def event(self, event: str, **fields: Any) -> dict[str, Any]:
         """Record one event; returns the record written."""
@@ -78,22 +116,34 @@ class EventLog:
             if self.console == "json":
                 print(line, file=self._stream, flush=True)
             elif self._rich is not None:
-                style = _STYLES.get(event, _STYLES.get(event.split(".")[0], ""))
-                self._rich.print(self._human(record), style=style or None, markup=False)
+                self._rich.print(human_line(record, self.name), style=style_of(event), markup=False)
+            for listener in self._listeners:
+                try:
+                    listener(record)
+                except Exception as exc:  # a display must never stop the node
+                    _log.warning("event listener %r failed on %s: %s", listener, event, exc)
         return record
 
-    def _human(self, record: dict[str, Any]) -> str:
-        stamp = time.strftime("%H:%M:%S", time.localtime(record["ts"]))
-        where = f"r{record['round']}" if "round" in record else ""
-        rest = " ".join(
-            f"{k}={_short(v)}" for k, v in record.items() if k not in ("ts", "event", "round", "run")
-        )
-        return f"{stamp} {self.name} {where:>4} {record['event']:<20} {rest}".rstrip()
-
     def close(self) -> None:
-        """Close the file."""
+        """Close the file (and stop the live display, leaving its permanent lines)."""
         with self._lock:
             self._file.close()
+            display, self._display = self._display, None
+        if display is not None:
+            display.stop()
+
+
+def human_line(record: dict[str, Any], name: str = "") -> str:
+    """Format an event record as one terminal line: time, node name, round, event, ``key=value`` fields."""
+    stamp = time.strftime("%H:%M:%S", time.localtime(record["ts"]))
+    where = f"r{record['round']}" if "round" in record else ""
+    rest = " ".join(f"{k}={_short(v)}" for k, v in record.items() if k not in ("ts", "event", "round", "run"))
+    return f"{stamp} {name} {where:>4} {record['event']:<20} {rest}".rstrip()
+
+
+def style_of(event: str) -> str | None:
+    """Return the terminal style of an event's line (by full name, then by its first part), or ``None``."""
+    return _STYLES.get(event, _STYLES.get(event.split(".")[0], "")) or None
 
 
 _STYLES = {

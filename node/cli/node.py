@@ -31,6 +31,13 @@ def start(
         False, "--quiet", help="No terminal output (the JSON log file is still written)."
     ),
     json_log: bool = typer.Option(False, "--json-log", help="Print the JSON event lines on stdout."),
+    progress: bool | None = typer.Option(
+        None,
+        "--progress/--no-progress",
+        help="Live progress display on stderr (header, training and transfer bars, waiting reason); "
+        "default: on when stdout and stderr are terminals, else one line per event.",
+        show_default=False,
+    ),
     byzantine: str | None = typer.Option(
         None,
         "--byzantine",
@@ -67,5 +74,11 @@ def start(
         p2p__bootstrap=list(bootstrap) or None,
         training__threads=threads,
     )
-    console = "none" if quiet else "json" if json_log else "human"
+    import sys
+
+    from node.progress import choose_console
+
+    console = choose_console(
+        quiet=quiet, json_log=json_log, progress=progress, stdout=sys.stdout, stderr=sys.stderr
+    )
     raise typer.Exit(run_node(node_home, config, run, data, console=console, byzantine=attack))

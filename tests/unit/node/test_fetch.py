@@ -9,6 +9,7 @@ import pytest
 
 from node.errors import ArtifactUnavailableError
 from node.fetch import Fetcher, Want
+from node.logging import EventLog, read_events
 from node.state import NodeState
 from p2p.storage import LocalStore
 
@@ -60,3 +61,50 @@ def test_get_many_reports_missing_artifacts_without_raising(tmp_path: Path) -> N
 
     assert out[present] == (b"here", "store")
     assert isinstance(out[missing], ArtifactUnavailableError)
+
+
+def test_a_batch_beyond_the_own_store_reports_progress_per_artifact_then_done(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    blobs = [b"own update", b"far update one", b"far update two!", b"lost update"]
+    cids = [own.put(blobs[0]), remote.put(blobs[1]), remote.put(blobs[2])]
+    cids.append(LocalStore(tmp_path / "nowhere").put(blobs[3]))
+    log = EventLog(tmp_path / "node.jsonl", console="none")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote, events=log.event)
+
+    fetcher.get_many([_want(b, c) for b, c in zip(blobs, cids, strict=True)], raise_errors=False)
+    log.close()
+
+    events = read_events(tmp_path / "node.jsonl")
+    progress = [
+        (e["done"], e["total"], e["bytes"], e["source"]) for e in events if e["event"] == "fetch.progress"
+    ]
+    assert progress == [(1, 4, 10, None), (2, 4, 24, "ipfs"), (3, 4, 39, "ipfs")]
+    done = events[-1]
+    assert (
+        done["event"] == "fetch.done" and done["kind"] == "update" and (done["run"], done["round"]) == (1, 0)
+    )
+    assert (done["done"], done["failed"], done["bytes"]) == (3, 1, 39)
+    assert done["sources"] == {"store": 1, "ipfs": 2}
+
+
+def test_a_batch_served_by_the_own_store_reports_nothing(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    cid = own.put(b"here")
+    seen: list[str] = []
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), events=lambda event, **fields: seen.append(event))
+
+    fetcher.get_many([_want(b"here", cid)])
+
+    assert seen == []
+
+
+def test_a_failing_event_sink_does_not_fail_the_fetch(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    cid = remote.put(b"payload")
+
+    def broken(event: str, **fields: object) -> None:
+        raise OSError("terminal gone")
+
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote, events=broken)
+
+    assert fetcher.get(_want(b"payload", cid)) == (b"payload", "ipfs")
