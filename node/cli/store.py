@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -53,13 +55,17 @@ def _fail(message: str, code: int = _EXIT_FAILURE) -> NoReturn:
     raise typer.Exit(code)
 
 
-def _run(action: str, fn: Any) -> Any:
-    """Call ``fn``, turning storage errors into a one-line message and an exit code."""
+@contextmanager
+def _storage_errors(action: str) -> Iterator[None]:
+    """Turn a storage error raised in the block into ``error: <action>: <message>`` and an exit code.
+
+    A malformed CID is a usage error (exit 2); any other storage or I/O failure exits 1.
+    """
     from p2p.errors import StorageError
     from p2p.storage import InvalidCidError
 
     try:
-        return fn()
+        yield
     except InvalidCidError as exc:
         _fail(f"{action}: {exc}", _EXIT_USAGE)
     except (StorageError, OSError) as exc:
@@ -73,6 +79,12 @@ def _cid(text: str) -> Cid:
         return normalize_cid(text)
     except InvalidCidError as exc:
         _fail(f"{text!r} is not a CID: {exc}", _EXIT_USAGE)
+
+
+def _open_with_cid(cid_text: str, ipfs_api: str | None, store_dir: Path | None) -> tuple[Cid, FileStore]:
+    """Parse ``cid_text`` (a malformed CID fails before any store is opened), then open the store."""
+    cid = _cid(cid_text)
+    return cid, _open(ipfs_api, store_dir)
 
 
 def _emit(as_json: bool, payload: dict[str, Any], text: str) -> None:
@@ -92,9 +104,11 @@ def put(
 
     store = _open(ipfs_api, store_dir)
     with Console(stderr=True).status(f"storing {file.name} ({file.stat().st_size} bytes)", spinner="dots"):
-        cid = _run("put", lambda: store.put_file(file))
+        with _storage_errors("put"):
+            cid = store.put_file(file)
         if pin:
-            _run("pin", lambda: store.pin(cid))
+            with _storage_errors("pin"):
+                store.pin(cid)
     _emit(as_json, {"cid": cid, "size": file.stat().st_size, "pinned": pin, "store": repr(store)}, cid)
 
 
@@ -108,9 +122,9 @@ def get(
     as_json: bool = _JSON,
 ) -> None:
     """Fetch CID, verify it, and write it to --output."""
-    cid = _cid(cid_text)
-    store = _open(ipfs_api, store_dir)
-    size = _run("get", lambda: store.get_file(cid, output, max_size=max_size))
+    cid, store = _open_with_cid(cid_text, ipfs_api, store_dir)
+    with _storage_errors("get"):
+        size = store.get_file(cid, output, max_size=max_size)
     _emit(as_json, {"cid": cid, "size": size, "output": str(output)}, f"{size} bytes written to {output}")
 
 
@@ -122,9 +136,9 @@ def pin(
     as_json: bool = _JSON,
 ) -> None:
     """Pin CID so that garbage collection keeps it."""
-    cid = _cid(cid_text)
-    store = _open(ipfs_api, store_dir)
-    _run("pin", lambda: store.pin(cid))
+    cid, store = _open_with_cid(cid_text, ipfs_api, store_dir)
+    with _storage_errors("pin"):
+        store.pin(cid)
     _emit(as_json, {"cid": cid, "pinned": True}, f"pinned {cid}")
 
 
@@ -136,9 +150,9 @@ def unpin(
     as_json: bool = _JSON,
 ) -> None:
     """Unpin CID (it stays until garbage collection)."""
-    cid = _cid(cid_text)
-    store = _open(ipfs_api, store_dir)
-    _run("unpin", lambda: store.unpin(cid))
+    cid, store = _open_with_cid(cid_text, ipfs_api, store_dir)
+    with _storage_errors("unpin"):
+        store.unpin(cid)
     _emit(as_json, {"cid": cid, "pinned": False}, f"unpinned {cid}")
 
 
@@ -150,7 +164,8 @@ def ls(
 ) -> None:
     """List pinned CIDs."""
     store = _open(ipfs_api, store_dir)
-    cids = _run("ls", lambda: list(store.list()))
+    with _storage_errors("ls"):
+        cids = list(store.list())
     _emit(as_json, {"pins": cids}, "\n".join(cids))
 
 
