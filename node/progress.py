@@ -276,6 +276,13 @@ class NodeView:
             self.phase = "failed"
             self._clear_wait(rnd)
 
+    def _on_node_started(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
+        self.waiting = Waiting(None, "loading the run spec, the model and the local data", ts)
+
+    def _on_node_ready(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
+        self.phase = "ready"
+        self._clear_wait(None)
+
     def _on_run_done(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
         self.phase = "run done"
         self.waiting = None
@@ -317,7 +324,7 @@ class NodeView:
         text.append(f" · round {self.round if self.round is not None else '-'}")
         text.append(f" · {self.phase}", style="cyan")
         if self.members is not None:
-            text.append(f" · {self.members} members")
+            text.append(f" · {self.members} member{'s' if self.members != 1 else ''}")
         if self.final is not None:
             rnd, sha, cid = self.final
             text.append(f" · final r{rnd} {_short_hash(sha)} ({_short_cid(cid)})", style="green")

@@ -46,20 +46,19 @@ def _screen(display: ProgressDisplay, console: Console, now: float) -> str:
     return _text(console)
 
 
-def test_training_bar_shows_step_loss_rate_and_eta(
-    watched: tuple[EventLog, ProgressDisplay, Console],
-) -> None:
-    log, display, console = watched
-    start = log.event("round.training", run=1, round=2, base=SHA, examples=40)
-    display.view.training.started = start["ts"] - 6.0  # type: ignore[union-attr]  # as if begun 6 s ago
-    last = log.event("round.train_step", run=1, round=2, step=3, steps=4, loss=1.23456)
+def test_training_bar_shows_step_loss_rate_and_eta() -> None:
+    console = _console()
+    display = ProgressDisplay(console, name="n0")
+    display.handle(
+        {"ts": 100.0, "event": "round.training", "run": 1, "round": 2, "base": SHA, "examples": 40}
+    )
+    display.handle({"ts": 106.0, "event": "round.train_step", "run": 1, "round": 2, "step": 3, "steps": 4,
+                    "loss": 1.23456})  # fmt: skip
 
-    screen = _screen(display, console, now=last["ts"])
+    screen = _screen(display, console, now=106.5)
 
-    assert "run 1 · round 2 · training" in screen
-    assert "train r2" in screen and "step 3/4" in screen and "loss 1.2346" in screen
-    assert re.search(r"0\.\d\d steps/s", screen)
-    assert "ETA 0:0" in screen
+    assert "n0 run 1 · round 2 · training" in screen
+    assert "train r2" in screen and "step 3/4 · loss 1.2346 · 0.50 steps/s · ETA 0:02" in screen
     assert "━" in screen  # the bar itself
 
 
@@ -74,6 +73,21 @@ def test_finished_training_shows_its_duration_instead_of_an_eta(
 
     assert "step 8/8" in screen and "2.00 steps/s" in screen and "done in 0:04" in screen
     assert "ETA" not in screen
+
+
+def test_startup_shows_what_the_node_is_loading_until_it_is_ready(
+    watched: tuple[EventLog, ProgressDisplay, Console],
+) -> None:
+    log, display, console = watched
+    log.event("node.started", run=1, address="0x" + "ab" * 20, peer_id="16Uiu2HAm", listen=[], store="local")
+    loading = _screen(display, console, now=0.0)
+    console.file = io.StringIO()
+    log.event("node.ready", run=1, spec="tiny", model="tiny-llama", params=1024, initial_sha=SHA)
+    ready = _screen(display, console, now=0.0)
+
+    assert "node.started" in loading  # its lasting line
+    assert "loading the run spec, the model and the local data" in loading
+    assert "n0 run 1 · round - · ready" in ready and "loading" not in ready.split("node.ready")[1]
 
 
 def test_waiting_reasons_are_shown_with_the_round_and_member_count(
@@ -106,7 +120,7 @@ def test_quorum_wait_ends_when_the_round_is_finalised_which_prints_a_lasting_lin
     console.file = io.StringIO()
     last = log.event(
         "round.finalized", run=1, round=0, sha=SHA, cid=CID, votes=3, eligible=3, block=120, ours=True,
-        timings={"train": 1.0, "transfer": 0.25},
+        timings={"train": 1.0, "transfer": 0.5},
     )  # fmt: skip
     lines = _text(console)
     console.file = io.StringIO()
@@ -114,7 +128,7 @@ def test_quorum_wait_ends_when_the_round_is_finalised_which_prints_a_lasting_lin
 
     assert "waiting for quorum (2 of 3 equal votes)" in waiting
     assert "✓ round 0 finalised · 3/3 votes · sha 1a2b3c4d5e6f" in lines
-    assert "train loss 2.2500 · merged loss 1.7500" in lines and "transfer 0.2s" in lines
+    assert "train loss 2.2500 · merged loss 1.7500" in lines and "train 1.0s transfer 0.5s" in lines
     assert "round 0 · finalised · 3 members · final r0 1a2b3c4d5e6f (bafkre…quvyku)" in after
     assert "waiting for quorum" not in after
 
