@@ -10,6 +10,8 @@ runner, context, round, submit, vote
     The round state machine (DESIGN.md "A round"): train, store, commit, announce, fetch, merge, vote, adopt.
 state, logging
     Durable SQLite state (restart safety) and the JSON-lines event log.
+progress, progress_state
+    The live terminal view of ``fedchain node start`` (training and transfer bars, waiting reason).
 model, fetch
     The run's base model with its adapter and local data; artifact retrieval (own store, peers, IPFS).
 history, replay, unlearn

@@ -42,7 +42,7 @@ def watched(tmp_path: Path) -> Iterator[tuple[EventLog, ProgressDisplay, Console
 
 
 def _screen(display: ProgressDisplay, console: Console, now: float) -> str:
-    console.print(display.view.render(now=now))
+    console.print(display.render(now=now))
     return _text(console)
 
 
