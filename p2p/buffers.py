@@ -4,7 +4,9 @@ A ``bytearray`` used as a FIFO (append at the end, ``del buf[:n]`` at the front)
 whenever it grows past its 12.5% over-allocation or shrinks below half of it; with megabytes queued, as
 in a yamux stream with a 16 MiB window, that is several copies of every byte. :class:`ByteQueue` keeps
 the received chunks as they are and copies only what a read returns (nothing when a read takes exactly
-one whole chunk).
+one whole chunk); :meth:`ByteQueue.take_view` and :meth:`ByteQueue.extend_frozen` let a yamux frame body
+travel from the decrypted Noise message to the stream's queue as a view, copied once when the stream is
+read.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ class ByteQueue:
     __slots__ = ("_chunks", "_offset", "_size")
 
     def __init__(self) -> None:
-        self._chunks: deque[bytes] = deque()
+        self._chunks: deque[bytes | memoryview] = deque()
         self._offset = 0  # bytes of ``self._chunks[0]`` already taken
         self._size = 0
 
@@ -31,6 +33,12 @@ class ByteQueue:
             self._chunks.append(data if type(data) is bytes else bytes(data))
             self._size += len(data)
 
+    def extend_frozen(self, data: bytes | memoryview) -> None:
+        """Queue ``data`` without copying it; a memoryview must be a view of immutable ``bytes``."""
+        if data:
+            self._chunks.append(data)
+            self._size += len(data)
+
     def clear(self) -> None:
         """Drop everything queued."""
         self._chunks.clear()
@@ -39,6 +47,22 @@ class ByteQueue:
 
     def take(self, n: int) -> bytes:
         """Remove and return the first ``min(n, len(self))`` bytes."""
+        head = self._chunks[0] if self._chunks else b""
+        if type(head) is bytes and 0 < n <= len(head) - self._offset:  # the common case, sliced directly
+            offset = self._offset
+            end = offset + n
+            self._size -= n
+            if end == len(head):
+                self._chunks.popleft()
+                self._offset = 0
+                return head if offset == 0 else head[offset:]
+            self._offset = end
+            return head[offset:end]
+        data = self.take_view(n)
+        return data if type(data) is bytes else bytes(data)
+
+    def take_view(self, n: int) -> bytes | memoryview:
+        """Like :meth:`take`, but bytes lying inside one queued chunk come back as a read-only view of it."""
         n = min(n, self._size)
         if n <= 0:
             return b""
@@ -54,12 +78,12 @@ class ByteQueue:
                 chunks.popleft()
                 end = 0
             self._offset = end
-            return head[offset : offset + n]
+            return memoryview(head)[offset : offset + n].toreadonly()
         parts = []
         while n:
             head, offset = chunks[0], self._offset
             size = min(n, len(head) - offset)
-            parts.append(head[offset : offset + size] if size < len(head) else head)
+            parts.append(memoryview(head)[offset : offset + size] if size < len(head) else head)
             n -= size
             if offset + size == len(head):
                 chunks.popleft()

@@ -226,8 +226,10 @@ class FastYamux(Yamux):
                 await conn.write(b"".join(frames))
         await trio.lowlevel.checkpoint()
 
-    async def _read_data_body(self, length: int) -> bytes:
-        data = self._read_buffered(length)
+    async def _read_body(self, length: int) -> bytes | memoryview:
+        conn = self.secured_conn
+        # Usually a view of the decrypted Noise message (one frame per message): queued without a copy.
+        data = conn.read_buffered_view(length) if isinstance(conn, NoiseSession) else None
         if data is not None:
             return data
         with trio.fail_after(DATA_READ_TIMEOUT_S):
@@ -277,14 +279,14 @@ class FastYamux(Yamux):
                 log.debug("yamux connection to %s: reading a header failed: %r", self.peer_id, exc)
                 break
             _version, typ, flags, stream_id, length = _HEADER.unpack(header)
-            body = b""
+            body: bytes | memoryview = b""
             if typ == TYPE_DATA and length:
                 if length > STREAM_WINDOW:
                     log.warning("yamux peer %s sent a DATA frame of %d bytes", self.peer_id, length)
                     await self._go_away(GO_AWAY_PROTOCOL_ERROR)
                     break
                 try:
-                    body = await self._read_data_body(length)
+                    body = await self._read_body(length)
                 except Exception as exc:  # trio.TooSlowError (60 s), a broken or closed connection
                     log.warning("yamux connection to %s: reading a DATA body failed: %r", self.peer_id, exc)
                     break
@@ -303,7 +305,9 @@ class FastYamux(Yamux):
                 log.debug("yamux peer %s sent a frame of unknown type %d; ignored", self.peer_id, typ)
         await self._cleanup_on_error()
 
-    async def _on_syn(self, typ: int, flags: int, stream_id: int, length: int, body: bytes) -> None:
+    async def _on_syn(
+        self, typ: int, flags: int, stream_id: int, length: int, body: bytes | memoryview
+    ) -> None:
         if stream_id in self.streams:
             log.debug("yamux peer %s opened stream %d twice; resetting it", self.peer_id, stream_id)
             await self._write_frame(_HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_RST, stream_id, 0))
@@ -313,7 +317,7 @@ class FastYamux(Yamux):
         if typ == TYPE_WINDOW_UPDATE:
             stream.send_window += length
         elif body:
-            self.stream_buffers[stream_id].extend(body)
+            self._queue(stream_id).extend_frozen(body)
             stream.recv_window -= len(body)
         self._apply_flags(stream, flags & ~FLAG_SYN)
         if not flags & FLAG_RST:
@@ -321,7 +325,9 @@ class FastYamux(Yamux):
             await self._write_frame(_HEADER.pack(0, TYPE_WINDOW_UPDATE, FLAG_ACK, stream_id, delta))
         await self.new_stream_send_channel.send(stream)
 
-    def _on_stream_frame(self, typ: int, flags: int, stream_id: int, length: int, body: bytes) -> bool:
+    def _on_stream_frame(
+        self, typ: int, flags: int, stream_id: int, length: int, body: bytes | memoryview
+    ) -> bool:
         """Apply a DATA or WINDOW_UPDATE frame to its stream; ``False`` if the peer broke the protocol."""
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -338,7 +344,7 @@ class FastYamux(Yamux):
                     )
                     return False
                 stream.recv_window -= len(body)
-                self.stream_buffers[stream_id].extend(body)
+                self._queue(stream_id).extend_frozen(body)
         elif length:
             stream.send_window += length
             if isinstance(stream, FastYamuxStream):
@@ -380,6 +386,9 @@ class FastYamux(Yamux):
         self.streams[stream.stream_id] = stream
         self.stream_buffers[stream.stream_id] = ByteQueue()  # type: ignore[assignment]
         self.stream_events[stream.stream_id] = trio.Event()
+
+    def _queue(self, stream_id: int) -> ByteQueue:
+        return cast("ByteQueue", self.stream_buffers[stream_id])  # see _register
 
     def _forget(self, stream_id: int) -> None:
         self.streams.pop(stream_id, None)
