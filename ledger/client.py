@@ -8,8 +8,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
@@ -47,6 +48,18 @@ DECIDING_VOTE_GAS = 300_000
 """Gas limit floor for votes. A vote estimated while it would not decide can become the deciding one when
 another member's vote lands first in the same block; deciding costs more (finalise the round, open the
 next). Unused gas is refunded, so the floor costs nothing but the balance it must cover."""
+
+_LOG_FIELDS = frozenset({"run_id", "round", "block_number"})  # event records' fields not taken from args
+E = TypeVar("E", Submission, MergeVote, RoundResult)  # the records of a round's events
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(part.capitalize() for part in rest)
+
+
+def _plain(value: Any) -> Any:
+    return bytes(value) if isinstance(value, bytes) else value  # HexBytes -> bytes
 
 
 def _hash32(name: str, value: bytes) -> bytes:
@@ -302,58 +315,50 @@ class RunsClient:
 
     def submissions(self, run: RunId, round: RoundId, from_block: int = 0) -> list[Submission]:
         """Return the round's committed updates (its ``UpdateSubmitted`` events), in chain order."""
-        logs = self._logs("UpdateSubmitted", {"runId": run, "round": round}, from_block)
-        return [
-            Submission(
-                run_id=run,
-                round=round,
-                member=e["args"]["member"],
-                sha256=bytes(e["args"]["sha256"]),
-                cid=e["args"]["cid"],
-                num_samples=e["args"]["numSamples"],
-                block_number=e["blockNumber"],
-            )
-            for e in logs
-        ]
+        return self._round_events("UpdateSubmitted", Submission, run, round, from_block)
 
     def votes(self, run: RunId, round: RoundId, from_block: int = 0) -> list[MergeVote]:
         """Return the round's merge votes (its ``MergeVoted`` events), in chain order."""
-        logs = self._logs("MergeVoted", {"runId": run, "round": round}, from_block)
-        return [
-            MergeVote(
-                run_id=run,
-                round=round,
-                member=e["args"]["member"],
-                merged_sha256=bytes(e["args"]["mergedSha256"]),
-                merged_cid=e["args"]["mergedCid"],
-                included_set_hash=bytes(e["args"]["includedSetHash"]),
-                votes=e["args"]["votes"],
-                block_number=e["blockNumber"],
-            )
-            for e in logs
-        ]
+        return self._round_events("MergeVoted", MergeVote, run, round, from_block)
 
     def round_result(self, run: RunId, round: RoundId) -> RoundResult | None:
         """Return a round's finalised result (``None`` unless finalised), read from its finalising block."""
         info = self.round_info(run, round)
         if info.status != RoundStatus.FINALIZED:
             return None
-        logs = self._logs(
-            "RoundFinalized", {"runId": run, "round": round}, info.closed_block, info.closed_block
+        results = self._round_events(
+            "RoundFinalized", RoundResult, run, round, info.closed_block, info.closed_block
         )
-        if not logs:
+        if not results:
             raise TransactionError(f"round {round} of run {run} is finalised but its event is missing")
-        args = logs[0]["args"]
-        return RoundResult(
-            run_id=run,
-            round=round,
-            merged_sha256=bytes(args["mergedSha256"]),
-            merged_cid=args["mergedCid"],
-            included_set_hash=bytes(args["includedSetHash"]),
-            votes=args["votes"],
-            eligible=args["eligible"],
-            block_number=logs[0]["blockNumber"],
-        )
+        return results[0]
+
+    def _round_events(
+        self,
+        event: str,
+        record: type[E],
+        run: RunId,
+        round: RoundId,
+        from_block: int,
+        to_block: int | str = "latest",
+    ) -> list[E]:
+        """Return one round's ``event`` logs in chain order, each decoded into the dataclass ``record``.
+
+        ``record`` has the fields ``run_id``, ``round`` and ``block_number`` (from the query and the log);
+        each of its other fields is the event argument of the same name in camelCase (``num_samples`` from
+        ``numSamples``), ``bytes32`` arguments as plain ``bytes``.
+        """
+        names = [f.name for f in dataclasses.fields(record) if f.name not in _LOG_FIELDS]
+        logs = self._logs(event, {"runId": run, "round": round}, from_block, to_block)
+        return [
+            record(
+                run_id=run,
+                round=round,
+                block_number=e["blockNumber"],
+                **{name: _plain(e["args"][_camel(name)]) for name in names},
+            )
+            for e in logs
+        ]
 
     def _logs(
         self, event: str, filters: dict[str, Any], from_block: int, to_block: int | str = "latest"
