@@ -223,13 +223,19 @@ def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
         top = {k: v for k, v in doc.items() if k not in sections}
     else:
         check_tables(doc, sorted({"run", *sections}), error=RunSpecError)
-        top = dict(doc.get("run", {}))
+        run = doc.get("run", {})
+        if not isinstance(run, Mapping):
+            raise RunSpecError(f"[run] must be a table, got {type(run).__name__}")
+        top = dict(run)
     for name in ("aggregator_params", "server"):
         value = doc.get(name, {})
         if not isinstance(value, Mapping):
             raise RunSpecError(f"[{name}] must be a table")
         top[name] = dict(value)
-    model = {"name_or_path": "tiny-llama", **doc.get("model", {})}
+    model_table = doc.get("model", {})
+    if not isinstance(model_table, Mapping):
+        raise RunSpecError(f"[model] must be a table, got {type(model_table).__name__}")
+    model = {"name_or_path": "tiny-llama", **model_table}
     top["chain"] = build_section(ChainParams, doc.get("chain", {}), "chain", error=RunSpecError)
     top["model"] = build_section(ModelConfig, model, "model", error=RunSpecError)
     top["adapter"] = build_section(AdapterConfig, doc.get("adapter", {}), "adapter", error=RunSpecError)

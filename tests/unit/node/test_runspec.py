@@ -75,3 +75,21 @@ def test_from_bytes_rejects_other_formats_and_junk() -> None:
         RunSpec.from_bytes(b"\xff\x00")
     with pytest.raises(RunSpecError, match="cap"):
         RunSpec.from_bytes(b" " * (1 << 17))
+
+
+@pytest.mark.parametrize("section", ["model", "chain", "adapter", "train", "server", "aggregator_params"])
+@pytest.mark.parametrize("value", [[1, 2], "text", 3])
+def test_from_bytes_rejects_a_section_that_is_not_an_object(section: str, value: object) -> None:
+    doc = json.loads(RunSpec().canonical_bytes())
+    doc[section] = value
+
+    with pytest.raises(RunSpecError, match=rf"\[{section}\] must be a table"):
+        RunSpec.from_bytes(json.dumps(doc).encode())
+
+
+def test_from_toml_rejects_a_run_key_that_is_not_a_table(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('run = "fast"\n')
+
+    with pytest.raises(RunSpecError, match=r"\[run\] must be a table, got str"):
+        RunSpec.from_toml(path)

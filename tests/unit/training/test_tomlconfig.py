@@ -82,3 +82,11 @@ def test_load_toml_prefixes_every_error_with_the_path(tmp_path: Path, text: str 
 
     with pytest.raises(DemoError, match=message):
         load_toml(path, _parse, what="demo config", error=DemoError)
+
+
+def test_load_toml_rejects_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    path = tmp_path / "demo.toml"
+    path.write_bytes(b"[demo]\nrate = 0.5 # \xff\xfe\n")
+
+    with pytest.raises(DemoError, match=r"demo\.toml: cannot read demo config: not UTF-8 text"):
+        load_toml(path, _parse, what="demo config", error=DemoError)
