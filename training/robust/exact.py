@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.robust import kernels
+from training.robust import gram_kernel, kernels
 
 CHUNK = 1 << 14
 """Coordinates per block of :func:`weighted_sum`: keeps its ``n * CHUNK`` float64 block in cache."""
@@ -273,7 +273,9 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     extra_rows = as_numpy(extra).reshape(1, d) if extra is not None else np.empty((0, d), dtype=np.float32)
 
     def block_grams(c0: int, c1: int) -> list[tuple[np.ndarray, int]]:
-        grams, shifts, nonzero = kernels.gram_range(x, xbits, extra_rows, GRAM_CHUNK, GRID_BITS, POW2, c0, c1)
+        grams, shifts, nonzero = gram_kernel.gram_range(
+            x, xbits, extra_rows, GRAM_CHUNK, GRID_BITS, POW2, c0, c1
+        )
         return [(grams[b], int(shifts[b])) for b in range(len(shifts)) if nonzero[b]]
 
     blocks = [b for part in map_ranges(d, GRAM_CHUNK, block_grams) for b in part]

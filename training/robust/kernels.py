@@ -127,9 +127,10 @@ def _exact_tile(
         w = np.float64(weights[r - r0])
         for j in range(width):
             acc[j] += w * np.rint(np.float64(tile[r, j]) * scale[j])
+    dst = out[o0 : o0 + width]
     for j in range(width):
         v = np.float32(acc[j] / divisor / scale[j])
-        out[o0 + j] = v if v != 0 else np.float32(0.0)
+        dst[j] = v if v != 0 else np.float32(0.0)
     return seen
 
 
@@ -180,118 +181,11 @@ def weighted_sum_range(
             rx = x[rows[i], t0 : t0 + width] if i < k else extra[i - k, t0 : t0 + width]
             for j in range(width):
                 acc[j] += w * np.rint(np.float64(rx[j]) * scale[j])
+        dst = out[t0 : t0 + width]
         for j in range(width):
             v = np.float32(acc[j] / divisor / scale[j])
-            out[t0 + j] = v if v != 0 else np.float32(0.0)
+            dst[j] = v if v != 0 else np.float32(0.0)
     return 0
-
-
-@njit(cache=True, nogil=True)
-def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``g[a, c] += sum_j q[a, j] q[c, j]`` for ``c <= a`` over ``q[:, :width]``, four ``c`` per pass."""
-    for a in range(q.shape[0]):
-        qa = q[a]
-        c = 0
-        while c + 4 <= a + 1:
-            q0, q1, q2, q3 = q[c], q[c + 1], q[c + 2], q[c + 3]
-            t0 = np.int64(0)
-            t1 = np.int64(0)
-            t2 = np.int64(0)
-            t3 = np.int64(0)
-            for j in range(width):
-                v = np.int64(qa[j])
-                t0 += v * np.int64(q0[j])
-                t1 += v * np.int64(q1[j])
-                t2 += v * np.int64(q2[j])
-                t3 += v * np.int64(q3[j])
-            g[a, c] += t0
-            g[a, c + 1] += t1
-            g[a, c + 2] += t2
-            g[a, c + 3] += t3
-            c += 4
-        while c <= a:
-            total = np.int64(0)
-            for j in range(width):
-                total += np.int64(qa[j]) * np.int64(q[c, j])
-            g[a, c] += total
-            c += 1
-
-
-@njit(cache=True, nogil=True)
-def gram_range(
-    x: np.ndarray,
-    xbits: np.ndarray,
-    extra: np.ndarray,
-    chunk: int,
-    grid_bits: int,
-    pow2: np.ndarray,
-    c0: int,
-    c1: int,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Exact integer Gram matrix of every block of ``chunk`` columns in ``[c0, c1)`` (``c0`` block-aligned).
-
-    Rows are those of ``x`` then those of ``extra``. Each block is rounded to ``grid_bits`` bits below its
-    largest magnitude: ``q = rint(v * 2**s)`` with ``s = grid_bits - frexp(max |v|)[1]``. Returns the
-    per-block Gram matrices (int64), ``2 * s`` per block, and whether the block is non-zero. On Inf or NaN
-    it stops: that block is marked non-zero with shift ``-1`` (``2 * s`` is never odd).
-    """
-    n = x.shape[0]
-    m = n + extra.shape[0]
-    blocks = (c1 - c0 + chunk - 1) // chunk
-    grams = np.zeros((blocks, m, m), dtype=np.int64)
-    shifts = np.zeros(blocks, dtype=np.int64)
-    nonzero = np.zeros(blocks, dtype=np.bool_)
-    q = np.empty((m, TILE), dtype=np.int32)
-    lanes = np.zeros(TILE, dtype=np.int32)
-    ebits = extra.view(np.int32)
-    for b in range(blocks):
-        b0 = c0 + b * chunk
-        width = min(chunk, c1 - b0)
-        # Largest magnitude bits of the block, one lane per tile column (no serial max chain).
-        lanes[:] = 0
-        for r in range(n):
-            for t0 in range(b0, b0 + width, TILE):
-                for j in range(min(TILE, b0 + width - t0)):
-                    v = xbits[r, t0 + j] & ABS_MASK
-                    lanes[j] = v if v > lanes[j] else lanes[j]
-        for r in range(extra.shape[0]):
-            for t0 in range(b0, b0 + width, TILE):
-                for j in range(min(TILE, b0 + width - t0)):
-                    v = ebits[r, t0 + j] & ABS_MASK
-                    lanes[j] = v if v > lanes[j] else lanes[j]
-        top = lanes.max()
-        if top >= NONFINITE:
-            nonzero[b] = True
-            shifts[b] = -1
-            return grams, shifts, nonzero
-        if top == 0:
-            continue
-        field = top >> 23
-        if field > 0:
-            exponent = field - 126  # frexp exponent of a normal float32: mag in [2**(e-1), 2**e)
-        else:
-            exponent = -149  # subnormal: mag = top * 2**-149, exponent = bit_length(top) - 149
-            while top > 0:
-                top >>= 1
-                exponent += 1
-        s = grid_bits - exponent
-        sc = pow2[s + EXP_OFFSET]
-        g = grams[b]
-        for t0 in range(b0, b0 + width, TILE):
-            tw = min(TILE, b0 + width - t0)
-            for r in range(n):
-                for j in range(tw):
-                    q[r, j] = np.int32(np.rint(np.float64(x[r, t0 + j]) * sc))
-            for r in range(extra.shape[0]):
-                for j in range(tw):
-                    q[n + r, j] = np.int32(np.rint(np.float64(extra[r, t0 + j]) * sc))
-            _tile_gram(q, tw, g)
-        for a in range(m):
-            for c in range(a):
-                g[c, a] = g[a, c]
-        shifts[b] = 2 * s
-        nonzero[b] = True
-    return grams, shifts, nonzero
 
 
 @njit(cache=True, nogil=True)
@@ -334,18 +228,20 @@ def median_range(
     for t0 in range(c0, c1, TILE):
         width = min(TILE, c1 - t0)
         for r in range(n):
+            src, dst = x[r, t0 : t0 + width], tile[r]  # slices: plain vector copies, no index wrap-around
             for j in range(width):
-                tile[r, j] = x[r, t0 + j]
+                dst[j] = src[j]
         seen = _tile_top(tbits, width)
         if seen >= NONFINITE:
             return seen
         _sort_tile(tile, width, net_a, net_b)
+        dst = out[t0 : t0 + width]
         for j in range(width):
             if lo == hi:
                 v = tile[lo, j]
             else:
                 v = np.float32((np.float64(tile[lo, j]) + np.float64(tile[hi, j])) * 0.5)
-            out[t0 + j] = v if v != 0 else np.float32(0.0)
+            dst[j] = v if v != 0 else np.float32(0.0)
     return 0
 
 
@@ -376,8 +272,9 @@ def trimmed_mean_range(
     for t0 in range(c0, c1, TILE):
         width = min(TILE, c1 - t0)
         for r in range(n):
+            src, dst = x[r, t0 : t0 + width], tile[r]  # slices: plain vector copies, no index wrap-around
             for j in range(width):
-                tile[r, j] = x[r, t0 + j]
+                dst[j] = src[j]
         seen = _tile_top(tbits, width)
         if seen >= NONFINITE:
             return seen

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.robust import reference
+from training import aggregate
+from training.robust import exact, reference
 from training.robust.exact import gram, weighted_sum
 from training.robust.kernels import fallback_cache_dir, writable
 from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
@@ -85,6 +86,41 @@ def test_sorting_networks_match_the_torch_reference(n: int, d: int) -> None:
     for k in range((n - 1) // 2 + 1):
         got = coordinate_trimmed_mean(x, k)
         assert _bytes(got) == _bytes(reference.coordinate_trimmed_mean(x, k)), k
+
+
+AGGREGATOR_PARAMS: dict[str, dict[str, object]] = {
+    "mean": {},
+    "norm_bound": {"max_norm": 0.5},
+    "median": {"f": 1},
+    "trimmed_mean": {"trim_ratio": 0.2},
+    "krum": {"f": 1},
+    "multi_krum": {"f": 1},
+    "geometric_median": {"f": 1},
+    "centered_clip": {"f": 1},
+}
+
+
+def _outputs(x: torch.Tensor, w: torch.Tensor) -> dict[str, bytes]:
+    return {name: _bytes(fn(x, w, **AGGREGATOR_PARAMS[name])) for name, fn in aggregate.AGGREGATORS.items()}
+
+
+@pytest.mark.parametrize(("n", "d", "scale"), [(16, 70_000, 1e-3), (5, 16_385, 1.0), (11, 40_001, 1e-30)])
+def test_every_aggregator_gives_the_bytes_of_its_torch_reference_formulation(
+    n: int, d: int, scale: float, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    x = _matrix(n, d, seed=n + d) * scale  # 1e-30 scales part of the matrix into subnormals
+    x[:, -20:] = 1e-44
+    weights = torch.tensor([float((5 * i) % 7 + 1) for i in range(n)])
+
+    got = _outputs(x, weights)
+    for module in (aggregate, exact):
+        monkeypatch.setattr(module, "gram", reference.gram)
+    monkeypatch.setattr(aggregate, "weighted_sum", reference.weighted_sum)
+    monkeypatch.setattr(aggregate, "coordinate_median", reference.coordinate_median)
+    monkeypatch.setattr(aggregate, "coordinate_trimmed_mean", reference.coordinate_trimmed_mean)
+    want = _outputs(x, weights)
+
+    assert got == want
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])

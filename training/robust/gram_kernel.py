@@ -1,0 +1,201 @@
+"""The exact block Gram kernel of :func:`training.robust.exact.gram`, in float64 SIMD.
+
+Why float64 multiply-adds give the *exact* integer Gram matrix, in any order
+---------------------------------------------------------------------------
+Each block of ``chunk = 2**14`` columns is put on one grid: ``q = rint(v * 2**s)`` with
+``s = grid_bits - e`` and ``max |v| < 2**e``, so every grid value is an integer with ``|q| <= 2**18``
+(``grid_bits = 18``; ``rint`` may round up to exactly ``2**18``). Hence
+
+- every product ``q_a q_c`` is an integer with ``|q_a q_c| <= 2**36``;
+- every partial sum of any subset of the block's products (at most ``2**14`` of them) is an integer with
+  absolute value at most ``2**14 * 2**36 = 2**50``.
+
+Every integer of magnitude up to ``2**53`` is a float64, so each product, each sum and each fused
+multiply-add of these values is computed without rounding. Arithmetic without rounding is associative and
+commutative, so the float64 result does not depend on the summation order, on whether LLVM fuses
+``a * b + c`` into one FMA, on the vector width (``NUMBA_CPU_NAME``, SSE2 to AVX-512), or on the tile
+split: it *is* the integer Gram matrix of the grid values. That is what allows ``fastmath={"reassoc",
+"contract"}`` on :func:`_tile_gram` (and nowhere else): the loop is vectorised with several independent
+accumulators per entry and FMA contraction. ``nnan``/``ninf`` are not given (the grid values are finite
+anyway: the block's Inf/NaN check runs before quantising). :func:`gram_range` checks the bound
+``chunk * 2**(2 * grid_bits) <= 2**50`` explicitly and converts each block's float64 sums to int64 once.
+
+The quantised tile ``q`` is float64 (``rint`` of a float64 product is already an integer-valued float64)
+in a ``[rows rounded up to 4, GRAM_TILE]`` buffer that stays in L1/L2 cache; the padding rows are zero, so
+the 4x4 register blocks of :func:`_tile_gram` need no remainder loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from training.robust.kernels import ABS_MASK, EXP_OFFSET, NONFINITE
+
+GRAM_TILE = 512
+"""Columns per quantised tile: ``4 * 16 * GRAM_TILE`` float64 values cached for a 4x4 block."""
+
+EXACT_LIMIT_BITS = 50
+"""A block's Gram partial sums stay below ``2**EXACT_LIMIT_BITS <= 2**53`` (exact in float64)."""
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``g[a, c] += sum_j q[a, j] q[c, j]`` over ``q[:, :width]`` for 4x4 blocks on and below the diagonal.
+
+    ``q`` has a multiple of 4 rows. Exact (see the module docstring): every value, product and partial sum
+    is an integer below ``2**50``, so ``reassoc``/``contract`` cannot change any bit of ``g``.
+    """
+    for a in range(0, q.shape[0], 4):
+        x0, x1, x2, x3 = q[a], q[a + 1], q[a + 2], q[a + 3]
+        for c in range(0, a + 1, 4):
+            y0, y1, y2, y3 = q[c], q[c + 1], q[c + 2], q[c + 3]
+            t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = 0.0
+            t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = 0.0
+            for j in range(width):
+                a0, a1, a2, a3 = x0[j], x1[j], x2[j], x3[j]
+                b0, b1, b2, b3 = y0[j], y1[j], y2[j], y3[j]
+                t00 += a0 * b0
+                t01 += a0 * b1
+                t02 += a0 * b2
+                t03 += a0 * b3
+                t10 += a1 * b0
+                t11 += a1 * b1
+                t12 += a1 * b2
+                t13 += a1 * b3
+                t20 += a2 * b0
+                t21 += a2 * b1
+                t22 += a2 * b2
+                t23 += a2 * b3
+                t30 += a3 * b0
+                t31 += a3 * b1
+                t32 += a3 * b2
+                t33 += a3 * b3
+            g[a, c] += t00
+            g[a, c + 1] += t01
+            g[a, c + 2] += t02
+            g[a, c + 3] += t03
+            g[a + 1, c] += t10
+            g[a + 1, c + 1] += t11
+            g[a + 1, c + 2] += t12
+            g[a + 1, c + 3] += t13
+            g[a + 2, c] += t20
+            g[a + 2, c + 1] += t21
+            g[a + 2, c + 2] += t22
+            g[a + 2, c + 3] += t23
+            g[a + 3, c] += t30
+            g[a + 3, c + 1] += t31
+            g[a + 3, c + 2] += t32
+            g[a + 3, c + 3] += t33
+
+
+@njit(cache=True, nogil=True)
+def _rows_top(bits: np.ndarray, t0: int, width: int, lanes: np.ndarray) -> None:  # pragma: no cover
+    """``lanes[j] = max(lanes[j], max_r bits[r, t0 + j] & 0x7fffffff)``, four rows per pass (integer max)."""
+    rows = bits.shape[0]
+    r = 0
+    while r + 4 <= rows:
+        b0, b1 = bits[r, t0 : t0 + width], bits[r + 1, t0 : t0 + width]
+        b2, b3 = bits[r + 2, t0 : t0 + width], bits[r + 3, t0 : t0 + width]
+        for j in range(width):
+            v0 = b0[j] & ABS_MASK
+            v1 = b1[j] & ABS_MASK
+            v2 = b2[j] & ABS_MASK
+            v3 = b3[j] & ABS_MASK
+            v0 = v0 if v0 > v1 else v1
+            v2 = v2 if v2 > v3 else v3
+            v0 = v0 if v0 > v2 else v2
+            lanes[j] = v0 if v0 > lanes[j] else lanes[j]
+        r += 4
+    while r < rows:
+        b0 = bits[r, t0 : t0 + width]
+        for j in range(width):
+            v0 = b0[j] & ABS_MASK
+            lanes[j] = v0 if v0 > lanes[j] else lanes[j]
+        r += 1
+
+
+@njit(cache=True, nogil=True)
+def _quantize(
+    x: np.ndarray, t0: int, width: int, sc: float, q: np.ndarray, q0: int
+) -> None:  # pragma: no cover
+    """``q[q0 + r, j] = rint(x[r, t0 + j] * sc)`` in float64 (``sc`` a power of two: the product is exact)."""
+    for r in range(x.shape[0]):
+        xr = x[r, t0 : t0 + width]  # a slice indexed from 0: plain vector loads, no index wrap-around
+        qr = q[q0 + r]
+        for j in range(width):
+            qr[j] = np.rint(np.float64(xr[j]) * sc)
+
+
+@njit(cache=True, nogil=True)
+def gram_range(
+    x: np.ndarray,
+    xbits: np.ndarray,
+    extra: np.ndarray,
+    chunk: int,
+    grid_bits: int,
+    pow2: np.ndarray,
+    c0: int,
+    c1: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
+    """Exact integer Gram matrix of every block of ``chunk`` columns in ``[c0, c1)`` (``c0`` block-aligned).
+
+    Rows are those of ``x`` then those of ``extra``. Each block is rounded to ``grid_bits`` bits below its
+    largest magnitude: ``q = rint(v * 2**s)`` with ``s = grid_bits - frexp(max |v|)[1]``. Returns the
+    per-block Gram matrices (int64), ``2 * s`` per block, and whether the block is non-zero. On Inf or NaN
+    it stops: that block is marked non-zero with shift ``-1`` (``2 * s`` is never odd). Raises
+    ``ValueError`` if ``chunk * 2**(2 * grid_bits)`` exceeds ``2**50`` (float64 sums would not be exact).
+    """
+    # |q| <= 2**grid_bits, so |sum of chunk products| <= chunk * 2**(2 * grid_bits): must stay exact.
+    if chunk * (1 << (2 * grid_bits)) > 1 << EXACT_LIMIT_BITS:
+        raise ValueError("gram block too large for exact float64 sums")
+    n = x.shape[0]
+    m = n + extra.shape[0]
+    blocks = (c1 - c0 + chunk - 1) // chunk
+    grams = np.zeros((blocks, m, m), dtype=np.int64)
+    shifts = np.zeros(blocks, dtype=np.int64)
+    nonzero = np.zeros(blocks, dtype=np.bool_)
+    q = np.zeros(((m + 3) // 4 * 4, GRAM_TILE), dtype=np.float64)  # padding rows stay zero
+    acc = np.empty((q.shape[0], q.shape[0]), dtype=np.float64)
+    lanes = np.zeros(GRAM_TILE, dtype=np.int32)
+    ebits = extra.view(np.int32)
+    for b in range(blocks):
+        b0 = c0 + b * chunk
+        width = min(chunk, c1 - b0)
+        # Largest magnitude bits of the block, one lane per tile column (no serial max chain).
+        lanes[:] = 0
+        for t0 in range(b0, b0 + width, GRAM_TILE):
+            tw = min(GRAM_TILE, b0 + width - t0)
+            _rows_top(xbits, t0, tw, lanes)
+            _rows_top(ebits, t0, tw, lanes)
+        top = lanes.max()
+        if top >= NONFINITE:
+            nonzero[b] = True
+            shifts[b] = -1
+            return grams, shifts, nonzero
+        if top == 0:
+            continue
+        field = top >> 23
+        if field > 0:
+            exponent = field - 126  # frexp exponent of a normal float32: mag in [2**(e-1), 2**e)
+        else:
+            exponent = -149  # subnormal: mag = top * 2**-149, exponent = bit_length(top) - 149
+            while top > 0:
+                top >>= 1
+                exponent += 1
+        s = grid_bits - exponent
+        sc = pow2[s + EXP_OFFSET]
+        acc[:, :] = 0.0
+        for t0 in range(b0, b0 + width, GRAM_TILE):
+            tw = min(GRAM_TILE, b0 + width - t0)
+            _quantize(x, t0, tw, sc, q, 0)
+            _quantize(extra, t0, tw, sc, q, n)
+            _tile_gram(q, tw, acc)
+        g = grams[b]
+        for a in range(m):
+            for c in range(a + 1):
+                g[a, c] = np.int64(acc[a, c])  # an integer below 2**50: converted exactly
+                g[c, a] = g[a, c]
+        shifts[b] = 2 * s
+        nonzero[b] = True
+    return grams, shifts, nonzero
