@@ -19,7 +19,8 @@ multiply-add. So every reduction here is made *exact*, and exact sums do not dep
 - Elementwise work uses only correctly rounded operations (add, subtract, multiply, divide, sqrt, casts).
 
 Results differ from the real-number answer by the documented rounding, but never between peers. The per-block
-work runs in the fused one-pass kernels of :mod:`training.robust.kernels`; the same arithmetic written as
+work runs in the fused one-pass kernels of :mod:`training.robust.kernels` and
+:mod:`training.robust.gram_kernel`; the same arithmetic written as
 torch operations is :mod:`training.robust.reference`, which the kernels must match byte for byte.
 """
 

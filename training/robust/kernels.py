@@ -8,12 +8,17 @@ torch formulation (kept as the reference in :mod:`training.robust.reference`), u
 - integer operations (exponent fields read from the float bits, fixed-point sums and dot products in int64),
 - correctly rounded single float operations (multiplication by a power of two, ``rint``, division, casts).
 
-No ``fastmath``: LLVM may neither reassociate nor contract the float operations (there is no ``a * b + c``
-pattern in them anyway), so the bytes do not depend on the instruction set (``NUMBA_CPU_NAME``) or the
-thread schedule. ``cache=True`` stores the compiled code in ``NUMBA_CACHE_DIR`` if set, else next to this
-module, else in the user cache folder (numba's own order); if neither is writable, in a per-user folder of
-the temporary directory (:func:`fallback_cache_dir`), so a read-only install still imports. Loading the
-cached kernels takes well under a second; compiling them (a cold cache) about 10-30 s.
+No ``fastmath`` here: LLVM may neither reassociate nor contract the float operations, so the bytes do not
+depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The one kernel that allows
+``reassoc``/``contract``, the Gram tile of :mod:`training.robust.gram_kernel`, does so because every value
+it touches is an integer below ``2**50``, where float64 arithmetic has no rounding at all.) Loops index
+slices from 0 (``row = x[r, t0:t1]; row[j]``), not ``x[r, t0 + j]``: numba's negative-index wrap-around
+on a computed index would turn the loads into gathers.
+
+``cache=True`` stores the compiled code in ``NUMBA_CACHE_DIR`` if set, else next to this module, else in
+the user cache folder (numba's own order); if neither is writable, in a per-user folder of the temporary
+directory (:func:`fallback_cache_dir`), so a read-only install still imports. Loading the cached kernels
+takes well under a second; compiling them (a cold cache) about 10-30 s.
 """
 
 from __future__ import annotations
