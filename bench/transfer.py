@@ -9,13 +9,18 @@
    sides write/read 1 MiB at a time; the libp2p time runs from opening the stream to its last byte.
    Also reported: the CPU seconds both sides spent on each transfer, which unlike wall-clock rates do not
    depend on how busy the machine is (on a shared 2-core VM the rates mostly measure the other jobs).
+   Next to it, the physical bound: one core's ChaCha20-Poly1305 (the cipher the libp2p Noise spec
+   mandates; ``cryptography``, as the session uses it) encrypting and decrypting the same bytes in
+   65519-byte Noise messages. ``cipher_bound_ratio`` = raw TCP time / max(encrypt, decrypt) time is the
+   best any compliant stream could reach here with sender and receiver on cores of their own.
 3. Blob fetch, end to end: ``P2PNode.fetch`` between two peer processes over ``/fedchain/blob/1.0.0``,
    which adds the provider's store read (which re-hashes the blob), CID verification on receipt and the
    fetcher's local store write (hash, fsync) to the stream transfer; reported against the same raw TCP.
 
     python bench/transfer.py [--peers 8] [--messages 40] [--sizes 16,64] [--repeats 3] [--json]
 
-Targets from issue #3: p99 delivery under 1 s; stream throughput at least 0.5x raw TCP.
+Targets from issue #3: p99 delivery under 1 s; stream throughput at least 0.5x raw TCP. The load average
+(1, 5, 15 min) is reported at the start and the end: on a shared machine it decides the wall-clock figures.
 """
 
 from __future__ import annotations
@@ -24,13 +29,16 @@ import argparse
 import json
 import os
 import platform
+import random
 import secrets
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,6 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from tests.fixtures.p2p import Swarm, member_address  # the same launcher as the multi-process tests
 
 CHUNK = 1 << 20
+NOISE_PLAINTEXT = 65519  # most plaintext bytes per Noise transport message (libp2p spec)
 STREAM_PROTOCOL = "/fedchain/bench/stream/1.0.0"
 
 _RAW_SENDER = """
@@ -134,6 +143,66 @@ class Transfer(NamedTuple):
     receiver_cpu_s: float
 
 
+class CipherTimes(NamedTuple):
+    """Seconds one core takes to encrypt and to decrypt some bytes as Noise transport messages."""
+
+    encrypt_s: float
+    decrypt_s: float
+
+
+def cipher_times(size: int) -> CipherTimes:
+    """Time ChaCha20-Poly1305 over ``size`` bytes in 65519-byte messages, counter nonces, no AD."""
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    aead = ChaCha20Poly1305(bytes(range(32)))
+    data = random.Random(2).randbytes(size)
+    view = memoryview(data)
+    nonces = [bytes(4) + n.to_bytes(8, "little") for n in range(-(-size // NOISE_PLAINTEXT))]
+    start = time.perf_counter()
+    sealed = [
+        aead.encrypt(nonce, view[i * NOISE_PLAINTEXT : (i + 1) * NOISE_PLAINTEXT], None)
+        for i, nonce in enumerate(nonces)
+    ]
+    encrypt_s = time.perf_counter() - start
+    start = time.perf_counter()
+    for nonce, message in zip(nonces, sealed, strict=True):
+        aead.decrypt(nonce, message, None)
+    return CipherTimes(encrypt_s, time.perf_counter() - start)
+
+
+def gil_free_share(size: int = 32 << 20) -> float:
+    """How far a pure-Python thread gets during one ChaCha20-Poly1305 call, relative to a sleep as long.
+
+    One call on ``size`` bytes has no point inside it where Python could switch threads, so the ratio is
+    near 0 if ``cryptography`` holds the GIL while it encrypts, and near 1 (load permitting) if it
+    releases it, which is what would let crypto on a helper thread overlap socket I/O.
+    """
+    from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+
+    aead, message = ChaCha20Poly1305(bytes(32)), bytes(size)
+
+    def spins_during(work: Callable[[], object]) -> tuple[int, float]:
+        stop, count = threading.Event(), [0]
+
+        def spin() -> None:
+            while not stop.is_set():
+                count[0] += 1
+
+        thread = threading.Thread(target=spin)
+        thread.start()
+        time.sleep(0.01)  # let the spinner get going
+        before, start = count[0], time.perf_counter()
+        work()
+        spins, seconds = count[0] - before, time.perf_counter() - start
+        stop.set()
+        thread.join()
+        return spins, seconds
+
+    during_cipher, seconds = spins_during(lambda: aead.encrypt(bytes(12), message, None))
+    during_sleep, _ = spins_during(lambda: time.sleep(seconds))
+    return during_cipher / max(1, during_sleep)
+
+
 def raw_tcp_transfer(size: int) -> Transfer:
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
@@ -223,6 +292,7 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
         stored = provider.command({"cmd": "put", "size": size, "seed": mib}, "stored", timeout=120)
         fetch_s: list[float] = []
         tcp: list[Transfer] = []
+        cipher: list[CipherTimes] = []
         stream = libp2p_stream_transfers(size, repeats)
         for _ in range(repeats):
             fetched = fetcher.command(
@@ -239,9 +309,12 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
                 raise RuntimeError(f"fetch of {mib} MiB failed: {fetched}")
             fetch_s.append(fetched["seconds"])
             tcp.append(raw_tcp_transfer(size))
+            cipher.append(cipher_times(size))
         stream_best = min(t.seconds for t in stream)
         tcp_best = min(t.seconds for t in tcp)
         fetch_best = min(fetch_s)
+        encrypt_best = min(c.encrypt_s for c in cipher)
+        decrypt_best = min(c.decrypt_s for c in cipher)
         stream_cpu = statistics.median(t.sender_cpu_s + t.receiver_cpu_s for t in stream)
         tcp_cpu = statistics.median(t.sender_cpu_s + t.receiver_cpu_s for t in tcp)
         rows.append(
@@ -250,6 +323,9 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
                 "libp2p_stream_MBps": size / stream_best / 1e6,
                 "raw_tcp_MBps": size / tcp_best / 1e6,
                 "ratio_vs_raw_tcp": tcp_best / stream_best,
+                "cipher_encrypt_MBps": size / encrypt_best / 1e6,
+                "cipher_decrypt_MBps": size / decrypt_best / 1e6,
+                "cipher_bound_ratio": tcp_best / max(encrypt_best, decrypt_best),
                 "blob_fetch_MBps": size / fetch_best / 1e6,
                 "fetch_ratio_vs_raw_tcp": tcp_best / fetch_best,
                 "libp2p_stream_cpu_s": stream_cpu,
@@ -258,6 +334,7 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
                 "libp2p_stream": [t._asdict() for t in stream],
                 "raw_tcp": [t._asdict() for t in tcp],
                 "blob_fetch_seconds": fetch_s,
+                "cipher": [c._asdict() for c in cipher],
             }
         )
     return rows
@@ -273,6 +350,8 @@ def main() -> int:
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
+    load_start = os.getloadavg()
+    gil_share = gil_free_share()
     with tempfile.TemporaryDirectory(prefix="fedchain-transfer-") as tmp:
         swarm = Swarm(Path(tmp), "bench", [member_address(i) for i in range(args.peers)])
         try:
@@ -290,9 +369,16 @@ def main() -> int:
         finally:
             swarm.stop()
 
+    result_load_end = os.getloadavg()
     result = {
         "benchmark": "transfer",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "machine": {
+            "python": platform.python_version(),
+            "cpus": os.cpu_count(),
+            "load_average_start": load_start,
+            "load_average_end": result_load_end,
+        },
+        "cipher_gil_free_share": gil_share,
         "delivery": delivery,
         "throughput": throughput,
         "targets": {
@@ -308,14 +394,22 @@ def main() -> int:
             f"delivery to all {d['peers'] - 1} peers over {d['messages']} messages: "
             f"median {d['to_all_median_s']:.3f} s, p99 {d['to_all_p99_s']:.3f} s"
         )
+        print(f"load average at start {load_start}, at end {result_load_end}")
         print(
-            "| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | blob fetch MB/s | fetch ratio "
-            "| CPU s libp2p / raw TCP (both sides) |"
+            f"a Python thread runs at {gil_share:.2f}x its idle pace while the cipher runs (1 = GIL released)"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- |")
+        print(
+            "| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | cipher-bound ratio "
+            "| blob fetch MB/s | fetch ratio | CPU s libp2p / raw TCP (both sides) |"
+        )
+        print("| --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in throughput:
             cells = [f"{r['size_mib']} MiB", f"{r['libp2p_stream_MBps']:.1f}", f"{r['raw_tcp_MBps']:.1f}"]
-            cells += [f"{r['ratio_vs_raw_tcp']:.3f}", f"{r['blob_fetch_MBps']:.1f}"]
+            cells += [
+                f"{r['ratio_vs_raw_tcp']:.3f}",
+                f"{r['cipher_bound_ratio']:.2f}",
+                f"{r['blob_fetch_MBps']:.1f}",
+            ]
             cells += [f"{r['fetch_ratio_vs_raw_tcp']:.3f}"]
             cells += [f"{r['libp2p_stream_cpu_s']:.3f} / {r['raw_tcp_cpu_s']:.3f}"]
             print("| " + " | ".join(cells) + " |")
