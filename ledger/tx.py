@@ -30,6 +30,7 @@ from web3.exceptions import (
     ContractPanicError,
     ProviderConnectionError,
     TimeExhausted,
+    TransactionNotFound,
     Web3RPCError,
 )
 
@@ -140,6 +141,10 @@ class TxSender:
         Seconds to wait for a receipt before :class:`TransactionError`.
     gas_margin
         Multiplier applied to the gas estimate.
+    receipt_poll_s, receipt_poll_max_s
+        Receipt polling starts every ``receipt_poll_s`` seconds and slows down (x1.5 per poll) to every
+        ``receipt_poll_max_s``: a devnet with sub-second blocks answers within one fast poll, while a
+        12 s-block network is asked about once a second, not twenty times.
     """
 
     def __init__(
@@ -150,9 +155,18 @@ class TxSender:
         retry: RetryPolicy = RetryPolicy(),
         receipt_timeout: float = 120.0,
         gas_margin: float = 1.25,
+        receipt_poll_s: float = 0.05,
+        receipt_poll_max_s: float = 1.0,
     ) -> None:
         if gas_margin < 1.0:
             raise LedgerConfigError(f"`gas_margin` must be >= 1.0, got {gas_margin}")
+        if not 0 < receipt_poll_s <= receipt_poll_max_s:
+            raise LedgerConfigError(
+                f"`receipt_poll_s` must be in (0, {receipt_poll_max_s}] (receipt_poll_max_s), "
+                f"got {receipt_poll_s}"
+            )
+        self.receipt_poll_s = receipt_poll_s
+        self.receipt_poll_max_s = receipt_poll_max_s
         self.w3 = w3
         self.account = account
         self.address: ChecksumAddress = account.address
@@ -199,13 +213,7 @@ class TxSender:
         gas_limit = gas if gas is not None else int(self.estimate_gas(fn) * self.gas_margin)
         tx_hash = self._sign_and_send(fn, gas_limit)
         try:
-            receipt = with_retry(
-                lambda: self.w3.eth.wait_for_transaction_receipt(
-                    HexBytes(tx_hash), timeout=self.receipt_timeout, poll_latency=0.05
-                ),
-                self.retry,
-                "eth_getTransactionReceipt",
-            )
+            receipt = self.wait_for_receipt(tx_hash)
         except TimeExhausted as exc:
             raise TransactionError(
                 f"{_name(fn)}: tx 0x{tx_hash.hex()} not mined in {self.receipt_timeout} s"
@@ -216,6 +224,31 @@ class TxSender:
         return TxResult(
             bytes(receipt["transactionHash"]), int(receipt["blockNumber"]), int(receipt["gasUsed"])
         )
+
+    def wait_for_receipt(self, tx_hash: bytes) -> Any:
+        """Poll for a transaction's receipt (fast at first, then slower); return it once mined.
+
+        Raises
+        ------
+        TimeExhausted
+            If it is not mined within ``receipt_timeout`` seconds.
+        """
+        deadline = time.monotonic() + self.receipt_timeout
+        delay = self.receipt_poll_s
+        while True:
+            try:
+                return with_retry(
+                    lambda: self.w3.eth.get_transaction_receipt(HexBytes(tx_hash)),
+                    self.retry,
+                    "eth_getTransactionReceipt",
+                )
+            except TransactionNotFound:
+                pass
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeExhausted(f"transaction 0x{tx_hash.hex()} not mined in {self.receipt_timeout} s")
+            time.sleep(min(delay, remaining))
+            delay = min(delay * 1.5, self.receipt_poll_max_s)
 
     def _sign_and_send(self, fn: Sendable, gas_limit: int) -> bytes:
         with self._nonces.lock:

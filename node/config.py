@@ -54,7 +54,18 @@ class ChainConfig:
 
     rpc_url: str = field(default="http://127.0.0.1:8545", metadata={"help": "EVM JSON-RPC URL (or 'py-evm')"})
     registry: str = field(default="", metadata={"help": "address of the deployed Runs contract"})
-    poll_interval_s: float = field(default=1.0, metadata={"help": "seconds between chain polls"})
+    poll_interval_s: float = field(
+        default=1.0,
+        metadata={
+            "help": "longest wait between two round steps (gossip and new blocks wake the node sooner)"
+        },
+    )
+    head_poll_s: float = field(
+        default=0.1,
+        metadata={
+            "help": "seconds between head-block checks while waiting (raise it on metered RPC endpoints)"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.rpc_url.startswith(("http://", "https://")) and self.rpc_url != "py-evm":
@@ -63,6 +74,8 @@ class ChainConfig:
             raise NodeConfigError(f"`registry` must be a 0x-prefixed 20-byte address, got {self.registry!r}")
         if not 0.05 <= self.poll_interval_s <= 60:
             raise NodeConfigError(f"`poll_interval_s` must be in [0.05, 60], got {self.poll_interval_s!r}")
+        if not 0.01 <= self.head_poll_s <= 60:
+            raise NodeConfigError(f"`head_poll_s` must be in [0.01, 60], got {self.head_poll_s!r}")
 
 
 @dataclass(frozen=True)

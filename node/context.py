@@ -68,6 +68,15 @@ class NodeContext:
         The last heartbeat published on gossip (what and when).
     stop
         Set to ask the loop to stop after its current step.
+    wake
+        Set when something this node waits for may have happened (an update or vote announcement arrived on
+        gossip): the loop stops waiting and steps at once.
+    acted
+        Whether the last step did something (settled a round, submitted, voted, closed a failed round); the
+        loop steps again at once after such a step instead of waiting.
+    watched
+        What the last step saw of the open round (round, status, submissions, phase); while waiting, the loop
+        steps again as soon as a new block changes it.
     """
 
     run_id: int
@@ -91,7 +100,15 @@ class NodeContext:
     """Testing only: ``(attack, strength)`` from ``training.attacks`` this member applies to its updates."""
     heartbeat: tuple[str, float] = ("", 0.0)
     """Last heartbeat sent: ``(round:phase, monotonic time)``."""
+    wake: threading.Event = field(default_factory=threading.Event)
+    acted: bool = False
+    watched: tuple[int, int, int, str] | None = None
+    eligible_round: int = -1
+    """The round this member was last found eligible for (in its submit phase)."""
+    trained_round: int | None = None
+    """The round whose update the model's adapter holds right after training (for scoring it)."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
+    _bases: dict[int, tuple[str, str, int | None] | None] = field(default_factory=dict, repr=False)
 
     @property
     def run_key(self) -> str:
@@ -148,6 +165,23 @@ class NodeContext:
         while len(self._states) > 4:
             self._states.pop(next(iter(self._states)))
 
+    def _bases_from_settled(self, round: int) -> None:
+        """Fill the base of ``round`` from the settled rounds when no unlearning request exists at all.
+
+        Without requests the lineage rule is "the last finalised round before ``round``", and settling has
+        recorded every earlier round's outcome from the chain: one read (the request count) instead of the
+        run's whole history.
+        """
+        if int(self.state.get(f"settled:{self.run_id}") or 0) < round or self.client.request_count() != 0:
+            return
+        finalized = [
+            r
+            for r in self.state.rounds(self.run_id)
+            if r.round < round and r.status == "finalized" and r.final_sha and r.final_cid
+        ]
+        last = finalized[-1] if finalized else None
+        self._bases[round] = None if last is None else (str(last.final_sha), str(last.final_cid), last.round)
+
     def base_state(self, round: int) -> tuple[ModelState, str]:
         """Return the state ``round`` starts from, by the chain's lineage rule, and its hash.
 
@@ -155,17 +189,30 @@ class NodeContext:
         request that replaced it, else the run-seeded initial state) — the same rule the replay and the audit
         use. It is read from the chain, not from this node's own adoptions, so every honest peer trains and
         merges from the same base even when an unlearning result and a round result land close together.
+        Once ``round`` has opened, everything the rule looks at is settled (earlier rounds are closed, the
+        requests it counts were fulfilled before the round opened), so the answer is kept per round and the
+        vote phase does not read the run's history again.
         """
         from ledger.types import RunId
         from node.history import base_of_round, read_history
         from training.merge import state_hash
 
-        ref = base_of_round(read_history(self.client, RunId(self.run_id)), round)
-        if ref.sha256 is None or ref.cid is None:
+        if round not in self._bases and round <= self.current_round:
+            self._bases_from_settled(round)
+        if round in self._bases:
+            known = self._bases[round]
+        else:
+            history = read_history(self.client, RunId(self.run_id))
+            ref = base_of_round(history, round)
+            known = None
+            if ref.sha256 is not None and ref.cid is not None:
+                known = (bytes(ref.sha256).hex(), ref.cid, ref.source if ref.kind == "round" else None)
+            if round < len(history.rounds):  # the round has opened: its base can no longer change
+                self._bases[round] = known
+        if known is None:
             initial = self.runtime.initial_state()
             sha = state_hash(initial)
             self.remember(sha, initial)
             return initial, sha
-        sha = bytes(ref.sha256).hex()
-        source_round = ref.source if ref.kind == "round" else None
-        return self.load_state(sha, ref.cid, round=source_round), sha
+        sha, cid, source_round = known
+        return self.load_state(sha, cid, round=source_round), sha

@@ -265,7 +265,7 @@ def _losses(
     steps = (spec.train.local_steps or 1) * config.rounds
     rows = []
     for member, node_events in zip(members, events, strict=True):
-        merged = [e for e in node_events if e.get("event") == "round.merged"]
+        merged = [e for e in node_events if e.get("event") == "round.scored" and "merged_loss" in e]
         seed = int(hashlib.sha256(member["address"].lower().encode()).hexdigest()[:8], 16)
         data = load_local_data(
             member["data"],

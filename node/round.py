@@ -9,6 +9,11 @@ on chain; a failed round is noted (the next one restarts from the last finalised
 Each action first checks the chain (has this member already submitted / voted?) and the state database
 (is the update already trained and stored?), so repeating a step after a crash never trains twice,
 submits twice or votes twice; the contract's "already" reverts are treated as done.
+
+Recording a finalised round's contributions is bookkeeping, not part of the next round's critical path:
+settling queues it in the state database, and a later step sends it while this member waits anyway (or
+before the run ends). :func:`observe` is the loop's cheap per-block check for whether stepping again can
+lead anywhere (the open round's status, submission count or phase changed).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from node.context import NodeContext
 from node.submit import submit
-from node.vote import vote
+from node.vote import score_merged, vote
 
 
 def _tx_hex(result: Any) -> str:
@@ -28,27 +33,42 @@ def _tx_hex(result: Any) -> str:
 
 def step(ctx: NodeContext) -> bool:
     """Advance the run by at most one action; return ``True`` once the run's rounds are all finalised."""
-    from ledger.types import Phase
+    from ledger.types import Phase, RoundStatus
 
     client = ctx.client
-    current = int(client.run_info(ctx.run_id).current_round)
-    ctx.current_round = current
+    ctx.acted = False
+    # The run's current round only moves when that round closes: while the last one seen is open, one
+    # round read answers both "which round" and "where it stands".
+    info = client.round_info(ctx.run_id, ctx.current_round) if ctx.watched is not None else None
+    if info is None or info.status != RoundStatus.OPEN:
+        ctx.current_round = int(client.run_info(ctx.run_id).current_round)
+        info = None
+    current = ctx.current_round
     settle_closed_rounds(ctx, current)
     finalized = sum(1 for r in ctx.state.rounds(ctx.run_id) if r.status == "finalized")
     if finalized >= ctx.spec.rounds:
+        do_chores(ctx)
         return True
-    info = client.round_info(ctx.run_id, current)
-    phase = info.phase(client.block_number() + 1)
+    info = info or client.round_info(ctx.run_id, current)
+    head = client.block_number()
+    phase = info.phase(head + 1)
     _heartbeat(ctx, current, phase.value.replace("-", "_"))
     if phase == Phase.NOT_STARTED:
         _wait(ctx, current, f"round starts at block {info.start_block}")
     elif phase == Phase.SUBMIT:
-        if not _eligible(ctx, info):
+        member = ctx.client.member_info(ctx.run_id, ctx.address)
+        ctx.eligible_round = current if _eligible(member, info) else -1
+        if ctx.eligible_round != current:
             _wait(ctx, current, "not eligible for this round (joined after it opened); waiting for the next")
-        elif not submit(ctx, info):
+        elif submit(ctx, info, member):
+            ctx.acted = True
+        else:
             _wait(ctx, current, f"waiting for the vote phase ({info.submissions}/{info.eligible} submitted)")
     elif phase == Phase.VOTE:
-        if not _eligible(ctx, info):
+        # Eligible at submit time stays eligible (a ban in between makes the contract refuse the vote).
+        if ctx.eligible_round != current and not _eligible(
+            ctx.client.member_info(ctx.run_id, ctx.address), info
+        ):
             _wait(ctx, current, "not eligible for this round; waiting for the next")
         elif info.submissions < ctx.spec.chain.min_updates:
             _wait(
@@ -56,13 +76,40 @@ def step(ctx: NodeContext) -> bool:
                 current,
                 f"too few updates ({info.submissions} < {ctx.spec.chain.min_updates}); round will fail",
             )
-        elif not vote(ctx, info):
+        elif vote(ctx, info):
+            ctx.acted = True
+        else:
             failed = ctx.state.get(f"merge_failed:{ctx.run_id}:{current}")
             why = f"cannot merge ({failed}); waiting for the round to end" if failed else ""
             _wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
     else:
-        close_failed(ctx, current)
+        ctx.acted = close_failed(ctx, current)
+    ctx.watched = _watch_key(current, info, head)
+    if not ctx.acted:
+        do_chores(ctx)
     return False
+
+
+def do_chores(ctx: NodeContext) -> None:
+    """Work no round waits for, done while this member waits anyway: scoring, recording contributions."""
+    score_merged(ctx)
+    record_due_contributions(ctx)
+
+
+def _watch_key(current: int, info: Any, head: int) -> tuple[int, int, int, str]:
+    return (current, int(info.status), int(info.submissions), info.phase(head + 1).value)
+
+
+def observe(ctx: NodeContext, head: int) -> bool:
+    """Whether the open round looks different at block ``head`` than at the last step (one chain read).
+
+    The loop calls this on every new block while it waits: a changed status (finalised or failed), a new
+    submission or a phase boundary means the next step has something to do.
+    """
+    if ctx.watched is None:
+        return True
+    info = ctx.client.round_info(ctx.run_id, ctx.current_round)
+    return _watch_key(ctx.current_round, info, head) != ctx.watched
 
 
 def _wait(ctx: NodeContext, round: int, why: str) -> None:
@@ -90,8 +137,7 @@ def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) 
         ctx.log.event("gossip.failed", run=ctx.run_id, round=round, why=str(exc)[:200])
 
 
-def _eligible(ctx: NodeContext, info: Any) -> bool:
-    member = ctx.client.member_info(ctx.run_id, ctx.address)
+def _eligible(member: Any, info: Any) -> bool:
     return bool(member.is_member and not member.banned and member.index < info.member_snapshot)
 
 
@@ -104,6 +150,8 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
 
     key = f"settled:{ctx.run_id}"
     start = int(ctx.state.get(key) or 0)
+    if start < current:
+        ctx.acted = True  # a round closed: the next one has work for this member at once
     for rnd in range(start, current):
         info = ctx.client.round_info(ctx.run_id, rnd)
         record = ctx.state.round(ctx.run_id, rnd)
@@ -132,11 +180,29 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 timings=ctx.state.round(ctx.run_id, rnd).timing(),
             )
             if not info.contributions_recorded and record.merged_sha == sha and record.included is not None:
-                _record_contributions(ctx, rnd, record.included)
+                _queue_contributions(ctx, rnd, record.included)
         else:
             ctx.state.update_round(ctx.run_id, rnd, status="failed")
             ctx.log.event("round.failed", run=ctx.run_id, round=rnd, submissions=info.submissions)
         ctx.state.set(key, str(rnd + 1))
+
+
+def _queue_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:
+    key = f"contributions_due:{ctx.run_id}"
+    due = json.loads(ctx.state.get(key) or "{}")
+    due[str(rnd)] = included_json
+    ctx.state.set(key, json.dumps(due, sort_keys=True))
+
+
+def record_due_contributions(ctx: NodeContext) -> None:
+    """Record the queued contributions of finalised rounds unless another member already has (chain check)."""
+    key = f"contributions_due:{ctx.run_id}"
+    due: dict[str, str] = json.loads(ctx.state.get(key) or "{}")
+    for rnd in sorted(due, key=int):
+        if not ctx.client.round_info(ctx.run_id, int(rnd)).contributions_recorded:
+            _record_contributions(ctx, int(rnd), due[rnd])
+        del due[rnd]
+        ctx.state.set(key, json.dumps(due, sort_keys=True))
 
 
 def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:
@@ -157,13 +223,14 @@ def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> Non
     )
 
 
-def close_failed(ctx: NodeContext, rnd: int) -> None:
-    """Close an expired round as failed (anyone may; a lost race is fine)."""
+def close_failed(ctx: NodeContext, rnd: int) -> bool:
+    """Close an expired round as failed (anyone may; a lost race is fine); ``True`` if this call closed it."""
     from ledger.errors import ContractRevertError
 
     try:
         tx = ctx.client.close_failed(ctx.run_id, rnd)
     except ContractRevertError as exc:
         ctx.log.event("round.close_refused", run=ctx.run_id, round=rnd, why=type(exc).__name__)
-        return
+        return False
     ctx.log.event("round.closed_failed", run=ctx.run_id, round=rnd, tx=_tx_hex(tx))
+    return True

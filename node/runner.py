@@ -1,7 +1,11 @@
 """Starting a node for one run and looping over its rounds until they are all finalised.
 
 :func:`run_node` connects to the chain and the store, starts the p2p host, fetches and checks the run spec,
-joins the run, loads the model and the local data, then calls :func:`node.round.step` every poll interval.
+joins the run, loads the model and the local data, then loops over :func:`node.round.step`. The loop is
+event-driven: after a step that did something it steps again at once; otherwise it waits for whichever comes
+first — an update or vote announcement on gossip (``ctx.wake``), a new block that changes the open round
+(the head is polled every ``head_poll_s``, the round read once per new block), or ``poll_interval_s``, the
+upper bound on any wait.
 Any error inside a step (an RPC outage, a revert, a missing artifact) is logged and retried with backoff;
 the node never crashes on it and never loses local state. SIGINT / SIGTERM stop it after the current step.
 
@@ -117,11 +121,14 @@ def _join(client: Any, run_id: int, address: str, log: EventLog) -> None:
 
 def _on_message(ctx: NodeContext) -> Callable[[Any], None]:
     def handle(message: Any) -> None:
-        if getattr(message, "type", "") == "update":
+        kind = getattr(message, "type", "")
+        if kind == "update":
             peers = ctx.providers.setdefault(message.cid, [])
             for peer in message.providers:
                 if peer not in peers:
                     peers.append(peer)
+        if kind in ("update", "vote"):  # sent after its transaction was mined: the round may have moved on
+            ctx.wake.set()
 
     return handle
 
@@ -250,7 +257,7 @@ def run_node(
             train_examples=len(data.train),
             held_out=len(data.held_out),
         )
-        return _loop(ctx, step, _unlearn_hook())
+        return _loop(ctx, step, _unlearn_hook(), _round_changed)
     except (NodeError, ValueError) as exc:  # configuration, key, spec or data problems: exit 2
         log.event("error", fatal=True, kind=type(exc).__name__, message=str(exc))
         return 2
@@ -274,14 +281,27 @@ def _call_hook(ctx: NodeContext, hook: Callable[[NodeContext], None]) -> None:
         ctx.log.event("unlearning.error", run=ctx.run_id, kind=type(exc).__name__, message=str(exc)[:500])
 
 
-def _loop(ctx: NodeContext, step: Callable[[NodeContext], bool], hook: Callable[[NodeContext], None]) -> int:
+def _round_changed(ctx: NodeContext, head: int) -> bool:
+    from node.round import observe
+
+    return observe(ctx, head)
+
+
+def _loop(
+    ctx: NodeContext,
+    step: Callable[[NodeContext], bool],
+    hook: Callable[[NodeContext], None],
+    changed: Callable[[NodeContext, int], bool] | None = None,
+) -> int:
     backoff = 0.0
     last_members = 0.0
     while not ctx.stop.is_set():
+        ctx.acted = False
         try:
             if time.monotonic() - last_members > 5.0:
                 ctx.members = {m.lower() for m in ctx.client.members(ctx.run_id)}
                 last_members = time.monotonic()
+            ctx.wake.clear()  # what arrives from here on may be news to this step's successor
             done = step(ctx)
             _call_hook(ctx, hook)
             backoff = 0.0
@@ -298,10 +318,39 @@ def _loop(ctx: NodeContext, step: Callable[[NodeContext], bool], hook: Callable[
                 message=str(exc)[:500],
                 retry_in_s=backoff,
             )
-        pause = max(backoff, ctx.config.chain.poll_interval_s)
-        ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", pause)
-        ctx.stop.wait(pause)
+        if backoff > 0 or changed is None:
+            pause = max(backoff, ctx.config.chain.poll_interval_s)
+            ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", pause)
+            ctx.stop.wait(pause)
+        elif not ctx.acted:
+            waited = wait_for_news(ctx, changed)
+            ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", waited)
     return 130
+
+
+def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool]) -> float:
+    """Wait until gossip wakes the loop, a new block changes the open round, or ``poll_interval_s`` passed.
+
+    Returns the seconds waited. The head is polled every ``head_poll_s`` (one cheap ``eth_blockNumber``);
+    the round is read only when the head moved. A failing read ends the wait early: the next step retries
+    it with backoff.
+    """
+    chain = ctx.config.chain
+    started = time.monotonic()
+    deadline = started + chain.poll_interval_s
+    seen: int | None = None
+    while not ctx.stop.is_set():
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or ctx.wake.wait(min(chain.head_poll_s, remaining)):
+            break
+        try:
+            head = int(ctx.client.block_number())
+            if head != seen and changed(ctx, head):
+                break
+            seen = head
+        except Exception:  # an RPC hiccup: let the step see (and report) it
+            break
+    return time.monotonic() - started
 
 
 def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: str) -> Any:

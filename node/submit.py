@@ -17,13 +17,16 @@ def _tx_hex(result: Any) -> str:
     return bytes(result.tx_hash).hex()
 
 
-def submit(ctx: NodeContext, info: Any) -> bool:
-    """Train, store and commit this member's update for the open round; ``False`` if already done."""
+def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
+    """Train, store and commit this member's update for the open round; ``False`` if already done.
+
+    ``member`` is this member's ``MemberInfo`` as just read by the caller (read here when ``None``).
+    """
     from ledger.errors import ContractRevertError
     from ledger.reverts import AlreadySubmittedError
 
     rnd = int(info.round)
-    member = ctx.client.member_info(ctx.run_id, ctx.address)
+    member = member or ctx.client.member_info(ctx.run_id, ctx.address)
     record = ctx.state.round(ctx.run_id, rnd)
     if member.last_submitted_round == rnd:
         if record.submit_tx is None:
@@ -50,7 +53,28 @@ def submit(ctx: NodeContext, info: Any) -> bool:
         "round.submitted", run=ctx.run_id, round=rnd, sha=record.update_sha, cid=record.update_cid, tx=tx_hex
     )
     _announce_update(ctx, rnd, record.update_sha, record.update_cid, record.update_size or 0)
+    _score_local(ctx, rnd)
     return True
+
+
+def _score_local(ctx: NodeContext, rnd: int) -> None:
+    """Score the locally trained adapter on the held-out split, after the commit (reporting only).
+
+    The model still holds the adapter this step trained; after a restart it may not, so the score is only
+    taken when this process trained the update.
+    """
+    if not ctx.config.training.evaluate or ctx.trained_round != rnd:
+        return
+    started = time.perf_counter()
+    local_loss = ctx.runtime.evaluate(ctx.data.held_out)
+    ctx.state.update_round(ctx.run_id, rnd, local_loss=local_loss)
+    ctx.log.event(
+        "round.scored",
+        run=ctx.run_id,
+        round=rnd,
+        local_loss=local_loss,
+        seconds=round_s(time.perf_counter() - started),
+    )
 
 
 def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
@@ -79,10 +103,10 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
         if get_attack(ctx.byzantine[0]).level == "data":
             examples = flip_answers(examples, seed=seed)
     result = ctx.runtime.train(base, examples, seed=seed, client_control=control, progress=progress)
+    ctx.trained_round = rnd
     if ctx.byzantine is not None:
         result = _attack(ctx, rnd, result, seed)
     ctx.state.add_timing(ctx.run_id, rnd, "train", result.seconds)
-    local_loss = ctx.runtime.evaluate(ctx.data.held_out) if ctx.config.training.evaluate else None
     data = ctx.runtime.encode_update(result, run=ctx.run_key, round=rnd)
     sha = hashlib.sha256(data).hexdigest()
     cid = ctx.fetcher.keep(data, "update", ctx.run_id, rnd)
@@ -95,7 +119,6 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
         loss=round(result.mean_loss, 5),
         steps=result.steps,
         seconds=round_s(result.seconds),
-        local_loss=local_loss,
         sha=sha,
         cid=cid,
         size=len(data),
@@ -108,7 +131,6 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
         update_cid=cid,
         update_size=len(data),
         num_samples=len(examples),
-        local_loss=local_loss,
     )
 
 

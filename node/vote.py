@@ -2,6 +2,9 @@
 
 Re-entrant: a merged state already stored for the round is voted as is, and a vote already on chain (the
 round's ``MergeVoted`` events) is not sent again.
+
+Scoring the merged model on the held-out split is reporting only, so it is not on the round's critical
+path: :func:`score_merged` runs while the member waits anyway (the round loop's chores), after the vote.
 """
 
 from __future__ import annotations
@@ -26,11 +29,14 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     from ledger.types import included_set_hash
 
     rnd = int(info.round)
+    record = ctx.state.round(ctx.run_id, rnd)
+    if record.vote_tx is not None:  # recorded only once the vote was mined (or found on chain)
+        return False
     if any(
         v.member.lower() == ctx.address.lower() for v in ctx.client.votes(ctx.run_id, rnd, info.start_block)
     ):
+        ctx.state.update_round(ctx.run_id, rnd, vote_tx="on-chain")
         return False
-    record = ctx.state.round(ctx.run_id, rnd)
     if ctx.state.get(f"merge_failed:{ctx.run_id}:{rnd}") is not None:
         return False  # the round's update set is fixed: merging it again fails the same way
     if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(record.merged_cid):
@@ -129,10 +135,8 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     by_member = {s.member: s.sha256.hex() for s in wanted}
     included = [[m, by_member[m]] for m in outcome.included]
     rejected = {**unavailable, **dict(outcome.rejected)}
-    merged_loss = None
     if ctx.config.training.evaluate:
-        ctx.runtime.load(outcome.state)
-        merged_loss = ctx.runtime.evaluate(ctx.data.held_out)
+        ctx.state.set(f"score_due:{ctx.run_id}", str(rnd))
     ctx.log.event(
         "round.merged",
         run=ctx.run_id,
@@ -143,7 +147,6 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
         included=len(included),
         rejected=rejected,
         seconds=round_s(merge_s),
-        merged_loss=merged_loss,
     )
     return ctx.state.update_round(
         ctx.run_id,
@@ -152,5 +155,28 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
         merged_cid=cid,
         included=json.dumps(included),
         rejected=json.dumps(rejected, sort_keys=True),
+    )
+
+
+def score_merged(ctx: NodeContext) -> None:
+    """Score the last merged model this node computed on its held-out split (``round.scored``), once."""
+    key = f"score_due:{ctx.run_id}"
+    due = ctx.state.get(key)
+    if not due:
+        return
+    rnd = int(due)
+    record = ctx.state.round(ctx.run_id, rnd)
+    ctx.state.set(key, "")
+    if record.merged_sha is None or record.merged_cid is None or record.merged_loss is not None:
+        return
+    started = time.perf_counter()
+    ctx.runtime.load(ctx.load_state(record.merged_sha, record.merged_cid, round=rnd))
+    merged_loss = ctx.runtime.evaluate(ctx.data.held_out)
+    ctx.state.update_round(ctx.run_id, rnd, merged_loss=merged_loss)
+    ctx.log.event(
+        "round.scored",
+        run=ctx.run_id,
+        round=rnd,
         merged_loss=merged_loss,
+        seconds=round_s(time.perf_counter() - started),
     )

@@ -48,3 +48,16 @@ def test_reverts_surface_as_typed_errors_without_retry(pyevm_chain: ChainEnv) ->
     with pytest.raises(NotMemberError) as err:
         pyevm_chain.client(4).submit_update(run, RoundId(0), b"\x01" * 32, "c", 1)
     assert err.value.error_args["account"].lower() == pyevm_chain.address(4).lower()
+
+
+def test_receipt_polling_must_start_faster_than_it_ends(chain: ChainEnv) -> None:
+    from web3.exceptions import TimeExhausted
+
+    from ledger.tx import TxSender
+
+    with pytest.raises(LedgerConfigError, match="`receipt_poll_s` must be in \\(0, 1.0\\]"):
+        TxSender(chain.w3, chain.accounts[1], receipt_poll_s=2.0)
+    sender = TxSender(chain.w3, chain.accounts[1], receipt_poll_s=0.01, receipt_poll_max_s=0.05)
+    with pytest.raises(TimeExhausted, match="not mined in"):  # an unknown hash never gets a receipt
+        sender.receipt_timeout = 0.2
+        sender.wait_for_receipt(b"\x01" * 32)
