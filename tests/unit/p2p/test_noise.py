@@ -170,3 +170,36 @@ def test_a_clean_close_returns_what_was_read_then_raises() -> None:
     partial, error = trio.run(run)
     assert partial == b"z" * 10
     assert isinstance(error, IncompleteReadError) and error.is_clean_close
+
+
+def test_byte_by_byte_socket_reads_reassemble_every_message() -> None:
+    # Each read ends inside a length prefix or a body: the straddling-message path, at its edges.
+    wire = MemoryConn([1, 2, 1, 3])
+    sender_state, receiver_state = noise_pair()
+    sender = stock_session(wire, sender_state)
+    receiver = NoiseSession(stock_session(wire, receiver_state))
+    pieces = [b"", b"a", os.urandom(300), os.urandom(65_519), os.urandom(70_000)]
+
+    async def run() -> bytes:
+        for piece in pieces:
+            await sender.write(piece)
+        return await read_all(receiver, sum(map(len, pieces)))
+
+    assert trio.run(run) == b"".join(pieces)
+
+
+def test_the_handshake_cipher_states_stay_in_step_with_the_session() -> None:
+    # The session drives the AEAD itself; py-libp2p's CipherState counters must still say what was used.
+    wire = MemoryConn()
+    sender_state, receiver_state = noise_pair()
+    sender = NoiseSession(stock_session(wire, sender_state))
+    receiver = NoiseSession(stock_session(wire, receiver_state))
+
+    async def run() -> bytes:
+        await sender.write_messages([b"one", memoryview(b"two"), bytearray(b"three")])
+        await sender.write(os.urandom(3 * 65_519 + 1))
+        return await receiver.read(11)
+
+    assert trio.run(run) == b"onetwothree"
+    assert sender_state.noise_protocol.cipher_state_encrypt.n == 7
+    assert receiver_state.noise_protocol.cipher_state_decrypt.n == 7
