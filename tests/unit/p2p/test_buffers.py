@@ -83,7 +83,7 @@ def test_views_in_and_out_match_a_bytearray_fifo(ops: list[tuple[str, object]]) 
             del reference[:n]
             got = queue.take(arg) if op == "take" else queue.take_view(arg)
             assert bytes(got) == expected
-            assert type(got) is bytes if op == "take" else (type(got) is bytes or got.readonly)
+            assert type(got) is bytes if op == "take" else (isinstance(got, bytes) or got.readonly)
         assert len(queue) == len(reference)
 
 
