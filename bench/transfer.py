@@ -402,7 +402,8 @@ def main() -> int:
             f"delivery to all {d['peers'] - 1} peers over {d['messages']} messages: "
             f"median {d['to_all_median_s']:.3f} s, p99 {d['to_all_p99_s']:.3f} s"
         )
-        print(f"load average at start {load_start}, at end {result_load_end}")
+        loads = [" / ".join(f"{x:.1f}" for x in la) for la in (load_start, result_load_end)]
+        print(f"load average (1 / 5 / 15 min) at start {loads[0]}, at end {loads[1]}")
         print(
             f"a Python thread runs at {gil_share:.2f}x its idle pace while the cipher runs (1 = GIL released)"
         )
