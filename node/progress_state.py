@@ -240,6 +240,11 @@ class NodeView:
 
     def _on_round_merged(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
         self._clear_wait(rnd)
+
+    def _on_round_scored(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
+        # Scoring runs off the critical path: usually after the round's finalised line was printed, so
+        # the score also prints its own lasting line; a score that comes first joins the finalised line.
+        self._loss(rnd, "local", record.get("local_loss"))
         self._loss(rnd, "merged", record.get("merged_loss"))
 
     def _on_round_voted(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
@@ -290,6 +295,8 @@ class NodeView:
         losses = self.losses.get(rnd, {}) if rnd is not None else {}
         if "train" in losses:
             parts.append(f"train loss {losses['train']:.4f}")
+        if "local" in losses:
+            parts.append(f"local held-out loss {losses['local']:.4f}")
         if "merged" in losses:
             parts.append(f"merged loss {losses['merged']:.4f}")
         timings = record.get("timings")

@@ -209,7 +209,7 @@ def run_node(
             listen=p2p.listen_addrs if p2p is not None else [],
             store=config.storage.store,
         )
-        fetcher = Fetcher(own, state, p2p=p2p, ipfs=ipfs)
+        fetcher = Fetcher(own, state, p2p=p2p, ipfs=ipfs, events=log.event)
         spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec")
         if spec is None:
             return 130

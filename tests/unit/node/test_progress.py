@@ -114,7 +114,9 @@ def test_quorum_wait_ends_when_the_round_is_finalised_which_prints_a_lasting_lin
 ) -> None:
     log, display, console = watched
     log.event("round.trained", run=1, round=0, loss=2.25, steps=4, seconds=1.0, sha=SHA, cid=CID)
-    log.event("round.merged", run=1, round=0, sha=SHA, cid=CID, included=3, rejected={}, merged_loss=1.75)
+    log.event("round.scored", run=1, round=0, local_loss=1.9, seconds=0.2)
+    log.event("round.merged", run=1, round=0, sha=SHA, cid=CID, included=3, rejected={})
+    log.event("round.scored", run=1, round=0, merged_loss=1.75, seconds=0.2)
     log.event("round.waiting", run=1, round=0, why="waiting for quorum (2 of 3 equal votes)")
     waiting = _screen(display, console, now=0.0)
     console.file = io.StringIO()
@@ -128,7 +130,7 @@ def test_quorum_wait_ends_when_the_round_is_finalised_which_prints_a_lasting_lin
 
     assert "waiting for quorum (2 of 3 equal votes)" in waiting
     assert "✓ round 0 finalised · 3/3 votes · sha 1a2b3c4d5e6f" in lines
-    assert "train loss 2.2500 · merged loss 1.7500" in lines and "train 1.0s transfer 0.5s" in lines
+    assert "train loss 2.2500 · local held-out loss 1.9000 · merged loss 1.7500" in lines and "train 1.0s transfer 0.5s" in lines
     assert "round 0 · finalised · 3 members · final r0 1a2b3c4d5e6f (bafkre…quvyku)" in after
     assert "waiting for quorum" not in after
 
