@@ -8,6 +8,7 @@ work on a :class:`NodeContext`. Its helpers load model states by CID with a hash
 from __future__ import annotations
 
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +18,7 @@ from node.fetch import Fetcher, Want
 from node.home import NodeHome
 from node.logging import EventLog
 from node.runspec import RunSpec
-from node.state import NodeState
+from node.state import NodeState, round_s
 
 if TYPE_CHECKING:
     from node.model import LocalData, ModelRuntime
@@ -158,6 +159,26 @@ class NodeContext:
             raise RunMismatchError(f"model state {cid} hashes to {got[:12]}…, the chain says {sha[:12]}…")
         self.remember(sha, loaded)
         return loaded
+
+    def score_held_out(self, round: int, which: str, started: float) -> float | None:
+        """Score the model the runtime holds on the held-out split, record it as ``<which>_loss``, log it.
+
+        ``which`` is ``"local"`` or ``"merged"``; ``started`` (a ``time.perf_counter()`` value) is when the
+        scoring work began, so ``round.scored``'s ``seconds`` may include loading the model first.
+        """
+        if which not in ("local", "merged"):
+            raise ValueError(f"`which` must be 'local' or 'merged', got {which!r}")
+        loss = self.runtime.evaluate(self.data.held_out)
+        fields = {f"{which}_loss": loss}
+        self.state.update_round(self.run_id, round, **fields)
+        self.log.event(
+            "round.scored",
+            run=self.run_id,
+            round=round,
+            **fields,
+            seconds=round_s(time.perf_counter() - started),
+        )
+        return loss
 
     def remember(self, sha: str, state: ModelState) -> None:
         """Keep a state in memory by hash (the last few only)."""

@@ -65,16 +65,7 @@ def _score_local(ctx: NodeContext, rnd: int) -> None:
     """
     if not ctx.config.training.evaluate or ctx.trained_round != rnd:
         return
-    started = time.perf_counter()
-    local_loss = ctx.runtime.evaluate(ctx.data.held_out)
-    ctx.state.update_round(ctx.run_id, rnd, local_loss=local_loss)
-    ctx.log.event(
-        "round.scored",
-        run=ctx.run_id,
-        round=rnd,
-        local_loss=local_loss,
-        seconds=round_s(time.perf_counter() - started),
-    )
+    ctx.score_held_out(rnd, "local", time.perf_counter())
 
 
 def _train_and_store(ctx: NodeContext, rnd: int) -> Any:

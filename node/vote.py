@@ -171,12 +171,4 @@ def score_merged(ctx: NodeContext) -> None:
         return
     started = time.perf_counter()
     ctx.runtime.load(ctx.load_state(record.merged_sha, record.merged_cid, round=rnd))
-    merged_loss = ctx.runtime.evaluate(ctx.data.held_out)
-    ctx.state.update_round(ctx.run_id, rnd, merged_loss=merged_loss)
-    ctx.log.event(
-        "round.scored",
-        run=ctx.run_id,
-        round=rnd,
-        merged_loss=merged_loss,
-        seconds=round_s(time.perf_counter() - started),
-    )
+    ctx.score_held_out(rnd, "merged", started)
