@@ -31,6 +31,7 @@ import math
 import os
 import platform
 import shutil
+import signal
 import statistics
 import sys
 import tempfile
@@ -149,7 +150,13 @@ def measure(
     }
 
 
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    """Turn SIGTERM into ``SystemExit`` so the ``finally`` and ``with`` blocks stop the nodes and devnet."""
+    raise SystemExit(128 + signum)
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8], help="cluster sizes (1..9)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cluster")
