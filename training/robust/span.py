@@ -1,8 +1,9 @@
 """Iterative robust aggregators run in coefficient space over an exact Gram matrix.
 
 Weiszfeld's geometric median and centered clipping both move a point ``z`` that stays a convex combination of
-the input rows (and, for centered clipping, its starting centre). Writing ``z = sum_k (A_k / S) y_k`` with
-integer coefficients ``A_k`` (``S = sum A_k``), every distance they need is
+the input rows (and, for centered clipping from an explicit centre, that centre as one more row). Centered
+clipping's default start is Weiszfeld's result itself, so both share one Gram matrix. Writing
+``z = sum_k (A_k / S) y_k`` with integer coefficients ``A_k`` (``S = sum A_k``), every distance they need is
 
 ``||y_i - z||^2 = (G_ii S^2 - 2 S sum_k A_k G_ik + sum_kl A_k A_l G_kl) / (S^2 2^shift)``
 
@@ -70,15 +71,27 @@ def weiszfeld(
     return coeffs, steps
 
 
-def centered_clip(g: ExactGram, weights: Sequence[int], *, tau: float | None, iters: int) -> list[int]:
-    """Centered-clipping iterations from the centre (last row of ``g``); returns coefficients over all rows.
+def centered_clip(
+    g: ExactGram,
+    weights: Sequence[int],
+    *,
+    tau: float | None,
+    iters: int,
+    start: Sequence[int] | None = None,
+) -> list[int]:
+    """Centered-clipping iterations in coefficient space; returns the coefficients over all rows of ``g``.
 
-    ``v <- v + sum_i (w_i / W) min(1, tau / ||x_i - v||) (x_i - v)``. With ``tau=None`` each step uses the
-    median of the current distances (the lower middle one) as ``tau``.
+    ``v <- v + sum_i (w_i / W) min(1, tau / ||x_i - v||) (x_i - v)`` for the first ``len(weights)`` rows
+    ``x_i`` of ``g``. The start ``v`` is ``sum_k start[k] y_k / sum(start)`` over all rows ``y_k`` of ``g``
+    (default: the last row alone, an explicit centre appended to the Gram matrix). With ``tau=None`` each
+    step uses the median of the current distances (the lower middle one) as ``tau``.
     """
     n = len(weights)
+    m = len(g.ints)
     total_w = sum(weights)
-    coeffs = [0] * n + [1]
+    coeffs = [0] * (m - 1) + [1] if start is None else [int(c) for c in start]
+    if len(coeffs) != m or min(coeffs) < 0 or sum(coeffs) <= 0:
+        raise ValueError(f"`start` must be {m} non-negative coefficients, not all zero, got {list(coeffs)}")
     for _ in range(iters):
         dist = distances(g, coeffs, n)
         radius = tau if tau is not None else sorted(dist)[(n - 1) // 2]

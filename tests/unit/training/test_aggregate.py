@@ -113,6 +113,31 @@ def test_centered_clip_with_a_large_radius_is_the_mean() -> None:
     assert out.tolist() == pytest.approx([3.0, 4.75], abs=1e-5)
 
 
+def test_centered_clip_starts_from_the_geometric_median_by_default() -> None:
+    updates = _t([[0, 0], [2, 0], [0, 2], [2, 2], [100, 100]])
+    weights = torch.tensor([1.0, 2.0, 1.0, 1.0, 1.0])
+    start = AGGREGATORS["geometric_median"](updates, weights)
+
+    out = AGGREGATORS["centered_clip"](updates, weights, tau=0.5, iters=2)
+
+    want = AGGREGATORS["centered_clip"](updates, weights, tau=0.5, iters=2, center=start)
+    # Distances come from the Gram grid: 18 bits below the largest magnitude (100) is about 4e-4.
+    assert out.tolist() == pytest.approx(want.tolist(), abs=1e-3)
+    assert float(out.norm()) < 3.0  # the far-off input moved it by at most tau per step
+
+
+def test_span_centered_clip_rejects_a_bad_start() -> None:
+    from training.robust.exact import gram
+    from training.robust.span import centered_clip
+
+    g = gram(_t([[0, 0], [2, 0], [0, 2]]))
+
+    with pytest.raises(ValueError, match="`start` must be 3 non-negative coefficients"):
+        centered_clip(g, [1, 1, 1], tau=1.0, iters=1, start=[1, 1])
+    with pytest.raises(ValueError, match="`start` must be 3 non-negative coefficients"):
+        centered_clip(g, [1, 1, 1], tau=1.0, iters=1, start=[0, 0, 0])
+
+
 @pytest.mark.parametrize(
     ("name", "n", "params", "message"),
     [

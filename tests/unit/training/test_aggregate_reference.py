@@ -129,16 +129,51 @@ def test_geometric_median_matches_numpy_weiszfeld(cloud: tuple[torch.Tensor, tor
     assert np.linalg.norm(out - z) <= 1e-4 * np.linalg.norm(z)
 
 
-def test_centered_clip_matches_numpy(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
+def _np_weiszfeld(x: np.ndarray, w: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
+    """Weiszfeld from the weighted mean, stopping as ``geometric_median`` does (relative objective gain)."""
+    z = (w[:, None] * x).sum(0) / w.sum()
+    objective = (w * np.linalg.norm(x - z, axis=1)).sum()
+    for _ in range(max_iter):
+        beta = w / np.maximum(np.linalg.norm(x - z, axis=1), 1e-12)
+        z = (beta[:, None] * x).sum(0) / beta.sum()
+        new = (w * np.linalg.norm(x - z, axis=1)).sum()
+        if objective - new <= tol * objective:
+            break
+        objective = new
+    return z
+
+
+@pytest.mark.parametrize(("tau", "iters"), [(5.0, 4), (None, 3)])
+def test_centered_clip_from_the_geometric_median_matches_numpy(
+    cloud: tuple[torch.Tensor, torch.Tensor], tau: float | None, iters: int
+) -> None:
     updates, weights = cloud
     x, w = updates.double().numpy(), weights.double().numpy()
-    v = np.median(x, axis=0)
+    v = _np_weiszfeld(x, w, max_iter=100, tol=1e-8)
+    for _ in range(iters):
+        r = np.linalg.norm(x - v, axis=1)
+        radius = tau if tau is not None else np.sort(r)[(len(r) - 1) // 2]
+        c = np.minimum(1.0, radius / r)
+        v = v + ((w * c)[:, None] * (x - v)).sum(0) / w.sum()
+
+    out = AGGREGATORS["centered_clip"](updates, weights, tau=tau, iters=iters).numpy()
+
+    assert np.linalg.norm(out - v) <= 1e-5 * np.linalg.norm(v)
+
+
+def test_centered_clip_from_an_explicit_center_matches_numpy(
+    cloud: tuple[torch.Tensor, torch.Tensor],
+) -> None:
+    updates, weights = cloud
+    x, w = updates.double().numpy(), weights.double().numpy()
+    center = torch.from_numpy(np.median(x, axis=0).astype(np.float32))
+    v = center.double().numpy()
     for _ in range(4):
         r = np.linalg.norm(x - v, axis=1)
         c = np.minimum(1.0, 5.0 / r)
         v = v + ((w * c)[:, None] * (x - v)).sum(0) / w.sum()
 
-    out = AGGREGATORS["centered_clip"](updates, weights, tau=5.0, iters=4).numpy()
+    out = AGGREGATORS["centered_clip"](updates, weights, tau=5.0, iters=4, center=center).numpy()
 
     assert np.linalg.norm(out - v) <= 1e-5 * np.linalg.norm(v)
 
