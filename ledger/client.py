@@ -15,12 +15,13 @@ from typing import Any, TypeVar
 from eth_account.signers.local import LocalAccount
 from eth_utils.address import to_checksum_address
 from hexbytes import HexBytes
-from web3 import Web3
+from web3 import HTTPProvider, Web3
 from web3.contract import Contract
 from web3.logs import DISCARD
 
 from contracts import load_artifact
 from ledger.errors import LedgerConfigError, TransactionError
+from ledger.rpc import JsonRpc, ViewCaller
 from ledger.tx import RetryPolicy, TxSender, call_view, with_retry
 from ledger.types import (
     Admission,
@@ -93,8 +94,16 @@ class RunsClient:
     ) -> None:
         self.w3 = w3
         self.address = to_checksum_address(address)
-        self.contract: Contract = w3.eth.contract(address=self.address, abi=load_artifact("Runs").abi)
+        abi = load_artifact("Runs").abi
+        self.contract: Contract = w3.eth.contract(address=self.address, abi=abi)
         self.retry = retry
+        # Views and the head over an HTTP endpoint skip web3's per-call machinery (ledger.rpc says why).
+        provider = w3.provider
+        self._reads = (
+            ViewCaller(JsonRpc(str(provider.endpoint_uri)), self.address, abi)
+            if isinstance(provider, HTTPProvider)
+            else None
+        )
         self._sender = TxSender(w3, account, retry=retry) if account is not None else None
 
     @property
@@ -108,10 +117,16 @@ class RunsClient:
         return self._sender
 
     def _view(self, name: str, *args: Any) -> Any:
+        reads = self._reads
+        if reads is not None:
+            return with_retry(lambda: reads.call(name, *args), self.retry, f"eth_call {name}")
         return call_view(self.contract.functions[name](*args), self.retry)
 
     def block_number(self) -> int:
         """Return the current head block number."""
+        reads = self._reads
+        if reads is not None:
+            return with_retry(reads.block_number, self.retry, "eth_blockNumber")
         return int(with_retry(lambda: self.w3.eth.block_number, self.retry, "eth_blockNumber"))
 
     # ----- transactions -------------------------------------------------------------------------------

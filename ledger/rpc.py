@@ -1,0 +1,217 @@
+"""A lean read path for the views a node makes many times a second: raw JSON-RPC plus eth_abi.
+
+A waiting node polls the head every ``head_poll_s`` and reads the open round on every new block. Through
+web3 each such read walks the middleware stack, re-validates the ABI call and hashes signatures (about 5 ms
+of CPU on this 2-core machine); eight node processes polling together spent most of their round's
+non-training CPU there. :class:`ViewCaller` encodes each view's call data with the selector computed once,
+sends one ``eth_call`` over a kept-alive HTTP connection (one per thread: ``http.client`` connections are
+not thread-safe) and decodes the answer with eth_abi, normalised the way web3 returns it (checksummed
+addresses, lists for arrays, tuples for structs, ``bytes`` for fixed bytes). The answers are the same
+values; only the CPU per call changes. Transactions, logs and receipts still go through web3.
+
+Failures keep the meaning the rest of :mod:`ledger` gives them: a connection failure or timeout is a
+``ConnectionError`` (so :func:`ledger.tx.with_retry` retries it); a revert is decoded into its typed
+:class:`~ledger.errors.ContractRevertError`; any other JSON-RPC error is a :class:`RpcReplyError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import itertools
+import json
+import threading
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlsplit
+
+from eth_abi.abi import decode as abi_decode
+from eth_abi.abi import encode as abi_encode
+from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
+from eth_utils.address import to_checksum_address
+
+from ledger.errors import LedgerConfigError, LedgerError
+from ledger.reverts import decode_revert
+
+MAX_REPLY_BYTES = 16 << 20
+"""Largest JSON-RPC answer read (a view's answer is a few KiB; a longer one is an endpoint fault)."""
+
+
+class RpcReplyError(LedgerError):
+    """The endpoint answered with a JSON-RPC error that is not a revert (or with a malformed reply)."""
+
+
+class JsonRpc:
+    """Minimal JSON-RPC 2.0 client over HTTP(S) with one kept-alive connection per thread.
+
+    Parameters
+    ----------
+    url
+        ``http://`` or ``https://`` endpoint.
+    timeout
+        Seconds for connecting and for each answer.
+    """
+
+    def __init__(self, url: str, timeout: float = 30.0) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LedgerConfigError(f"`rpc_url` must be an http(s):// URL, got {url!r}")
+        self.url = url
+        self.timeout = timeout
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname
+        self._port = parts.port
+        self._path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._ids = itertools.count(1)
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._open: list[http.client.HTTPConnection] = []  # every thread's connection, for close()
+
+    def _connection(self) -> http.client.HTTPConnection:
+        conn: http.client.HTTPConnection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
+            conn = cls(self._host, self._port, timeout=self.timeout)
+            self._local.conn = conn
+            with self._lock:
+                self._open.append(conn)
+        return conn
+
+    def _drop(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            with self._lock:
+                self._open.remove(conn)
+            conn.close()
+
+    def close(self) -> None:
+        """Close every thread's connection (a later request opens a new one)."""
+        with self._lock:
+            conns, self._open = self._open, []
+        for conn in conns:
+            conn.close()
+        self._local = threading.local()
+
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # interpreter shutdown: the sockets go anyway
+            self.close()
+
+    def request(self, method: str, params: Sequence[Any]) -> Any:
+        """Send one request and return its ``result``.
+
+        Raises
+        ------
+        ConnectionError
+            The endpoint could not be reached or did not answer (transient: retried by callers).
+        ContractRevertError
+            The call reverted (typed by its revert data).
+        RpcReplyError
+            Any other JSON-RPC error, or an answer that is not JSON-RPC.
+        """
+        body = json.dumps({"jsonrpc": "2.0", "id": next(self._ids), "method": method, "params": params})
+        headers = {"Content-Type": "application/json"}
+        for attempt in (1, 2):  # a kept-alive connection the server closed meanwhile fails once: reconnect
+            conn = self._connection()
+            try:
+                conn.request("POST", self._path, body=body.encode(), headers=headers)
+                response = conn.getresponse()
+                raw = response.read(MAX_REPLY_BYTES + 1)
+                status = response.status
+                break
+            except (http.client.HTTPException, OSError) as exc:
+                self._drop()
+                if attempt == 2 or isinstance(exc, TimeoutError):
+                    raise ConnectionError(f"{method} to {self.url} failed: {exc}") from exc
+        if len(raw) > MAX_REPLY_BYTES:
+            self._drop()
+            raise RpcReplyError(f"{method}: answer larger than {MAX_REPLY_BYTES} bytes")
+        return _result(method, status, raw)
+
+
+def _result(method: str, status: int, raw: bytes) -> Any:
+    try:
+        reply = json.loads(raw)
+    except ValueError as exc:
+        if status >= 500:
+            raise ConnectionError(f"{method}: HTTP {status}") from exc
+        raise RpcReplyError(f"{method}: answer is not JSON (HTTP {status})") from exc
+    if not isinstance(reply, dict):
+        raise RpcReplyError(f"{method}: answer is not a JSON-RPC object")
+    error = reply.get("error")
+    if error is not None:
+        data = error.get("data") if isinstance(error, dict) else None
+        message = str(error.get("message", error)) if isinstance(error, dict) else str(error)
+        if isinstance(data, str) and data.startswith("0x") or "revert" in message.lower():
+            raise decode_revert(data if isinstance(data, str) else None)
+        raise RpcReplyError(f"{method}: {message[:300]}")
+    if "result" not in reply:
+        raise RpcReplyError(f"{method}: answer has neither result nor error")
+    return reply["result"]
+
+
+def _normalise(abi: dict[str, Any], value: Any) -> Any:
+    """Return an eth_abi value as web3 does: checksummed addresses, lists for arrays, tuples for structs."""
+    kind: str = abi["type"]
+    if kind.endswith("]"):
+        inner = dict(abi, type=kind[: kind.rindex("[")])
+        return [_normalise(inner, v) for v in value]
+    if kind == "tuple":
+        return tuple(_normalise(c, v) for c, v in zip(abi["components"], value, strict=True))
+    if kind == "address":
+        return to_checksum_address(value)
+    return value
+
+
+class ViewCaller:
+    """Calls a contract's view functions by name through :class:`JsonRpc` (see the module docstring).
+
+    Parameters
+    ----------
+    rpc
+        The endpoint.
+    address
+        The contract address.
+    abi
+        The contract ABI (its ``view``/``pure`` functions are callable).
+    """
+
+    def __init__(self, rpc: JsonRpc, address: str, abi: Sequence[dict[str, Any]]) -> None:
+        self.rpc = rpc
+        self.address = to_checksum_address(address)
+        self._views: dict[str, tuple[bytes, list[str], list[str], list[dict[str, Any]]]] = {}
+        for fn in abi:
+            if fn.get("type") == "function" and fn.get("stateMutability") in ("view", "pure"):
+                self._views[fn["name"]] = (
+                    function_abi_to_4byte_selector(fn),  # type: ignore[arg-type]
+                    [collapse_if_tuple(i) for i in fn["inputs"]],
+                    [collapse_if_tuple(o) for o in fn["outputs"]],
+                    list(fn["outputs"]),
+                )
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._views
+
+    def call(self, name: str, *args: Any, block: str = "latest") -> Any:
+        """Call view ``name`` with ``args``; one output is returned as itself, several as a list."""
+        selector, inputs, outputs, output_abi = self._views[name]
+        data = "0x" + (selector + abi_encode(inputs, list(args))).hex()
+        result = self.rpc.request("eth_call", [{"to": self.address, "data": data}, block])
+        if not isinstance(result, str) or not result.startswith("0x"):
+            raise RpcReplyError(f"eth_call {name}: result is not hex data: {str(result)[:80]!r}")
+        try:
+            values = abi_decode(outputs, bytes.fromhex(result[2:]))
+        except Exception as exc:  # a short or malformed answer (wrong address, no code there)
+            raise RpcReplyError(f"eth_call {name}: cannot decode the answer: {exc}") from exc
+        out = [_normalise(a, v) for a, v in zip(output_abi, values, strict=True)]
+        return out[0] if len(out) == 1 else out
+
+    def block_number(self) -> int:
+        """``eth_blockNumber`` as an int."""
+        result = self.rpc.request("eth_blockNumber", [])
+        if not isinstance(result, str):
+            raise RpcReplyError(f"eth_blockNumber: result is not a hex quantity: {str(result)[:80]!r}")
+        try:
+            return int(result, 16)
+        except ValueError as exc:
+            raise RpcReplyError(f"eth_blockNumber: result is not a hex quantity: {result[:80]!r}") from exc
