@@ -3,8 +3,9 @@
 - :mod:`training.robust.exact`: input checks, exact fixed-point weighted sums and Gram matrices.
 - :mod:`training.robust.sorting`: coordinate-wise order statistics by sorting networks (median, trimmed
   mean).
-- :mod:`training.robust.kernels`, :mod:`training.robust.gram_kernel`: the fused numba kernels behind them
-  (the float64 Gram tile is exact: every value it touches is an integer below ``2**50``).
+- :mod:`training.robust.kernels`, :mod:`training.robust.sum_kernel`, :mod:`training.robust.gram_kernel`: the
+  fused numba kernels behind them (their float64 sums are exact: every value they add is an integer below
+  ``2**53``).
 - :mod:`training.robust.reference`: the same arithmetic as whole-block torch operations (matched byte for
   byte).
 - :mod:`training.robust.span`: Weiszfeld and centered clipping run on the Gram matrix, in coefficient space.

@@ -19,8 +19,8 @@ multiply-add. So every reduction here is made *exact*, and exact sums do not dep
 - Elementwise work uses only correctly rounded operations (add, subtract, multiply, divide, sqrt, casts).
 
 Results differ from the real-number answer by the documented rounding, but never between peers. The per-block
-work runs in the fused one-pass kernels of :mod:`training.robust.kernels` and
-:mod:`training.robust.gram_kernel`; the same arithmetic written as
+work runs in the fused one-pass kernels of :mod:`training.robust.kernels`, :mod:`training.robust.sum_kernel`
+and :mod:`training.robust.gram_kernel`; the same arithmetic written as
 torch operations is :mod:`training.robust.reference`, which the kernels must match byte for byte.
 """
 
@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from training.robust import gram_kernel, kernels
+from training.robust import gram_kernel, kernels, sum_kernel
 
 CHUNK = 1 << 14
 """Coordinates per block of :func:`weighted_sum`: keeps its ``n * CHUNK`` float64 block in cache."""
@@ -211,7 +211,7 @@ def weighted_sum(
     extra_rows = as_numpy(extra).reshape(1, d) if extra is not None else np.empty((0, d), dtype=np.float32)
 
     def block_sum(c0: int, c1: int) -> int:
-        return kernels.weighted_sum_range(x, idx_arr, w_arr, extra_rows, bits, divisor, POW2, out, c0, c1)
+        return sum_kernel.weighted_sum_range(x, idx_arr, w_arr, extra_rows, bits, divisor, out, c0, c1)
 
     check_finite(map_ranges(d, CHUNK, block_sum) if threads else [block_sum(0, d)])
     return torch.from_numpy(out)

@@ -9,9 +9,10 @@ torch formulation (kept as the reference in :mod:`training.robust.reference`), u
 - correctly rounded single float operations (multiplication by a power of two, ``rint``, division, casts).
 
 No ``fastmath`` here: LLVM may neither reassociate nor contract the float operations, so the bytes do not
-depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The one kernel that allows
-``reassoc``/``contract``, the Gram tile of :mod:`training.robust.gram_kernel`, does so because every value
-it touches is an integer below ``2**50``, where float64 arithmetic has no rounding at all.) Loops index
+depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The two kernels that allow
+``reassoc``/``contract``, the Gram tile of :mod:`training.robust.gram_kernel` and the accumulation of
+:mod:`training.robust.sum_kernel`, do so because every value they sum is an integer below ``2**53``, where
+float64 arithmetic has no rounding at all.) Loops index
 slices from 0 (``row = x[r, t0:t1]; row[j]``), not ``x[r, t0 + j]``: numba's negative-index wrap-around
 on a computed index would turn the loads into gathers.
 
@@ -137,60 +138,6 @@ def _exact_tile(
         v = np.float32(acc[j] / divisor / scale[j])
         dst[j] = v if v != 0 else np.float32(0.0)
     return seen
-
-
-@njit(cache=True, nogil=True)
-def weighted_sum_range(
-    x: np.ndarray,
-    rows: np.ndarray,
-    weights: np.ndarray,
-    extra: np.ndarray,
-    bits: int,
-    divisor: float,
-    pow2: np.ndarray,
-    out: np.ndarray,
-    c0: int,
-    c1: int,
-) -> int:  # pragma: no cover - compiled
-    """Exact weighted sum of ``x[rows]`` (plus the rows of ``extra``, weighted last) over ``[c0, c1)``.
-
-    Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or NaN.
-    """
-    k = rows.shape[0]
-    xbits = x.view(np.int32)
-    ebits = extra.view(np.int32)
-    top = np.empty(TILE, dtype=np.int32)
-    acc = np.empty(TILE, dtype=np.float64)
-    scale = np.empty(TILE, dtype=np.float64)
-    for t0 in range(c0, c1, TILE):
-        width = min(TILE, c1 - t0)
-        top[:width] = 0
-        acc[:width] = 0.0
-        for i in range(k + extra.shape[0]):
-            rb = xbits[rows[i], t0 : t0 + width] if i < k else ebits[i - k, t0 : t0 + width]
-            for j in range(width):
-                v = rb[j] & ABS_MASK
-                top[j] = v if v > top[j] else top[j]
-        seen = int(top[:width].max())
-        if seen >= NONFINITE:
-            return seen
-        for j in range(width):
-            field = top[j] >> 23
-            field = field if field > 1 else 1
-            scale[j] = pow2[bits - (field - 126) + EXP_OFFSET]
-        for i in range(k + extra.shape[0]):
-            if weights[i] == 0:
-                continue
-            # Integers below 2**53 (the grid bits see to it): every product and sum is exact in float64.
-            w = np.float64(weights[i])
-            rx = x[rows[i], t0 : t0 + width] if i < k else extra[i - k, t0 : t0 + width]
-            for j in range(width):
-                acc[j] += w * np.rint(np.float64(rx[j]) * scale[j])
-        dst = out[t0 : t0 + width]
-        for j in range(width):
-            v = np.float32(acc[j] / divisor / scale[j])
-            dst[j] = v if v != 0 else np.float32(0.0)
-    return 0
 
 
 @njit(cache=True, nogil=True)

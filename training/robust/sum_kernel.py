@@ -1,0 +1,151 @@
+"""The exact weighted-sum kernel of :func:`training.robust.exact.weighted_sum`: an exact float64 SIMD core.
+
+Per tile of :data:`SUM_TILE` columns the kernel makes three steps, all on data that stays in L1 cache after
+the first read:
+
+1. **Scan**: per column the largest ``bits & 0x7fffffff`` over all selected rows (unsigned 32-bit integer
+   max, so LLVM keeps 8 lanes per 256-bit vector), which also rejects Inf and NaN.
+2. **Accumulate** (:func:`_accumulate4`, :func:`_accumulate1`): ``acc[j] += w_i * rint(x_ij * 2**k_j)``,
+   four rows per pass over the tile so that ``acc`` is loaded and stored once per four rows.
+3. **Finish**: ``out[j] = float32(acc[j] / divisor * 2**-k_j)``.
+
+Why ``fastmath={"reassoc", "contract"}`` cannot change a byte of the accumulation
+------------------------------------------------------------------------------------
+``k_j = bits - u_j`` with ``max_i |x_ij| < 2**u_j`` and ``bits = 53 - ceil(log2(sum_i w_i))``
+(:func:`training.robust.exact.sum_bits`). So
+
+- ``x_ij * 2**k_j`` is exact: a float32 value times a power of two, in float64 (its magnitude is below
+  ``2**bits <= 2**53`` and at least ``2**-149 * 2**(bits - 128) >= 2**-277``, far from float64's limits);
+- ``q_ij = rint(x_ij * 2**k_j)`` is an integer with ``|q_ij| <= 2**bits``;
+- every product ``w_i q_ij`` and every partial sum of any subset of them, in any order, is an integer of
+  magnitude at most ``sum_i w_i |q_ij| <= (sum_i w_i) 2**bits <= 2**53``.
+
+Every integer of magnitude up to ``2**53`` is a float64, so each product, each sum and each fused
+multiply-add is computed without rounding, whatever the association order or FMA contraction LLVM picks
+(and whatever the vector width): ``acc[j]`` *is* the integer ``sum_i w_i q_ij``. ``reassoc`` cannot reach
+into ``rint(x * 2**k)`` (a rounding operation between the multiply and the sum), and ``contract`` has no
+multiply-add there to fuse. The scan, the scales and the finish (one correctly rounded division, an exact
+multiplication by ``2**-k_j`` (as a multiplication by a power of two it equals the division of the torch
+formulation; ``|k_j| < 200``, so ``2**-k_j`` is a normal float64) and the correctly rounded cast to float32)
+are in :func:`weighted_sum_range`, compiled without ``fastmath``. The power-of-two scales are built from
+their exponent bits, ``(e + 1023) << 52``, with no table lookup (a gather per column).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+from training.robust.kernels import ABS_MASK, NONFINITE
+
+SUM_TILE = 256
+"""Columns per tile: ``n * SUM_TILE`` float32 values plus three float64 lanes stay in L1 cache."""
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _accumulate4(
+    acc: np.ndarray,
+    scale: np.ndarray,
+    r0: np.ndarray,
+    r1: np.ndarray,
+    r2: np.ndarray,
+    r3: np.ndarray,
+    w0: float,
+    w1: float,
+    w2: float,
+    w3: float,
+    width: int,
+) -> None:  # pragma: no cover - compiled
+    """``acc[j] += sum_r w_r * rint(r_r[j] * scale[j])`` for four rows; exact (see the module docstring)."""
+    for j in range(width):
+        s = scale[j]
+        acc[j] += (w0 * np.rint(np.float64(r0[j]) * s) + w1 * np.rint(np.float64(r1[j]) * s)) + (
+            w2 * np.rint(np.float64(r2[j]) * s) + w3 * np.rint(np.float64(r3[j]) * s)
+        )
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _accumulate1(
+    acc: np.ndarray, scale: np.ndarray, r0: np.ndarray, w0: float, width: int
+) -> None:  # pragma: no cover - compiled
+    """``acc[j] += w0 * rint(r0[j] * scale[j])``; exact (see the module docstring)."""
+    for j in range(width):
+        acc[j] += w0 * np.rint(np.float64(r0[j]) * scale[j])
+
+
+@njit(cache=True, nogil=True)
+def weighted_sum_range(
+    x: np.ndarray,
+    rows: np.ndarray,
+    weights: np.ndarray,
+    extra: np.ndarray,
+    bits: int,
+    divisor: float,
+    out: np.ndarray,
+    c0: int,
+    c1: int,
+) -> int:  # pragma: no cover - compiled
+    """Exact weighted sum of ``x[rows]`` (plus the rows of ``extra``, weighted last) over ``[c0, c1)``.
+
+    ``weights`` holds one integer per row of ``x[rows]`` then per row of ``extra``; the grid of each column
+    has ``bits`` bits below its largest magnitude over all those rows (zero-weight rows included). Writes
+    ``out[c0:c1]`` and returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf
+    or NaN.
+    """
+    k = rows.shape[0]
+    m = k + extra.shape[0]
+    xbits = x.view(np.uint32)
+    ebits = extra.view(np.uint32)
+    mask = np.uint32(ABS_MASK)
+    top = np.empty(SUM_TILE, dtype=np.uint32)
+    acc = np.empty(SUM_TILE, dtype=np.float64)
+    scale = np.empty(SUM_TILE, dtype=np.float64)
+    unscale = np.empty(SUM_TILE, dtype=np.float64)
+    scale_bits = scale.view(np.int64)
+    unscale_bits = unscale.view(np.int64)
+    active = np.empty(m, dtype=np.int64)  # rows with a non-zero weight
+    count = 0
+    for i in range(m):
+        if weights[i] != 0:
+            active[count] = i
+            count += 1
+    for t0 in range(c0, c1, SUM_TILE):
+        width = min(SUM_TILE, c1 - t0)
+        top[:width] = 0
+        for i in range(m):
+            rb = xbits[rows[i], t0 : t0 + width] if i < k else ebits[i - k, t0 : t0 + width]
+            for j in range(width):
+                top[j] = max(top[j], rb[j] & mask)
+        seen = np.uint32(0)
+        for j in range(width):
+            seen = max(seen, top[j])
+        if seen >= NONFINITE:
+            return int(seen)
+        for j in range(width):
+            field = np.int64(top[j] >> 23)
+            field = max(field, np.int64(1))
+            e = bits - (field - 126)  # scale 2**e puts the column's largest magnitude below 2**bits
+            scale_bits[j] = (e + 1023) << 52
+            unscale_bits[j] = (1023 - e) << 52
+            acc[j] = 0.0
+        a = 0
+        while a + 4 <= count:
+            i0, i1, i2, i3 = active[a], active[a + 1], active[a + 2], active[a + 3]
+            r0 = x[rows[i0], t0 : t0 + width] if i0 < k else extra[i0 - k, t0 : t0 + width]
+            r1 = x[rows[i1], t0 : t0 + width] if i1 < k else extra[i1 - k, t0 : t0 + width]
+            r2 = x[rows[i2], t0 : t0 + width] if i2 < k else extra[i2 - k, t0 : t0 + width]
+            r3 = x[rows[i3], t0 : t0 + width] if i3 < k else extra[i3 - k, t0 : t0 + width]
+            w0, w1 = np.float64(weights[i0]), np.float64(weights[i1])
+            w2, w3 = np.float64(weights[i2]), np.float64(weights[i3])
+            _accumulate4(acc, scale, r0, r1, r2, r3, w0, w1, w2, w3, width)
+            a += 4
+        while a < count:
+            i0 = active[a]
+            r0 = x[rows[i0], t0 : t0 + width] if i0 < k else extra[i0 - k, t0 : t0 + width]
+            _accumulate1(acc, scale, r0, np.float64(weights[i0]), width)
+            a += 1
+        dst = out[t0 : t0 + width]
+        for j in range(width):
+            v = np.float32(acc[j] / divisor * unscale[j])
+            dst[j] = v if v != 0 else np.float32(0.0)
+    return 0
