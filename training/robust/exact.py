@@ -270,7 +270,7 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     n, d = updates.shape
     m = n + (1 if extra is not None else 0)
     x = as_numpy(updates)
-    xbits = x.view(np.int32)
+    xbits = x.view(np.uint32)
     extra_rows = as_numpy(extra).reshape(1, d) if extra is not None else np.empty((0, d), dtype=np.float32)
 
     def block_grams(c0: int, c1: int) -> list[tuple[np.ndarray, int]]:

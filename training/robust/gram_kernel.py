@@ -21,8 +21,9 @@ anyway: the block's Inf/NaN check runs before quantising). :func:`gram_range` ch
 ``chunk * 2**(2 * grid_bits) <= 2**50`` explicitly and converts each block's float64 sums to int64 once.
 
 The quantised tile ``q`` is float64 (``rint`` of a float64 product is already an integer-valued float64)
-in a ``[rows rounded up to 4, GRAM_TILE]`` buffer that stays in L1/L2 cache; the padding rows are zero, so
-the 4x4 register blocks of :func:`_tile_gram` need no remainder loops.
+in a ``[rows rounded up to 4, GRAM_TILE]`` buffer that stays in L1 cache; the padding rows are zero, so
+the 4x4 register blocks of :func:`_tile_gram` need no remainder loops (blocks on the diagonal compute only
+their 10 lower entries). The block's magnitude scan compares the float bits as unsigned 32-bit integers.
 """
 
 from __future__ import annotations
@@ -32,23 +33,57 @@ from numba import njit
 
 from training.robust.kernels import ABS_MASK, EXP_OFFSET, NONFINITE
 
-GRAM_TILE = 512
-"""Columns per quantised tile: ``4 * 16 * GRAM_TILE`` float64 values cached for a 4x4 block."""
+GRAM_TILE = 128
+"""Columns per quantised tile: ``rows * GRAM_TILE`` float64 values (16 KiB for 16 rows) stay in L1 cache."""
 
 EXACT_LIMIT_BITS = 50
 """A block's Gram partial sums stay below ``2**EXACT_LIMIT_BITS <= 2**53`` (exact in float64)."""
 
 
 @njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``g[a, c] += sum_j q[a, j] q[c, j]`` over ``q[:, :width]`` for 4x4 blocks on and below the diagonal.
+def _diagonal_block(q: np.ndarray, a: int, width: int, g: np.ndarray) -> None:  # pragma: no cover
+    """``g[a + r, a + c] += sum_j q[a + r, j] q[a + c, j]`` for the 10 entries ``c <= r < 4`` of a 4x4 block.
 
-    ``q`` has a multiple of 4 rows. Exact (see the module docstring): every value, product and partial sum
-    is an integer below ``2**50``, so ``reassoc``/``contract`` cannot change any bit of ``g``.
+    A diagonal block is symmetric: 10 multiply-adds per column instead of 16. Exact (module docstring).
+    """
+    x0, x1, x2, x3 = q[a], q[a + 1], q[a + 2], q[a + 3]
+    t00 = t10 = t11 = t20 = t21 = t22 = t30 = t31 = t32 = t33 = 0.0
+    for j in range(width):
+        a0, a1, a2, a3 = x0[j], x1[j], x2[j], x3[j]
+        t00 += a0 * a0
+        t10 += a1 * a0
+        t11 += a1 * a1
+        t20 += a2 * a0
+        t21 += a2 * a1
+        t22 += a2 * a2
+        t30 += a3 * a0
+        t31 += a3 * a1
+        t32 += a3 * a2
+        t33 += a3 * a3
+    g[a, a] += t00
+    g[a + 1, a] += t10
+    g[a + 1, a + 1] += t11
+    g[a + 2, a] += t20
+    g[a + 2, a + 1] += t21
+    g[a + 2, a + 2] += t22
+    g[a + 3, a] += t30
+    g[a + 3, a + 1] += t31
+    g[a + 3, a + 2] += t32
+    g[a + 3, a + 3] += t33
+
+
+@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
+def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
+    """``g[a, c] += sum_j q[a, j] q[c, j]`` over ``q[:, :width]`` for every ``c <= a`` (lower triangle).
+
+    ``q`` has a multiple of 4 rows: 4x4 register blocks below the diagonal, :func:`_diagonal_block` on it.
+    Exact (see the module docstring): every value, product and partial sum is an integer below ``2**50``,
+    so ``reassoc``/``contract`` cannot change any bit of ``g``.
     """
     for a in range(0, q.shape[0], 4):
+        _diagonal_block(q, a, width, g)
         x0, x1, x2, x3 = q[a], q[a + 1], q[a + 2], q[a + 3]
-        for c in range(0, a + 1, 4):
+        for c in range(0, a, 4):
             y0, y1, y2, y3 = q[c], q[c + 1], q[c + 2], q[c + 3]
             t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = 0.0
             t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = 0.0
@@ -91,28 +126,15 @@ def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no 
 
 @njit(cache=True, nogil=True)
 def _rows_top(bits: np.ndarray, t0: int, width: int, lanes: np.ndarray) -> None:  # pragma: no cover
-    """``lanes[j] = max(lanes[j], max_r bits[r, t0 + j] & 0x7fffffff)``, four rows per pass (integer max)."""
-    rows = bits.shape[0]
-    r = 0
-    while r + 4 <= rows:
-        b0, b1 = bits[r, t0 : t0 + width], bits[r + 1, t0 : t0 + width]
-        b2, b3 = bits[r + 2, t0 : t0 + width], bits[r + 3, t0 : t0 + width]
+    """``lanes[j] = max(lanes[j], max_r bits[r, t0 + j] & 0x7fffffff)`` (unsigned 32-bit integer max).
+
+    ``bits`` and ``lanes`` are uint32, so the max stays in 32-bit lanes (8 per 256-bit vector).
+    """
+    mask = np.uint32(ABS_MASK)
+    for r in range(bits.shape[0]):
+        br = bits[r, t0 : t0 + width]  # a slice indexed from 0: plain vector loads, no index wrap-around
         for j in range(width):
-            v0 = b0[j] & ABS_MASK
-            v1 = b1[j] & ABS_MASK
-            v2 = b2[j] & ABS_MASK
-            v3 = b3[j] & ABS_MASK
-            v0 = v0 if v0 > v1 else v1
-            v2 = v2 if v2 > v3 else v3
-            v0 = v0 if v0 > v2 else v2
-            lanes[j] = v0 if v0 > lanes[j] else lanes[j]
-        r += 4
-    while r < rows:
-        b0 = bits[r, t0 : t0 + width]
-        for j in range(width):
-            v0 = b0[j] & ABS_MASK
-            lanes[j] = v0 if v0 > lanes[j] else lanes[j]
-        r += 1
+            lanes[j] = max(lanes[j], br[j] & mask)
 
 
 @njit(cache=True, nogil=True)
@@ -157,8 +179,8 @@ def gram_range(
     nonzero = np.zeros(blocks, dtype=np.bool_)
     q = np.zeros(((m + 3) // 4 * 4, GRAM_TILE), dtype=np.float64)  # padding rows stay zero
     acc = np.empty((q.shape[0], q.shape[0]), dtype=np.float64)
-    lanes = np.zeros(GRAM_TILE, dtype=np.int32)
-    ebits = extra.view(np.int32)
+    lanes = np.zeros(GRAM_TILE, dtype=np.uint32)
+    ebits = extra.view(np.uint32)
     for b in range(blocks):
         b0 = c0 + b * chunk
         width = min(chunk, c1 - b0)
@@ -168,7 +190,7 @@ def gram_range(
             tw = min(GRAM_TILE, b0 + width - t0)
             _rows_top(xbits, t0, tw, lanes)
             _rows_top(ebits, t0, tw, lanes)
-        top = lanes.max()
+        top = int(lanes.max())
         if top >= NONFINITE:
             nonzero[b] = True
             shifts[b] = -1
