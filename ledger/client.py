@@ -21,7 +21,7 @@ from web3.logs import DISCARD
 
 from contracts import load_artifact
 from ledger.errors import LedgerConfigError, TransactionError
-from ledger.rpc import JsonRpc, ViewCaller
+from ledger.rpc import ChainReads, JsonRpc
 from ledger.tx import RetryPolicy, TxSender, call_view, with_retry
 from ledger.types import (
     Admission,
@@ -100,7 +100,7 @@ class RunsClient:
         # Views and the head over an HTTP endpoint skip web3's per-call machinery (ledger.rpc says why).
         provider = w3.provider
         self._reads = (
-            ViewCaller(JsonRpc(str(provider.endpoint_uri)), self.address, abi)
+            ChainReads(JsonRpc(str(provider.endpoint_uri)), self.address, abi)
             if isinstance(provider, HTTPProvider)
             else None
         )
@@ -364,7 +364,7 @@ class RunsClient:
         ``numSamples``), ``bytes32`` arguments as plain ``bytes``.
         """
         names = [f.name for f in dataclasses.fields(record) if f.name not in _LOG_FIELDS]
-        logs = self._logs(event, {"runId": run, "round": round}, from_block, to_block)
+        logs = self.logs(event, {"runId": run, "round": round}, from_block, to_block)
         return [
             record(
                 run_id=run,
@@ -375,9 +375,18 @@ class RunsClient:
             for e in logs
         ]
 
-    def _logs(
+    def logs(
         self, event: str, filters: dict[str, Any], from_block: int, to_block: int | str = "latest"
     ) -> list[Any]:
+        """Return ``event``'s logs matching ``filters`` (indexed arguments by name), in chain order.
+
+        Each is ``{"blockNumber": int, "args": {name: value}}``, as web3's ``get_logs`` gives.
+        """
+        reads = self._reads
+        if reads is not None:
+            return with_retry(
+                lambda: reads.logs(event, filters, from_block, to_block), self.retry, f"eth_getLogs {event}"
+            )
         ev = self.contract.events[event]
         return list(
             with_retry(

@@ -1,13 +1,14 @@
-"""A lean read path for the views a node makes many times a second: raw JSON-RPC plus eth_abi.
+"""A lean read path for the views and logs a node reads many times a second: raw JSON-RPC plus eth_abi.
 
 A waiting node polls the head every ``head_poll_s`` and reads the open round on every new block. Through
 web3 each such read walks the middleware stack, re-validates the ABI call and hashes signatures (about 5 ms
 of CPU on this 2-core machine); eight node processes polling together spent most of their round's
-non-training CPU there. :class:`ViewCaller` encodes each view's call data with the selector computed once,
+non-training CPU there. :class:`ChainReads` encodes each view's call data with the selector computed once,
 sends one ``eth_call`` over a kept-alive HTTP connection (one per thread: ``http.client`` connections are
 not thread-safe) and decodes the answer with eth_abi, normalised the way web3 returns it (checksummed
-addresses, lists for arrays, tuples for structs, ``bytes`` for fixed bytes). The answers are the same
-values; only the CPU per call changes. Transactions, logs and receipts still go through web3.
+addresses, lists for arrays, tuples for structs, ``bytes`` for fixed bytes). Event logs (``eth_getLogs``)
+are filtered by precomputed topics and decoded the same way. The answers are the same values; only the
+CPU per call changes. Transactions and receipts still go through web3.
 
 Failures keep the meaning the rest of :mod:`ledger` gives them: a connection failure or timeout is a
 ``ConnectionError`` (so :func:`ledger.tx.with_retry` retries it); a revert is decoded into its typed
@@ -29,6 +30,7 @@ from eth_abi.abi import decode as abi_decode
 from eth_abi.abi import encode as abi_encode
 from eth_utils.abi import collapse_if_tuple, function_abi_to_4byte_selector
 from eth_utils.address import to_checksum_address
+from eth_utils.crypto import keccak
 
 from ledger.errors import LedgerConfigError, LedgerError
 from ledger.reverts import decode_revert
@@ -163,8 +165,8 @@ def _normalise(abi: dict[str, Any], value: Any) -> Any:
     return value
 
 
-class ViewCaller:
-    """Calls a contract's view functions by name through :class:`JsonRpc` (see the module docstring).
+class ChainReads:
+    """Calls a contract's view functions and reads its event logs through :class:`JsonRpc` (module docstring).
 
     Parameters
     ----------
@@ -188,6 +190,11 @@ class ViewCaller:
                     [collapse_if_tuple(o) for o in fn["outputs"]],
                     list(fn["outputs"]),
                 )
+        self._events: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        for ev in abi:
+            if ev.get("type") == "event":
+                signature = f"{ev['name']}({','.join(collapse_if_tuple(i) for i in ev['inputs'])})"
+                self._events[ev["name"]] = ("0x" + keccak(text=signature).hex(), list(ev["inputs"]))
 
     def __contains__(self, name: str) -> bool:
         return name in self._views
@@ -205,6 +212,52 @@ class ViewCaller:
             raise RpcReplyError(f"eth_call {name}: cannot decode the answer: {exc}") from exc
         out = [_normalise(a, v) for a, v in zip(output_abi, values, strict=True)]
         return out[0] if len(out) == 1 else out
+
+    def logs(
+        self, event: str, filters: dict[str, Any], from_block: int, to_block: int | str = "latest"
+    ) -> list[dict[str, Any]]:
+        """Return ``event``'s logs in chain order as ``{"blockNumber", "args"}`` (web3's ``get_logs`` shape).
+
+        ``filters`` gives values of indexed arguments (by name) that logs must match. Only events whose
+        indexed arguments are static types are supported (all of ``Runs``'s are).
+        """
+        topic0, inputs = self._events[event]
+        indexed = [i for i in inputs if i.get("indexed")]
+        topics: list[str | None] = [topic0]
+        for arg in indexed:
+            value = filters.get(arg["name"])
+            topics.append(None if value is None else "0x" + abi_encode([arg["type"]], [value]).hex())
+        while topics[-1] is None:
+            topics.pop()
+        params = {
+            "address": self.address,
+            "fromBlock": hex(from_block),
+            "toBlock": to_block if isinstance(to_block, str) else hex(to_block),
+            "topics": topics,
+        }
+        result = self.rpc.request("eth_getLogs", [params])
+        if not isinstance(result, list):
+            raise RpcReplyError(f"eth_getLogs {event}: result is not a list")
+        return [self._decode_log(event, topic0, inputs, entry) for entry in result]
+
+    def _decode_log(
+        self, event: str, topic0: str, inputs: list[dict[str, Any]], entry: Any
+    ) -> dict[str, Any]:
+        try:
+            topics = [bytes.fromhex(t[2:]) for t in entry["topics"]]
+            if not topics or "0x" + topics[0].hex() != topic0:
+                raise ValueError("first topic is not the event's signature")
+            indexed = [i for i in inputs if i.get("indexed")]
+            plain = [i for i in inputs if not i.get("indexed")]
+            args: dict[str, Any] = {}
+            for arg, topic in zip(indexed, topics[1:], strict=True):
+                args[arg["name"]] = _normalise(arg, abi_decode([arg["type"]], topic)[0])
+            values = abi_decode([collapse_if_tuple(i) for i in plain], bytes.fromhex(entry["data"][2:]))
+            for arg, value in zip(plain, values, strict=True):
+                args[arg["name"]] = _normalise(arg, value)
+            return {"blockNumber": int(entry["blockNumber"], 16), "args": args}
+        except Exception as exc:  # a log that is not this event's shape: an endpoint fault
+            raise RpcReplyError(f"eth_getLogs {event}: cannot decode a log: {exc}") from exc
 
     def block_number(self) -> int:
         """``eth_blockNumber`` as an int."""

@@ -26,7 +26,6 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
-from ledger.tx import with_retry
 from ledger.types import (
     MergeVote,
     RequestId,
@@ -165,14 +164,7 @@ INITIAL = ModelRef("initial", None, None, None)
 
 
 def _events(client: RunsClient, name: str, filters: dict[str, Any], from_block: int = 0) -> list[Any]:
-    event = client.contract.events[name]
-    return list(
-        with_retry(
-            lambda: event.get_logs(argument_filters=filters, from_block=from_block, to_block="latest"),
-            client.retry,
-            f"eth_getLogs {name}",
-        )
-    )
+    return client.logs(name, filters, from_block)
 
 
 def read_requests(client: RunsClient, run: RunId, from_block: int = 0) -> tuple[RequestRecord, ...]:

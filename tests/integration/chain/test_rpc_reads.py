@@ -47,6 +47,19 @@ def test_every_view_matches_web3(anvil: AnvilChain) -> None:
         assert type(lean) is type(via_web3), name
     assert client.block_number() == w3.eth.block_number
 
+    found = 0
+    for event in ("MemberJoined", "RoundOpened", "UpdateSubmitted", "UnlearningRequested", "RunCreated"):
+        filters = {"runId": run}
+        lean_logs = client.logs(event, filters, 0)
+        web3_logs = client.contract.events[event].get_logs(argument_filters=filters, from_block=0)
+        assert [(e["blockNumber"], e["args"]) for e in lean_logs] == [
+            (e["blockNumber"], {k: bytes(v) if isinstance(v, bytes) else v for k, v in e["args"].items()})
+            for e in web3_logs
+        ], event
+        found += len(lean_logs)
+    assert found >= 3 + 1 + 1 + 1 + 1  # three joins, round 0 opened, one update, one request, the run
+    assert client.logs("UpdateSubmitted", {"runId": run, "round": 1}, 0) == []
+
 
 def test_reverts_keep_their_types(anvil: AnvilChain) -> None:
     w3 = connect(anvil.rpc_url)

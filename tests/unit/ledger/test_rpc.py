@@ -16,7 +16,7 @@ from eth_utils.address import to_checksum_address
 from contracts import load_artifact
 from ledger.errors import ContractRevertError
 from ledger.reverts import UnknownRunError
-from ledger.rpc import MAX_REPLY_BYTES, JsonRpc, RpcReplyError, ViewCaller
+from ledger.rpc import MAX_REPLY_BYTES, JsonRpc, RpcReplyError, ChainReads
 
 Reply = Callable[[dict[str, object]], bytes]
 ADDRESS = "0x" + "11" * 20
@@ -63,7 +63,7 @@ def test_block_number_and_a_view_are_decoded_like_web3(
     server: tuple[str, list[Reply], list[dict[str, object]]],
 ) -> None:
     url, replies, seen = server
-    reads = ViewCaller(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
+    reads = ChainReads(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
     members = ["0x" + "ab" * 20, "0x" + "cd" * 20]
     replies += [
         answer({"result": "0x2a"}),
@@ -83,7 +83,7 @@ def test_block_number_and_a_view_are_decoded_like_web3(
 
 def test_a_revert_becomes_its_typed_error(server: tuple[str, list[Reply], list[dict[str, object]]]) -> None:
     url, replies, _ = server
-    reads = ViewCaller(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
+    reads = ChainReads(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
     data = revert_data("RunsUnknownRun")
     replies.append(answer({"error": {"code": 3, "message": "execution reverted", "data": data}}))
 
@@ -114,7 +114,7 @@ def test_malformed_answers_are_clear_errors(
     server: tuple[str, list[Reply], list[dict[str, object]]], reply: Reply, match: str
 ) -> None:
     url, replies, _ = server
-    reads = ViewCaller(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
+    reads = ChainReads(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
     replies.append(reply)
     with pytest.raises(RpcReplyError, match=match):
         reads.call("runCount")
@@ -157,3 +157,20 @@ def test_only_http_urls_are_accepted() -> None:
         JsonRpc("ws://127.0.0.1:8545")
     assert issubclass(RpcReplyError, Exception) and not issubclass(RpcReplyError, ConnectionError)
     assert not issubclass(ContractRevertError, ConnectionError)
+
+
+def test_logs_are_filtered_by_topics_and_a_foreign_log_is_refused(
+    server: tuple[str, list[Reply], list[dict[str, object]]],
+) -> None:
+    url, replies, seen = server
+    reads = ChainReads(JsonRpc(url), ADDRESS, load_artifact("Runs").abi)
+    replies += [answer({"result": []}), answer({"result": [{"topics": ["0x" + "00" * 32], "data": "0x"}]})]
+
+    assert reads.logs("UpdateSubmitted", {"runId": 3, "round": 1}, 5, 9) == []
+    params = seen[0]["params"]
+    assert isinstance(params, list)
+    query = params[0]
+    assert (query["fromBlock"], query["toBlock"]) == ("0x5", "0x9")
+    assert query["topics"][1:] == [f"0x{3:064x}", f"0x{1:064x}"]  # member (not filtered) is left out
+    with pytest.raises(RpcReplyError, match="cannot decode a log"):
+        reads.logs("UpdateSubmitted", {"runId": 3}, 0)
