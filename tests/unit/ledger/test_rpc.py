@@ -16,7 +16,7 @@ from eth_utils.address import to_checksum_address
 from contracts import load_artifact
 from ledger.errors import ContractRevertError
 from ledger.reverts import UnknownRunError
-from ledger.rpc import MAX_REPLY_BYTES, JsonRpc, RpcReplyError, ChainReads
+from ledger.rpc import MAX_REPLY_BYTES, ChainReads, JsonRpc, RpcReplyError
 
 Reply = Callable[[dict[str, object]], bytes]
 ADDRESS = "0x" + "11" * 20
