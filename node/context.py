@@ -108,6 +108,8 @@ class NodeContext:
     """The round this member was last found eligible for (in its submit phase)."""
     trained_round: int | None = None
     """The round whose update the model's adapter holds right after training (for scoring it)."""
+    prefetched: tuple[int, int] | None = None
+    """``(round, submissions)`` when this member last fetched the round's updates ahead of its vote."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
     _bases: dict[int, tuple[str, str, int | None] | None] = field(default_factory=dict, repr=False)
 

@@ -24,7 +24,7 @@ from typing import Any
 
 from node.context import NodeContext
 from node.submit import submit
-from node.vote import score_merged, vote
+from node.vote import prefetch, score_merged, vote
 
 
 def _tx_hex(result: Any) -> str:
@@ -63,6 +63,7 @@ def step(ctx: NodeContext) -> bool:
         elif submit(ctx, info, member):
             ctx.acted = True
         else:
+            prefetch(ctx, info)
             _wait(ctx, current, f"waiting for the vote phase ({info.submissions}/{info.eligible} submitted)")
     elif phase == Phase.VOTE:
         # Eligible at submit time stays eligible (a ban in between makes the contract refuse the vote).

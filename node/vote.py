@@ -85,20 +85,54 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     return True
 
 
-def _merge(ctx: NodeContext, info: Any) -> Any:
+def _update_wants(ctx: NodeContext, info: Any) -> tuple[list[Any], list[Want]]:
+    """Return the round's committed updates on chain (excluded members left out) and their fetches."""
     from training.codec import default_max_bytes
+
+    rnd = int(info.round)
+    excluded = {m.lower() for m in ctx.excluded}
+    submissions = ctx.client.submissions(ctx.run_id, rnd, info.start_block)
+    wanted = [s for s in submissions if s.member.lower() not in excluded]
+    cap = default_max_bytes(ctx.runtime.flat_spec)
+    return wanted, [Want(s.cid, s.sha256.hex(), cap, "update", ctx.run_id, rnd) for s in wanted]
+
+
+def prefetch(ctx: NodeContext, info: Any) -> None:
+    """Fetch the updates committed so far into the own store while this member waits for the vote phase.
+
+    Called in the submit phase after this member has submitted. Once per new submission count, it moves
+    the transfer off the round's critical path: when the vote phase opens, the merge finds the updates in
+    the own store. Failures are logged only (the vote phase fetches again, from every source).
+    """
+    rnd, count = int(info.round), int(info.submissions)
+    if ctx.prefetched == (rnd, count) or count == 0:
+        return
+    ctx.prefetched = (rnd, count)
+    try:
+        _, wants = _update_wants(ctx, info)
+        missing = [w for w in wants if not ctx.store.has(w.cid)]
+        if not missing:
+            return
+        started = time.perf_counter()
+        got = ctx.fetcher.get_many(missing, raise_errors=False)
+        ctx.state.add_timing(ctx.run_id, rnd, "transfer", time.perf_counter() - started)
+    except Exception as exc:  # an RPC or store hiccup: the vote phase fetches anyway
+        ctx.log.event("round.prefetch_failed", run=ctx.run_id, round=rnd, why=str(exc)[:300])
+        return
+    fetched = sum(1 for v in got.values() if isinstance(v, tuple))
+    ctx.log.event(
+        "round.prefetched", run=ctx.run_id, round=rnd, updates=fetched, missing=len(missing) - fetched
+    )
+
+
+def _merge(ctx: NodeContext, info: Any) -> Any:
     from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
 
     rnd = int(info.round)
-    submissions = ctx.client.submissions(ctx.run_id, rnd, info.start_block)
-    excluded = {m.lower() for m in ctx.excluded}
-    wanted = [s for s in submissions if s.member.lower() not in excluded]
+    wanted, wants = _update_wants(ctx, info)
     base, base_sha = ctx.base_state(rnd)
-    cap = default_max_bytes(ctx.runtime.flat_spec)
     started = time.perf_counter()
-    got = ctx.fetcher.get_many(
-        [Want(s.cid, s.sha256.hex(), cap, "update", ctx.run_id, rnd) for s in wanted], raise_errors=False
-    )
+    got = ctx.fetcher.get_many(wants, raise_errors=False)
     fetch_s = time.perf_counter() - started
     ctx.state.add_timing(ctx.run_id, rnd, "transfer", fetch_s)
     sources: dict[str, int] = {}

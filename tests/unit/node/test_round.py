@@ -208,3 +208,38 @@ def test_a_set_the_aggregator_refuses_is_not_voted_and_the_round_is_closed_as_fa
         events = read_events(tmp_path / f"node{i}" / "node.jsonl")
         failures = [e for e in events if e["event"] == "round.merge_failed"]
         assert len(failures) == 1 and "krum" in failures[0]["why"]
+
+
+def test_a_member_waiting_for_the_vote_phase_prefetches_the_updates_committed_so_far(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
+    from ledger.chain import connect, dev_accounts, mine
+    from ledger.deploy import deploy
+    from p2p.storage import LocalStore
+
+    w3 = connect("py-evm")
+    accounts = dev_accounts("py-evm", 4)
+    w3, accounts, registry, spec, run_id, shared = _setup(
+        tmp_path, (w3, accounts, deploy(w3, accounts[0]).runs), tiny_model_dir
+    )
+    ctxs = []
+    for i in range(3):  # own stores; the shared one stands in for IPFS, the only way between members here
+        ctx = _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, shared)
+        ctx.fetcher = Fetcher(LocalStore(tmp_path / f"own{i}"), ctx.state, ipfs=shared)
+        ctxs.append(ctx)
+    first, second, last = ctxs
+    _drive(w3, [first], lambda: first.state.round(run_id, 0).submit_tx is not None)
+    _drive(w3, [second], lambda: second.state.round(run_id, 0).submit_tx is not None)
+    theirs = second.state.round(run_id, 0).update_cid
+    assert theirs is not None and not first.store.has(theirs)
+
+    step(first)  # still the submit phase (2 of 3): fetch the second member's update now
+    mine(w3, 1)
+    step(first)  # nothing new: no second fetch
+
+    assert first.store.has(theirs)
+    prefetched = [e for e in read_events(first.home.log_path) if e["event"] == "round.prefetched"]
+    assert [(e["round"], e["updates"], e["missing"]) for e in prefetched] == [(0, 1, 0)]
+    _drive(w3, ctxs, lambda: first.state.round(run_id, 0).vote_tx is not None)
+    fetched = next(e for e in read_events(first.home.log_path) if e["event"] == "round.fetched")
+    assert fetched["sources"] == {"store": 2, "ipfs": 1}  # only the last member's update was fetched late
