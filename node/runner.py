@@ -7,7 +7,8 @@ first — an update or vote announcement on gossip (``ctx.wake``), a new block t
 (the head is polled every ``head_poll_s``, the round read once per new block), or ``poll_interval_s``, the
 upper bound on any wait.
 Any error inside a step (an RPC outage, a revert, a missing artifact) is logged and retried with backoff;
-the node never crashes on it and never loses local state. SIGINT / SIGTERM stop it after the current step.
+the node never crashes on it and never loses local state. SIGINT / SIGTERM stop it after the current step
+(or at once while it is still starting: see :class:`_Interrupt`).
 
 Once per loop iteration it calls the unlearning hook ``node.unlearn.process_pending(ctx)`` when that module
 exists (owned by the unlearning engineer); otherwise the hook is a no-op. Its errors are logged apart and
@@ -186,9 +187,10 @@ def run_node(
         Testing only: ``(attack, strength)`` this member applies to its own updates.
     """
     stop = stop or threading.Event()
+    interrupt = _Interrupt(stop)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: stop.set())
+            signal.signal(sig, interrupt)
     log = EventLog(home.log_path, console=console, name=home.root.name)
     state = NodeState(home.state_path)
     p2p = None
@@ -257,7 +259,13 @@ def run_node(
             train_examples=len(data.train),
             held_out=len(data.held_out),
         )
+        interrupt.starting = False  # from here on a signal stops the loop after the current step
+        if stop.is_set():
+            return 130
         return _loop(ctx, step, _unlearn_hook(), _round_changed)
+    except KeyboardInterrupt:  # a signal while starting (see _Interrupt): nothing to finish, just clean up
+        log.event("node.interrupted", run=run_id, stage="starting")
+        return 130
     except (NodeError, ValueError) as exc:  # configuration, key, spec or data problems: exit 2
         log.event("error", fatal=True, kind=type(exc).__name__, message=str(exc))
         return 2
@@ -271,6 +279,27 @@ def run_node(
         log.event("node.stopped", run=run_id)
         state.close()
         log.close()
+
+
+class _Interrupt:
+    """SIGINT / SIGTERM handler: sets ``stop``; while the node is still starting, also interrupts it.
+
+    Starting can block for long stretches that never look at ``stop`` (importing transformers and loading
+    the model take tens of seconds on a loaded machine), so there the first signal raises
+    ``KeyboardInterrupt`` and :func:`run_node` cleans up and exits at once. Nothing is half-done then: the
+    join is a single transaction checked on chain at the next start, and SQLite rolls back an interrupted
+    write. Once the round loop runs, a signal only sets ``stop``, and the loop exits after its current step.
+    """
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.starting = True
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.stop.set()
+        if self.starting:
+            self.starting = False  # raise once: the clean-up that follows is not interrupted again
+            raise KeyboardInterrupt
 
 
 def _call_hook(ctx: NodeContext, hook: Callable[[NodeContext], None]) -> None:

@@ -9,6 +9,9 @@ then show and export it.
 from __future__ import annotations
 
 import json
+import os
+import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -51,6 +54,33 @@ def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
             errors = [e for e in cluster.events(member.index, "error") if e.get("fatal")]
             if errors:
                 print(f"node{member.index} fatal errors: {errors}")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_a_node_stopped_while_starting_exits_before_loading_the_model(
+    devnet: Any, tmp_path: Path, sig: signal.Signals
+) -> None:
+    # Runs before the module's cluster starts (file order); its member reuses dev key 1 in a run of its own.
+    cluster = LocalCluster(tmp_path, devnet, 1)
+    cluster.init()
+    run_id = cluster.create_run(SPEC)
+    proc = cluster.process(0, run_id, DATA[0])
+    proc.start()
+    try:
+        cluster.wait_until(lambda: bool(cluster.events(0, "node.started")), 120, "node.started")
+        time.sleep(0.5)  # past the spec fetch, into importing and loading the model (seconds more)
+        assert proc.pid is not None
+        os.kill(proc.pid, sig)
+        deadline = time.monotonic() + 15.0
+        while proc.is_running() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not proc.is_running(), f"still running 15 s after {sig.name}:\n{proc.tail(20)}"
+    finally:
+        code = proc.stop(timeout=5.0)
+    assert code == 130
+    names = [e["event"] for e in cluster.events(0)]
+    assert "node.ready" not in names  # it stopped starting instead of finishing the start first
+    assert names[-2:] == ["node.interrupted", "node.stopped"]
 
 
 def test_rounds_finalise_on_chain_with_one_merged_hash_on_every_node(
