@@ -23,7 +23,7 @@ import time
 from typing import Any
 
 from node.context import NodeContext
-from node.submit import submit
+from node.submit import score_local, submit
 from node.vote import prefetch, score_merged, vote
 
 
@@ -93,6 +93,7 @@ def step(ctx: NodeContext) -> bool:
 
 def do_chores(ctx: NodeContext) -> None:
     """Work no round waits for, done while this member waits anyway: scoring, recording contributions."""
+    score_local(ctx)  # first: scoring the merged model replaces the trained adapter in the model
     score_merged(ctx)
     record_due_contributions(ctx)
 

@@ -53,19 +53,22 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
         "round.submitted", run=ctx.run_id, round=rnd, sha=record.update_sha, cid=record.update_cid, tx=tx_hex
     )
     _announce_update(ctx, rnd, record.update_sha, record.update_cid, record.update_size or 0)
-    _score_local(ctx, rnd)
     return True
 
 
-def _score_local(ctx: NodeContext, rnd: int) -> None:
-    """Score the locally trained adapter on the held-out split, after the commit (reporting only).
+def score_local(ctx: NodeContext) -> None:
+    """Score the adapter this process last trained on the held-out split, once (reporting only).
 
-    The model still holds the adapter this step trained; after a restart it may not, so the score is only
-    taken when this process trained the update.
+    A chore (see :func:`node.round.do_chores`): it runs while this member waits, never between its commit
+    and its vote. The model holds the trained adapter until the merged model is loaded for scoring, which
+    the chores do after this; after a restart it may not, so only an update this process trained is scored.
     """
-    if not ctx.config.training.evaluate or ctx.trained_round != rnd:
+    rnd = ctx.trained_round
+    if rnd is None:
         return
-    ctx.score_held_out(rnd, "local", time.perf_counter())
+    ctx.trained_round = None
+    if ctx.config.training.evaluate and ctx.state.round(ctx.run_id, rnd).local_loss is None:
+        ctx.score_held_out(rnd, "local", time.perf_counter())
 
 
 def _train_and_store(ctx: NodeContext, rnd: int) -> Any:

@@ -204,5 +204,6 @@ def score_merged(ctx: NodeContext) -> None:
     if record.merged_sha is None or record.merged_cid is None or record.merged_loss is not None:
         return
     started = time.perf_counter()
+    ctx.trained_round = None  # the model no longer holds the trained adapter
     ctx.runtime.load(ctx.load_state(record.merged_sha, record.merged_cid, round=rnd))
     ctx.score_held_out(rnd, "merged", started)
