@@ -108,6 +108,8 @@ class NodeContext:
     """The round this member was last found eligible for (in its submit phase)."""
     trained_round: int | None = None
     """The round whose update the model's adapter holds right after training (for scoring it)."""
+    unpublished: list[tuple[str, str]] = field(default_factory=list)
+    """``(cid, kind)`` of kept artifacts still to mirror to the IPFS daemon (a chore)."""
     prefetched: tuple[int, int] | None = None
     """``(round, submissions)`` when this member last fetched the round's updates ahead of its vote."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)

@@ -96,13 +96,33 @@ class Fetcher:
         cid = str(self.store.put(data))
         self.store.pin(cid)
         self.state.record_artifact(cid, hashlib.sha256(data).hexdigest(), kind, run, round, len(data))
-        if publish and self.ipfs is not None:
-            try:
-                self.ipfs.put(data)
-                self.ipfs.pin(cid)
-            except Exception as exc:  # IPFS is a mirror here; the artifact is already kept locally
-                log.warning("could not publish %s %s to IPFS: %s", kind, cid, exc)
+        if publish:
+            self._publish(cid, data, kind)
         return cid
+
+    def publish(self, cid: str, kind: str) -> None:
+        """Add and pin an artifact of the own store to the IPFS daemon too (no-op without one; logged).
+
+        For artifacts kept with ``publish=False`` whose mirroring should not delay what comes next (the
+        vote phase keeps the merged state, votes, then publishes it).
+        """
+        if self.ipfs is None:
+            return
+        try:
+            data = bytes(self.store.get(cid))
+        except Exception as exc:
+            log.warning("could not read %s %s to publish it: %s", kind, cid, exc)
+            return
+        self._publish(cid, data, kind)
+
+    def _publish(self, cid: str, data: bytes, kind: str) -> None:
+        if self.ipfs is None:
+            return
+        try:
+            self.ipfs.put(data)
+            self.ipfs.pin(cid)
+        except Exception as exc:  # IPFS is a mirror here; the artifact is already kept locally
+            log.warning("could not publish %s %s to IPFS: %s", kind, cid, exc)
 
     def _check(self, want: Want, data: bytes) -> bytes:
         if want.sha256 is not None and hashlib.sha256(data).hexdigest() != want.sha256:

@@ -92,7 +92,10 @@ def step(ctx: NodeContext) -> bool:
 
 
 def do_chores(ctx: NodeContext) -> None:
-    """Work no round waits for, done while this member waits anyway: scoring, recording contributions."""
+    """Work no round waits for, done while this member waits anyway: mirroring, scoring, contributions."""
+    while ctx.unpublished:  # the merged states this member voted for, to the IPFS daemon (for auditors)
+        cid, kind = ctx.unpublished.pop(0)
+        ctx.fetcher.publish(cid, kind)
     score_local(ctx)  # first: scoring the merged model replaces the trained adapter in the model
     score_merged(ctx)
     record_due_contributions(ctx)

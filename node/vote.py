@@ -164,7 +164,8 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     sha = state_hash(outcome.state)
     merge_s = time.perf_counter() - started
     ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
-    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd)
+    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
+    ctx.unpublished.append((cid, "merged"))  # mirrored to IPFS as a chore, off the vote's critical path
     ctx.remember(sha, outcome.state)
     by_member = {s.member: s.sha256.hex() for s in wanted}
     included = [[m, by_member[m]] for m in outcome.included]

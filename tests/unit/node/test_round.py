@@ -243,3 +243,8 @@ def test_a_member_waiting_for_the_vote_phase_prefetches_the_updates_committed_so
     _drive(w3, ctxs, lambda: first.state.round(run_id, 0).vote_tx is not None)
     fetched = next(e for e in read_events(first.home.log_path) if e["event"] == "round.fetched")
     assert fetched["sources"] == {"store": 2, "ipfs": 1}  # only the last member's update was fetched late
+
+    merged = first.state.round(run_id, 0).merged_cid
+    assert merged is not None and first.unpublished == [(merged, "merged")]  # mirrored later, as a chore
+    _drive(w3, [first], lambda: not first.unpublished, steps=20)  # the next step that only waits does it
+    assert shared.has(merged)
