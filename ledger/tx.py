@@ -3,7 +3,8 @@
 One :class:`TxSender` per account signs with eth-account and sends raw transactions, so the same code runs
 against anvil, any JSON-RPC node and py-evm. Nonces are tracked locally under one lock per
 (chain, sender) shared by every sender object in the process, so concurrent sends from many threads get
-consecutive nonces; a "nonce too low" answer resyncs from the chain. Transient RPC failures (connection
+consecutive nonces; a nonce another process took ("nonce too low", or "replacement transaction
+underpriced" while its transaction is pending) resyncs from the chain. Transient RPC failures (connection
 errors, timeouts) are retried with exponential backoff; reverts never are: they are decoded into the typed
 exceptions of :mod:`ledger.reverts`.
 """
@@ -11,6 +12,7 @@ exceptions of :mod:`ledger.reverts`.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -49,6 +51,9 @@ _TRANSIENT: tuple[type[BaseException], ...] = (
     ProviderConnectionError,
 )
 Sendable = ContractFunction | ContractConstructor
+NONCE_ATTEMPTS = 4
+"""Signing attempts when the nonce turns out to be taken by another sender of the same account."""
+_NONCE_TAKEN = re.compile(r"nonce too low|replacement transaction underpriced|nonce already used")
 _REVERTS: tuple[type[BaseException], ...] = (
     ContractCustomError,
     ContractLogicError,
@@ -252,7 +257,7 @@ class TxSender:
 
     def _sign_and_send(self, fn: Sendable, gas_limit: int) -> bytes:
         with self._nonces.lock:
-            for attempt in range(2):
+            for attempt in range(NONCE_ATTEMPTS):
                 if self._nonces.next is None:
                     self._nonces.next = with_retry(
                         lambda: int(self.w3.eth.get_transaction_count(self.address, "pending")),
@@ -279,8 +284,11 @@ class TxSender:
                     text = str(exc).lower()
                     if "already known" in text:
                         tx_hash = signed.hash
-                    elif "nonce too low" in text and attempt == 0:
-                        log.info("%s: nonce %d too low, resyncing from the chain", self.address, nonce)
+                    elif _NONCE_TAKEN.search(text) and attempt + 1 < NONCE_ATTEMPTS:
+                        # Another process signing for this account (a CLI call beside a running node) took
+                        # the nonce: mined ("nonce too low") or still pending ("replacement transaction
+                        # underpriced"). The pending count includes it, so resync and sign again.
+                        log.info("%s: nonce %d taken (%s), resyncing", self.address, nonce, text[:120])
                         self._nonces.next = None
                         continue
                     else:
@@ -288,7 +296,7 @@ class TxSender:
                         raise TransactionError(f"{_name(fn)}: sending failed: {exc}") from exc
                 self._nonces.next = nonce + 1
                 return bytes(tx_hash)
-        raise TransactionError(f"{_name(fn)}: nonce kept being rejected as too low")
+        raise TransactionError(f"{_name(fn)}: nonce kept being taken by other transactions of this account")
 
     def _mined_revert(self, fn: Sendable, block: int) -> ContractRevertError:
         """Replay a mined, failed call to recover its revert reason (state as of the block before)."""
