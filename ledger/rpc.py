@@ -23,6 +23,7 @@ import itertools
 import json
 import threading
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -190,14 +191,18 @@ class ChainReads:
                     [collapse_if_tuple(o) for o in fn["outputs"]],
                     list(fn["outputs"]),
                 )
-        self._events: dict[str, tuple[str, list[dict[str, Any]]]] = {}
+        self._events: dict[str, _EventLayout] = {}
         for ev in abi:
             if ev.get("type") == "event":
-                signature = f"{ev['name']}({','.join(collapse_if_tuple(i) for i in ev['inputs'])})"
-                self._events[ev["name"]] = ("0x" + keccak(text=signature).hex(), list(ev["inputs"]))
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._views
+                inputs = list(ev["inputs"])
+                signature = f"{ev['name']}({','.join(collapse_if_tuple(i) for i in inputs)})"
+                plain = [i for i in inputs if not i.get("indexed")]
+                self._events[ev["name"]] = _EventLayout(
+                    "0x" + keccak(text=signature).hex(),
+                    [i for i in inputs if i.get("indexed")],
+                    plain,
+                    [collapse_if_tuple(i) for i in plain],
+                )
 
     def call(self, name: str, *args: Any, block: str = "latest") -> Any:
         """Call view ``name`` with ``args``; one output is returned as itself, several as a list."""
@@ -221,10 +226,9 @@ class ChainReads:
         ``filters`` gives values of indexed arguments (by name) that logs must match. Only events whose
         indexed arguments are static types are supported (all of ``Runs``'s are).
         """
-        topic0, inputs = self._events[event]
-        indexed = [i for i in inputs if i.get("indexed")]
-        topics: list[str | None] = [topic0]
-        for arg in indexed:
+        layout = self._events[event]
+        topics: list[str | None] = [layout.topic0]
+        for arg in layout.indexed:
             value = filters.get(arg["name"])
             topics.append(None if value is None else "0x" + abi_encode([arg["type"]], [value]).hex())
         while topics[-1] is None:
@@ -238,26 +242,7 @@ class ChainReads:
         result = self.rpc.request("eth_getLogs", [params])
         if not isinstance(result, list):
             raise RpcReplyError(f"eth_getLogs {event}: result is not a list")
-        return [self._decode_log(event, topic0, inputs, entry) for entry in result]
-
-    def _decode_log(
-        self, event: str, topic0: str, inputs: list[dict[str, Any]], entry: Any
-    ) -> dict[str, Any]:
-        try:
-            topics = [bytes.fromhex(t[2:]) for t in entry["topics"]]
-            if not topics or "0x" + topics[0].hex() != topic0:
-                raise ValueError("first topic is not the event's signature")
-            indexed = [i for i in inputs if i.get("indexed")]
-            plain = [i for i in inputs if not i.get("indexed")]
-            args: dict[str, Any] = {}
-            for arg, topic in zip(indexed, topics[1:], strict=True):
-                args[arg["name"]] = _normalise(arg, abi_decode([arg["type"]], topic)[0])
-            values = abi_decode([collapse_if_tuple(i) for i in plain], bytes.fromhex(entry["data"][2:]))
-            for arg, value in zip(plain, values, strict=True):
-                args[arg["name"]] = _normalise(arg, value)
-            return {"blockNumber": int(entry["blockNumber"], 16), "args": args}
-        except Exception as exc:  # a log that is not this event's shape: an endpoint fault
-            raise RpcReplyError(f"eth_getLogs {event}: cannot decode a log: {exc}") from exc
+        return [_decode_log(event, layout, entry) for entry in result]
 
     def block_number(self) -> int:
         """``eth_blockNumber`` as an int."""
@@ -268,3 +253,30 @@ class ChainReads:
             return int(result, 16)
         except ValueError as exc:
             raise RpcReplyError(f"eth_blockNumber: result is not a hex quantity: {result[:80]!r}") from exc
+
+
+@dataclass(frozen=True)
+class _EventLayout:
+    """An event's first topic and its indexed and plain (data) arguments, worked out once from the ABI."""
+
+    topic0: str
+    indexed: list[dict[str, Any]]
+    plain: list[dict[str, Any]]
+    plain_types: list[str]
+
+
+def _decode_log(event: str, layout: _EventLayout, entry: Any) -> dict[str, Any]:
+    """Decode one ``eth_getLogs`` entry of ``event`` into ``{"blockNumber", "args"}``."""
+    try:
+        topics = [bytes.fromhex(t[2:]) for t in entry["topics"]]
+        if not topics or "0x" + topics[0].hex() != layout.topic0:
+            raise ValueError("first topic is not the event's signature")
+        args: dict[str, Any] = {}
+        for arg, topic in zip(layout.indexed, topics[1:], strict=True):
+            args[arg["name"]] = _normalise(arg, abi_decode([arg["type"]], topic)[0])
+        values = abi_decode(layout.plain_types, bytes.fromhex(entry["data"][2:]))
+        for arg, value in zip(layout.plain, values, strict=True):
+            args[arg["name"]] = _normalise(arg, value)
+        return {"blockNumber": int(entry["blockNumber"], 16), "args": args}
+    except Exception as exc:  # a log that is not this event's shape: an endpoint fault
+        raise RpcReplyError(f"eth_getLogs {event}: cannot decode a log: {exc}") from exc
