@@ -104,7 +104,7 @@ class Fetcher:
         """Add and pin an artifact of the own store to the IPFS daemon too (no-op without one; logged).
 
         For artifacts kept with ``publish=False`` whose mirroring should not delay what comes next (the
-        vote phase keeps the merged state, votes, then publishes it).
+        vote phase keeps the merged state and votes; the round loop's chores publish it later).
         """
         if self.ipfs is None:
             return
