@@ -49,6 +49,9 @@ from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
 
 Aggregator = Callable[..., Tensor]
 
+WEISZFELD_MAX_ITER, WEISZFELD_TOL, WEISZFELD_EPS = 100, 1e-8, 1e-12
+"""Weiszfeld defaults of :func:`geometric_median`, also centered clipping's default start."""
+
 
 def _check_f(f: int, n: int, name: str) -> None:
     if not isinstance(f, int) or f < 0:
@@ -189,9 +192,9 @@ def geometric_median(
     weights: Tensor,
     *,
     f: int = 0,
-    max_iter: int = 100,
-    tol: float = 1e-8,
-    eps: float = 1e-12,
+    max_iter: int = WEISZFELD_MAX_ITER,
+    tol: float = WEISZFELD_TOL,
+    eps: float = WEISZFELD_EPS,
 ) -> Tensor:
     """Weighted geometric median by Weiszfeld's algorithm (smoothed by ``eps``), deterministic.
 
@@ -237,7 +240,7 @@ def centered_clip(
     ws = integer_weights(weights)
     if center is None:
         g = gram(updates)
-        start, _ = span.weiszfeld(g, ws, max_iter=100, tol=1e-8, eps=1e-12)
+        start, _ = span.weiszfeld(g, ws, max_iter=WEISZFELD_MAX_ITER, tol=WEISZFELD_TOL, eps=WEISZFELD_EPS)
         coeffs = span.centered_clip(g, ws, tau=tau, iters=iters, start=start)
         return weighted_sum(updates, coeffs, float(sum(coeffs)))
     if center.shape != (updates.shape[1],) or center.dtype != torch.float32:
