@@ -90,57 +90,6 @@ def max_abs_bits(bits: np.ndarray, c0: int, c1: int) -> int:  # pragma: no cover
 
 
 @njit(cache=True, nogil=True)
-def _exact_tile(
-    tile: np.ndarray,
-    tbits: np.ndarray,
-    r0: int,
-    r1: int,
-    width: int,
-    weights: np.ndarray,
-    bits: int,
-    divisor: float,
-    pow2: np.ndarray,
-    out: np.ndarray,
-    o0: int,
-    top: np.ndarray,
-    acc: np.ndarray,
-    scale: np.ndarray,
-) -> int:  # pragma: no cover - compiled
-    """``out[o0 + j] = (sum_r weights[r - r0] * tile[r, j]) / divisor`` on the per-column fixed-point grid.
-
-    Returns the largest ``bits & 0x7fffffff`` seen (at least ``0x7f800000``: Inf or NaN, output invalid).
-    """
-    for j in range(width):
-        top[j] = 0
-        acc[j] = 0.0
-    for r in range(r0, r1):
-        for j in range(width):
-            v = tbits[r, j] & ABS_MASK
-            top[j] = v if v > top[j] else top[j]
-    seen = 0
-    for j in range(width):
-        seen = top[j] if top[j] > seen else seen
-    if seen >= NONFINITE:
-        return seen
-    for j in range(width):
-        field = top[j] >> 23
-        field = field if field > 1 else 1
-        scale[j] = pow2[bits - (field - 126) + EXP_OFFSET]
-    for r in range(r0, r1):
-        if weights[r - r0] == 0:
-            continue
-        # Integers below 2**53 (the grid bits see to it): every product and sum is exact in float64.
-        w = np.float64(weights[r - r0])
-        for j in range(width):
-            acc[j] += w * np.rint(np.float64(tile[r, j]) * scale[j])
-    dst = out[o0 : o0 + width]
-    for j in range(width):
-        v = np.float32(acc[j] / divisor / scale[j])
-        dst[j] = v if v != 0 else np.float32(0.0)
-    return seen
-
-
-@njit(cache=True, nogil=True)
 def _tile_top(tbits: np.ndarray, width: int) -> int:  # pragma: no cover - compiled
     """Largest ``bits & 0x7fffffff`` in ``tbits[:, :width]``."""
     top = 0
@@ -194,42 +143,4 @@ def median_range(
             else:
                 v = np.float32((np.float64(tile[lo, j]) + np.float64(tile[hi, j])) * 0.5)
             dst[j] = v if v != 0 else np.float32(0.0)
-    return 0
-
-
-@njit(cache=True, nogil=True)
-def trimmed_mean_range(
-    x: np.ndarray,
-    net_a: np.ndarray,
-    net_b: np.ndarray,
-    k: int,
-    bits: int,
-    pow2: np.ndarray,
-    out: np.ndarray,
-    c0: int,
-    c1: int,
-) -> int:  # pragma: no cover - compiled
-    """Per column of ``[c0, c1)``, the exact mean of sorted rows ``k .. n - k - 1``.
-
-    Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or NaN.
-    """
-    n = x.shape[0]
-    tile = np.empty((n, TILE), dtype=np.float32)
-    tbits = tile.view(np.int32)
-    ones = np.ones(n - 2 * k, dtype=np.int64)
-    top = np.empty(TILE, dtype=np.int32)
-    acc = np.empty(TILE, dtype=np.float64)
-    scale = np.empty(TILE, dtype=np.float64)
-    divisor = float(n - 2 * k)
-    for t0 in range(c0, c1, TILE):
-        width = min(TILE, c1 - t0)
-        for r in range(n):
-            src, dst = x[r, t0 : t0 + width], tile[r]  # slices: plain vector copies, no index wrap-around
-            for j in range(width):
-                dst[j] = src[j]
-        seen = _tile_top(tbits, width)
-        if seen >= NONFINITE:
-            return seen
-        _sort_tile(tile, width, net_a, net_b)
-        _exact_tile(tile, tbits, k, n - k, width, ones, bits, divisor, pow2, out, t0, top, acc, scale)
     return 0

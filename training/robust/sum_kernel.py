@@ -1,4 +1,7 @@
-"""The exact weighted-sum kernel of :func:`training.robust.exact.weighted_sum`: an exact float64 SIMD core.
+"""The exact weighted-sum kernels: :func:`training.robust.exact.weighted_sum` and the trimmed mean's sum.
+
+Both share one exact float64 SIMD core (:func:`_accumulate4`, :func:`_accumulate1`); the trimmed mean
+(:func:`trimmed_mean_range`) first copies and sorts a tile, then sums its kept rows with weights 1.
 
 Per tile of :data:`SUM_TILE` columns the kernel makes three steps, all on data that stays in L1 cache after
 the first read:
@@ -36,7 +39,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from training.robust.kernels import ABS_MASK, NONFINITE
+from training.robust.kernels import ABS_MASK, NONFINITE, _sort_tile
 
 SUM_TILE = 256
 """Columns per tile: ``n * SUM_TILE`` float32 values plus three float64 lanes stay in L1 cache."""
@@ -71,6 +74,33 @@ def _accumulate1(
     """``acc[j] += w0 * rint(r0[j] * scale[j])``; exact (see the module docstring)."""
     for j in range(width):
         acc[j] += w0 * np.rint(np.float64(r0[j]) * scale[j])
+
+
+@njit(cache=True, nogil=True)
+def _scales(
+    top: np.ndarray, bits: int, width: int, scale_bits: np.ndarray, unscale_bits: np.ndarray
+) -> None:  # pragma: no cover - compiled
+    """Per column, the bits of ``2**k_j`` and ``2**-k_j``: ``k_j = bits - u_j`` with ``max |x| < 2**u_j``.
+
+    ``top[j]`` holds the column's largest ``bits & 0x7fffffff`` (finite); ``u_j = field - 126`` from its
+    float32 exponent field (at least 1, so zeros and subnormals share the smallest normal's grid).
+    """
+    for j in range(width):
+        field = np.int64(top[j] >> 23)
+        field = max(field, np.int64(1))
+        e = bits - (field - 126)  # scale 2**e puts the column's largest magnitude below 2**bits
+        scale_bits[j] = (e + 1023) << 52
+        unscale_bits[j] = (1023 - e) << 52
+
+
+@njit(cache=True, nogil=True)
+def _finish(
+    acc: np.ndarray, divisor: float, unscale: np.ndarray, dst: np.ndarray, width: int
+) -> None:  # pragma: no cover - compiled
+    """``dst[j] = float32(acc[j] / divisor * 2**-k_j)``, writing ``+0.0`` for any zero."""
+    for j in range(width):
+        v = np.float32(acc[j] / divisor * unscale[j])
+        dst[j] = v if v != 0 else np.float32(0.0)
 
 
 @njit(cache=True, nogil=True)
@@ -121,13 +151,8 @@ def weighted_sum_range(
             seen = max(seen, top[j])
         if seen >= NONFINITE:
             return int(seen)
-        for j in range(width):
-            field = np.int64(top[j] >> 23)
-            field = max(field, np.int64(1))
-            e = bits - (field - 126)  # scale 2**e puts the column's largest magnitude below 2**bits
-            scale_bits[j] = (e + 1023) << 52
-            unscale_bits[j] = (1023 - e) << 52
-            acc[j] = 0.0
+        _scales(top, bits, width, scale_bits, unscale_bits)
+        acc[:width] = 0.0
         a = 0
         while a + 4 <= count:
             i0, i1, i2, i3 = active[a], active[a + 1], active[a + 2], active[a + 3]
@@ -144,8 +169,66 @@ def weighted_sum_range(
             r0 = x[rows[i0], t0 : t0 + width] if i0 < k else extra[i0 - k, t0 : t0 + width]
             _accumulate1(acc, scale, r0, np.float64(weights[i0]), width)
             a += 1
-        dst = out[t0 : t0 + width]
+        _finish(acc, divisor, unscale, out[t0 : t0 + width], width)
+    return 0
+
+
+@njit(cache=True, nogil=True)
+def trimmed_mean_range(
+    x: np.ndarray, net_a: np.ndarray, net_b: np.ndarray, k: int, bits: int, out: np.ndarray, c0: int, c1: int
+) -> int:  # pragma: no cover - compiled
+    """Per column of ``[c0, c1)``, the exact mean of the values left after dropping the ``k`` extremes.
+
+    The ``k`` smallest and the ``k`` largest values of each column are dropped, ``n - 2k`` are kept.
+
+    ``(net_a, net_b)`` must be a comparator network that puts the ``k`` smallest values of every column on
+    rows ``0 .. k-1`` and the ``k`` largest on rows ``n-k .. n-1`` (e.g. Batcher's network pruned to those
+    outputs): rows ``k .. n-k-1`` then hold the kept values in some order, and their exact sum does not
+    depend on that order. The sum is :func:`weighted_sum_range`'s (weights 1, ``bits`` grid bits), and so
+    are the bytes. Returns the largest ``bits & 0x7fffffff`` seen; stops early (output invalid) on Inf or
+    NaN.
+    """
+    n = x.shape[0]
+    tile = np.empty((n, SUM_TILE), dtype=np.float32)
+    tbits = tile.view(np.uint32)
+    mask = np.uint32(ABS_MASK)
+    top = np.empty(SUM_TILE, dtype=np.uint32)
+    acc = np.empty(SUM_TILE, dtype=np.float64)
+    scale = np.empty(SUM_TILE, dtype=np.float64)
+    unscale = np.empty(SUM_TILE, dtype=np.float64)
+    scale_bits = scale.view(np.int64)
+    unscale_bits = unscale.view(np.int64)
+    divisor = float(n - 2 * k)
+    for t0 in range(c0, c1, SUM_TILE):
+        width = min(SUM_TILE, c1 - t0)
+        # Copy the tile (the network sorts in place) and take every value's magnitude bits on the way.
+        top[:width] = 0
+        for r in range(n):
+            src, dst, db = x[r, t0 : t0 + width], tile[r], tbits[r]
+            for j in range(width):
+                dst[j] = src[j]
+                top[j] = max(top[j], db[j] & mask)
+        seen = np.uint32(0)
         for j in range(width):
-            v = np.float32(acc[j] / divisor * unscale[j])
-            dst[j] = v if v != 0 else np.float32(0.0)
+            seen = max(seen, top[j])
+        if seen >= NONFINITE:
+            return int(seen)
+        _sort_tile(tile, width, net_a, net_b)
+        top[:width] = 0
+        for r in range(k, n - k):
+            db = tbits[r]
+            for j in range(width):
+                top[j] = max(top[j], db[j] & mask)
+        _scales(top, bits, width, scale_bits, unscale_bits)
+        acc[:width] = 0.0
+        r = k
+        while r + 4 <= n - k:
+            _accumulate4(
+                acc, scale, tile[r], tile[r + 1], tile[r + 2], tile[r + 3], 1.0, 1.0, 1.0, 1.0, width
+            )
+            r += 4
+        while r < n - k:
+            _accumulate1(acc, scale, tile[r], 1.0, width)
+            r += 1
+        _finish(acc, divisor, unscale, out[t0 : t0 + width], width)
     return 0

@@ -39,6 +39,20 @@ def test_sorting_network_sorts_every_column(n: int) -> None:
     assert torch.equal(torch.stack(rows), torch.sort(block, dim=0).values)
 
 
+@pytest.mark.parametrize("n", list(range(1, 34)))
+def test_network_pruned_to_the_ends_leaves_the_kept_values_on_the_middle_rows(n: int) -> None:
+    block = torch.randn(n, 257)
+    block[:, :7] = torch.randint(0, 3, (n, 7)).float()  # many ties
+    want = torch.sort(block, dim=0).values
+
+    for k in range((n - 1) // 2 + 1):
+        ends = frozenset(range(k)) | frozenset(range(n - k, n))
+        rows = torch.stack(_sorted_rows(block.clone(), pruned_network(n, ends)))
+
+        assert torch.equal(rows[:k], want[:k]) and torch.equal(rows[n - k :], want[n - k :]), k
+        assert torch.equal(torch.sort(rows[k : n - k], dim=0).values, want[k : n - k]), k
+
+
 def test_pruned_network_is_smaller_for_a_median() -> None:
     assert len(batcher_network(16)) == 63
     assert len(pruned_network(16, frozenset({7, 8}))) < 63
