@@ -25,6 +25,7 @@ from libp2p.custom_types import TProtocol
 
 from p2p.errors import BlobProtocolError, BlobVerificationError, StorageError
 from p2p.storage.base import Cid, Store
+from p2p.yamux import FastYamuxStream
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +131,30 @@ async def read_exactly(stream: Stream, n: int) -> bytes:
     return bytes(buf)
 
 
+async def read_exactly_into(stream: Stream, out: memoryview) -> None:
+    """Fill ``out`` from ``stream``, raising :class:`BlobProtocolError` if the stream ends first.
+
+    Over a :class:`p2p.yamux.FastYamuxStream` the bytes are copied once, from the decrypted frames into
+    ``out``; any other stream is read in chunks of :data:`CHUNK_SIZE` and copied in.
+    """
+    muxed = getattr(stream, "muxed_stream", stream)
+    fast = muxed if isinstance(muxed, FastYamuxStream) else None
+    total, done = len(out), 0
+    while done < total:
+        try:
+            if fast is not None:
+                got = await fast.read_into(out[done:])
+            else:
+                chunk = await stream.read(min(total - done, CHUNK_SIZE))
+                got = len(chunk)
+                out[done : done + got] = chunk
+        except Exception as exc:  # libp2p raises StreamEOF/StreamReset/StreamError (Muxed* underneath)
+            raise BlobProtocolError(f"stream ended after {done} of {total} bytes: {exc!r}") from exc
+        if not got:
+            raise BlobProtocolError(f"stream ended after {done} of {total} bytes")
+        done += got
+
+
 async def read_request(stream: Stream) -> tuple[Cid, int]:
     """Read and decode one request from ``stream``."""
     head = await read_exactly(stream, 2)
@@ -184,7 +209,11 @@ async def request_blob(stream: Stream, cid: Cid, max_size: int, cid_of: CidOf) -
     status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
     if status is not Status.OK:
         raise BlobProtocolError(f"provider answered {status.name} for {cid}")
-    data = await read_exactly(stream, size)
+    # The announced size is capped above, so the buffer can be allocated whole and filled in place.
+    received = bytearray(size)
+    await read_exactly_into(stream, memoryview(received))
+    data = bytes(received)
+    del received
     actual = await trio.to_thread.run_sync(cid_of, data)
     if actual != cid:
         raise BlobVerificationError(f"received {size} bytes for {cid} but they hash to {actual}")

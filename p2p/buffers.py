@@ -6,7 +6,7 @@ in a yamux stream with a 16 MiB window, that is several copies of every byte. :c
 the received chunks as they are and copies only what a read returns (nothing when a read takes exactly
 one whole chunk); :meth:`ByteQueue.take_view` and :meth:`ByteQueue.extend_frozen` let a yamux frame body
 travel from the decrypted Noise message to the stream's queue as a view, copied once when the stream is
-read.
+read; :meth:`ByteQueue.take_into` copies straight into a caller's buffer (a blob's final bytes).
 """
 
 from __future__ import annotations
@@ -91,3 +91,24 @@ class ByteQueue:
             else:
                 self._offset = offset + size
         return b"".join(parts)
+
+    def take_into(self, out: memoryview) -> int:
+        """Move the first ``min(len(out), len(self))`` bytes into ``out``; return how many.
+
+        One copy per queued chunk, into the caller's buffer: no joined intermediate ``bytes``.
+        """
+        n = min(len(out), self._size)
+        chunks = self._chunks
+        done = 0
+        while done < n:
+            head, offset = chunks[0], self._offset
+            size = min(n - done, len(head) - offset)
+            out[done : done + size] = memoryview(head)[offset : offset + size]
+            done += size
+            if offset + size == len(head):
+                chunks.popleft()
+                self._offset = 0
+            else:
+                self._offset = offset + size
+        self._size -= n
+        return n

@@ -144,17 +144,33 @@ class FastYamuxStream(YamuxStream):
         """
         if n == 0:
             return b""
+        buffer = await self._readable()
+        data = buffer.take(len(buffer) if n is None or n < 0 else n)
+        await self._consumed(len(data), buffer)
+        return data
+
+    async def read_into(self, out: memoryview) -> int:
+        """Copy up to ``len(out)`` buffered bytes into ``out``, waiting for some; return how many.
+
+        The bytes go from the decrypted frames straight into ``out`` (one copy), where :meth:`read` joins
+        them into new ``bytes`` that the caller then copies again. Raises as :meth:`read` does.
+        """
+        if not len(out):
+            return 0
+        buffer = await self._readable()
+        n = buffer.take_into(out)
+        await self._consumed(n, buffer)
+        return n
+
+    async def _readable(self) -> ByteQueue:
+        """Wait until the stream has buffered bytes and return its queue; raise at reset or end."""
         conn, sid = self.conn, self.stream_id
         while True:
             buffer = cast("ByteQueue | None", conn.stream_buffers.get(sid))  # see FastYamux._register
             if self.reset_received:
                 raise MuxedStreamReset("Stream was reset")
             if buffer:
-                data = buffer.take(len(buffer) if n is None or n < 0 else n)
-                await self._return_window(len(data))
-                if self.closed and not buffer:
-                    await conn._finalize_stream(self, fully_closed=True)
-                return data
+                return buffer
             if buffer is None:
                 raise MuxedStreamEOF("Stream buffer closed")
             if self.recv_closed:
@@ -167,6 +183,11 @@ class FastYamuxStream(YamuxStream):
             await event.wait()
             if conn.stream_events.get(sid) is event:
                 conn.stream_events[sid] = trio.Event()
+
+    async def _consumed(self, n: int, buffer: ByteQueue) -> None:
+        await self._return_window(n)
+        if self.closed and not buffer:
+            await self.conn._finalize_stream(self, fully_closed=True)
 
     async def _return_window(self, consumed: int) -> None:
         """Give read bytes back to the peer as window once half the window has been read (go-yamux)."""

@@ -26,6 +26,8 @@ from libp2p.security.secure_session import SecureSession
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import Yamux
 
+from p2p.blob import read_exactly_into
+from p2p.errors import BlobProtocolError
 from p2p.host import build_host
 from p2p.noise import NoiseSession
 from p2p.yamux import FastYamux
@@ -182,3 +184,31 @@ def test_parallel_streams_past_the_window_keep_their_bytes_apart() -> None:
     assert sorted(received) == [0, 1, 2]
     for index, payload in enumerate(payloads):
         assert received[index] == payload, f"stream {index} delivered different bytes"
+
+
+@pytest.mark.parametrize("make_server", [fast_host, stock_host], ids=["fast-sender", "stock-sender"])
+def test_blob_reads_fill_a_buffer_in_place_and_report_short_streams(
+    make_server: Callable[[], IHost],
+) -> None:
+    """``read_exactly_into`` (the blob fetcher's read) over the fast muxer: exact bytes, then a clean error.
+
+    The sender writes in uneven pieces from a host of either kind; the reader is always a fast host, so its
+    stream is a ``FastYamuxStream`` and the bytes go from the decrypted frames straight into the buffer.
+    """
+    server, client = make_server(), fast_host()
+    server.set_stream_handler(ECHO, echo)
+    size = (3 << 20) + 12_345
+
+    async def test() -> None:
+        async with connected(server, client):
+            data = random.Random(7).randbytes(size)
+            stream = await client.new_stream(server.get_id(), [ECHO])
+            await stream.write(size.to_bytes(4, "big") + data)
+            out = bytearray(b"\x01" * (size + 3))
+            await read_exactly_into(stream, memoryview(out)[:size])
+            assert out[:size] == data and out[size:] == b"\x01" * 3
+            with pytest.raises(BlobProtocolError, match="stream ended after 0 of 10 bytes"):
+                await read_exactly_into(stream, memoryview(bytearray(10)))  # the echo closed its side
+            await stream.close()
+
+    run(test)

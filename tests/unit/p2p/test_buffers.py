@@ -60,6 +60,7 @@ view_operations = st.lists(
         st.tuples(st.just("extend_frozen"), st.binary(max_size=300)),
         st.tuples(st.just("take"), st.integers(-2, 400)),
         st.tuples(st.just("take_view"), st.integers(-2, 400)),
+        st.tuples(st.just("take_into"), st.integers(0, 400)),
     ),
     max_size=60,
 )
@@ -81,9 +82,15 @@ def test_views_in_and_out_match_a_bytearray_fifo(ops: list[tuple[str, object]]) 
             n = max(arg, 0)
             expected = bytes(reference[:n])
             del reference[:n]
-            got = queue.take(arg) if op == "take" else queue.take_view(arg)
-            assert bytes(got) == expected
-            assert type(got) is bytes if op == "take" else (isinstance(got, bytes) or got.readonly)
+            if op == "take_into":  # into a larger buffer: nothing past the bytes taken may be written
+                out = bytearray(b"\xee" * (arg + 5))
+                count = queue.take_into(memoryview(out)[:arg])
+                assert count == len(expected) and out[:count] == expected
+                assert out[count:] == b"\xee" * (len(out) - count)
+            else:
+                got = queue.take(arg) if op == "take" else queue.take_view(arg)
+                assert bytes(got) == expected
+                assert type(got) is bytes if op == "take" else (isinstance(got, bytes) or got.readonly)
         assert len(queue) == len(reference)
 
 
