@@ -13,10 +13,9 @@
    mandates; ``cryptography``, as the session uses it) encrypting and decrypting the same bytes in
    65519-byte Noise messages. ``cipher_bound_ratio`` = raw TCP time / max(encrypt, decrypt) time is the
    best any compliant stream could reach here with sender and receiver on cores of their own, were
-   sockets free. They are not: ``compliant_bound_ratio`` = raw TCP time / (max(encrypt, decrypt) time +
-   raw TCP's CPU per side) adds each side's socket work, which any stream repeats; and ``noise_pipe_ratio``
-   measures the leanest compliant transfer Python can make (Noise framing sealed and opened in place over
-   plain sockets, no multiplexing, no event loop; ``noise_pipe_transfer``) in the same run.
+   sockets free. ``noise_pipe_ratio`` measures, in the same run, the leanest compliant transfer Python can
+   make (Noise framing sealed and opened in place over plain blocking sockets, no multiplexing, no event
+   loop; ``noise_pipe_transfer``): what a libp2p stream in Python could reach at best.
 3. Blob fetch, end to end: ``P2PNode.fetch`` between two peer processes over ``/fedchain/blob/1.0.0``,
    which adds the provider's store read (which re-hashes the blob), CID verification on receipt and the
    fetcher's local store write (hash, fsync) to the stream transfer; reported against the same raw TCP.
@@ -393,9 +392,6 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
         encrypt_best = min(c.encrypt_s for c in cipher)
         decrypt_best = min(c.decrypt_s for c in cipher)
         pipe_best = min(t.seconds for t in pipe)
-        # Each side of any compliant stream runs its half of the cipher and its own socket calls on one
-        # core; raw TCP's CPU per side is the socket's share. Their sum bounds the stream from below.
-        socket_side_s = statistics.median(max(t.sender_cpu_s, t.receiver_cpu_s) for t in tcp)
         stream_cpu = statistics.median(t.sender_cpu_s + t.receiver_cpu_s for t in stream)
         tcp_cpu = statistics.median(t.sender_cpu_s + t.receiver_cpu_s for t in tcp)
         rows.append(
@@ -407,7 +403,6 @@ def measure_throughput(swarm: Swarm, sizes_mib: list[int], repeats: int) -> list
                 "cipher_encrypt_MBps": size / encrypt_best / 1e6,
                 "cipher_decrypt_MBps": size / decrypt_best / 1e6,
                 "cipher_bound_ratio": tcp_best / max(encrypt_best, decrypt_best),
-                "compliant_bound_ratio": tcp_best / (max(encrypt_best, decrypt_best) + socket_side_s),
                 "noise_pipe_MBps": size / pipe_best / 1e6,
                 "noise_pipe_ratio": tcp_best / pipe_best,
                 "blob_fetch_MBps": size / fetch_best / 1e6,
@@ -485,16 +480,15 @@ def main() -> int:
             f"a Python thread runs at {gil_share:.2f}x its idle pace while the cipher runs (1 = GIL released)"
         )
         print(
-            "| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | Noise pipe ratio | compliant bound "
+            "| size | libp2p stream MB/s | raw TCP MB/s | stream ratio | Noise pipe ratio "
             "| cipher-bound ratio | blob fetch MB/s | fetch ratio | CPU s libp2p / raw TCP (both sides) |"
         )
-        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+        print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
         for r in throughput:
             cells = [f"{r['size_mib']} MiB", f"{r['libp2p_stream_MBps']:.1f}", f"{r['raw_tcp_MBps']:.1f}"]
             cells += [
                 f"{r['ratio_vs_raw_tcp']:.3f}",
                 f"{r['noise_pipe_ratio']:.3f}",
-                f"{r['compliant_bound_ratio']:.2f}",
                 f"{r['cipher_bound_ratio']:.2f}",
                 f"{r['blob_fetch_MBps']:.1f}",
             ]
