@@ -25,7 +25,7 @@ def _tx_hex(result: Any) -> str:
 def vote(ctx: NodeContext, info: Any) -> bool:
     """Fetch the round's on-chain update set, merge it, store the result and vote; ``False`` if done."""
     from ledger.errors import ContractRevertError
-    from ledger.reverts import AlreadyVotedError
+    from ledger.reverts import AlreadyVotedError, RoundClosedError
     from ledger.types import included_set_hash
 
     rnd = int(info.round)
@@ -52,6 +52,10 @@ def vote(ctx: NodeContext, info: Any) -> bool:
         tx_hex = _tx_hex(tx)
     except AlreadyVotedError:
         tx_hex = "on-chain"
+    except RoundClosedError:
+        # The others reached quorum while this member merged: the round is settled, nothing was refused.
+        ctx.log.event("round.vote_late", run=ctx.run_id, round=rnd)
+        return False
     except ContractRevertError as exc:
         ctx.log.event("round.vote_refused", run=ctx.run_id, round=rnd, why=str(exc))
         return False

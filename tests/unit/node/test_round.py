@@ -101,7 +101,7 @@ def _drive(w3: Any, ctxs: list[NodeContext], until: Callable[[], bool], steps: i
 
 
 def _setup(
-    tmp_path: Path, chain: Any, tiny_model_dir: Path, **changes: Any
+    tmp_path: Path, chain: Any, tiny_model_dir: Path, quorum_bps: int = 10_000, **changes: Any
 ) -> tuple[Any, list[Any], str, RunSpec, int, Any]:
     from ledger.client import RunsClient
     from ledger.types import RunConfig
@@ -114,7 +114,7 @@ def _setup(
     creator = RunsClient(w3, registry, accounts[0])
     run_id = creator.create_run(
         RunConfig(
-            spec_sha256=spec.sha256(), spec_cid=cid, quorum_bps=10_000, submit_blocks=30, vote_blocks=30
+            spec_sha256=spec.sha256(), spec_cid=cid, quorum_bps=quorum_bps, submit_blocks=30, vote_blocks=30
         ),
         join_blocks=spec.chain.join_blocks,
     )
@@ -248,3 +248,29 @@ def test_a_member_waiting_for_the_vote_phase_prefetches_the_updates_committed_so
     assert merged is not None and first.unpublished == [(merged, "merged")]  # mirrored later, as a chore
     _drive(w3, [first], lambda: not first.unpublished, steps=20)  # the next step that only waits does it
     assert shared.has(merged)
+
+
+def test_a_vote_after_quorum_is_logged_as_late_not_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+    from ledger.chain import connect, dev_accounts
+    from ledger.deploy import deploy
+    from ledger.types import RoundStatus
+    from node.vote import vote
+
+    w3 = connect("py-evm")
+    accounts = dev_accounts("py-evm", 4)
+    w3, accounts, registry, spec, run_id, store = _setup(
+        tmp_path, (w3, accounts, deploy(w3, accounts[0]).runs), tiny_model_dir, quorum_bps=6_000
+    )  # 2 of 3 members finalise a round
+    ctxs = [
+        _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(3)
+    ]
+    late = ctxs[2]
+    _drive(w3, ctxs, lambda: all(c.state.round(run_id, 0).submit_tx is not None for c in ctxs))
+    _drive(w3, ctxs[:2], lambda: ctxs[0].client.round_info(run_id, 0).status == RoundStatus.FINALIZED)
+
+    assert vote(late, late.client.round_info(run_id, 0)) is False  # merges the same set, then finds it closed
+
+    events = [e for e in read_events(late.home.log_path) if e.get("round") == 0]
+    assert [e["event"] for e in events if e["event"].startswith("round.vote")] == ["round.vote_late"]
+    assert late.state.round(run_id, 0).vote_tx is None
+    assert len(late.client.votes(run_id, 0)) == 2
