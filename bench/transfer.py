@@ -101,7 +101,7 @@ async def main():
         cpu = time.process_time()
         view = memoryview(data)
         for start in range(0, size, 1 << 20):
-            await stream.write(bytes(view[start : start + (1 << 20)]))  # as p2p.blob.serve_request does
+            await stream.write(view[start : start + (1 << 20)])  # as p2p.blob.serve_request does
         await stream.close()
         print(time.process_time() - cpu, flush=True)
         served += 1
