@@ -12,7 +12,9 @@ No ``fastmath`` here: LLVM may neither reassociate nor contract the float operat
 depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The two kernels that allow
 ``reassoc``/``contract``, the Gram tile of :mod:`training.robust.gram_kernel` and the accumulation of
 :mod:`training.robust.sum_kernel`, do so because every value they sum is an integer below ``2**53``, where
-float64 arithmetic has no rounding at all.) Loops index
+float64 arithmetic has no rounding at all; the Gram's quantising loop allows ``contract`` alone, because
+its one multiply-add ``v * 2**s + 1.5 * 2**52`` has an exact product, so fusing it rounds the same real
+number once.) Loops index
 slices from 0 (``row = x[r, t0:t1]; row[j]``), not ``x[r, t0 + j]``: numba's negative-index wrap-around
 on a computed index would turn the loads into gathers.
 

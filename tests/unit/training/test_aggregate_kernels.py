@@ -7,12 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from training import aggregate
 from training.robust import exact, reference
 from training.robust.exact import gram, weighted_sum
+from training.robust.gram_kernel import _quantize
 from training.robust.kernels import fallback_cache_dir, writable
 from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
 
@@ -76,6 +78,19 @@ def test_gram_of_tiny_and_huge_blocks_matches_the_reference() -> None:
     x[:, 20_000:] = 3e38
 
     assert gram(x) == reference.gram(x)
+
+
+def test_gram_quantising_rounds_half_to_even_like_rint() -> None:
+    halves = np.arange(-(2**18), 2**18 + 1, dtype=np.float64)[::97] / 2  # k + 0.5 ties and integers
+    edges = np.array([0.49999997, -0.49999997, 0.5, -0.5, 1.5, -1.5, 2.5, 262143.5, -262143.5, 1e-45, -3e-39])
+    values = np.concatenate([halves, edges, np.random.default_rng(0).standard_normal(1000) * 1e5])
+    x = values.astype(np.float32).reshape(1, -1)
+    for s in (0, 3, -2):
+        q = np.zeros_like(x, dtype=np.float64)
+        _quantize(x, 0, x.shape[1], 2.0**s, q, 0)
+
+        want = np.rint(x.astype(np.float64) * 2.0**s)
+        assert np.array_equal(q, want), s  # equal as numbers: -0.0 == +0.0 (a zero adds nothing)
 
 
 @pytest.mark.parametrize(("n", "d"), [*SHAPES, (4, 1000), (17, 3000)])
