@@ -33,7 +33,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from training.robust.kernels import ABS_MASK, EXP_OFFSET, NONFINITE
+from training.robust.kernels import ABS_MASK, EXP_OFFSET, NONFINITE, ROUND_MAGIC
 
 GRAM_TILE = 256
 """Columns per quantised tile: ``rows * GRAM_TILE`` float64 values (32 KiB for 16 rows) stay in L1 cache.
@@ -41,9 +41,6 @@ GRAM_TILE = 256
 256 rather than 128 halves the horizontal sums and accumulator updates per column of :func:`_tile_gram`
 (about 8% less time for the whole Gram, measured); 512 no longer fits L1.
 """
-
-ROUND_MAGIC = 6755399441055744.0
-"""``1.5 * 2**52``: ``(p + ROUND_MAGIC) - ROUND_MAGIC == rint(p)`` for ``|p| < 2**51`` (:func:`_quantize`)."""
 
 EXACT_LIMIT_BITS = 50
 """A block's Gram partial sums stay below ``2**EXACT_LIMIT_BITS <= 2**53`` (exact in float64)."""

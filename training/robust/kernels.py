@@ -73,6 +73,8 @@ NONFINITE = 0x7F800000
 """``bits & ABS_MASK`` at least this is Inf or NaN."""
 EXP_OFFSET = 1074
 """``pow2[e + EXP_OFFSET] == 2.0**e``."""
+ROUND_MAGIC = 6755399441055744.0
+"""``1.5 * 2**52``: ``(p + ROUND_MAGIC) - ROUND_MAGIC`` is ``rint(p)`` for ``|p| < 2**51`` (zero: +0.0)."""
 
 
 @njit(cache=True, nogil=True)

@@ -64,6 +64,17 @@ def test_weighted_sum_of_chosen_rows_with_an_extra_row_matches_the_reference() -
     assert _bytes(got) == _bytes(want)
 
 
+@pytest.mark.parametrize("ws", [[1], [1, 1], [0, 2, 0], [1, 2], [3, 0, 0, 0, 0]])
+def test_weighted_sum_with_a_total_weight_of_1_to_3_matches_the_reference(ws: list[int]) -> None:
+    # Totals 1 and 2 leave 52-53 grid bits: scaled values reach 2**51 and more, past the range where adding
+    # and subtracting 1.5 * 2**52 rounds; there they are already integers and must come back unchanged.
+    x = _matrix(len(ws), 20_000, seed=len(ws))
+
+    got = weighted_sum(x, ws, 3.0)
+
+    assert _bytes(got) == _bytes(reference.weighted_sum(x, ws, 3.0))
+
+
 @pytest.mark.parametrize(("n", "d"), SHAPES)
 def test_gram_matches_the_torch_reference(n: int, d: int) -> None:
     x = _matrix(n, d, seed=d + 1)
