@@ -42,7 +42,7 @@ The rounding itself is ``q_ij = (p_ij + ROUND_MAGIC) - ROUND_MAGIC`` with ``ROUN
 separate forms round the same real number once. A value that rounds to zero comes out as ``+0.0`` where
 ``rint`` gives ``-0.0``: it adds nothing (``acc`` starts at ``+0.0``), and the finish writes ``+0.0`` for
 any zero. That is one FMA and one subtraction per value instead of a multiply and a two-uop ``rint``:
-about a quarter less time for the whole weighted sum (measured). ``reassoc`` is never given: it could
+10-25% less time for the whole weighted sum (measured). ``reassoc`` is never given: it could
 cancel the two ``ROUND_MAGIC`` terms.
 
 The scan, the scales and the finish (one correctly rounded division, an exact multiplication by

@@ -133,7 +133,7 @@ def test_krum_and_multi_krum_match_numpy(cloud: tuple[torch.Tensor, torch.Tensor
 def test_geometric_median_matches_numpy_weiszfeld(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:
     updates, weights = cloud
     x, w = updates.double().numpy(), weights.double().numpy()
-    z = (w[:, None] * x).sum(0) / w.sum()
+    z: np.ndarray = (w[:, None] * x).sum(0) / w.sum()
     for _ in range(500):
         beta = w / np.maximum(np.linalg.norm(x - z, axis=1), 1e-12)
         z = (beta[:, None] * x).sum(0) / beta.sum()
@@ -145,7 +145,7 @@ def test_geometric_median_matches_numpy_weiszfeld(cloud: tuple[torch.Tensor, tor
 
 def _np_weiszfeld(x: np.ndarray, w: np.ndarray, max_iter: int, tol: float) -> np.ndarray:
     """Weiszfeld from the weighted mean, stopping as ``geometric_median`` does (relative objective gain)."""
-    z = (w[:, None] * x).sum(0) / w.sum()
+    z: np.ndarray = (w[:, None] * x).sum(0) / w.sum()
     objective = (w * np.linalg.norm(x - z, axis=1)).sum()
     for _ in range(max_iter):
         beta = w / np.maximum(np.linalg.norm(x - z, axis=1), 1e-12)
@@ -197,14 +197,15 @@ def test_robust_aggregators_resist_the_far_off_updates(cloud: tuple[torch.Tensor
     honest_mean = updates[:8].mean(0)
     radius = float((updates[:8] - honest_mean).norm(dim=1).max())
 
-    for name, params in [
+    cases: list[tuple[str, dict[str, float]]] = [
         ("median", {}),
         ("trimmed_mean", {"trim_ratio": 0.3}),
         ("krum", {"f": 3}),
         ("multi_krum", {"f": 3}),
         ("geometric_median", {}),
         ("centered_clip", {}),
-    ]:
+    ]
+    for name, params in cases:
         out = AGGREGATORS[name](updates, weights, **params)
         assert float((out - honest_mean).norm()) < radius, name
     assert float((AGGREGATORS["mean"](updates, weights) - honest_mean).norm()) > radius
