@@ -168,6 +168,10 @@ class Transfer(NamedTuple):
     receiver_cpu_s: float
 
 
+Receive = Callable[[socket.socket], int]
+"""Reads a transfer from an accepted socket; returns how many bytes of it arrived."""
+
+
 class CipherTimes(NamedTuple):
     """Seconds one core takes to encrypt and to decrypt some bytes as Noise transport messages."""
 
@@ -236,30 +240,42 @@ def gil_free_share(size: int = 32 << 20) -> float:
     return during_cipher / max(1, during_sleep)
 
 
-def raw_tcp_transfer(size: int) -> Transfer:
+def _socket_transfer(what: str, sender_code: str, args: list[str], size: int, receive: Receive) -> Transfer:
+    """Run ``sender_code`` in a new process that connects here and sends ``size`` bytes; time ``receive``.
+
+    The sender prints its own CPU seconds; ``receive`` gets the accepted socket and returns the bytes it got.
+    """
     with socket.create_server(("127.0.0.1", 0)) as server:
         port = server.getsockname()[1]
-        sender = subprocess.Popen(
-            [sys.executable, "-c", _RAW_SENDER, str(size), str(port)], stdout=subprocess.PIPE, text=True
-        )
+        command = [sys.executable, "-c", sender_code, str(size), str(port), *args]
+        sender = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
         try:
             conn, _ = server.accept()
-            buf = bytearray(size)
-            view = memoryview(buf)
-            received = 0
-            start, cpu = time.perf_counter(), time.process_time()
             with conn:
-                while received < size:
-                    n = conn.recv_into(view[received:], min(size - received, 1 << 20))
-                    if n == 0:
-                        break
-                    received += n
-            seconds, receiver_cpu = time.perf_counter() - start, time.process_time() - cpu
+                start, cpu = time.perf_counter(), time.process_time()
+                received = receive(conn)
+                seconds, receiver_cpu = time.perf_counter() - start, time.process_time() - cpu
         finally:
-            out, _ = sender.communicate(timeout=30)
+            printed, _ = sender.communicate(timeout=30)
     if received != size:
-        raise RuntimeError(f"raw TCP sender delivered {received} of {size} bytes")
-    return Transfer(seconds, float(out.strip()), receiver_cpu)
+        raise RuntimeError(f"{what} sender delivered {received} of {size} bytes")
+    return Transfer(seconds, float(printed.strip()), receiver_cpu)
+
+
+def raw_tcp_transfer(size: int) -> Transfer:
+    """Plain TCP between two processes: one ``sendall`` of everything, ``recv_into`` 1 MiB at a time."""
+    view = memoryview(bytearray(size))
+
+    def receive(conn: socket.socket) -> int:
+        received = 0
+        while received < size:
+            n = conn.recv_into(view[received:], min(size - received, 1 << 20))
+            if n == 0:
+                break
+            received += n
+        return received
+
+    return _socket_transfer("raw TCP", _RAW_SENDER, [], size, receive)
 
 
 def noise_pipe_transfer(size: int) -> Transfer:
@@ -274,41 +290,29 @@ def noise_pipe_transfer(size: int) -> Transfer:
     from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
     aead = ChaCha20Poly1305(bytes(range(32)))
-    with socket.create_server(("127.0.0.1", 0)) as server:
-        port = server.getsockname()[1]
-        sender = subprocess.Popen(
-            [sys.executable, "-c", _NOISE_PIPE_SENDER, str(size), str(port), str(NOISE_PLAINTEXT)],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            conn, _ = server.accept()
-            inbox = memoryview(bytearray(1 << 21))
-            out = memoryview(bytearray(size))
-            have = got = n = 0
-            start, cpu = time.perf_counter(), time.process_time()
-            with conn:
-                while got < size:
-                    received = conn.recv_into(inbox[have:])
-                    if received == 0:
-                        break
-                    have, offset = have + received, 0
-                    while have - offset >= 2:
-                        length = int.from_bytes(inbox[offset : offset + 2], "big")
-                        if have - offset - 2 < length:
-                            break
-                        sealed = inbox[offset + 2 : offset + 2 + length]
-                        nonce = bytes(4) + n.to_bytes(8, "little")
-                        aead.decrypt_into(nonce, sealed, None, out[got : got + length - 16])
-                        n, got, offset = n + 1, got + length - 16, offset + 2 + length
-                    inbox[: have - offset] = inbox[offset:have]
-                    have -= offset
-            seconds, receiver_cpu = time.perf_counter() - start, time.process_time() - cpu
-        finally:
-            printed, _ = sender.communicate(timeout=30)
-    if got != size:
-        raise RuntimeError(f"Noise pipe sender delivered {got} of {size} bytes")
-    return Transfer(seconds, float(printed.strip()), receiver_cpu)
+    inbox = memoryview(bytearray(1 << 21))
+    out = memoryview(bytearray(size))
+
+    def receive(conn: socket.socket) -> int:
+        have = got = n = 0
+        while got < size:
+            received = conn.recv_into(inbox[have:])
+            if received == 0:
+                break
+            have, offset = have + received, 0
+            while have - offset >= 2:
+                length = int.from_bytes(inbox[offset : offset + 2], "big")
+                if have - offset - 2 < length:
+                    break
+                sealed = inbox[offset + 2 : offset + 2 + length]
+                nonce = bytes(4) + n.to_bytes(8, "little")
+                aead.decrypt_into(nonce, sealed, None, out[got : got + length - 16])
+                n, got, offset = n + 1, got + length - 16, offset + 2 + length
+            inbox[: have - offset] = inbox[offset:have]
+            have -= offset
+        return got
+
+    return _socket_transfer("Noise pipe", _NOISE_PIPE_SENDER, [str(NOISE_PLAINTEXT)], size, receive)
 
 
 def libp2p_stream_transfers(size: int, repeats: int) -> list[Transfer]:
