@@ -120,15 +120,8 @@ def decode_response_header(frame: bytes, max_size: int) -> tuple[Status, int]:
 
 async def read_exactly(stream: Stream, n: int) -> bytes:
     """Read exactly ``n`` bytes, raising :class:`BlobProtocolError` if the stream ends first."""
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = await stream.read(min(n - len(buf), CHUNK_SIZE))
-        except Exception as exc:  # libp2p raises StreamEOF/StreamReset/StreamError
-            raise BlobProtocolError(f"stream ended after {len(buf)} of {n} bytes: {exc!r}") from exc
-        if not chunk:
-            raise BlobProtocolError(f"stream ended after {len(buf)} of {n} bytes")
-        buf += chunk
+    buf = bytearray(n)
+    await read_exactly_into(stream, memoryview(buf))
     return bytes(buf)
 
 
