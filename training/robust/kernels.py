@@ -9,12 +9,12 @@ torch formulation (kept as the reference in :mod:`training.robust.reference`), u
 - correctly rounded single float operations (multiplication by a power of two, ``rint``, division, casts).
 
 No ``fastmath`` here: LLVM may neither reassociate nor contract the float operations, so the bytes do not
-depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The two kernels that allow
-``reassoc``/``contract``, the Gram tile of :mod:`training.robust.gram_kernel` and the accumulation of
-:mod:`training.robust.sum_kernel`, do so because every value they sum is an integer below ``2**53``, where
-float64 arithmetic has no rounding at all; the Gram's quantising loop allows ``contract`` alone, because
-its one multiply-add ``v * 2**s + 1.5 * 2**52`` has an exact product, so fusing it rounds the same real
-number once.) Loops index
+depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The Gram tile of
+:mod:`training.robust.gram_kernel` allows ``reassoc``/``contract`` because every value it sums is an
+integer below ``2**53``, where float64 arithmetic has no rounding at all. The Gram's quantising loop and the
+accumulation of :mod:`training.robust.sum_kernel` allow ``contract`` alone: their products are exact or
+integers below ``2**53``, so fusing a multiply-add rounds the same real number once; see their docstrings.)
+Loops index
 slices from 0 (``row = x[r, t0:t1]; row[j]``), not ``x[r, t0 + j]``: numba's negative-index wrap-around
 on a computed index would turn the loads into gathers.
 
