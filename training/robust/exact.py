@@ -274,7 +274,7 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     extra_rows = as_numpy(extra).reshape(1, d) if extra is not None else np.empty((0, d), dtype=np.float32)
 
     def block_grams(c0: int, c1: int) -> list[tuple[np.ndarray, int]]:
-        grams, shifts, nonzero = gram_kernel.gram_range(
+        grams, shifts, nonzero, _ = gram_kernel.gram_range(
             x, xbits, extra_rows, GRAM_CHUNK, GRID_BITS, POW2, c0, c1
         )
         return [(grams[b], int(shifts[b])) for b in range(len(shifts)) if nonzero[b]]

@@ -14,7 +14,7 @@ import torch
 from training import aggregate
 from training.robust import exact, reference
 from training.robust.exact import gram, weighted_sum
-from training.robust.gram_kernel import _quantize
+from training.robust.gram_kernel import GRAM_TILE, _quantize, gram_range
 from training.robust.kernels import fallback_cache_dir, writable
 from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
 
@@ -89,6 +89,61 @@ def test_gram_of_tiny_and_huge_blocks_matches_the_reference() -> None:
     x[:, 20_000:] = 3e38
 
     assert gram(x) == reference.gram(x)
+
+
+def _single_range_gram(
+    x: torch.Tensor, extra: torch.Tensor | None = None
+) -> tuple[exact.ExactGram, list[int]]:
+    """The Gram kernel over all of ``x`` in one range (so that every block after the first may speculate)."""
+    xn = x.contiguous().numpy()
+    ex = extra.reshape(1, -1).numpy() if extra is not None else np.empty((0, x.shape[1]), dtype=np.float32)
+    grams, shifts, nonzero, stats = gram_range(
+        xn, xn.view(np.uint32), ex, exact.GRAM_CHUNK, exact.GRID_BITS, exact.POW2, 0, x.shape[1]
+    )
+    blocks = [(grams[b], int(shifts[b])) for b in range(len(shifts)) if nonzero[b]]
+    return exact.combine_grams(blocks, x.shape[0] + ex.shape[0]), [int(v) for v in stats]
+
+
+def test_gram_guessing_each_block_grid_from_the_last_gives_the_bytes_of_scanning_first() -> None:
+    """Blocks whose largest magnitude keeps, raises (early or in the last tile) and lowers the exponent."""
+    chunk = exact.GRAM_CHUNK
+    scales = [1.0, 1.2, 3.0, 3.5, 3.9, 0.3, 0.3, 0.3, 0.0, 0.3, 0.3, 1e-40, 1e-40, 1.0]
+    x = torch.randn(5, chunk * len(scales) + 123, generator=torch.Generator().manual_seed(7)) * 0.2
+    for b, scale in enumerate(scales):
+        x[:, b * chunk : (b + 1) * chunk] *= scale
+    x[2, 11 * chunk - 1] = 50.0  # block 10 leaves its guessed grid only in its last tile
+    x[:, -123:] *= 0.5  # a partial last block
+    extra = x[1] * 0.5
+    extra[4 * chunk + GRAM_TILE + 3] = 40.0  # only the extra row raises block 4's exponent
+
+    got, (speculated, held) = _single_range_gram(x)
+    got_extra, _ = _single_range_gram(x, extra)
+
+    assert got == reference.gram(x)
+    assert got_extra == reference.gram(x, extra)
+    assert 0 < held < speculated  # both the guess that held and the one that missed were exercised
+    assert speculated - held >= 3
+
+
+def test_gram_guess_stops_at_a_non_finite_value_in_its_last_tile() -> None:
+    x = torch.randn(3, 3 * exact.GRAM_CHUNK, generator=torch.Generator().manual_seed(2))
+    x[1, -1] = float("inf")
+    xn = x.numpy()
+
+    _, shifts, nonzero, stats = gram_range(
+        xn,
+        xn.view(np.uint32),
+        np.empty((0, x.shape[1]), np.float32),
+        exact.GRAM_CHUNK,
+        18,
+        exact.POW2,
+        0,
+        x.shape[1],
+    )
+
+    assert shifts[-1] == -1 and nonzero[-1] and stats[0] == 2  # the last block was a speculated one
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        gram(x)
 
 
 def test_gram_quantising_rounds_half_to_even_like_rint() -> None:
