@@ -86,8 +86,8 @@ def norm_bound(updates: Tensor, weights: Tensor, *, max_norm: float) -> Tensor:
     """Scale every update with L2 norm above ``max_norm`` down to ``max_norm``, then take the weighted mean.
 
     Bounds the influence of any single input to ``w_i max_norm / W`` but does not remove it (``f = 0``).
-    Norms are exact on the grid of :func:`training.robust.exact.gram`; the scale factors are rounded to
-    24-bit integer coefficients.
+    Norms come from the canonical Gram matrix of :func:`training.robust.exact.gram` (the same bits on every
+    peer); the scale factors are rounded to 24-bit integer coefficients.
     """
     check_updates(updates, weights, finite=False)
     if not max_norm > 0.0:
@@ -226,7 +226,7 @@ def centered_clip(
 
     The default start is the weighted geometric median (Weiszfeld with :func:`geometric_median`'s defaults),
     a robust start with breakdown point 1/2 (so the same ``n > 2f`` bound). It is computed in coefficient
-    space over the same exact Gram matrix the clipping steps use, so the default costs one Gram matrix and
+    space over the same Gram matrix the clipping steps use, so the default costs one Gram matrix and
     one weighted sum over ``d`` in all. (Before, the default start was the coordinate-wise median: an extra
     pass over ``d`` and an extra Gram row; the default output bytes changed with this.) An explicit
     ``center`` (e.g. the previous aggregate) is appended to the Gram matrix as one more row.

@@ -13,9 +13,9 @@ same floats (how a peer quantised its own update is its own business).
 
 :func:`decode` treats its input as hostile: it caps the size before parsing, reads the JSON header itself,
 checks format, run, round, codec, spec digest, the exact tensor set, dtypes and shapes before loading any
-data, then rejects NaN/Inf and deltas whose L2 norm exceeds ``max_norm`` (norm computed exactly as in
-:func:`training.robust.exact.sq_norms`, so all peers agree on the verdict). Every failure is
-:class:`UpdateRejected` with a message naming the field.
+data, then rejects NaN/Inf and deltas whose L2 norm exceeds ``max_norm`` (norm computed as in
+:func:`training.robust.exact.sq_norms`, bit-identical on every peer, so all peers agree on the verdict).
+Every failure is :class:`UpdateRejected` with a message naming the field.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ class DecodedUpdate:
     round: int
     codec: str
     norm: float
-    """L2 norm of ``delta`` (exact on the fixed-point grid)."""
+    """L2 norm of ``delta`` (from :func:`training.robust.exact.sq_norms`: the same bits on every peer)."""
 
 
 def default_max_bytes(spec: FlatSpec) -> int:

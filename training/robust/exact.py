@@ -12,10 +12,11 @@ multiply-add. So every reduction here is made *exact*, and exact sums do not dep
   multiply-adds). One correctly rounded division by the divisor, an exact division by ``2**s_j`` and a
   correctly rounded cast to float32 finish it. Precision: ``53 - ceil(log2(sum w))`` bits below each
   coordinate's largest magnitude (31 bits for a total weight of 2**22).
-- **Inner products** (:func:`gram`). Per block of :data:`GRAM_CHUNK` coordinates, all rows are rounded onto
-  one grid with :data:`GRID_BITS` bits below the block's largest magnitude; the block's float64 Gram matrix is
-  then a matrix of integers below ``2**50`` and exact whatever the BLAS does. Blocks are summed as Python
-  integers.
+- **Inner products** (:func:`gram`). Per block of :data:`GRAM_CHUNK` coordinates, the products are float32
+  fused multiply-adds in a fixed order (8 lanes, 256-column tiles, float64 lane totals, a fixed lane tree),
+  which every IEEE machine computes alike; the block's entries are then rounded to integers in units of
+  ``2**(2 e - 2 GRID_BITS)`` (``2**e`` above the block's largest magnitude), and blocks are summed exactly as
+  integers. See :mod:`training.robust.gram_kernel`.
 - Elementwise work uses only correctly rounded operations (add, subtract, multiply, divide, sqrt, casts).
 
 Results differ from the real-number answer by the documented rounding, but never between peers. The per-block
@@ -46,7 +47,8 @@ GRAM_CHUNK = 1 << 14
 """Coordinates per block of :func:`gram` (each block's Gram entries stay below ``2**50``)."""
 
 GRID_BITS = 18
-"""Bits of each grid value in :func:`gram`: ``GRAM_CHUNK * (2**GRID_BITS)**2 * 4 <= 2**53`` keeps it exact."""
+""":func:`gram` block entries are integers in units of ``(2**e / 2**GRID_BITS)**2``, ``2**e`` above the
+block's largest magnitude; ``GRAM_CHUNK * (2**GRID_BITS)**2 <= 2**50`` keeps them in int64 with room."""
 
 T = TypeVar("T")
 
@@ -243,7 +245,7 @@ def canonical_zero(vec: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class ExactGram:
-    """Exact Gram matrix of the grid-rounded rows: entry ``(i, k)`` is ``ints[i][k] / 2**shift``."""
+    """Gram matrix of :func:`gram` held exactly as integers: entry ``(i, k)`` is ``ints[i][k] / 2**shift``."""
 
     ints: tuple[tuple[int, ...], ...]
     shift: int
@@ -262,10 +264,11 @@ class ExactGram:
 
 
 def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
-    """Exact Gram matrix of the rows of ``updates`` (plus ``extra`` as a last row) on the block grids.
+    """Gram matrix of the rows of ``updates`` (plus ``extra`` as a last row), bit-identical on every peer.
 
-    Each block of :data:`GRAM_CHUNK` coordinates is rounded to :data:`GRID_BITS` bits below its largest
-    magnitude (over all rows); the result is the exact Gram matrix of those rounded rows.
+    Per block of :data:`GRAM_CHUNK` coordinates: float32 fused multiply-adds in the fixed order of
+    :mod:`training.robust.gram_kernel`, rounded to integers in units of ``(2**e / 2**GRID_BITS)**2``
+    (``2**e`` above the block's largest magnitude over all rows); the blocks are summed exactly.
     """
     n, d = updates.shape
     m = n + (1 if extra is not None else 0)
@@ -316,6 +319,6 @@ def row_digest(updates: Tensor, i: int) -> bytes:
 
 
 def sq_norms(updates: Tensor) -> list[float]:
-    """Squared L2 norm of each row, exact on the block grids of :func:`gram` (correctly rounded)."""
+    """Squared L2 norm of each row: the diagonal of :func:`gram` (correctly rounded from its integers)."""
     g = gram(updates)
     return [g.value(i, i) for i in range(updates.shape[0])]

@@ -1,33 +1,46 @@
-"""The exact block Gram kernel of :func:`training.robust.exact.gram`, in float64 SIMD.
+"""The block Gram kernel of :func:`training.robust.exact.gram`: float32 SIMD in a fixed order.
 
-Why float64 multiply-adds give the *exact* integer Gram matrix, in any order
----------------------------------------------------------------------------
-Each block of ``chunk = 2**14`` columns is put on one grid: ``q = rint(v * 2**s)`` with
-``s = grid_bits - e`` and ``max |v| < 2**e``, so every grid value is an integer with ``|q| <= 2**18``
-(``grid_bits = 18``; ``rint`` may round up to exactly ``2**18``). Hence
+What it computes
+----------------
+Let ``2**e`` be the smallest power of two above the largest magnitude of a block of ``chunk = 2**14``
+columns (over all rows) and ``s = grid_bits - e`` (``grid_bits = 18``). The block's values are used as they
+are when ``e`` is in :data:`UNSCALED` (any realistic update), and otherwise first multiplied by ``2**s``
+(``p = float32(v * 2**s)``, so ``|p| < 2**18``; exact unless the result is subnormal, where it rounds
+once). Scaling by a power of two changes no rounding in between, so it only keeps huge or tiny blocks away
+from float32 overflow and underflow. Then, per pair of rows, in this order:
 
-- every product ``q_a q_c`` is an integer with ``|q_a q_c| <= 2**36``;
-- every partial sum of any subset of the block's products (at most ``2**14`` of them) is an integer with
-  absolute value at most ``2**14 * 2**36 = 2**50``.
+1. per tile of :data:`TILE` columns and lane ``l`` (the columns ``j`` with ``j % 8 == l``), the float32
+   fused multiply-adds ``acc = fma(p_a, p_c, acc)`` in column order, from ``+0.0``
+   (:mod:`training.robust.tile_ir`);
+2. each tile's lane sums added to a float64 lane total, tile by tile in column order;
+3. the eight lane totals summed in float64 as ``((l0 + l1) + (l2 + l3)) + ((l4 + l5) + (l6 + l7))``;
+4. that value, times the power of two that puts it in units of ``2**(-2 s)`` of the unscaled values,
+   rounded to the nearest integer (ties to even): the block's entry, an int64 below ``2**50``.
 
-Every integer of magnitude up to ``2**53`` is a float64, so each product, each sum and each fused
-multiply-add of these values is computed without rounding. Arithmetic without rounding is associative and
-commutative, so the float64 result does not depend on the summation order, on whether LLVM fuses
-``a * b + c`` into one FMA, on the vector width (``NUMBA_CPU_NAME``, SSE2 to AVX-512), or on the tile
-split: it *is* the integer Gram matrix of the grid values. That is what allows ``fastmath={"reassoc",
-"contract"}`` on :func:`_tile_gram`: the loop is vectorised with several independent accumulators per
-entry and FMA contraction. (:func:`_quantize` allows ``contract`` alone, for another reason: see there.)
-``nnan``/``ninf`` are never given (the grid values are finite anyway: the block's Inf/NaN check runs
-before quantising). :func:`gram_range` checks the bound
-``chunk * 2**(2 * grid_bits) <= 2**50`` explicitly and converts each block's float64 sums to int64 once.
+Every step is a correctly rounded IEEE operation in an order fixed by this definition, so the result does not
+depend on the instruction set, the vector width, the thread count or the order of the rows (``fma(a, b, c)``
+and ``fma(b, a, c)`` round alike). Blocks are then summed exactly as integers
+(:func:`training.robust.exact.combine_grams`), so how blocks are split over threads cannot matter either.
+:mod:`training.robust.reference` computes the same steps with torch tensors (emulating the fused
+multiply-add exactly) and must give the same integers.
 
-The quantised tile ``q`` is float64 (the rounded float64 product is already an integer-valued float64)
-in a ``[rows rounded up to 4, GRAM_TILE]`` buffer (32 KiB for 16 rows) that stays in L1 cache; the
-padding rows are zero, so the 4x4 register blocks of :func:`_tile_gram` need no remainder loops (blocks on
-the diagonal compute only their 10 lower entries). The block's magnitude scan compares the float bits as
-unsigned 32-bit integers, four rows per pass. Scan, rounding and multiply-adds share one pass over each
-tile by guessing the block's grid from the previous block's (:func:`gram_range`); a wrong guess is
-detected and the block redone, so the result never depends on it.
+Why float32 fused multiply-adds, not an exact integer grid
+----------------------------------------------------------
+Until this kernel each block was rounded onto an 18-bit integer grid and its Gram matrix summed exactly in
+float64: 4 products per 256-bit multiply-add, plus a rounding pass, about 2.2x the time of a plain mean for
+``n = 16``. Float32 gives 8 products per 256-bit multiply-add, reads the float32 input in place (no copy for
+unscaled blocks of a multiple of 4 rows) and takes about 1.3x. The error is of the same order as the grid's,
+and smaller for small values: each product is rounded relative to its own size (``2**-24``) instead of each
+value absolutely to ``2**-18`` of the block's largest magnitude; the float32 sums run over 32 terms before
+they move into float64, and the final integers have ``2**-36`` of the block's largest squared magnitude as
+their unit. The bound is tested in ``tests/unit/training/test_aggregate_reference.py``.
+
+The scan
+--------
+The block's magnitude scan compares the float bits as unsigned 32-bit integers, four rows per pass, and also
+finds Inf and NaN. Scan, scaling and the tile products share one pass over each tile by guessing the
+block's scale from the previous block's (:func:`gram_range`); a wrong guess is detected and the block
+redone, so the result never depends on it.
 """
 
 from __future__ import annotations
@@ -35,101 +48,15 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from training.robust.kernels import ABS_MASK, EXP_OFFSET, NONFINITE, ROUND_MAGIC
+from training.robust.kernels import ABS_MASK, EXP_OFFSET, NONFINITE
+from training.robust.tile_ir import LANES, TILE, tile_gram
 
-GRAM_TILE = 256
-"""Columns per quantised tile: ``rows * GRAM_TILE`` float64 values (32 KiB for 16 rows) stay in L1 cache.
-
-256 rather than 128 halves the horizontal sums and accumulator updates per column of :func:`_tile_gram`
-(about 8% less time for the whole Gram, measured); 512 no longer fits L1.
-"""
+UNSCALED = (-40, 40)
+"""Blocks whose largest magnitude ``m`` has ``frexp`` exponent in this range (``2**-41 <= m < 2**40``) are
+multiplied as they are; others are scaled by a power of two first (:func:`input_scale`)."""
 
 EXACT_LIMIT_BITS = 50
-"""A block's Gram partial sums stay below ``2**EXACT_LIMIT_BITS <= 2**53`` (exact in float64)."""
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _diagonal_block(q: np.ndarray, a: int, width: int, g: np.ndarray) -> None:  # pragma: no cover
-    """``g[a + r, a + c] += sum_j q[a + r, j] q[a + c, j]`` for the 10 entries ``c <= r < 4`` of a 4x4 block.
-
-    A diagonal block is symmetric: 10 multiply-adds per column instead of 16. Exact (module docstring).
-    """
-    x0, x1, x2, x3 = q[a], q[a + 1], q[a + 2], q[a + 3]
-    t00 = t10 = t11 = t20 = t21 = t22 = t30 = t31 = t32 = t33 = 0.0
-    for j in range(width):
-        a0, a1, a2, a3 = x0[j], x1[j], x2[j], x3[j]
-        t00 += a0 * a0
-        t10 += a1 * a0
-        t11 += a1 * a1
-        t20 += a2 * a0
-        t21 += a2 * a1
-        t22 += a2 * a2
-        t30 += a3 * a0
-        t31 += a3 * a1
-        t32 += a3 * a2
-        t33 += a3 * a3
-    g[a, a] += t00
-    g[a + 1, a] += t10
-    g[a + 1, a + 1] += t11
-    g[a + 2, a] += t20
-    g[a + 2, a + 1] += t21
-    g[a + 2, a + 2] += t22
-    g[a + 3, a] += t30
-    g[a + 3, a + 1] += t31
-    g[a + 3, a + 2] += t32
-    g[a + 3, a + 3] += t33
-
-
-@njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
-def _tile_gram(q: np.ndarray, width: int, g: np.ndarray) -> None:  # pragma: no cover - compiled
-    """``g[a, c] += sum_j q[a, j] q[c, j]`` over ``q[:, :width]`` for every ``c <= a`` (lower triangle).
-
-    ``q`` has a multiple of 4 rows: 4x4 register blocks below the diagonal, :func:`_diagonal_block` on it.
-    Exact (see the module docstring): every value, product and partial sum is an integer below ``2**50``,
-    so ``reassoc``/``contract`` cannot change any bit of ``g``.
-    """
-    for a in range(0, q.shape[0], 4):
-        _diagonal_block(q, a, width, g)
-        x0, x1, x2, x3 = q[a], q[a + 1], q[a + 2], q[a + 3]
-        for c in range(0, a, 4):
-            y0, y1, y2, y3 = q[c], q[c + 1], q[c + 2], q[c + 3]
-            t00 = t01 = t02 = t03 = t10 = t11 = t12 = t13 = 0.0
-            t20 = t21 = t22 = t23 = t30 = t31 = t32 = t33 = 0.0
-            for j in range(width):
-                a0, a1, a2, a3 = x0[j], x1[j], x2[j], x3[j]
-                b0, b1, b2, b3 = y0[j], y1[j], y2[j], y3[j]
-                t00 += a0 * b0
-                t01 += a0 * b1
-                t02 += a0 * b2
-                t03 += a0 * b3
-                t10 += a1 * b0
-                t11 += a1 * b1
-                t12 += a1 * b2
-                t13 += a1 * b3
-                t20 += a2 * b0
-                t21 += a2 * b1
-                t22 += a2 * b2
-                t23 += a2 * b3
-                t30 += a3 * b0
-                t31 += a3 * b1
-                t32 += a3 * b2
-                t33 += a3 * b3
-            g[a, c] += t00
-            g[a, c + 1] += t01
-            g[a, c + 2] += t02
-            g[a, c + 3] += t03
-            g[a + 1, c] += t10
-            g[a + 1, c + 1] += t11
-            g[a + 1, c + 2] += t12
-            g[a + 1, c + 3] += t13
-            g[a + 2, c] += t20
-            g[a + 2, c + 1] += t21
-            g[a + 2, c + 2] += t22
-            g[a + 2, c + 3] += t23
-            g[a + 3, c] += t30
-            g[a + 3, c + 1] += t31
-            g[a + 3, c + 2] += t32
-            g[a + 3, c + 3] += t33
+"""Block Gram entries stay below ``2**EXACT_LIMIT_BITS`` (int64 sums of 4096 blocks cannot overflow)."""
 
 
 @njit(cache=True, nogil=True)
@@ -157,31 +84,29 @@ def _rows_top(bits: np.ndarray, t0: int, width: int, lanes: np.ndarray) -> None:
         r += 1
 
 
-@njit(cache=True, nogil=True, fastmath={"contract"})
-def _quantize(
-    x: np.ndarray, t0: int, width: int, sc: float, q: np.ndarray, q0: int
-) -> None:  # pragma: no cover
-    """``q[q0 + r, j] = rint(x[r, t0 + j] * sc)`` in float64 (up to the sign of zero), ``sc = 2**s``.
+@njit(cache=True, nogil=True)
+def _scale(
+    x: np.ndarray, t0: int, width: int, s: int, pow2: np.ndarray, q: np.ndarray, q0: int
+) -> None:  # pragma: no cover - compiled
+    """``q[q0 + r, :width] = float32(x[r, t0 : t0 + width] * 2**s)`` (correctly rounded); the rest zero.
 
-    Computed as ``(v * sc + ROUND_MAGIC) - ROUND_MAGIC`` with ``ROUND_MAGIC = 1.5 * 2**52``, which
-    ``contract`` lets LLVM turn into one FMA and one subtraction (instead of a multiply and a 2-uop round):
-
-    - ``p = v * sc`` is exact in float64 (a float32 times a power of two, ``|p| <= 2**18`` and
-      ``|p| >= 2**-149 * 2**-110``, far inside float64's normal range), so the FMA and the separate
-      multiply-add round the same real number ``p + ROUND_MAGIC`` once: ``contract`` cannot change a bit;
-    - ``p + ROUND_MAGIC`` lies in ``[2**52, 2**53)``, where float64 values are exactly the integers: the
-      rounding is to the nearest integer, ties to even, and ``ROUND_MAGIC`` is even, so it is
-      ``ROUND_MAGIC + rint(p)``, and the subtraction is exact.
-
-    The only difference from ``rint`` is that a negative value that rounds to zero gives ``+0.0`` instead
-    of ``-0.0``; a zero of either sign adds nothing to the integer Gram sums. No ``reassoc``: it could
-    cancel the two ``ROUND_MAGIC`` terms.
+    With ``2**s`` a normal float32 the float32 product is the correctly rounded exact product; otherwise the
+    float64 product is exact (a float32 times a power of two, far inside float64's range) and the cast rounds
+    it once: the same value either way. No ``fastmath``: there is nothing to fuse or reorder.
     """
     for r in range(x.shape[0]):
         xr = x[r, t0 : t0 + width]  # a slice indexed from 0: plain vector loads, no index wrap-around
         qr = q[q0 + r]
-        for j in range(width):
-            qr[j] = (np.float64(xr[j]) * sc + ROUND_MAGIC) - ROUND_MAGIC
+        if -126 <= s <= 127:
+            sc = np.float32(pow2[s + EXP_OFFSET])
+            for j in range(width):
+                qr[j] = xr[j] * sc
+        else:
+            wide = pow2[s + EXP_OFFSET]
+            for j in range(width):
+                qr[j] = np.float32(np.float64(xr[j]) * wide)
+        for j in range(width, TILE):
+            qr[j] = 0.0
 
 
 @njit(cache=True, nogil=True)
@@ -208,16 +133,48 @@ def _bits_of_pow2(e: int) -> int:  # pragma: no cover - compiled
 
 
 @njit(cache=True, nogil=True)
-def _quantized_tiles(
-    x: np.ndarray, extra: np.ndarray, b0: int, width: int, sc: float, q: np.ndarray, acc: np.ndarray
+def input_scale(exponent: int, grid_bits: int) -> int:  # pragma: no cover - compiled
+    """Power of two ``s`` a block is multiplied by before its products, from its largest magnitude's exponent.
+
+    ``0`` (the values as they are) when that exponent is in :data:`UNSCALED`: products stay below ``2**80``
+    and sums far below float32's range, and values down to ``2**-63`` have normal products. Otherwise
+    ``grid_bits - exponent``, which puts the largest magnitude just below ``2**grid_bits``.
+    """
+    if UNSCALED[0] <= exponent <= UNSCALED[1]:
+        return 0
+    return grid_bits - exponent
+
+
+@njit(cache=True, nogil=True)
+def _add_tile(
+    x: np.ndarray,
+    extra: np.ndarray,
+    t0: int,
+    tw: int,
+    s: int,
+    pow2: np.ndarray,
+    q: np.ndarray,
+    sums: np.ndarray,
 ) -> None:  # pragma: no cover - compiled
-    """Add the Gram matrix of block columns ``[b0, b0 + width)`` on the grid ``rint(v * sc)`` to ``acc``."""
+    """Add the lane sums of columns ``[t0, t0 + tw)`` (scaled by ``2**s``) to ``sums``.
+
+    Unscaled full tiles of a matrix with a multiple of 4 rows and no extra row are read in place (``x`` is
+    C-contiguous); any other tile is first copied, scaled and zero-padded into ``q``. Both give the same
+    products: scaling by ``2**0`` changes nothing, and padding adds zero products.
+    """
     n = x.shape[0]
-    for t0 in range(b0, b0 + width, GRAM_TILE):
-        tw = min(GRAM_TILE, b0 + width - t0)
-        _quantize(x, t0, tw, sc, q, 0)
-        _quantize(extra, t0, tw, sc, q, n)
-        _tile_gram(q, tw, acc)
+    if s == 0 and tw == TILE and extra.shape[0] == 0 and n % 4 == 0:
+        tile_gram(x.ctypes.data + 4 * t0, x.shape[1], n, sums.ctypes.data)
+        return
+    _scale(x, t0, tw, s, pow2, q, 0)
+    _scale(extra, t0, tw, s, pow2, q, n)
+    tile_gram(q.ctypes.data, TILE, q.shape[0], sums.ctypes.data)
+
+
+@njit(cache=True, nogil=True)
+def _lane_tree(v: np.ndarray) -> float:  # pragma: no cover - compiled
+    """``((v0 + v1) + (v2 + v3)) + ((v4 + v5) + (v6 + v7))`` in float64, in exactly this order."""
+    return float(((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7])))
 
 
 @njit(cache=True, nogil=True)
@@ -231,29 +188,28 @@ def gram_range(
     c0: int,
     c1: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:  # pragma: no cover - compiled
-    """Exact integer Gram matrix of every block of ``chunk`` columns in ``[c0, c1)`` (``c0`` block-aligned).
+    """Integer Gram matrix of every block of ``chunk`` columns in ``[c0, c1)`` (``c0`` block-aligned).
 
-    Rows are those of ``x`` then those of ``extra``. Each block is rounded to ``grid_bits`` bits below its
-    largest magnitude: ``q = rint(v * 2**s)`` with ``s = grid_bits - frexp(max |v|)[1]``. Returns the
-    per-block Gram matrices (int64), ``2 * s`` per block, whether the block is non-zero, and
-    ``[blocks speculated, guesses that held]``. On Inf or NaN it stops: that block is marked non-zero with
-    shift ``-1`` (``2 * s`` is never odd). Raises ``ValueError`` if ``chunk * 2**(2 * grid_bits)`` exceeds
-    ``2**50`` (float64 sums would not be exact).
+    Rows are those of ``x`` then those of ``extra``; each block as the module docstring defines it, with
+    ``s = grid_bits - frexp(max |v|)[1]``. Returns the per-block Gram matrices (int64), ``2 * s`` per block,
+    whether the block is non-zero, and ``[blocks speculated, guesses that held]``. On Inf or NaN it stops:
+    that block is marked non-zero with shift ``-1`` (``2 * s`` is never odd). Raises ``ValueError`` if
+    ``chunk * 2**(2 * grid_bits)`` exceeds ``2**50`` (entries could leave int64's safe range).
 
-    **One pass over memory, speculatively.** The grid needs the block's largest magnitude before any value
-    is rounded, which took two passes over each block: a magnitude scan from memory, then rounding and
-    multiply-adds from cache. Neighbouring blocks almost always share that magnitude's exponent, so a block
-    is scanned, rounded on the previous block's grid and multiplied in the same tile-by-tile pass. When the
+    **One pass over memory, speculatively.** The scale needs the block's largest magnitude before any value
+    is scaled, which took two passes over each block: a magnitude scan from memory, then scaling and
+    products from cache. Neighbouring blocks almost always share that magnitude's exponent, so a block is
+    scanned, scaled by the previous block's factor and multiplied in the same tile-by-tile pass. When the
     scan ends on that same exponent (about 95% of blocks of the benchmark's matrix), the result is exactly
-    the one the two passes give; otherwise the block is redone on its own grid from cache, as before. A tile
-    whose magnitude already exceeds the guessed grid stops the speculative work early. After a miss the next
+    the one the two passes give; otherwise the block is redone with its own scale from cache. A tile whose
+    magnitude already exceeds the guessed scale stops the speculative work early. After a miss the next
     block scans first, so inputs whose magnitudes jump from block to block cost at most about one wasted
-    rounding pass per two blocks. Either way every block's sums come from its own grid: the bytes never
-    depend on the guess.
+    pass over cache per two blocks. Either way every block's sums use its own scale: the bytes never depend
+    on the guess.
     """
-    # |q| <= 2**grid_bits, so |sum of chunk products| <= chunk * 2**(2 * grid_bits): must stay exact.
+    # |p| < 2**grid_bits, so |sum of chunk products| <= chunk * 2**(2 * grid_bits): must fit the int64 sums.
     if chunk * (1 << (2 * grid_bits)) > 1 << EXACT_LIMIT_BITS:
-        raise ValueError("gram block too large for exact float64 sums")
+        raise ValueError("gram block too large for int64 block sums")
     n = x.shape[0]
     m = n + extra.shape[0]
     blocks = (c1 - c0 + chunk - 1) // chunk
@@ -261,34 +217,32 @@ def gram_range(
     shifts = np.zeros(blocks, dtype=np.int64)
     nonzero = np.zeros(blocks, dtype=np.bool_)
     stats = np.zeros(2, dtype=np.int64)
-    q = np.zeros(((m + 3) // 4 * 4, GRAM_TILE), dtype=np.float64)  # padding rows stay zero
-    acc = np.empty((q.shape[0], q.shape[0]), dtype=np.float64)
-    lanes = np.zeros(GRAM_TILE, dtype=np.uint32)
+    rows = (m + 3) // 4 * 4
+    q = np.zeros((rows, TILE), dtype=np.float32)  # padding rows stay zero
+    sums = np.zeros((rows, rows, LANES), dtype=np.float64)  # float64 lane totals per pair
+    tops = np.zeros(TILE, dtype=np.uint32)
     ebits = extra.view(np.uint32)
     speculate = False  # guess the previous block's exponent (after a scanned block or a guess that held)
     guess = 0
     for b in range(blocks):
         b0 = c0 + b * chunk
         width = min(chunk, c1 - b0)
-        lanes[:] = 0  # largest magnitude bits, one lane per tile column (no serial max chain)
-        acc[:, :] = 0.0
+        tops[:] = 0  # largest magnitude bits, one lane per tile column (no serial max chain)
+        sums[:, :, :] = 0.0
         live = speculate
         if live:
             stats[0] += 1
-            sc = pow2[grid_bits - guess + EXP_OFFSET]
             limit = np.uint32(_bits_of_pow2(guess))
-        for t0 in range(b0, b0 + width, GRAM_TILE):
-            tw = min(GRAM_TILE, b0 + width - t0)
-            _rows_top(xbits, t0, tw, lanes)
-            _rows_top(ebits, t0, tw, lanes)
+        for t0 in range(b0, b0 + width, TILE):
+            tw = min(TILE, b0 + width - t0)
+            _rows_top(xbits, t0, tw, tops)
+            _rows_top(ebits, t0, tw, tops)
             if live:
-                if lanes.max() >= limit:
+                if tops.max() >= limit:
                     live = False  # the block's exponent is above the guess: finish the scan alone
                 else:
-                    _quantize(x, t0, tw, sc, q, 0)
-                    _quantize(extra, t0, tw, sc, q, n)
-                    _tile_gram(q, tw, acc)
-        top = int(lanes.max())
+                    _add_tile(x, extra, t0, tw, input_scale(guess, grid_bits), pow2, q, sums)
+        top = int(tops.max())
         if top >= NONFINITE:
             nonzero[b] = True
             shifts[b] = -1
@@ -302,14 +256,20 @@ def gram_range(
             stats[1] += 1
         else:
             # Scanned first, or the guess missed: the block (about 1 MiB for 16 rows) is still in cache.
-            acc[:, :] = 0.0
-            _quantized_tiles(x, extra, b0, width, pow2[s + EXP_OFFSET], q, acc)
+            sums[:, :, :] = 0.0
+            for t0 in range(b0, b0 + width, TILE):
+                _add_tile(
+                    x, extra, t0, min(TILE, b0 + width - t0), input_scale(exponent, grid_bits), pow2, q, sums
+                )
         speculate = held or not speculate  # a block scanned first gives the next guess
         guess = exponent
         g = grams[b]
+        # Sums of values scaled by 2**t are in units of 2**(-2t); the block's integers are in units of
+        # 2**(-2s). Multiplying by a power of two is exact (the integers stay below 2**50).
+        to_units = pow2[2 * (s - input_scale(exponent, grid_bits)) + EXP_OFFSET]
         for a in range(m):
             for c in range(a + 1):
-                g[a, c] = np.int64(acc[a, c])  # an integer below 2**50: converted exactly
+                g[a, c] = np.int64(np.rint(_lane_tree(sums[a, c]) * to_units))
                 g[c, a] = g[a, c]
         shifts[b] = 2 * s
         nonzero[b] = True

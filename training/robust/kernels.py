@@ -9,11 +9,10 @@ torch formulation (kept as the reference in :mod:`training.robust.reference`), u
 - correctly rounded single float operations (multiplication by a power of two, ``rint``, division, casts).
 
 No ``fastmath`` here: LLVM may neither reassociate nor contract the float operations, so the bytes do not
-depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The Gram tile of
-:mod:`training.robust.gram_kernel` allows ``reassoc``/``contract`` because every value it sums is an
-integer below ``2**53``, where float64 arithmetic has no rounding at all. The Gram's quantising loop and the
-accumulation of :mod:`training.robust.sum_kernel` allow ``contract`` alone: their products are exact or
-integers below ``2**53``, so fusing a multiply-add rounds the same real number once; see their docstrings.)
+depend on the instruction set (``NUMBA_CPU_NAME``) or the thread schedule. (The accumulation of
+:mod:`training.robust.sum_kernel` allows ``contract`` alone: its products are exact integers below ``2**53``,
+so fusing a multiply-add rounds the same real number once; see its docstring. The Gram tile is LLVM IR with
+explicit vectors and fused multiply-adds by definition, :mod:`training.robust.tile_ir`.)
 Loops index
 slices from 0 (``row = x[r, t0:t1]; row[j]``), not ``x[r, t0 + j]``: numba's negative-index wrap-around
 on a computed index would turn the loads into gathers.

@@ -25,7 +25,9 @@ from training.robust.exact import (
     map_chunks,
     sum_bits,
 )
+from training.robust.gram_kernel import UNSCALED
 from training.robust.sorting import _sorted_rows, pruned_network
+from training.robust.tile_ir import LANES, TILE
 
 
 def _pow2(exponents: Tensor) -> Tensor:
@@ -73,6 +75,45 @@ def weighted_sum(
     return canonical_zero(out)
 
 
+def fma32(a: Tensor, b: Tensor, c: Tensor) -> Tensor:
+    """Return ``a * b + c`` rounded once to float32 (IEEE fusedMultiplyAdd) for float32 tensors.
+
+    ``a * b`` is exact in float64 (48 significant bits). Adding ``c`` in float64 rounds; ``TwoSum`` gives that
+    rounding's exact error, and nudging an even result one float64 step towards the error makes the sum
+    *round to odd*. A round-to-odd value with at least two more bits than float32 then rounds to float32
+    exactly as the real number would (Boldo and Melquiond, "Emulation of FMA and correctly rounded sums:
+    proved algorithms using rounding to odd", IEEE Trans. Computers 2008).
+    """
+    p = a.to(torch.float64) * b.to(torch.float64)
+    c64 = c.to(torch.float64)
+    s = p + c64
+    bp = s - c64
+    err = (p - bp) + (c64 - (s - bp))  # TwoSum: p + c64 == s + err exactly
+    even = (s.view(torch.int64) & 1) == 0
+    toward = torch.where(err > 0, math.inf, -math.inf).to(torch.float64)
+    odd = torch.where((err != 0) & even, torch.nextafter(s, toward), s)
+    return odd.to(torch.float32)
+
+
+def _block_gram_ints(scaled: Tensor, to_units: float) -> np.ndarray:
+    """Integer Gram matrix of one scaled float32 block, in the order of :mod:`training.robust.gram_kernel`."""
+    m, width = scaled.shape
+    tiles = -(-width // TILE)
+    padded = torch.zeros(m, tiles * TILE, dtype=torch.float32)
+    padded[:, :width] = scaled
+    steps = padded.reshape(m, tiles, TILE // LANES, LANES)
+    totals = torch.zeros(m, m, LANES, dtype=torch.float64)
+    for t in range(tiles):
+        acc = torch.zeros(m, m, LANES, dtype=torch.float32)
+        for j in range(TILE // LANES):  # float32 fused multiply-adds, lane by lane, in column order
+            v = steps[:, t, j, :]
+            acc = fma32(v.unsqueeze(1), v.unsqueeze(0), acc)
+        totals = totals + acc.to(torch.float64)  # tile by tile
+    lane = totals.unbind(dim=2)
+    value = ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+    return (value * to_units).round().to(torch.int64).numpy()  # torch.round: half to even, like rint
+
+
 def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
     """Torch reference of :func:`training.robust.exact.gram`."""
     d = updates.shape[1]
@@ -85,13 +126,12 @@ def gram(updates: Tensor, extra: Tensor | None = None) -> ExactGram:
         mag = max(-float(part.amin()), float(part.amax()))
         if mag == 0.0:
             return None
-        s = GRID_BITS - math.frexp(mag)[1]
-        if -100 < s < 100:
-            # Scaling by a power of two and rounding are exact in float32 (|q| <= 2**17 < 2**24).
-            block = torch.mul(part, math.ldexp(1.0, s)).round_().to(torch.float64)
-        else:  # 2**s itself is out of float32 range
-            block = part.to(torch.float64).mul_(math.ldexp(1.0, s)).round_()
-        return (block @ block.T).to(torch.int64).numpy(), 2 * s
+        exponent = math.frexp(mag)[1]
+        s = GRID_BITS - exponent
+        t = 0 if UNSCALED[0] <= exponent <= UNSCALED[1] else s
+        # Exact in float64 (a float32 times a power of two), then one rounding to float32.
+        scaled = part.to(torch.float64).mul_(math.ldexp(1.0, t)).to(torch.float32)
+        return _block_gram_ints(scaled, math.ldexp(1.0, 2 * (s - t))), 2 * s
 
     blocks = [b for b in map_chunks(d, GRAM_CHUNK, block_gram) if b is not None]
     return combine_grams(blocks, m)

@@ -1,4 +1,4 @@
-"""Iterative robust aggregators run in coefficient space over an exact Gram matrix.
+"""Iterative robust aggregators run in coefficient space over an integer Gram matrix.
 
 Weiszfeld's geometric median and centered clipping both move a point ``z`` that stays a convex combination of
 the input rows (and, for centered clipping from an explicit centre, that centre as one more row). Centered
@@ -7,9 +7,10 @@ clipping's default start is Weiszfeld's result itself, so both share one Gram ma
 
 ``||y_i - z||^2 = (G_ii S^2 - 2 S sum_k A_k G_ik + sum_kl A_k A_l G_kl) / (S^2 2^shift)``
 
-over the exact integer Gram matrix ``G`` of :func:`training.robust.exact.gram`: exact integer arithmetic, one
-correctly rounded division and one correctly rounded square root. So the ``d``-long data is read twice in all
-(once for ``G``, once for the final :func:`training.robust.exact.weighted_sum`) however many iterations run,
+over the integer Gram matrix ``G`` of :func:`training.robust.exact.gram` (the same integers on every peer):
+exact integer arithmetic, one correctly rounded division and one correctly rounded square root. So the
+``d``-long data is read twice in all (once for ``G``, once for the final
+:func:`training.robust.exact.weighted_sum`) however many iterations run,
 and each step is independent of row order (integer sums and :func:`math.fsum` are order-free).
 """
 

@@ -7,16 +7,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import llvmlite.binding as llvm
 import numpy as np
 import pytest
 import torch
 
 from training import aggregate
-from training.robust import exact, reference
+from training.robust import exact, reference, tile_ir
 from training.robust.exact import gram, weighted_sum
-from training.robust.gram_kernel import GRAM_TILE, _quantize, gram_range
+from training.robust.gram_kernel import _scale, gram_range
 from training.robust.kernels import fallback_cache_dir, writable
 from training.robust.sorting import coordinate_median, coordinate_trimmed_mean
+from training.robust.tile_ir import TILE
 
 
 def _bytes(vec: torch.Tensor) -> bytes:
@@ -114,7 +116,7 @@ def test_gram_guessing_each_block_grid_from_the_last_gives_the_bytes_of_scanning
     x[2, 11 * chunk - 1] = 50.0  # block 10 leaves its guessed grid only in its last tile
     x[:, -123:] *= 0.5  # a partial last block
     extra = x[1] * 0.5
-    extra[4 * chunk + GRAM_TILE + 3] = 40.0  # only the extra row raises block 4's exponent
+    extra[4 * chunk + TILE + 3] = 40.0  # only the extra row raises block 4's exponent
 
     got, (speculated, held) = _single_range_gram(x)
     got_extra, _ = _single_range_gram(x, extra)
@@ -146,17 +148,54 @@ def test_gram_guess_stops_at_a_non_finite_value_in_its_last_tile() -> None:
         gram(x)
 
 
-def test_gram_quantising_rounds_half_to_even_like_rint() -> None:
-    halves = np.arange(-(2**18), 2**18 + 1, dtype=np.float64)[::97] / 2  # k + 0.5 ties and integers
-    edges = np.array([0.49999997, -0.49999997, 0.5, -0.5, 1.5, -1.5, 2.5, 262143.5, -262143.5, 1e-45, -3e-39])
-    values = np.concatenate([halves, edges, np.random.default_rng(0).standard_normal(1000) * 1e5])
+def test_gram_scaling_rounds_once_like_the_float64_product_cast_to_float32() -> None:
+    rng = np.random.default_rng(0)
+    tiny = np.array([1e-45, -3e-39, 1.1754942e-38, 5e-40, 7e-42, 1.5e-45, 2.9e-45], dtype=np.float32)
+    values = np.concatenate([tiny, (rng.standard_normal(200) * 10.0 ** rng.integers(-40, 38, 200))])
     x = values.astype(np.float32).reshape(1, -1)
-    for s in (0, 3, -2):
-        q = np.zeros_like(x, dtype=np.float64)
-        _quantize(x, 0, x.shape[1], 2.0**s, q, 0)
+    for s in (0, 3, -20, -126, 127, -140, 160):  # 2**s a normal float32 or not; subnormal results
+        q = np.zeros((1, TILE), dtype=np.float32)
+        q[:] = 7.0  # the tail past the width must be zeroed
+        _scale(x, 0, x.shape[1], s, exact.POW2, q, 0)
 
-        want = np.rint(x.astype(np.float64) * 2.0**s)
-        assert np.array_equal(q, want), s  # equal as numbers: -0.0 == +0.0 (a zero adds nothing)
+        with np.errstate(over="ignore"):
+            want = (x.astype(np.float64) * 2.0**s).astype(np.float32)
+        assert np.array_equal(q[:, : x.shape[1]], want), s
+        assert not q[:, x.shape[1] :].any()
+
+
+def test_gram_tile_is_fused_multiply_adds_on_8_lane_vectors() -> None:
+    asm = tile_ir.assembly().lower()
+
+    if "+fma" in llvm.get_host_cpu_features().flatten():
+        assert "vfmadd231ps" in asm and "%ymm" in asm
+        assert "vmulps" not in asm and "vaddps" not in asm  # never a separate multiply and add
+    else:  # no FMA unit: the correctly rounded library call
+        assert "fmaf" in asm
+
+
+def test_fma32_rounds_once_where_a_multiply_then_add_rounds_twice() -> None:
+    """``(1 + 2**-12)**2 + 2**-60``: the product alone is a float32 tie; the tiny addend decides it."""
+    a = torch.tensor([1 + 2**-12, -(1 + 2**-12), 3.0, 0.0], dtype=torch.float32)
+    c = torch.tensor([2**-60, -(2**-60), -(2**-60), -0.0], dtype=torch.float32)
+
+    got = reference.fma32(a, a.abs(), c)
+
+    exact = [1 + 2**-11 + 2**-23, -(1 + 2**-11 + 2**-23), 9.0, 0.0]
+    assert got.tolist() == exact
+    assert (a * a.abs() + c)[0].item() == 1 + 2**-11  # the double rounding it avoids
+
+
+def test_gram_tile_fma_matches_the_emulated_one_on_a_double_rounding_case() -> None:
+    """Column 0 leaves ``2**-60`` in lane 0; column 8 adds the float32 tie ``(1 + 2**-12)**2`` to it."""
+    x = torch.zeros(4, 2 * TILE)
+    x[:, 0] = 2.0**-30
+    x[:, 8] = 1 + 2**-12
+    x[:, TILE:] = 1.0  # a second tile: lane totals move into float64 tile by tile
+
+    assert gram(x) == reference.gram(x)
+    # 2**18 grid units: entry (0, 1) is (1 + 2**-11 + 2**-23) + 256, not (1 + 2**-11) + 256.
+    assert gram(x).value(0, 1) == reference.gram(x).value(0, 1) == 257 + 2**-11 + 2**-23
 
 
 @pytest.mark.parametrize(("n", "d"), [*SHAPES, (4, 1000), (17, 3000)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 import torch
 
 from training.aggregate import AGGREGATORS
-from training.robust.exact import gram, weighted_sum
+from training.robust.exact import GRAM_CHUNK, GRID_BITS, gram, weighted_sum
 from training.robust.sorting import _sorted_rows, batcher_network, pruned_network
 
 
@@ -73,14 +74,35 @@ def test_weighted_mean_matches_exact_fractions_to_one_ulp() -> None:
     assert _ulps32(out.numpy(), np.array(exact)) <= 1
 
 
-def test_gram_is_exact_for_values_on_the_grid() -> None:
-    updates = torch.randint(-1000, 1000, (4, 70_000)).float()  # integers: exactly on every block grid
-    ref = updates.double().numpy()
+def test_gram_is_exact_for_small_integers() -> None:
+    """Products of 9-bit integers have 18 bits, 32 of them at most 23: every float32 sum is exact."""
+    updates = torch.randint(-500, 501, (4, 70_000)).float()
+    ref = updates.double().numpy().astype(np.int64)
 
     g = gram(updates)
 
-    exact = [[int(v) for v in row] for row in (ref.astype(np.int64) @ ref.astype(np.int64).T)]
+    exact = [[int(v) for v in row] for row in ref @ ref.T]
     assert [[g.value(i, k) for k in range(4)] for i in range(4)] == exact
+
+
+def test_gram_error_is_within_the_float32_dot_product_bound() -> None:
+    """Against the exact products: float32 sums of 32 terms, plus half a unit of each block's integer grid."""
+    gen = torch.Generator().manual_seed(3)
+    updates = torch.randn(6, 50_000, generator=gen) * torch.rand(6, 1, generator=gen) ** 4
+    updates[:, ::7] *= 1e-4  # magnitudes that differ within a row
+    x = updates.double().numpy()
+    blocks = range(0, x.shape[1], GRAM_CHUNK)
+    # Entry units of each block: 2**(-2 s) with s = GRID_BITS - frexp(block max)[1].
+    units = [2.0 ** (2 * (math.frexp(np.abs(x[:, c : c + GRAM_CHUNK]).max())[1] - GRID_BITS)) for c in blocks]
+
+    g = gram(updates)
+
+    for i in range(6):
+        for k in range(i + 1):
+            exact = math.fsum((x[i] * x[k]).tolist())  # float32 products are exact in float64
+            bound = 2.0**-18 * float(np.abs(x[i] * x[k]).sum()) + 0.5 * sum(units)
+            assert abs(g.value(i, k) - exact) <= bound, (i, k)
+            assert abs(g.value(i, k) - exact) <= 1e-6 * math.sqrt(g.value(i, i) * g.value(k, k)) + sum(units)
 
 
 def test_mean_matches_numpy(cloud: tuple[torch.Tensor, torch.Tensor]) -> None:

@@ -27,6 +27,8 @@ from training.aggregate import AGGREGATORS
 from training.codec import decode
 from training.determinism import state_sha256
 from training.flat import flatten
+from training.robust import tile_ir
+from training.robust.exact import gram
 from training.scaffold import server_control_step
 from training.server_opt import SERVER_OPTIMIZERS, init_state, make_config, server_step
 
@@ -58,10 +60,15 @@ for threads, perm in ((1, ident), (2, rev), (4, shuffled), (4, ident), (1, shuff
             p, state = server_step(opt, p, agg, state, cfg)
         row["server_" + opt] = state_sha256(dict(state, params=p))
     row["scaffold"] = hashlib.sha256(server_control_step(params, x).numpy().tobytes()).hexdigest()
+    eight = torch.cat([x, updates[:1] * 0.5])  # 8 rows: the Gram tile reads the matrix in place
+    row["gram8"] = hashlib.sha256(str(sorted(v for r in gram(eight).ints for v in r)).encode()).hexdigest()
     for key, value in row.items():
         out.setdefault(key, []).append(value)
 cpu = numba.config.CPU_NAME or "host"
-print(json.dumps({"capability": torch.backends.cpu.get_cpu_capability(), "numba_cpu": cpu, "hashes": out}))
+asm = tile_ir.assembly()
+tile = {"cpu": tile_ir.cpu()[0], "fma_unit": "vfmadd" in asm, "fmaf_call": "fmaf" in asm}
+report = {"capability": torch.backends.cpu.get_cpu_capability(), "numba_cpu": cpu, "tile": tile}
+print(json.dumps(dict(report, hashes=out)))
 """
 
 
@@ -111,9 +118,11 @@ def test_same_hashes_for_any_order_threads_and_instruction_set(inputs: Path) -> 
     assert runs["avx2"]["capability"] == "AVX2"
     assert runs["default"]["numba_cpu"] == "host"
     assert runs["numba-generic"]["numba_cpu"] == "generic"
+    # Baseline x86-64 has no FMA unit: the Gram tile calls the C library's fmaf there, and must agree.
+    assert runs["numba-generic"]["tile"] == {"cpu": "generic", "fma_unit": False, "fmaf_call": True}
     hashes = {cap: run["hashes"] for cap, run in runs.items()}
     reference = hashes["default"]
-    assert isinstance(reference, dict) and len(reference) == 15
+    assert isinstance(reference, dict) and len(reference) == 16
     for cap, table in hashes.items():
         assert isinstance(table, dict)
         for key, values in table.items():
