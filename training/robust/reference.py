@@ -1,9 +1,10 @@
 """The torch formulation of the exact kernels: the reference the numba kernels must match byte for byte.
 
 Each function here is a chain of whole-block torch operations (cast, power-of-two scale, round, BLAS
-product; ``minimum``/``maximum`` over rows), easy to read and check against the arithmetic described in
-:mod:`training.robust.exact`, but several passes over every block. :mod:`training.robust.kernels` computes the
-same numbers in one fused pass; ``tests/unit/training/test_aggregate_kernels.py`` compares the two bytes.
+product, the Gram's fused multiply-adds emulated exactly; ``minimum``/``maximum`` over rows), easy to read
+and check against the arithmetic described in :mod:`training.robust.exact`, but several passes over every
+block. :mod:`training.robust.kernels` computes the same numbers in one fused pass;
+``tests/unit/training/test_aggregate_kernels.py`` compares the two bytes.
 """
 
 from __future__ import annotations
