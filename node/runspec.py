@@ -2,7 +2,8 @@
 
 A run spec is written as TOML by whoever creates the run (``fedchain run create --spec run.toml``)::
 
-    [run]                      # name, rounds, algorithm, aggregator, codec, max_norm, seed, max_samples
+    [run]                      # name, rounds, algorithm, aggregator, codec, max_norm, seed, max_samples,
+                               # arithmetic (defaults to this version's)
     [aggregator_params]        # the aggregator's keyword parameters (e.g. f = 1)
     [server]                   # server optimiser overrides (server_lr, beta1, beta2, tau)
     [chain]                    # quorum_bps, submit_blocks, vote_blocks, min_updates, admission, join_blocks
@@ -86,6 +87,9 @@ class RunSpec:
         Run seed: adapter initialisation and every member's local training seeds derive from it.
     server
         Server optimiser overrides.
+    arithmetic
+        Version of the consensus arithmetic (:data:`training.merge.ARITHMETIC`). A node whose own version
+        differs refuses the spec: it would compute other merged bytes than its peers.
     chain, model, adapter, train
         The sections above.
     """
@@ -100,6 +104,7 @@ class RunSpec:
     max_samples: int = 1_000_000
     seed: int = 0
     server: Mapping[str, float] = field(default_factory=dict)
+    arithmetic: str = field(default_factory=lambda: _own_arithmetic())
     chain: ChainParams = field(default_factory=ChainParams)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="tiny-llama"))
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -121,6 +126,12 @@ class RunSpec:
             raise RunSpecError(f"`max_norm` must be > 0, got {self.max_norm!r}")
         if not 0 <= self.seed < 2**63:
             raise RunSpecError(f"`seed` must be in [0, 2**63), got {self.seed!r}")
+        if self.arithmetic != _own_arithmetic():
+            raise RunSpecError(
+                f"the run uses consensus arithmetic {self.arithmetic!r}, this fedchain computes "
+                f"{_own_arithmetic()!r}: its merged models would not match the other members'; "
+                "join with the fedchain version the run was created with"
+            )
         if self.train.task != "sft":
             raise RunSpecError(f"[train] `task` must be 'sft' for node runs, got {self.train.task!r}")
         try:
@@ -200,6 +211,9 @@ class RunSpec:
             raise RunSpecError(f"run spec is not JSON: {exc}") from exc
         if not isinstance(doc, dict) or doc.pop("format", None) != SPEC_FORMAT:
             raise RunSpecError(f"run spec must be a JSON object with format {SPEC_FORMAT!r}")
+        from training.merge import LEGACY_ARITHMETIC
+
+        doc.setdefault("arithmetic", LEGACY_ARITHMETIC)  # written before the key existed
         return _from_tables(doc, sections_at_top=True)
 
     @classmethod
@@ -214,6 +228,12 @@ class RunSpec:
         return load_toml(
             path, lambda doc: _from_tables(doc, sections_at_top=False), what="run spec", error=RunSpecError
         )
+
+
+def _own_arithmetic() -> str:
+    from training.merge import ARITHMETIC
+
+    return ARITHMETIC
 
 
 def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:

@@ -37,6 +37,20 @@ from training.flat import FlatSpec
 from training.safetensors_io import read_header, write
 
 STATE_FORMAT = "fedchain-state/1"
+
+ARITHMETIC = "fedchain-arith/2"
+"""Version of the consensus arithmetic (decode, aggregate, server step): peers of a run must share it.
+
+Bump it whenever any of those can give other bytes for the same inputs, so that a node on other arithmetic
+refuses the run (:class:`node.runspec.RunSpec` checks it) instead of voting for hashes nobody else computes.
+
+- ``fedchain-arith/1``: the exact 18-bit-grid Gram matrix (run specs written before this field existed).
+- ``fedchain-arith/2``: the canonical float32 Gram matrix (:mod:`training.robust.gram_kernel`); changes the
+  bytes of Krum, Multi-Krum, geometric median, centered clipping, ``norm_bound`` and the codec's norm check.
+"""
+
+LEGACY_ARITHMETIC = "fedchain-arith/1"
+"""What a run spec without an ``arithmetic`` key was written for."""
 DEFAULT_MAX_SAMPLES = 1_000_000
 _MAX_HEADER_BYTES = 1 << 22
 

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from node.runspec import RunSpec, RunSpecError
+from training.merge import ARITHMETIC, LEGACY_ARITHMETIC
 
 SPECS = Path(__file__).resolve().parents[3] / "node" / "specs"
 
@@ -92,4 +93,34 @@ def test_from_toml_rejects_a_run_key_that_is_not_a_table(tmp_path: Path) -> None
     path.write_text('run = "fast"\n')
 
     with pytest.raises(RunSpecError, match=r"\[run\] must be a table, got str"):
+        RunSpec.from_toml(path)
+
+
+def test_spec_carries_this_version_of_the_consensus_arithmetic() -> None:
+    doc = json.loads(RunSpec().canonical_bytes())
+
+    assert doc["arithmetic"] == ARITHMETIC
+    assert RunSpec.from_bytes(RunSpec().canonical_bytes()).arithmetic == ARITHMETIC
+
+
+@pytest.mark.parametrize("written", [None, LEGACY_ARITHMETIC, "fedchain-arith/99"])
+def test_spec_for_other_arithmetic_is_refused_with_both_versions_named(written: str | None) -> None:
+    """A spec written before the key existed is version 1: a node on version 2 must not join it."""
+    doc = json.loads(RunSpec().canonical_bytes())
+    if written is None:
+        del doc["arithmetic"]
+    else:
+        doc["arithmetic"] = written
+
+    with pytest.raises(RunSpecError, match=rf"arithmetic '{written or LEGACY_ARITHMETIC}'.*'{ARITHMETIC}'"):
+        RunSpec.from_bytes(json.dumps(doc).encode())
+
+
+def test_toml_spec_may_name_the_arithmetic_but_only_this_one(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(f'[run]\narithmetic = "{ARITHMETIC}"\n')
+    assert RunSpec.from_toml(path).arithmetic == ARITHMETIC
+
+    path.write_text(f'[run]\narithmetic = "{LEGACY_ARITHMETIC}"\n')
+    with pytest.raises(RunSpecError, match="join with the fedchain version the run was created with"):
         RunSpec.from_toml(path)
