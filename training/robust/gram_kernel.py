@@ -200,9 +200,10 @@ def gram_range(
     is scaled, which took two passes over each block: a magnitude scan from memory, then scaling and
     products from cache. Neighbouring blocks almost always share that magnitude's exponent, so a block is
     scanned, scaled by the previous block's factor and multiplied in the same tile-by-tile pass. When the
-    scan ends on that same exponent (about 95% of blocks of the benchmark's matrix), the result is exactly
-    the one the two passes give; otherwise the block is redone with its own scale from cache. A tile whose
-    magnitude already exceeds the guessed scale stops the speculative work early. After a miss the next
+    scan ends on an exponent with that same input scale (:func:`input_scale`: every block of a realistic
+    update, whose exponents all lie in :data:`UNSCALED`), the result is exactly the one the two passes give;
+    otherwise the block is redone with its own scale from cache. A tile whose magnitude already needs
+    another scale stops the speculative work early. After a miss the next
     block scans first, so inputs whose magnitudes jump from block to block cost at most about one wasted
     pass over cache per two blocks. Either way every block's sums use its own scale: the bytes never depend
     on the guess.
@@ -232,16 +233,18 @@ def gram_range(
         live = speculate
         if live:
             stats[0] += 1
-            limit = np.uint32(_bits_of_pow2(guess))
+            scale = input_scale(guess, grid_bits)
+            # Above this the block needs another scale: out of UNSCALED, or above a scaled guess's exponent.
+            limit = np.uint32(_bits_of_pow2(UNSCALED[1] if scale == 0 else guess))
         for t0 in range(b0, b0 + width, TILE):
             tw = min(TILE, b0 + width - t0)
             _rows_top(xbits, t0, tw, tops)
             _rows_top(ebits, t0, tw, tops)
             if live:
                 if tops.max() >= limit:
-                    live = False  # the block's exponent is above the guess: finish the scan alone
+                    live = False  # the block needs another scale than guessed: finish the scan alone
                 else:
-                    _add_tile(x, extra, t0, tw, input_scale(guess, grid_bits), pow2, q, sums)
+                    _add_tile(x, extra, t0, tw, scale, pow2, q, sums)
         top = int(tops.max())
         if top >= NONFINITE:
             nonzero[b] = True
@@ -251,7 +254,8 @@ def gram_range(
             continue
         exponent = _exponent(top)
         s = grid_bits - exponent
-        held = live and exponent == guess
+        # The lane sums depend on the exponent only through the input scale (0 across all of UNSCALED).
+        held = live and input_scale(exponent, grid_bits) == scale
         if held:
             stats[1] += 1
         else:

@@ -107,16 +107,18 @@ def _single_range_gram(
 
 
 def test_gram_guessing_each_block_grid_from_the_last_gives_the_bytes_of_scanning_first() -> None:
-    """Blocks whose largest magnitude keeps, raises (early or in the last tile) and lowers the exponent."""
+    """Blocks that keep the guessed scale, and blocks that need another one (early, in the last tile, or
+    only at the end of the scan). Every exponent in ``UNSCALED`` shares one scale (the values as they are);
+    1e13 and more, and subnormals, are scaled."""
     chunk = exact.GRAM_CHUNK
-    scales = [1.0, 1.2, 3.0, 3.5, 3.9, 0.3, 0.3, 0.3, 0.0, 0.3, 0.3, 1e-40, 1e-40, 1.0]
+    scales = [1.0, 1.2, 3.0, 1e13, 1e13, 1e13, 0.3, 0.3, 0.3, 0.0, 0.3, 0.3, 0.3, 1e-40, 1e-40, 1.0]
     x = torch.randn(5, chunk * len(scales) + 123, generator=torch.Generator().manual_seed(7)) * 0.2
     for b, scale in enumerate(scales):
         x[:, b * chunk : (b + 1) * chunk] *= scale
-    x[2, 11 * chunk - 1] = 50.0  # block 10 leaves its guessed grid only in its last tile
+    x[2, 12 * chunk - 1] = 1e14  # block 11 leaves its guessed scale only in its last tile
     x[:, -123:] *= 0.5  # a partial last block
     extra = x[1] * 0.5
-    extra[4 * chunk + TILE + 3] = 40.0  # only the extra row raises block 4's exponent
+    extra[1 * chunk + TILE + 3] = 1e13  # only the extra row needs block 1 scaled
 
     got, (speculated, held) = _single_range_gram(x)
     got_extra, _ = _single_range_gram(x, extra)
