@@ -101,6 +101,8 @@ def pseudo_random_bytes(size: int, seed: int) -> bytes:
 
 def _build_message(cmd: dict[str, Any], run: str, sender: str) -> AnyMessage:
     kind, fields = cmd["type"], dict(cmd.get("fields", {}))
+    # JSON has only lists; the strict message models want tuples (an update's ``providers``)
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
     fields.update(run=fields.get("run", run), round=cmd.get("round", 0), sender=fields.get("sender", sender))
     if kind == "heartbeat":
         return Heartbeat(**fields)

@@ -17,8 +17,8 @@ SHA = "ab" * 32
 CID = "bafkrei" + "a" * 52
 
 
-def update_fields(nonce: str) -> dict[str, Any]:
-    return {"sha256": SHA, "cid": CID, "size": 1234, "nonce": nonce}
+def update_fields(nonce: str, providers: tuple[str, ...] = ()) -> dict[str, Any]:
+    return {"sha256": SHA, "cid": CID, "size": 1234, "nonce": nonce, "providers": list(providers)}
 
 
 def wait_for_nonces(peer: PeerHandle, nonces: set[str], timeout: float = 20.0) -> None:
@@ -52,11 +52,9 @@ def test_mesh_forms_and_every_announcement_reaches_every_node(p2p_swarm: Swarm) 
     publish_until_received(peers[0], peers)  # the mesh is usable end to end
     nonces = {peer.name: secrets.token_hex(8) for peer in peers}
 
-    for peer in peers:
-        reply = peer.command(
-            {"cmd": "publish", "type": "update", "round": 0, "fields": update_fields(nonces[peer.name])},
-            "published",
-        )
+    for peer, other in zip(peers, peers[1:] + peers[:1], strict=True):
+        fields = update_fields(nonces[peer.name], providers=(other.ready["peer_id"],))
+        reply = peer.command({"cmd": "publish", "type": "update", "round": 0, "fields": fields}, "published")
         assert reply["event"] == "published", reply
 
     for peer in peers:
@@ -120,7 +118,7 @@ def test_restarted_node_rejoins_and_receives_later_announcements(p2p_swarm: Swar
     restarted = peers[2]
     port = int(restarted.ready["addrs"][0].split("/tcp/")[1].split("/")[0])
     restarted.stop()
-    missed = publish_until_received(peers[0], [peers[1], peers[3]])
+    publish_until_received(peers[0], [peers[1], peers[3]])  # the mesh goes on without it
 
     restarted.argv[restarted.argv.index("--port") + 1] = str(port)  # same key, same address
     restarted.start()
@@ -128,7 +126,6 @@ def test_restarted_node_rejoins_and_receives_later_announcements(p2p_swarm: Swar
 
     later = publish_until_received(peers[1], [restarted, peers[0], peers[3]])
     assert later in {m["nonce"] for m in restarted.messages()}
-    assert missed  # (gossipsub may also replay it from its message cache once the peer is back)
     # the others redial it: peer 0 bootstrapped nobody, yet its connection to the restarted peer is back
     deadline = time.monotonic() + 30
     while restarted.ready["peer_id"] not in peers[3].command({"cmd": "peers"}, "peers")["peers"]:
