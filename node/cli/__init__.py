@@ -26,6 +26,7 @@ from node.cli import simulate as simulate_cli
 from node.cli import status as status_cli
 from node.cli import store as store_cli
 from node.cli import unlearn as unlearn_cli
+from node.cli import version as version_cli
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -56,6 +57,13 @@ app.add_typer(unlearn_cli.app, name="unlearn")
 def _root(
     verbose: int = typer.Option(
         0, "--verbose", "-v", count=True, help="More log output (-v info, -vv debug)."
+    ),
+    version: bool = typer.Option(
+        False,
+        "--version",
+        is_eager=True,
+        callback=version_cli.print_version,
+        help="Print fedchain's version, the consensus arithmetic version and the Runs contract's code hash.",
     ),
 ) -> None:
     """Decentralised federated fine-tuning of LLMs."""
