@@ -124,7 +124,8 @@ def measure(
 
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-round-") as tmp:
         folder = Path(tmp)
-        with Devnet(folder / "devnet", AnvilConfig(block_time=block_time), ipfs=True) as devnet:
+        anvil = AnvilConfig(block_time=block_time, accounts=size + 1)
+        with Devnet(folder / "devnet", anvil, ipfs=True) as devnet:
             cluster = LocalCluster(folder / "nodes", devnet, size)
             cluster.init()
             run_id = cluster.create_run(_spec(folder, rounds, size, local_steps, block_time))
@@ -166,7 +167,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
 def main() -> None:
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8], help="cluster sizes (1..9)")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[4, 8], help="cluster sizes (>= 1)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds per cluster")
     parser.add_argument(
         "--local-steps",
@@ -179,8 +180,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, default=None, help="copy the nodes' event logs into this folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args()
-    if min(args.local_steps) < 1 or args.block_time <= 0 or args.rounds < 2:
-        parser.error("--local-steps must be >= 1, --block-time > 0 and --rounds >= 2")
+    if min(args.local_steps) < 1 or args.block_time <= 0 or args.rounds < 2 or min(args.sizes) < 1:
+        parser.error("--sizes and --local-steps must be >= 1, --block-time > 0 and --rounds >= 2")
     results = [
         measure(size, args.rounds, steps, args.block_time, args.keep)
         for steps in args.local_steps

@@ -19,6 +19,9 @@ from ledger.errors import LedgerConfigError
 PY_EVM = "py-evm"
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
 
+PY_EVM_ACCOUNTS = 10
+"""Accounts eth-tester funds (the keys 1..10)."""
+
 Backend = Literal["py-evm", "anvil"]
 
 
@@ -48,12 +51,19 @@ def connect(url: str, timeout: float = 30.0) -> Web3:
 def dev_accounts(backend: Backend, count: int = 10) -> list[LocalAccount]:
     """Return the funded development accounts of a backend (never use these keys outside a devnet).
 
-    anvil funds the first accounts of the well-known ``test … junk`` mnemonic; eth-tester funds the keys
-    1, 2, 3, ….
+    anvil funds the first ``--accounts`` accounts of the well-known ``test … junk`` mnemonic (any number:
+    start it with as many as needed); eth-tester funds the keys 1, 2, …, 10.
+
+    Raises
+    ------
+    LedgerConfigError
+        If ``count`` is below 1, or above 10 on py-evm.
     """
-    if not 1 <= count <= 10:
-        raise LedgerConfigError(f"`count` must be in [1, 10], got {count}")
+    if count < 1:
+        raise LedgerConfigError(f"`count` must be >= 1, got {count}")
     if backend == PY_EVM:
+        if count > PY_EVM_ACCOUNTS:
+            raise LedgerConfigError(f"`count` must be <= {PY_EVM_ACCOUNTS} on py-evm, got {count}")
         return [Account.from_key(i.to_bytes(32, "big")) for i in range(1, count + 1)]
     Account.enable_unaudited_hdwallet_features()
     return [Account.from_mnemonic(ANVIL_MNEMONIC, account_path=f"m/44'/60'/0'/0/{i}") for i in range(count)]

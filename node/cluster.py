@@ -23,6 +23,42 @@ from node.logging import read_events
 from node.services import ManagedProcess, ServiceError
 
 _CLI = [sys.executable, "-c", "from node.cli import main; main()"]
+TINY_NODE_MIB = 350
+"""Resident memory of one tiny-model node process (torch, transformers, the p2p host), rounded up."""
+INIT_PARALLELISM = 8
+"""``fedchain init`` processes run at once (each imports the CLI and derives a keystore key)."""
+
+
+def available_memory_mib(meminfo: Path = Path("/proc/meminfo")) -> int | None:
+    """Return the machine's ``MemAvailable`` in MiB (``None`` where the kernel does not report it)."""
+    try:
+        for line in meminfo.read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) // 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def check_capacity(size: int, node_memory_mib: int, available_mib: int | None = None) -> None:
+    """Refuse ``size`` node processes that cannot possibly fit into the available memory.
+
+    ``available_mib`` defaults to :func:`available_memory_mib`; where it is unknown nothing is refused.
+
+    Raises
+    ------
+    ValueError
+        Naming the size, the estimate and what is available.
+    """
+    if node_memory_mib < 1:
+        raise ValueError(f"`node_memory_mib` must be >= 1, got {node_memory_mib}")
+    available = available_memory_mib() if available_mib is None else available_mib
+    need = size * node_memory_mib
+    if available is not None and need > available:
+        raise ValueError(
+            f"`size` {size} cannot run on this machine: {size} node processes need about {need} MiB "
+            f"({node_memory_mib} MiB each), {available} MiB is available"
+        )
 
 
 def _free_port() -> int:
@@ -67,17 +103,42 @@ class LocalCluster:
     devnet
         A running devnet's ``DevnetState`` (rpc_url, runs_address, ipfs_api).
     size
-        Number of members (at most 9: dev accounts 1..9 pay their gas; account 0 deployed the contracts).
+        Number of members, >= 1. Dev account i + 1 pays member i's gas (account 0 deployed the contracts),
+        so the devnet must fund at least ``size + 1`` accounts (``AnvilConfig(accounts=size + 1)``).
     store
         ``"local"``: each node keeps its own embedded store and fetches from peers, IPFS last;
         ``"ipfs"``: every node uses the devnet's IPFS daemon as its store.
+    node_memory_mib
+        Memory one node process needs (about 350 MiB for the tiny model); the cluster refuses a size whose
+        processes cannot fit into the machine's available memory (see :func:`check_capacity`).
+
+    Raises
+    ------
+    ValueError
+        If ``size`` < 1, the devnet funds too few accounts, or the machine lacks the memory.
     """
 
-    def __init__(self, folder: Path, devnet: Any, size: int, *, store: str = "local") -> None:
-        if not 1 <= size <= 9:
-            raise ValueError(f"`size` must be in [1, 9], got {size}")
+    def __init__(
+        self,
+        folder: Path,
+        devnet: Any,
+        size: int,
+        *,
+        store: str = "local",
+        node_memory_mib: int = TINY_NODE_MIB,
+    ) -> None:
+        if size < 1:
+            raise ValueError(f"`size` must be >= 1, got {size}")
         if store not in ("local", "ipfs"):
             raise ValueError(f"`store` must be 'local' or 'ipfs', got {store!r}")
+        funded = len(getattr(devnet, "accounts", ()))
+        if funded < size + 1:
+            raise ValueError(
+                f"`size` {size} needs {size + 1} funded dev accounts (member i pays with account i + 1), "
+                f"the devnet funds {funded}: start it with AnvilConfig(accounts={size + 1}) "
+                f"or `fedchain devnet up --accounts {size + 1}`"
+            )
+        check_capacity(size, node_memory_mib)
         self.folder = Path(folder)
         self.devnet = devnet
         self.size = size
@@ -115,7 +176,7 @@ class LocalCluster:
             out = json.loads(done.stdout)
             return Member(i, home, out["address"], out["peer_id"], ports[i])
 
-        with ThreadPoolExecutor(max_workers=self.size) as pool:
+        with ThreadPoolExecutor(max_workers=min(self.size, INIT_PARALLELISM)) as pool:
             self.members = list(pool.map(init_one, range(self.size)))
         return self.members
 
@@ -169,8 +230,8 @@ class LocalCluster:
             proc = self.process(i, run_id, data[i], extra=(extra or {}).get(i, ()))
             proc.start()
             self.processes[i] = proc
-        for i in chosen:
-            self.processes[i].wait_until_ready(timeout=180.0, interval=0.2)
+        for i in chosen:  # N processes import torch at once on a few cores: allow for it
+            self.processes[i].wait_until_ready(timeout=180.0 + 10.0 * len(chosen), interval=0.2)
 
     def events(self, i: int, name: str | None = None) -> list[dict[str, Any]]:
         """Member ``i``'s logged events (of one name, or all)."""

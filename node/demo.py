@@ -27,9 +27,16 @@ from node.cluster import LocalCluster
 from node.errors import NodeError
 
 SPECS = Path(__file__).resolve().parent / "specs"
-# small categories first: a few held-out examples per node keep the scoring cheap on a CPU
-CATEGORIES = ("computers", "humor", "money", "science", "sports", "greetings", "movies", "literature", "ai")
+# small categories first: a few held-out examples per node keep the scoring cheap on a CPU; past the last
+# one, nodes share categories again (node i gets CATEGORIES[i % len(CATEGORIES)])
+CATEGORIES = (
+    "computers", "humor", "money", "science", "sports", "greetings", "movies", "literature", "ai",
+    "food", "gossip", "botprofile", "politics", "health", "history", "psychology", "conversations",
+    "coding", "emotion", "trivia", "tech_support",
+)  # fmt: skip
 MODELS = ("smollm2", "tiny")
+NODE_MEMORY_MIB = {"smollm2": 1200, "tiny": 350}
+"""Resident memory of one node process per demo model, rounded up (the demo refuses sizes that cannot fit)."""
 ProgressFn = Callable[["DemoProgress"], None]
 
 
@@ -44,7 +51,7 @@ class DemoConfig:
     Attributes
     ----------
     nodes
-        Member node processes (1..9).
+        Member node processes (>= 1; node i trains on chatterbot category ``CATEGORIES[i % 21]``).
     rounds
         Rounds to finalise.
     model
@@ -59,8 +66,8 @@ class DemoConfig:
     timeout_s: float = 900.0
 
     def __post_init__(self) -> None:
-        if not 1 <= self.nodes <= len(CATEGORIES):
-            raise ValueError(f"`nodes` must be in [1, {len(CATEGORIES)}], got {self.nodes}")
+        if self.nodes < 1:
+            raise ValueError(f"`nodes` must be >= 1, got {self.nodes}")
         if self.rounds < 1:
             raise ValueError(f"`rounds` must be >= 1, got {self.rounds}")
         if self.model not in MODELS:
@@ -70,8 +77,13 @@ class DemoConfig:
 
     @property
     def sources(self) -> list[str]:
-        """Each node's ``--data`` source: its own chatterbot category."""
-        return [f"chatterbot:{c}" for c in CATEGORIES[: self.nodes]]
+        """Each node's ``--data`` source: its own chatterbot category (shared again past the 21st node)."""
+        return [f"chatterbot:{CATEGORIES[i % len(CATEGORIES)]}" for i in range(self.nodes)]
+
+    @property
+    def node_memory_mib(self) -> int:
+        """Memory one node process of this demo needs (see :data:`NODE_MEMORY_MIB`)."""
+        return NODE_MEMORY_MIB[self.model]
 
 
 @dataclass(frozen=True)
@@ -115,8 +127,11 @@ def _cluster(config: DemoConfig, folder: Path, report: ProgressFn) -> Iterator[t
     from node.devnet.harness import Devnet
 
     report(DemoProgress("starting anvil and IPFS, deploying the contracts", 0, config.rounds, ()))
-    with Devnet(folder / "devnet", AnvilConfig(block_time=1.0), ipfs=True) as devnet:
-        cluster = LocalCluster(folder / "nodes", devnet, config.nodes, store="ipfs")
+    anvil = AnvilConfig(block_time=1.0, accounts=max(10, config.nodes + 1))
+    with Devnet(folder / "devnet", anvil, ipfs=True) as devnet:
+        cluster = LocalCluster(
+            folder / "nodes", devnet, config.nodes, store="ipfs", node_memory_mib=config.node_memory_mib
+        )
         try:
             report(DemoProgress("creating node homes and the run", 0, config.rounds, ()))
             cluster.init()

@@ -63,7 +63,7 @@ def _fmt(value: float | None) -> str:
 
 
 def demo(
-    nodes: int = typer.Option(3, "--nodes", help="Number of member nodes (1..9)."),
+    nodes: int = typer.Option(3, "--nodes", help="Number of member nodes (>= 1; memory permitting)."),
     rounds: int = typer.Option(3, "--rounds", help="Number of rounds to finalise."),
     model: str = typer.Option("smollm2", "--model", help="Model of the run: smollm2 or tiny."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
@@ -75,15 +75,18 @@ def demo(
     category, waits until R rounds are finalised, then prints the rounds, the held-out loss of the merged
     model vs each node's local-only model, and the audit. Every process it started is stopped at the end.
     """
+    from node.cluster import check_capacity
     from node.demo import DemoConfig, DemoError, run_demo
     from node.errors import NodeError
     from node.services import ServiceError
 
     try:
         config = DemoConfig(nodes=nodes, rounds=rounds, model=model)
+        check_capacity(config.nodes, config.node_memory_mib)
     except ValueError as exc:
-        typer.echo(f"error: {str(exc).replace('`nodes`', '`--nodes`').replace('`rounds`', '`--rounds`')}"
-                   .replace("`model`", "`--model`"), err=True)  # fmt: skip
+        message = str(exc).replace("`nodes`", "`--nodes`").replace("`size`", "`--nodes`")
+        typer.echo(f"error: {message.replace('`rounds`', '`--rounds`').replace('`model`', '`--model`')}",
+                   err=True)  # fmt: skip
         raise typer.Exit(2) from exc
     from ledger.errors import LedgerError
 

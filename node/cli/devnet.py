@@ -49,7 +49,7 @@ def _print_state(state: object, as_json: bool) -> None:
 @app.command("up")
 def up(
     folder: Path = _DIR,
-    accounts: int = typer.Option(10, "--accounts", help="Number of funded dev accounts (1..10)."),
+    accounts: int = typer.Option(10, "--accounts", help="Number of funded dev accounts (>= 1)."),
     block_time: float | None = typer.Option(
         None, "--block-time", help="Seconds per block (default: automine)."
     ),

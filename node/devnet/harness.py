@@ -73,9 +73,7 @@ class Devnet:
                 self.ipfs.start(timeout=max(timeout, 60.0))
             self.anvil.wait_until_ready(timeout)
             w3 = connect(self.anvil.rpc_url)
-            accounts = dev_accounts(
-                "anvil", self.anvil.config.accounts if self.anvil.config.accounts <= 10 else 10
-            )
+            accounts = dev_accounts("anvil", self.anvil.config.accounts)
             deployment = deploy(w3, accounts[0])
         except BaseException:
             self.stop()
