@@ -29,6 +29,8 @@ host
     ``P2PNode``: the libp2p host behind a synchronous, thread-bridged API.
 peer_process
     A standalone peer driven over stdin/stdout, for multi-process tests and ``bench/transfer.py``.
+envelope
+    Confidential artifacts: ChaCha20-Poly1305 payload, content key wrapped per reader (secp256k1 ECDH).
 storage
     Content-addressed storage: the embedded store and the IPFS backend, with the same CIDs.
 """

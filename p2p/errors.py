@@ -31,3 +31,7 @@ class FetchError(P2PError):
 
 class NodeError(P2PError, RuntimeError):
     """The p2p node is not running, failed to start, or a call into it timed out."""
+
+
+class EnvelopeError(P2PError, ValueError):
+    """A confidential-artifact envelope is malformed, not for this reader, or fails authentication."""
