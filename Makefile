@@ -8,7 +8,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
-.PHONY: setup demo test test-fast lint format constraints contracts bench clean
+.PHONY: setup demo test test-fast lint format constraints contracts docs bench clean
 
 setup: $(VENV)/.installed node_modules/.installed
 
@@ -48,6 +48,11 @@ format: setup
 
 contracts: setup
 	$(PY) -m contracts.build
+
+# The generated references (docs/cli.md from the Typer app, docs/configuration.md from the config dataclasses);
+# tests/unit/node/test_docgen.py fails when either is stale.
+docs: setup
+	$(PY) -m node.cli.docgen
 
 bench: setup
 	$(PY) bench/gas.py
