@@ -112,6 +112,10 @@ class NodeContext:
     """``(cid, kind)`` of kept artifacts still to mirror to the IPFS daemon (a chore)."""
     prefetched: tuple[int, int] | None = None
     """``(round, submissions)`` when this member last fetched the round's updates ahead of its vote."""
+    eval_others: list[Any] = field(default_factory=list)
+    """Examples of the other members' distributions (``[training] eval_sources``), scored, never trained."""
+    view_key: bytes | None = field(default=None, repr=False)
+    """This member's private key, to open the envelopes of an ``artifacts = "members"`` run."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
     _bases: dict[int, tuple[str, str, int | None] | None] = field(default_factory=dict, repr=False)
 
@@ -154,6 +158,16 @@ class NodeContext:
         if sha in self._states:
             return self._states[sha]
         data, _ = self.fetcher.get(Want(cid, None, self.max_state_bytes(), "merged", self.run_id, round))
+        if self.spec.artifacts == "members":
+            from node.confidential import ConfidentialError, merged_label, open_artifact
+            from p2p.envelope import is_envelope
+
+            if is_envelope(data):  # integrity comes from the state hash below; the envelope is secrecy
+                try:
+                    label = None if round is None else merged_label(self.run_key, round)
+                    data = open_artifact(data, self.view_key, label, what=f"model state {cid}")
+                except ConfidentialError as exc:
+                    raise RunMismatchError(str(exc)) from exc
         try:
             loaded = decode_state(data, flat_spec=self.runtime.flat_spec, merge_spec=self.spec.merge_spec())
         except StateFormatError as exc:
@@ -168,21 +182,44 @@ class NodeContext:
         """Score the model the runtime holds on the held-out split, record it as ``<which>_loss``, log it.
 
         ``which`` is ``"local"`` or ``"merged"``; ``started`` (a ``time.perf_counter()`` value) is when the
-        scoring work began, so ``round.scored``'s ``seconds`` may include loading the model first.
+        scoring work began, so ``round.scored``'s ``seconds`` may include loading the model first. In a DPO
+        run the loss is the held-out DPO loss and the event also carries ``<which>_reward_accuracy``.
         """
         if which not in ("local", "merged"):
             raise ValueError(f"`which` must be 'local' or 'merged', got {which!r}")
-        loss = self.runtime.evaluate(self.data.held_out)
+        scores = self.runtime.scores(self.data.held_out)
+        loss = None if scores is None else scores["loss"]
         fields = {f"{which}_loss": loss}
         self.state.update_round(self.run_id, round, **fields)
+        extra = {f"{which}_{k}": v for k, v in (scores or {}).items() if k != "loss"}
+        wider = {f"merged_{k}": v for k, v in self.score_wider().items()} if which == "merged" else {}
         self.log.event(
             "round.scored",
             run=self.run_id,
             round=round,
             **fields,
+            **extra,
+            **wider,
             seconds=round_s(time.perf_counter() - started),
         )
         return loss
+
+    def score_wider(self) -> dict[str, float | None]:
+        """Token F1 on the held-out split, loss and F1 on :attr:`eval_others` (SFT runs; else nothing)."""
+        if getattr(self.spec.train, "task", "sft") != "sft":
+            return {}
+        from node.scoring import EvalPlan, score_model
+
+        plan = EvalPlan(answers=self.config.training.eval_answers)
+        return score_model(
+            self.runtime.model,
+            self.runtime.tokenizer,
+            self.data.held_out,
+            self.eval_others,
+            plan,
+            max_len=self.spec.train.max_len,
+            own_loss=False,
+        )
 
     def remember(self, sha: str, state: ModelState) -> None:
         """Keep a state in memory by hash (the last few only)."""

@@ -24,6 +24,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.types import Submission, included_set_hash
 from node.history import INITIAL, ModelRef, RoundRecord, RunHistory, base_of_round, exclusions, replay_window
+from p2p.envelope import is_envelope
 from p2p.errors import StorageError
 from p2p.storage import Cid
 from training.merge import MergeError, MergeSpec, ModelState, UpdateInput, decode_state, merge, state_hash
@@ -64,11 +65,22 @@ class RunSetup:
         The round-0 state (the run-seeded adapter initialisation).
     run_label
         The run id as written in every update's header (``training.codec.encode(run=...)``).
+    clients_per_round
+        The run's client sampling (:mod:`node.sampling`); ``None``: every eligible member submits.
+    opener
+        For a run whose artifacts are envelopes (``artifacts = "members"``):
+        ``opener(data, round, kind, what) -> plaintext`` (``kind`` ``update`` or ``merged``, ``round``
+        ``None`` for an unlearning result), raising ``ValueError`` when it cannot open them; ``None``: public.
+    sealed
+        The artifacts are envelopes and this reader has no key: nothing that needs plaintext can be checked.
     """
 
     merge_spec: MergeSpec
     initial: ModelState
     run_label: str
+    clients_per_round: int | None = None
+    opener: Callable[[bytes, int | None, str, str], bytes] | None = None
+    sealed: bool = False
 
 
 def fetch_checked(
@@ -103,6 +115,8 @@ def load_state(store: ArtifactReader, ref: ModelRef, setup: RunSetup) -> ModelSt
         return setup.initial
     try:
         data = store.get(Cid(ref.cid), max_size=DEFAULT_MAX_ARTIFACT_BYTES)
+        if setup.opener is not None and is_envelope(data):
+            data = setup.opener(data, ref.source if ref.kind == "round" else None, "merged", ref.describe())
         state = decode_state(data, flat_spec=setup.initial.spec, merge_spec=setup.merge_spec)
     except (StorageError, ValueError) as exc:
         raise ArtifactError(f"model of {ref.describe()} at {ref.cid}: {exc}") from exc
@@ -150,15 +164,25 @@ def update_inputs(
     store: ArtifactReader,
     subs: Sequence[Submission],
     on_error: Callable[[Submission, str], None] | None = None,
+    *,
+    opener: Callable[[bytes, int | None, str, str], bytes] | None = None,
 ) -> list[UpdateInput]:
     """Fetch and hash-check the updates of ``subs``; report unusable ones to ``on_error`` and skip them.
 
+    With an ``opener`` (:attr:`RunSetup.opener`) each update is an envelope: its ciphertext is checked
+    against the chain's sha256 first, then it is opened (which checks the plaintext's committed sha256).
     Without ``on_error`` the first bad artifact raises :class:`ArtifactError`.
     """
     out: list[UpdateInput] = []
     for sub in subs:
         try:
             data = fetch_checked(store, sub.cid, sub.sha256)
+            if opener is not None:
+                what = f"update of {to_checksum_address(sub.member)} in round {int(sub.round)}"
+                try:
+                    data = opener(data, int(sub.round), "update", what)
+                except ValueError as exc:
+                    raise ArtifactError(str(exc)) from exc
         except ArtifactError as exc:
             if on_error is None:
                 raise
@@ -169,10 +193,14 @@ def update_inputs(
 
 
 def merge_round(
-    state: ModelState, inputs: Sequence[UpdateInput], setup: RunSetup, round: int
+    state: ModelState, inputs: Sequence[UpdateInput], setup: RunSetup, round: int, eligible: int
 ) -> tuple[ModelState, tuple[str, ...], Mapping[str, str]]:
-    """Merge ``inputs`` into ``state`` for ``round`` with the run's rules: ``(state, included, rejected)``."""
-    outcome = merge(state, inputs, setup.merge_spec, run=setup.run_label, round=round)
+    """Merge ``inputs`` into ``state`` for ``round`` with the run's rules: ``(state, included, rejected)``.
+
+    ``eligible`` is the round's eligible member count as the chain records it (``RoundInfo.eligible``):
+    SCAFFOLD's ``N``.
+    """
+    outcome = merge(state, inputs, setup.merge_spec, run=setup.run_label, round=round, eligible=eligible)
     return outcome.state, outcome.included, outcome.rejected
 
 
@@ -229,12 +257,16 @@ def replay_unlearning(
     state = resolve(base) if resolve is not None else load_state(store, base, setup)
     steps: list[ReplayStep] = []
     for r in rounds:
-        named = named_included_set(history.round(r))
+        rec = history.round(r)
+        named = named_included_set(rec)
         keep = [s for s in named if forgotten.get(to_checksum_address(s.member), r + 1) > r]
         dropped = tuple(to_checksum_address(s.member) for s in named if s not in keep)
         note = ""
         try:
-            state, included, _ = merge_round(state, update_inputs(store, keep), setup, r)
+            # N stays the round's eligible count: the subjects were members, their updates are left out
+            state, included, _ = merge_round(
+                state, update_inputs(store, keep, opener=setup.opener), setup, r, rec.info.eligible
+            )
         except MergeError as exc:
             included, note = (), f"state kept: {exc}"
             log.warning("unlearning request %s, round %s: %s", request_id, r, note)

@@ -64,7 +64,8 @@ def open_chain(home: NodeHome, config: NodeConfig) -> Chain:
     )
     account = load_account(home.resolve(identity.keystore), source)
     w3 = connect(config.chain.rpc_url)
-    return Chain(RunsClient(w3, config.chain.registry, account), account)
+    client = RunsClient(w3, config.chain.registry, account, confirmations=config.chain.confirmations)
+    return Chain(client, account)
 
 
 def open_stores(home: NodeHome, config: NodeConfig) -> tuple[Any, Any]:
@@ -224,7 +225,9 @@ def run_node(
             held_out_fraction=config.training.held_out_fraction,
             max_examples=config.training.max_examples,
             seed=seed,
+            task=spec.train.task,
         )
+        others = _eval_others(home, config, spec, seed)
         runtime = ModelRuntime(spec, device=config.training.device, threads=config.training.threads)
         ctx = NodeContext(
             run_id=run_id,
@@ -241,6 +244,8 @@ def run_node(
             config=config,
             stop=stop,
             byzantine=byzantine,
+            eval_others=others,
+            view_key=bytes(chain.account.key),
         )
         fetcher.providers = ctx.providers_of
         holder["ctx"] = ctx
@@ -258,6 +263,7 @@ def run_node(
             initial_sha=state_hash(initial),
             train_examples=len(data.train),
             held_out=len(data.held_out),
+            eval_others=len(others),
         )
         interrupt.starting = False  # from here on a signal stops the loop after the current step
         if stop.is_set():
@@ -404,3 +410,17 @@ def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: 
         stop.wait(delay)
         delay = min(MAX_BACKOFF_S, delay * 2)
     return None
+
+
+def _eval_others(home: NodeHome, config: NodeConfig, spec: RunSpec, seed: int) -> list[Any]:
+    """Load the ``[training] eval_sources`` examples (SFT runs only: DPO runs score preference pairs)."""
+    sources = config.training.eval_sources
+    if not sources or getattr(spec.train, "task", "sft") != "sft" or not config.training.evaluate:
+        return []
+    from node.scoring import load_eval_sources, resolve_source
+
+    return load_eval_sources(
+        [resolve_source(s, home.root) for s in sources],
+        max_examples=config.training.eval_max_examples,
+        seed=seed,
+    )

@@ -3,13 +3,16 @@
 A run spec is written as TOML by whoever creates the run (``fedchain run create --spec run.toml``)::
 
     [run]                      # name, rounds, algorithm, aggregator, codec, max_norm, seed, max_samples,
-                               # arithmetic (defaults to this version's)
+                               # arithmetic (defaults to this version's), clients_per_round
     [aggregator_params]        # the aggregator's keyword parameters (e.g. f = 1)
     [server]                   # server optimiser overrides (server_lr, beta1, beta2, tau)
     [chain]                    # quorum_bps, submit_blocks, vote_blocks, min_updates, admission, join_blocks
     [model]                    # training.config.ModelConfig (name_or_path, dtype; device is per node)
     [adapter]                  # training.config.AdapterConfig
-    [train]                    # training.config.TrainConfig (local training of every member)
+    [train]                    # training.config.TrainConfig (local training of every member): task = "sft"
+                               # (instruction tuning) or "dpo" (preference pairs; dpo_beta, base-model reference)
+    [privacy]                  # training.privacy.PrivacyConfig: client-level DP (clip_norm, noise_multiplier,
+                               # delta, epsilon_budget); no table: no DP (docs/privacy.md)
 
 Its canonical bytes (:meth:`RunSpec.canonical_bytes`: sorted-key compact JSON) are stored in the content
 store; their sha256 and CID go into ``createRun``. Every node fetches the spec by CID from the chain's run
@@ -30,6 +33,7 @@ from typing import Any
 
 from node.errors import NodeError
 from training.config import AdapterConfig, ModelConfig, TrainConfig
+from training.privacy import PrivacyConfig, PrivacyError
 from training.tomlconfig import build_section, check_tables, load_toml
 
 SPEC_FORMAT = "fedchain-runspec/1"
@@ -75,6 +79,10 @@ class RunSpec:
         Number of rounds to finalise; nodes stop after that many finalised rounds.
     algorithm
         FL algorithm (``training.algorithms.ALGORITHMS``): picks the client algorithm and server optimiser.
+    convention
+        Which published formulas the algorithm follows (:mod:`training.conventions`, docs/algorithms.md):
+        ``"openfedllm"`` (default, the OpenFedLLM reference) or ``"reddi"`` (Reddi et al. 2021). It goes
+        into the merge and into every member's local training (``[train]`` may not set another one).
     aggregator, aggregator_params
         Robust aggregator (``training.aggregate.AGGREGATORS``) and its parameters.
     codec
@@ -87,16 +95,32 @@ class RunSpec:
         Run seed: adapter initialisation and every member's local training seeds derive from it.
     server
         Server optimiser overrides.
+    artifacts
+        ``"public"`` (default): updates are stored in the clear. ``"members"``: every update is an envelope
+        (:mod:`p2p.envelope`) that only the run's members and ``auditors`` can open (docs/privacy.md).
+    encrypt_merged
+        With ``artifacts = "members"``, merged states are envelopes too (deterministic, so that every honest
+        member stores and votes the same CID).
+    auditors
+        Extra readers of a ``members`` run: secp256k1 public keys (hex, 33 or 65 bytes). An address is not
+        enough: encryption needs the key itself, and an address is only its hash.
+    clients_per_round
+        Client sampling: how many of a round's eligible members are selected to train and submit
+        (:mod:`node.sampling`, docs/sampling.md); ``None`` (the default): every eligible member.
     arithmetic
         Version of the consensus arithmetic (:data:`training.merge.ARITHMETIC`). A node whose own version
         differs refuses the spec: it would compute other merged bytes than its peers.
     chain, model, adapter, train
         The sections above.
+    privacy
+        Client-level differential privacy of every member's update (:mod:`training.privacy`); ``None``
+        (no ``[privacy]`` table): none.
     """
 
     name: str = "fedchain-run"
     rounds: int = 3
     algorithm: str = "fedavg"
+    convention: str = field(default_factory=lambda: _default_convention())
     aggregator: str = "mean"
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
     codec: str = "fp32"
@@ -104,11 +128,16 @@ class RunSpec:
     max_samples: int = 1_000_000
     seed: int = 0
     server: Mapping[str, float] = field(default_factory=dict)
+    clients_per_round: int | None = None
+    artifacts: str = field(default="public", metadata={"help": "public, or members (encrypted updates)"})
+    encrypt_merged: bool = False
+    auditors: tuple[str, ...] = ()
     arithmetic: str = field(default_factory=lambda: _own_arithmetic())
     chain: ChainParams = field(default_factory=ChainParams)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="tiny-llama"))
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig | None = None
 
     def __post_init__(self) -> None:
         from training.algorithms import ALGORITHMS
@@ -122,18 +151,24 @@ class RunSpec:
             raise RunSpecError(f"`rounds` must be in [1, 100000], got {self.rounds!r}")
         if self.algorithm not in ALGORITHMS:
             raise RunSpecError(f"`algorithm` must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+        _check_convention(self.convention)
+        if self.train.convention != self.convention:  # one convention per run, training included
+            object.__setattr__(self, "train", dataclasses.replace(self.train, convention=self.convention))
         if self.max_norm is not None and not (math.isfinite(self.max_norm) and self.max_norm > 0):
             raise RunSpecError(f"`max_norm` must be > 0, got {self.max_norm!r}")
         if not 0 <= self.seed < 2**63:
             raise RunSpecError(f"`seed` must be in [0, 2**63), got {self.seed!r}")
+        k = self.clients_per_round
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or not 1 <= k < 2**32):
+            raise RunSpecError(f"`clients_per_round` must be an integer in [1, 2**32), got {k!r}")
+        _check_confidentiality(self)
+        _check_privacy(self)
         if self.arithmetic != _own_arithmetic():
             raise RunSpecError(
                 f"the run uses consensus arithmetic {self.arithmetic!r}, this fedchain computes "
                 f"{_own_arithmetic()!r}: its merged models would not match the other members'; "
                 "join with the fedchain version the run was created with"
             )
-        if self.train.task != "sft":
-            raise RunSpecError(f"[train] `task` must be 'sft' for node runs, got {self.train.task!r}")
         try:
             self.merge_spec()
         except TrainingError as exc:
@@ -161,6 +196,7 @@ class RunSpec:
             max_norm=self.max_norm,
             scaffold=algorithm.control_variates,
             max_samples=self.max_samples,
+            convention=self.convention,
         )
 
     def train_config(self, seed: int) -> TrainConfig:
@@ -168,7 +204,7 @@ class RunSpec:
         from training.algorithms import ALGORITHMS
 
         client = ALGORITHMS[self.algorithm].client
-        return dataclasses.replace(self.train, client_algorithm=client, seed=seed)
+        return dataclasses.replace(self.train, client_algorithm=client, seed=seed, convention=self.convention)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as plain JSON-ready data (the canonical layout, with a ``format`` tag)."""
@@ -183,6 +219,15 @@ class RunSpec:
         top = {f.name: plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
         for section in ("chain", "model", "adapter", "train"):
             top[section] = plain(dataclasses.asdict(getattr(self, section)))
+        if top["clients_per_round"] is None:  # unsampled runs keep the bytes they had before the key
+            del top["clients_per_round"]
+        if self.privacy is None:  # runs without DP keep the bytes they had before the table
+            del top["privacy"]
+        else:
+            top["privacy"] = dataclasses.asdict(self.privacy)
+        for name, default in (("artifacts", "public"), ("encrypt_merged", False), ("auditors", [])):
+            if top[name] == default:  # public runs keep the bytes they had before the keys
+                del top[name]
         top["format"] = SPEC_FORMAT
         return top
 
@@ -236,9 +281,74 @@ def _own_arithmetic() -> str:
     return ARITHMETIC
 
 
+def _default_convention() -> str:
+    from training.conventions import DEFAULT_CONVENTION
+
+    return DEFAULT_CONVENTION
+
+
+def _check_convention(value: object) -> None:
+    from training.conventions import CONVENTIONS
+
+    if value not in CONVENTIONS:
+        raise RunSpecError(f"`convention` must be one of {', '.join(CONVENTIONS)}, got {value!r}")
+
+
+def _check_confidentiality(spec: RunSpec) -> None:
+    from p2p.envelope import MAX_READERS, public_key_bytes
+    from p2p.errors import EnvelopeError
+
+    if spec.artifacts not in ("public", "members"):
+        raise RunSpecError(f"`artifacts` must be 'public' or 'members', got {spec.artifacts!r}")
+    if not isinstance(spec.encrypt_merged, bool):
+        raise RunSpecError(f"`encrypt_merged` must be true or false, got {spec.encrypt_merged!r}")
+    if spec.encrypt_merged and spec.artifacts != "members":
+        raise RunSpecError('`encrypt_merged` needs `artifacts = "members"`')
+    auditors = spec.auditors
+    if isinstance(auditors, str) or not isinstance(auditors, list | tuple):
+        raise RunSpecError(f"`auditors` must be a list of public keys, got {type(auditors).__name__}")
+    if auditors and spec.artifacts != "members":
+        raise RunSpecError('`auditors` name readers of encrypted artifacts: set `artifacts = "members"`')
+    if len(auditors) > MAX_READERS // 2:
+        raise RunSpecError(f"`auditors` may name at most {MAX_READERS // 2} keys, got {len(auditors)}")
+    keys = []
+    for i, key in enumerate(auditors):
+        if not isinstance(key, str):
+            raise RunSpecError(f"`auditors[{i}]` must be a hex public key, got {type(key).__name__}")
+        if len(key) == 42 and key.lower().startswith("0x"):
+            raise RunSpecError(
+                f"`auditors[{i}]` is an address ({key}); encryption needs the public key itself "
+                "(an address is only its hash): give the 33- or 65-byte secp256k1 key in hex"
+            )
+        try:
+            keys.append(public_key_bytes(key).hex())
+        except EnvelopeError as exc:
+            raise RunSpecError(f"`auditors[{i}]`: {exc}") from exc
+    object.__setattr__(spec, "auditors", tuple(sorted(set(keys))))
+
+
+def _check_privacy(spec: RunSpec) -> None:
+    """DP needs every exchanged tensor privatised, and a norm bound that admits noised updates."""
+    from training.privacy import check_norm_bound
+
+    if spec.privacy is None:
+        return
+    if not isinstance(spec.privacy, PrivacyConfig):
+        raise RunSpecError(f"[privacy] must be a table, got {type(spec.privacy).__name__}")
+    if spec.scaffold:
+        raise RunSpecError(
+            f"[privacy] cannot be used with `algorithm = {spec.algorithm!r}`: its control-variate deltas are "
+            "computed from the same data and are not privatised; choose another algorithm"
+        )
+    try:  # the full check needs the update's dimension d (ModelRuntime); d >= 1 gives a first bound
+        check_norm_bound(spec.privacy, spec.max_norm, 1)
+    except PrivacyError as exc:
+        raise RunSpecError(f"[privacy] {exc}") from exc
+
+
 def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
     """Build a spec from TOML tables (``[run]`` + sections) or the canonical JSON (all at top level)."""
-    sections = ("aggregator_params", "server", "chain", "model", "adapter", "train")
+    sections = ("aggregator_params", "server", "chain", "model", "adapter", "train", "privacy")
     if sections_at_top:
         top = {k: v for k, v in doc.items() if k not in sections}
     else:
@@ -259,5 +369,15 @@ def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
     top["chain"] = build_section(ChainParams, doc.get("chain", {}), "chain", error=RunSpecError)
     top["model"] = build_section(ModelConfig, model, "model", error=RunSpecError)
     top["adapter"] = build_section(AdapterConfig, doc.get("adapter", {}), "adapter", error=RunSpecError)
-    top["train"] = build_section(TrainConfig, doc.get("train", {}), "train", error=RunSpecError)
+    train = doc.get("train", {})
+    if isinstance(train, Mapping) and "convention" in train:
+        run_convention = top.get("convention", _default_convention())
+        if train["convention"] != run_convention:
+            raise RunSpecError(
+                f"[train] `convention` is {train['convention']!r} but the run's is {run_convention!r}: "
+                "set it once, as [run] `convention`"
+            )
+    top["train"] = build_section(TrainConfig, train, "train", error=RunSpecError)
+    if "privacy" in doc:
+        top["privacy"] = build_section(PrivacyConfig, doc["privacy"], "privacy", error=RunSpecError)
     return build_section(RunSpec, top, "run", error=RunSpecError)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from node.confirm import ON_CHAIN, still_on_chain
 from node.context import NodeContext
 from node.state import round_s
 
@@ -32,6 +33,8 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
         if record.submit_tx is None:
             ctx.state.update_round(ctx.run_id, rnd, submit_tx="on-chain")
         return False
+    if record.submit_tx not in (None, ON_CHAIN) and still_on_chain(ctx, record.submit_tx, rnd, "submit"):
+        return False  # mined, not yet `confirmations` deep: wait (a dropped one is sent again below)
     if record.update_cid is None or not ctx.store.has(record.update_cid):
         record = _train_and_store(ctx, rnd)
     if record.update_sha is None or record.update_cid is None or record.num_samples is None:
@@ -43,7 +46,9 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
         )
         tx_hex = _tx_hex(tx)
     except AlreadySubmittedError:
-        tx_hex = "on-chain"
+        if record.submit_tx == ON_CHAIN:
+            return False  # known: in the latest state, not yet in the confirmed one
+        tx_hex = ON_CHAIN
     except ContractRevertError as exc:
         ctx.log.event("round.submit_refused", run=ctx.run_id, round=rnd, why=str(exc))
         return False
@@ -92,16 +97,28 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
 
     seed = member_seed(ctx.spec.seed, rnd, ctx.address)
     if ctx.byzantine is not None:
-        from training.attacks import flip_answers, get_attack
+        from training.attacks import flip_answers, flip_preferences, get_attack
 
         if get_attack(ctx.byzantine[0]).level == "data":
-            examples = flip_answers(examples, seed=seed)
+            dpo = ctx.spec.train.task == "dpo"
+            examples = flip_preferences(examples) if dpo else flip_answers(examples, seed=seed)
     result = ctx.runtime.train(base, examples, seed=seed, client_control=control, progress=progress)
     ctx.trained_round = rnd
     if ctx.byzantine is not None:
         result = _attack(ctx, rnd, result, seed)
     ctx.state.add_timing(ctx.run_id, rnd, "train", result.seconds)
     data = ctx.runtime.encode_update(result, run=ctx.run_key, round=rnd)
+    plain_sha = hashlib.sha256(data).hexdigest()
+    if ctx.spec.artifacts == "members":  # the chain gets the envelope's hash; it commits to the plaintext's
+        from node.confidential import ConfidentialError, reader_keys, seal_for, update_label
+
+        try:
+            readers = reader_keys(ctx)
+            data = seal_for(readers, data, update_label(ctx.run_key, rnd))
+        except ConfidentialError as exc:  # e.g. a member's key not recoverable: nothing is committed
+            ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
+            return ctx.state.round(ctx.run_id, rnd)
+        ctx.log.event("round.sealed", run=ctx.run_id, round=rnd, readers=len(readers), plain_sha=plain_sha)
     sha = hashlib.sha256(data).hexdigest()
     cid = ctx.fetcher.keep(data, "update", ctx.run_id, rnd)
     if result.client_control is not None:

@@ -52,8 +52,16 @@ class _FetcherStore:
 
 
 def node_setup(ctx: Any) -> RunSetup:
-    """Return the replay setup of the node's run: its merge rules, initial state and header run id."""
-    return RunSetup(ctx.spec.merge_spec(), ctx.runtime.initial_state(), ctx.run_key)
+    """Return the replay setup of the node's run: its merge rules, initial state and header run id.
+
+    In an ``artifacts = "members"`` run the replay opens the envelopes with this member's own key.
+    """
+    opener = None
+    if ctx.spec.artifacts == "members":
+        from node.confidential import opener as make_opener
+
+        opener = make_opener(ctx.view_key, ctx.run_key)
+    return RunSetup(ctx.spec.merge_spec(), ctx.runtime.initial_state(), ctx.run_key, opener=opener)
 
 
 @dataclass

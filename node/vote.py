@@ -13,6 +13,7 @@ import json
 import time
 from typing import Any
 
+from node.confirm import still_on_chain
 from node.context import NodeContext
 from node.fetch import Want
 from node.state import round_s
@@ -30,7 +31,8 @@ def vote(ctx: NodeContext, info: Any) -> bool:
 
     rnd = int(info.round)
     record = ctx.state.round(ctx.run_id, rnd)
-    if record.vote_tx is not None:  # recorded only once the vote was mined (or found on chain)
+    # vote_tx is recorded only once the vote was mined (or found on chain); a reorganisation may drop it
+    if record.vote_tx is not None and still_on_chain(ctx, record.vote_tx, rnd, "vote"):
         return False
     if any(
         v.member.lower() == ctx.address.lower() for v in ctx.client.votes(ctx.run_id, rnd, info.start_block)
@@ -97,8 +99,34 @@ def _update_wants(ctx: NodeContext, info: Any) -> tuple[list[Any], list[Want]]:
     excluded = {m.lower() for m in ctx.excluded}
     submissions = ctx.client.submissions(ctx.run_id, rnd, info.start_block)
     wanted = [s for s in submissions if s.member.lower() not in excluded]
+    if ctx.spec.clients_per_round is not None:
+        wanted = _selected_only(ctx, info, wanted)
     cap = default_max_bytes(ctx.runtime.flat_spec)
     return wanted, [Want(s.cid, s.sha256.hex(), cap, "update", ctx.run_id, rnd) for s in wanted]
+
+
+def _selected_only(ctx: NodeContext, info: Any, submissions: list[Any]) -> list[Any]:
+    """Leave out the commits of members client sampling did not select (logged once per member)."""
+    from node.sampling import round_selection
+
+    rnd = int(info.round)
+    selection = round_selection(ctx, info)
+    if selection is None:  # the vote phase follows the start block, so only a prefetch can get here
+        return []
+    keep = [s for s in submissions if selection.includes(s.member)]
+    for s in submissions:
+        key = f"not_selected:{ctx.run_id}:{rnd}:{s.member.lower()}"
+        if s not in keep and ctx.state.get(key) is None:
+            ctx.state.set(key, s.sha256.hex())
+            ctx.log.event(
+                "round.update_excluded",
+                run=ctx.run_id,
+                round=rnd,
+                member=s.member,
+                sha=s.sha256.hex(),
+                why=f"not selected by client sampling ({len(selection.selected)} selected)",
+            )
+    return keep
 
 
 def prefetch(ctx: NodeContext, info: Any) -> None:
@@ -141,11 +169,14 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     ctx.state.add_timing(ctx.run_id, rnd, "transfer", fetch_s)
     sources: dict[str, int] = {}
     updates, unavailable = [], {}
+    unopened: dict[str, str] = {}
     for s in wanted:
         value = got.get(s.cid)
         if isinstance(value, tuple):
             sources[value[1]] = sources.get(value[1], 0) + 1
-            updates.append(UpdateInput(s.member, value[0], int(s.num_samples)))
+            data = value[0] if ctx.spec.artifacts != "members" else _open_update(ctx, s, value[0], unopened)
+            if data is not None:
+                updates.append(UpdateInput(s.member, data, int(s.num_samples)))
         else:
             unavailable[s.member] = f"unavailable: {value}"
     ctx.log.event(
@@ -158,7 +189,9 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     )
     started = time.perf_counter()
     try:
-        outcome = merge(base, updates, ctx.spec.merge_spec(), run=ctx.run_key, round=rnd)
+        outcome = merge(
+            base, updates, ctx.spec.merge_spec(), run=ctx.run_key, round=rnd, eligible=int(info.eligible)
+        )
     except MergeError as exc:
         if not unavailable:  # with every update in hand the failure is final; else retry after fetching again
             ctx.state.set(f"merge_failed:{ctx.run_id}:{rnd}", str(exc))
@@ -166,6 +199,14 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
         return None
     data = encode_state(outcome.state)
     sha = state_hash(outcome.state)
+    if ctx.spec.encrypt_merged:  # deterministic: every honest member stores (and votes) the same CID
+        from node.confidential import ConfidentialError, merged_label, reader_keys, seal_for
+
+        try:
+            data = seal_for(reader_keys(ctx), data, merged_label(ctx.run_key, rnd), deterministic=True)
+        except ConfidentialError as exc:
+            ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
+            return None
     merge_s = time.perf_counter() - started
     ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
     cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
@@ -173,7 +214,7 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     ctx.remember(sha, outcome.state)
     by_member = {s.member: s.sha256.hex() for s in wanted}
     included = [[m, by_member[m]] for m in outcome.included]
-    rejected = {**unavailable, **dict(outcome.rejected)}
+    rejected = {**unavailable, **unopened, **dict(outcome.rejected)}
     if ctx.config.training.evaluate:
         ctx.state.set(f"score_due:{ctx.run_id}", str(rnd))
     ctx.log.event(
@@ -195,6 +236,31 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
         included=json.dumps(included),
         rejected=json.dumps(rejected, sort_keys=True),
     )
+
+
+def _open_update(ctx: NodeContext, sub: Any, data: bytes, unopened: dict[str, str]) -> bytes | None:
+    """Open a members-only update with this member's key; on failure record and log why, return ``None``.
+
+    The ciphertext already matched the sha256 on chain (the fetcher checked it), so a failure here is the
+    writer's fault or a key this member lacks, and is final for the round: the update is excluded.
+    """
+    from node.confidential import ConfidentialError, open_artifact, update_label
+
+    rnd = int(sub.round)
+    what = f"update of {sub.member} in round {rnd}"
+    try:
+        return open_artifact(data, ctx.view_key, update_label(ctx.run_key, rnd), what=what)
+    except ConfidentialError as exc:
+        unopened[sub.member] = f"unreadable: {exc}"
+        ctx.log.event(
+            "round.update_excluded",
+            run=ctx.run_id,
+            round=rnd,
+            member=sub.member,
+            sha=sub.sha256.hex(),
+            why=f"unreadable: {exc}",
+        )
+        return None
 
 
 def score_merged(ctx: NodeContext) -> None:

@@ -1,0 +1,117 @@
+"""Confidential artifacts of an ``artifacts = "members"`` run: who reads them, sealing and opening.
+
+The envelope format is :mod:`p2p.envelope`; this module supplies the run's facts to it. A round's readers
+are the run's members that are not banned (their public keys recovered from their signed ``join``
+transactions, :mod:`ledger.pubkeys`, and cached in the state database: they never change) plus the spec's
+``auditors``. An update is sealed with a fresh content key; a merged state with ``encrypt_merged`` is
+sealed deterministically over the same reader set, so every honest member stores the same bytes and votes
+the same CID. The sha256 and CID on chain are of the envelope; the envelope commits to the plaintext's
+sha256, which :func:`open_artifact` checks after decrypting.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from node.errors import NodeError
+
+
+class ConfidentialError(NodeError, ValueError):
+    """An artifact of a members-only run cannot be opened: not an envelope, not for us, or tampered."""
+
+
+def update_label(run: str, round: int) -> str:
+    """Return the label sealed into a member's update envelope (one for another round is refused)."""
+    return f"fedchain update run {run} round {round}"
+
+
+def merged_label(run: str, round: int) -> str:
+    """Return the label sealed into a merged-state envelope."""
+    return f"fedchain merged run {run} round {round}"
+
+
+def reader_keys(ctx: Any) -> list[bytes]:
+    """Return the compressed public keys of the run's current readers: unbanned members, then auditors.
+
+    Members left out of every merge (``ctx.excluded``, e.g. forgotten subjects) are not readers either.
+
+    Raises
+    ------
+    ConfidentialError
+        If a member's key cannot be recovered from the chain.
+    """
+    from ledger.pubkeys import PublicKeyError, member_public_key
+    from p2p.envelope import public_key_bytes
+
+    excluded = {m.lower() for m in ctx.excluded}
+    keys: list[bytes] = []
+    for member in ctx.client.members(ctx.run_id):
+        if member.lower() in excluded:
+            continue
+        cache = f"pubkey:{ctx.run_id}:{member.lower()}"
+        known = ctx.state.get(cache)
+        if ctx.client.member_info(ctx.run_id, member).banned:
+            continue
+        if known is None:
+            try:
+                known = member_public_key(ctx.client, ctx.run_id, member).hex()
+            except PublicKeyError as exc:
+                raise ConfidentialError(f"cannot encrypt to member {member}: {exc}") from exc
+            ctx.state.set(cache, known)
+        keys.append(bytes.fromhex(known))
+    keys.extend(public_key_bytes(k) for k in ctx.spec.auditors)
+    return keys
+
+
+def seal_for(readers: Iterable[bytes], data: bytes, label: str, *, deterministic: bool = False) -> bytes:
+    """Seal ``data`` for ``readers`` (:func:`p2p.envelope.seal`); errors become ``ConfidentialError``."""
+    from p2p.envelope import seal
+    from p2p.errors import EnvelopeError
+
+    try:
+        return seal(data, list(readers), label=label, deterministic=deterministic)
+    except EnvelopeError as exc:
+        raise ConfidentialError(f"cannot seal {label}: {exc}") from exc
+
+
+def open_artifact(data: bytes, key: bytes | None, label: str | None, *, what: str) -> bytes:
+    """Return the plaintext of an envelope opened with ``key``; every failure is a ``ConfidentialError``.
+
+    Parameters
+    ----------
+    data
+        The artifact's bytes, already checked against the sha256 on chain.
+    key
+        This reader's 32-byte private key (``None``: no key, so nothing can be opened).
+    label
+        The label the envelope must carry (:func:`update_label`, :func:`merged_label`; ``None``: any).
+    what
+        Names the artifact in the error (e.g. ``"update of 0xAb… in round 3"``).
+    """
+    from p2p.envelope import is_envelope, open_envelope
+    from p2p.errors import EnvelopeError
+
+    if not is_envelope(data):
+        raise ConfidentialError(f"{what} is not encrypted, but the run's artifacts are members-only")
+    if key is None:
+        raise ConfidentialError(f"{what} is encrypted and no view key was given")
+    try:
+        return open_envelope(data, key, label=label)
+    except EnvelopeError as exc:
+        raise ConfidentialError(f"{what} cannot be opened: {exc}") from exc
+
+
+def opener(key: bytes | None, run: str) -> Callable[[bytes, int | None, str, str], bytes]:
+    """Return ``open(data, round, kind, what) -> plaintext`` for a run's envelopes (``kind``: update/merged).
+
+    ``round`` names the label the envelope must carry; ``None`` (an unlearning result) accepts any label.
+    """
+
+    def open_(data: bytes, round: int | None, kind: str, what: str) -> bytes:
+        label = None
+        if round is not None:
+            label = update_label(run, round) if kind == "update" else merged_label(run, round)
+        return open_artifact(data, key, label, what=what)
+
+    return open_
