@@ -5,11 +5,18 @@ registered by name in :data:`AGGREGATORS`. ``weights`` are sample counts (non-ne
 never modified. Each raises ``ValueError`` naming the violated bound when ``n`` is too small for its
 parameters, and for non-finite or wrongly shaped input.
 
-Bit-exactness (see :mod:`training.robust.exact`): all reductions over ``d`` are exact integer sums on a
-fixed-point grid, reductions over ``n`` are exact sums or sorting networks, ties are broken by the sha256
-of the row bytes, and ``-0.0`` is written as ``+0.0``. So the output bytes are the same for any order of the
-rows, any ``torch.set_num_threads`` and any ``ATEN_CPU_CAPABILITY``
-(``tests/unit/training/test_determinism.py``).
+Bit-exactness (see :mod:`training.robust.exact`, consensus arithmetic :data:`training.merge.ARITHMETIC`):
+
+- weighted sums over ``n`` (mean, trimmed mean, Multi-Krum, the last step of the geometric median and
+  centered clipping, ``norm_bound``) are exact integer sums on a per-coordinate fixed-point grid;
+- distances and norms (Krum, Multi-Krum, geometric median, centered clipping, ``norm_bound``) come from the
+  canonical Gram matrix of :func:`training.robust.exact.gram`: per block of coordinates, float32 fused
+  multiply-adds in an order fixed by its definition, rounded to integers and summed exactly across blocks;
+- order statistics (median, trimmed mean) are sorting networks, which do no arithmetic;
+- ties are broken by the sha256 of the row bytes, and ``-0.0`` is written as ``+0.0``.
+
+So the output bytes are the same for any order of the rows, any ``torch.set_num_threads``, any
+``ATEN_CPU_CAPABILITY`` and any x86-64 instruction set (``tests/unit/training/test_determinism.py``).
 
 =====================  ==========================================================  ========================
 aggregator             tolerates ``f`` Byzantine inputs out of ``n``               raises ``ValueError`` if

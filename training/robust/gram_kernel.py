@@ -24,16 +24,17 @@ and ``fma(b, a, c)`` round alike). Blocks are then summed exactly as integers
 :mod:`training.robust.reference` computes the same steps with torch tensors (emulating the fused
 multiply-add exactly) and must give the same integers.
 
-Why float32 fused multiply-adds, not an exact integer grid
-----------------------------------------------------------
-Until this kernel each block was rounded onto an 18-bit integer grid and its Gram matrix summed exactly in
-float64: 4 products per 256-bit multiply-add, plus a rounding pass, about 2.2x the time of a plain mean for
-``n = 16``. Float32 gives 8 products per 256-bit multiply-add, reads the float32 input in place (no copy for
-unscaled blocks of a multiple of 4 rows) and takes about 1.3x. The error is of the same order as the grid's,
-and smaller for small values: each product is rounded relative to its own size (``2**-24``) instead of each
-value absolutely to ``2**-18`` of the block's largest magnitude; the float32 sums run over 32 terms before
-they move into float64, and the final integers have ``2**-36`` of the block's largest squared magnitude as
-their unit. The bound is tested in ``tests/unit/training/test_aggregate_reference.py``.
+Why float32 fused multiply-adds
+-------------------------------
+A 256-bit vector holds 8 float32 products per fused multiply-add (4 in float64), the float32 input is read
+in place (no copy for unscaled blocks of a multiple of 4 rows), and no rounding pass onto an integer grid is
+needed before the products: the Gram matrix is memory-bound rather than multiply-bound. The fixed lane order
+makes the float32 rounding part of the definition, so it is the same on every peer. Error: each product is
+rounded relative to its own size (``2**-24``); the float32 sums run over 32 terms before they move into
+float64; the final integers have ``2**-36`` of the block's largest squared magnitude as their unit. In all,
+an entry differs from the exact inner product by at most ``2**-18 * sum_j |x_ij x_kj|`` plus half a unit
+per block (the bound ``tests/unit/training/test_aggregate_reference.py`` checks): the same order as rounding
+every value to 18 bits below the block's largest magnitude, and smaller for small values.
 
 The scan
 --------
@@ -197,8 +198,8 @@ def gram_range(
     ``chunk * 2**(2 * grid_bits)`` exceeds ``2**50`` (entries could leave int64's safe range).
 
     **One pass over memory, speculatively.** The scale needs the block's largest magnitude before any value
-    is scaled, which took two passes over each block: a magnitude scan from memory, then scaling and
-    products from cache. Neighbouring blocks almost always share that magnitude's exponent, so a block is
+    is scaled, which would take two passes over each block: a magnitude scan from memory, then scaling
+    and products from cache. Neighbouring blocks almost always share that magnitude's exponent, so a block is
     scanned, scaled by the previous block's factor and multiplied in the same tile-by-tile pass. When the
     scan ends on an exponent with that same input scale (:func:`input_scale`: every block of a realistic
     update, whose exponents all lie in :data:`UNSCALED`), the result is exactly the one the two passes give;

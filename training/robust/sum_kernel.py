@@ -41,9 +41,8 @@ The rounding itself is ``q_ij = (p_ij + ROUND_MAGIC) - ROUND_MAGIC`` with ``ROUN
 ``contract`` may fuse ``x * 2**k + ROUND_MAGIC`` into one FMA: the product is exact, so the fused and the
 separate forms round the same real number once. A value that rounds to zero comes out as ``+0.0`` where
 ``rint`` gives ``-0.0``: it adds nothing (``acc`` starts at ``+0.0``), and the finish writes ``+0.0`` for
-any zero. That is one FMA and one subtraction per value instead of a multiply and a two-uop ``rint``:
-10-25% less time for the whole weighted sum (measured). ``reassoc`` is never given: it could
-cancel the two ``ROUND_MAGIC`` terms.
+any zero. That is one FMA and one subtraction per value, cheaper than a multiply and a two-uop ``rint``.
+``reassoc`` is never given: it could cancel the two ``ROUND_MAGIC`` terms.
 
 The scan, the scales and the finish (one correctly rounded division, an exact multiplication by
 ``2**-k_j`` (as a multiplication by a power of two it equals the division of the torch formulation;
