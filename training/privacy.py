@@ -26,12 +26,13 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-
-import numpy as np
-import torch
-from torch import Tensor
+from typing import TYPE_CHECKING
 
 from training.errors import TrainingError
+
+if TYPE_CHECKING:  # numpy and torch load on first use: the run spec imports this module
+    import numpy as np
+    from torch import Tensor
 
 NOISE_TAIL = 6.0
 """Standard deviations of slack in :func:`noised_norm_bound` (a Gaussian vector's norm exceeds
@@ -104,6 +105,8 @@ def clip_update(update: Tensor, clip_norm: float) -> tuple[Tensor, float]:
     PrivacyError
         If ``clip_norm`` is not > 0 or the update has non-finite values.
     """
+    import torch
+
     if not (math.isfinite(clip_norm) and clip_norm > 0):
         raise PrivacyError(f"`clip_norm` must be > 0, got {clip_norm!r}")
     flat = update.detach().to(torch.float64).reshape(-1)
@@ -117,6 +120,7 @@ def clip_update(update: Tensor, clip_norm: float) -> tuple[Tensor, float]:
 
 def _chacha20_normals(key: bytes, count: int) -> np.ndarray:
     """``count`` standard normals from the ChaCha20 keystream of ``key`` (Box-Muller; float64)."""
+    import numpy as np
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
     if len(key) != 32:
@@ -137,6 +141,8 @@ def gaussian_noise(count: int, std: float) -> Tensor:
     Each call draws a new 32-byte ChaCha20 key from ``os.urandom``: two calls never share noise, whatever
     the process's seeds.
     """
+    import torch
+
     if count < 0 or not (math.isfinite(std) and std >= 0):
         raise PrivacyError(f"noise needs count >= 0 and std >= 0, got {count!r}, {std!r}")
     normals = _chacha20_normals(os.urandom(32), count)
@@ -153,6 +159,8 @@ def privatize(update: Tensor, config: PrivacyConfig) -> PrivatizedUpdate:
     PrivacyError
         If the update has non-finite values.
     """
+    import torch
+
     clipped, norm = clip_update(update, config.clip_norm)
     noise = gaussian_noise(clipped.numel(), config.noise_std).reshape(clipped.shape)
     released = (clipped + noise).to(torch.float32)
