@@ -49,6 +49,10 @@ format: setup
 contracts: setup
 	$(PY) -m contracts.build
 
+# the Solidity-side unit, fuzz and invariant tests of Runs (also run by `make test`, tests/unit/contracts/test_forge.py)
+forge-test: setup
+	cd contracts && ../node_modules/@foundry-rs/forge-linux-amd64/bin/forge test
+
 # The generated references (docs/cli.md from the Typer app, docs/configuration.md from the config dataclasses);
 # tests/unit/node/test_docgen.py fails when either is stale.
 docs: setup

@@ -1,0 +1,42 @@
+// SPDX-License-Identifier: Apache-2.0
+pragma solidity ^0.8.28;
+
+/// @notice The forge cheatcodes these tests use (forge serves them at the address below).
+interface Vm {
+    function roll(uint256 blockNumber) external;
+    function prank(address sender) external;
+    function expectRevert(bytes calldata revertData) external;
+    function expectRevert(bytes4 revertData) external;
+    function assume(bool condition) external pure;
+    function addr(uint256 privateKey) external pure returns (address);
+    function deployCode(string calldata artifactPath) external returns (address deployed);
+}
+
+/// @title Test - a minimal base for forge tests (forge-std is not installable here)
+/// @notice Assertions revert with the facts, which forge reports as the failure reason.
+abstract contract Test {
+    Vm internal constant vm = Vm(address(uint160(uint256(keccak256("hevm cheat code")))));
+
+    error AssertionFailed(string what, uint256 actual, uint256 expected);
+
+    function assertEq(uint256 actual, uint256 expected, string memory what) internal pure {
+        if (actual != expected) revert AssertionFailed(what, actual, expected);
+    }
+
+    function assertEq(bytes32 actual, bytes32 expected, string memory what) internal pure {
+        if (actual != expected) revert AssertionFailed(what, uint256(actual), uint256(expected));
+    }
+
+    function assertTrue(bool condition, string memory what) internal pure {
+        if (!condition) revert AssertionFailed(what, 0, 1);
+    }
+
+    function assertLe(uint256 actual, uint256 limit, string memory what) internal pure {
+        if (actual > limit) revert AssertionFailed(what, actual, limit);
+    }
+
+    /// @dev Map `x` into [lo, hi] (the fuzzer's inputs are uniform over the whole type).
+    function bound(uint256 x, uint256 lo, uint256 hi) internal pure returns (uint256) {
+        return lo + x % (hi - lo + 1);
+    }
+}
