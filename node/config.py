@@ -132,8 +132,33 @@ class TrainingSection:
     )
     max_examples: int = field(default=0, metadata={"help": "use at most this many local examples (0: all)"})
     evaluate: bool = field(default=True, metadata={"help": "score local and merged models on held-out data"})
-
+    eval_sources: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "data of the other members' distributions, scored whole and never trained on: JSONL "
+            "paths (home-relative), chatterbot:<category>, synthetic:<skill>[:<n>]"
+        },
+    )
+    eval_max_examples: int = field(
+        default=16, metadata={"help": "score at most this many examples of each eval source (0: all)"}
+    )
+    eval_answers: int = field(
+        default=8,
+        metadata={
+            "help": "greedy answers scored by token F1 on the held-out split and eval sources (0: none)"
+        },
+    )
     def __post_init__(self) -> None:
+        if not isinstance(self.eval_sources, tuple | list) or any(
+            not isinstance(s, str) or not s.strip() for s in self.eval_sources
+        ):
+            raise NodeConfigError(
+                f"`eval_sources` must be a list of non-empty strings, got {self.eval_sources!r}"
+            )
+        if self.eval_max_examples < 0:
+            raise NodeConfigError(f"`eval_max_examples` must be >= 0, got {self.eval_max_examples!r}")
+        if self.eval_answers < 0:
+            raise NodeConfigError(f"`eval_answers` must be >= 0, got {self.eval_answers!r}")
         if self.threads < 0:
             raise NodeConfigError(f"`threads` must be >= 0, got {self.threads!r}")
         if not 0.0 <= self.held_out_fraction < 1.0:

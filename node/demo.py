@@ -4,10 +4,13 @@
 creates a run from ``node/specs/demo-<model>.toml`` (with the requested number of rounds), starts N
 ``fedchain node`` processes on loopback (a :class:`node.cluster.LocalCluster`, every node storing in the
 IPFS daemon), each with its own chatterbot category, and waits until every node has finished the run. It
-then reads the rounds from the chain, scores a local-only baseline per node (the run's base model trained
-only on that node's data for as many steps as the federation made, scored on the node's held-out split,
-the same split the node scored the merged model on), audits the run with :func:`node.audit.audit_registry`
-(the code of ``fedchain audit``) and stops every process it started, on failure and Ctrl-C too.
+gives every node the other nodes' held-out splits as ``--eval-data`` (data of the other members'
+distributions that no member trains on). It then reads the rounds from the chain, scores a local-only
+baseline per node (the run's base model trained only on that node's data for as many steps as the node
+made in the run) with the same :func:`node.scoring.score_model` the node scored the merged model with (loss
+and token F1, on the node's own held-out split and on the others'), audits the run with
+:func:`node.audit.audit_registry` (the code of ``fedchain audit``) and stops every process it started,
+on failure and Ctrl-C too.
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def _cluster(config: DemoConfig, folder: Path, report: ProgressFn) -> Iterator[t
             cluster.init()
             run_id = cluster.create_run(spec_file(config, folder))
             report(DemoProgress(f"starting {config.nodes} nodes (run {run_id})", 0, config.rounds, ()))
-            cluster.start(run_id, config.sources)
+            cluster.start(run_id, config.sources, extra=_eval_flags(config, folder, cluster.members))
             yield devnet, cluster, run_id
         except BaseException as exc:
             tails = [
@@ -148,6 +151,49 @@ def _cluster(config: DemoConfig, folder: Path, report: ProgressFn) -> Iterator[t
                 raise DemoError(f"{exc}\n" + "\n".join(tails)) from exc
             raise
         cluster.stop()
+
+
+def _member_seed(address: str) -> int:
+    """Return a member's data seed (split and sample), the one ``node.runner`` derives from its address."""
+    return int(hashlib.sha256(address.lower().encode()).hexdigest()[:8], 16)
+
+
+def _member_data(source: str, address: str) -> Any:
+    from node.config import TrainingSection
+    from node.model import load_local_data
+
+    defaults = TrainingSection()
+    return load_local_data(
+        source,
+        held_out_fraction=defaults.held_out_fraction,
+        max_examples=defaults.max_examples,
+        seed=_member_seed(address),
+    )
+
+
+def held_out_file(folder: Path, index: int) -> Path:
+    """Where the demo writes member ``index``'s held-out split (the other members score models on it)."""
+    return folder / "held-out" / f"node{index}.jsonl"
+
+
+def _eval_flags(config: DemoConfig, folder: Path, members: list[Any]) -> dict[int, list[str]]:
+    """Write each member's held-out split; give every member the others' as ``--eval-data``.
+
+    The split is the one the owner's node keeps out of its own training, so no member has trained on any
+    example another member scores it on: the other-distribution figures are held out for everyone.
+    """
+    from node.scoring import write_examples
+
+    for m in members:
+        write_examples(
+            _member_data(config.sources[m.index], m.address).held_out, held_out_file(folder, m.index)
+        )
+    flags: dict[int, list[str]] = {}
+    for m in members:
+        for other in members:
+            if other.index != m.index:
+                flags.setdefault(m.index, []).extend(["--eval-data", str(held_out_file(folder, other.index))])
+    return flags
 
 
 def _wait_for_run(cluster: LocalCluster, config: DemoConfig, report: ProgressFn) -> None:
@@ -207,6 +253,7 @@ def run_demo(
         "members": members,
         "rounds": rounds,
         "losses": losses,
+        "comparison": comparison(losses),
         "audit": audit,
         "run_seconds": round(run_seconds, 1),
         "total_seconds": round(time.monotonic() - started, 1),
@@ -268,40 +315,92 @@ def _audit(devnet: Any, run_id: int) -> dict[str, Any]:
 def _losses(
     config: DemoConfig, spec_path: Path, members: list[dict[str, Any]], events: list[list[dict[str, Any]]]
 ) -> list[dict[str, Any]]:
-    """Per node: held-out loss of the final merged model (the node's own score) and of a local-only model."""
+    """Per node: the final merged model's scores (the node's own) next to a local-only model's and the base's.
+
+    Each model is scored with :func:`node.scoring.score_model` on the node's held-out split and on the other
+    members' held-out splits (the files the node was given as ``--eval-data``), by loss and token F1. The
+    local-only model is the run's base model with the same run-seeded adapter init, trained only on the
+    node's training split with the run's training settings, for as many steps as the node made in the run.
+    """
     from node.config import TrainingSection
-    from node.model import ModelRuntime, load_local_data
+    from node.model import ModelRuntime
     from node.runspec import RunSpec
+    from node.scoring import EvalPlan, load_eval_sources, score_model
     from training.sft import train_sft
 
     spec = RunSpec.from_toml(spec_path)
     runtime = ModelRuntime(spec, threads=0)
     initial = runtime.initial_state()
     steps = (spec.train.local_steps or 1) * config.rounds
+    defaults = TrainingSection()
+    plan = EvalPlan(answers=defaults.eval_answers)
+    folder = spec_path.parent
     rows = []
     for member, node_events in zip(members, events, strict=True):
-        merged = [e for e in node_events if e.get("event") == "round.scored" and "merged_loss" in e]
-        seed = int(hashlib.sha256(member["address"].lower().encode()).hexdigest()[:8], 16)
-        data = load_local_data(
-            member["data"],
-            held_out_fraction=TrainingSection().held_out_fraction,
-            max_examples=TrainingSection().max_examples,
-            seed=seed,
-        )
+        scored = [e for e in node_events if e.get("event") == "round.scored" and "merged_loss" in e]
+        merged = scored[-1] if scored else {}
+        seed = _member_seed(member["address"])
+        data = _member_data(member["data"], member["address"])
+        others_files = [
+            str(held_out_file(folder, m["index"])) for m in members if m["index"] != member["index"]
+        ]
+        others = load_eval_sources(others_files, max_examples=defaults.eval_max_examples, seed=seed)
+
+        def score(own: list[Any], others: list[Any]) -> dict[str, float | None]:
+            return score_model(
+                runtime.model, runtime.tokenizer, own, others, plan, max_len=spec.train.max_len
+            )
+
         runtime.load(initial)
+        base = score(data.held_out, others)
         train_sft(runtime.model, runtime.tokenizer, data.train, dataclasses.replace(spec.train_config(seed),
                   local_steps=steps))  # fmt: skip
-        local = runtime.evaluate(data.held_out)
+        local = score(data.held_out, others)
         runtime.load(initial)
-        rows.append(
-            {
-                "node": f"node{member['index']}",
-                "data": member["data"],
-                "held_out": len(data.held_out),
-                "initial_loss": runtime.evaluate(data.held_out),
-                "merged_loss": merged[-1].get("merged_loss") if merged else None,
-                "local_only_loss": local,
-                "local_steps": steps,
-            }
-        )
+        row: dict[str, Any] = {
+            "node": f"node{member['index']}",
+            "data": member["data"],
+            "held_out": len(data.held_out),
+            "others": [m["data"] for m in members if m["index"] != member["index"]],
+            "others_held_out": len(others),
+            "local_steps": steps,
+        }
+        for key in ("loss", "others_loss", "f1", "others_f1"):
+            row[f"initial_{key}"] = base[key]
+            row[f"merged_{key}"] = merged.get(f"merged_{key}")
+            row[f"local_only_{key}"] = local[key]
+        row["federation_wins_own"] = _lower(row["merged_loss"], row["local_only_loss"])
+        row["federation_wins_others"] = _lower(row["merged_others_loss"], row["local_only_others_loss"])
+        rows.append(row)
     return rows
+
+
+def comparison(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many nodes the federated model serves better than their local-only model, on own and others' data.
+
+    ``note`` says it in words, naming the nodes where local-only wins on their own data (personalisation).
+    """
+    others = [r["node"] for r in rows if r["federation_wins_others"]]
+    scored = [r["node"] for r in rows if r["federation_wins_others"] is not None]
+    own_local = [r["node"] for r in rows if r["federation_wins_own"] is False]
+    note = (
+        f"On the other members' data the federated model has the lower loss on {len(others)} of "
+        f"{len(scored)} nodes."
+    )
+    if own_local:
+        note += (
+            f" On their own data local-only wins on {', '.join(own_local)}: a model trained on one category "
+            "alone fits that category more closely (personalisation), while each merged step averages the "
+            "members' updates and moves the model towards every category."
+        )
+    return {
+        "federation_wins_others": len(others),
+        "federation_wins_own": sum(1 for r in rows if r["federation_wins_own"]),
+        "local_only_wins_own": own_local,
+        "nodes": len(rows),
+        "note": note,
+    }
+
+
+def _lower(a: float | None, b: float | None) -> bool | None:
+    return None if a is None or b is None else a < b

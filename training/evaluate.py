@@ -1,13 +1,18 @@
-"""Evaluation: held-out loss and perplexity (prompt masked) per client and on their union, exact match.
+"""Evaluation: held-out loss and perplexity (prompt masked) per client and on their union, exact match, F1.
 
 Loss is the mean negative log-likelihood per response token; the union's loss weighs every token equally
 (the token-weighted mean of the clients'), which is what evaluating the concatenated data gives.
 Exact match greedily generates an answer for each prompt and compares it, stripped, with the reference.
+Token F1 (SQuAD's answer metric) scores the same greedy answers by the words they share with the reference,
+after :func:`normalize_answer` (lower case, no punctuation, no articles, single spaces).
 """
 
 from __future__ import annotations
 
 import math
+import re
+import string
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -143,3 +148,39 @@ def exact_match(
     )
     hits = sum(a == e.response.strip() for a, e in zip(answers, examples, strict=True))
     return hits / len(examples)
+
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCTUATION = str.maketrans("", "", string.punctuation)
+
+
+def normalize_answer(text: str) -> str:
+    """Lower case, punctuation and the articles a/an/the removed, whitespace collapsed (SQuAD's rule)."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCTUATION)).split())
+
+
+def token_f1(prediction: str, reference: str) -> float:
+    """F1 of the words two answers share after :func:`normalize_answer` (repeated words count as often).
+
+    Two answers without words score 1.0; one without words against one with words scores 0.0.
+    """
+    pred, ref = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not pred or not ref:
+        return float(pred == ref)
+    common = sum((Counter(pred) & Counter(ref)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(pred), common / len(ref)
+    return 2 * precision * recall / (precision + recall)
+
+
+def answer_f1(
+    model: Any, tokenizer: Any, examples: Sequence[Example], *, max_new_tokens: int = 16, batch_size: int = 16
+) -> float:
+    """Mean :func:`token_f1` of the greedy answers to ``examples`` against their reference responses."""
+    if not examples:
+        raise ConfigError("no evaluation examples")
+    answers = generate_answers(
+        model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+    )
+    return sum(token_f1(a, e.response) for a, e in zip(answers, examples, strict=True)) / len(examples)

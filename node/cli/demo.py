@@ -1,8 +1,9 @@
 """``fedchain demo``: a whole federated run on a fresh local devnet (logic in :mod:`node.demo`).
 
 Starts anvil + IPFS, deploys, creates a run, starts N node processes each with its own chatterbot
-category, waits for R finalised rounds, prints the rounds, the held-out losses (merged model vs each node's
-local-only model) and the audit, and stops everything it started.
+category, waits for R finalised rounds, prints the rounds, the merged model's and each node's local-only
+model's held-out loss and token F1 on the node's own data and on the other members' data, and the audit,
+and stops everything it started.
 """
 
 from __future__ import annotations
@@ -35,19 +36,30 @@ def _print_summary(summary: dict[str, Any]) -> None:
             str(row["finalized_block"] or "-"),
         )
     console.print(rounds)
-    losses = Table(title="held-out loss on each node's own data (lower is better)")
-    for column in ("node", "data", "held-out", "initial", "merged (federated)", "local only"):
-        losses.add_column(column)
-    for row in summary["losses"]:
-        losses.add_row(
-            row["node"],
-            row["data"],
-            str(row["held_out"]),
-            _fmt(row["initial_loss"]),
-            _fmt(row["merged_loss"]),
-            f"{_fmt(row['local_only_loss'])} ({row['local_steps']} steps)",
-        )
-    console.print(losses)
+    for which, title in (
+        ("", "each node's own held-out data"),
+        ("others_", "the other members' held-out data"),
+    ):
+        table = Table(title=f"merged (federated) vs local-only on {title}: loss (lower is better), token F1")
+        for column in ("node", "data", "examples", "initial loss", "merged loss", "local-only loss",
+                       "merged F1", "local-only F1", "lower loss"):  # fmt: skip
+            table.add_column(column)
+        for row in summary["losses"]:
+            merged, local = row[f"merged_{which}loss"], row[f"local_only_{which}loss"]
+            winner = "-" if merged is None or local is None else "merged" if merged < local else "local-only"
+            table.add_row(
+                row["node"],
+                ", ".join(row["others"]) if which else row["data"],
+                str(row["others_held_out"] if which else row["held_out"]),
+                _fmt(row[f"initial_{which}loss"]),
+                _fmt(merged),
+                f"{_fmt(local)} ({row['local_steps']} steps)",
+                _fmt(row[f"merged_{which}f1"]),
+                _fmt(row[f"local_only_{which}f1"]),
+                winner,
+            )
+        console.print(table)
+    console.print(summary["comparison"]["note"])
     audit = summary["audit"]
     verdict = "[green]PASSED[/green]" if audit["ok"] else "[red]FAILED[/red]"
     console.print(
@@ -72,8 +84,9 @@ def demo(
 
     Starts anvil (1 s blocks) and an IPFS daemon in a temporary folder, deploys the contracts, creates a run
     from node/specs/demo-<model>.toml, starts N `fedchain node` processes each with its own chatterbot
-    category, waits until R rounds are finalised, then prints the rounds, the held-out loss of the merged
-    model vs each node's local-only model, and the audit. Every process it started is stopped at the end.
+    category, waits until R rounds are finalised, then prints the rounds, the held-out loss and token F1 of
+    the merged model vs each node's local-only model on the node's own data and on the other members'
+    data, and the audit. Every process it started is stopped at the end.
     """
     from node.cluster import check_capacity
     from node.demo import DemoConfig, DemoError, run_demo

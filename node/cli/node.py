@@ -26,6 +26,12 @@ def start(
         None, "--listen-port", help="Override p2p.listen_port of config.toml."
     ),
     bootstrap: list[str] = typer.Option([], "--bootstrap", help="Member multiaddr to dial (repeatable)."),
+    eval_data: list[str] = typer.Option(
+        [],
+        "--eval-data",
+        help="Data of another member's distribution to score models on, never trained on (repeatable; "
+        "replaces training.eval_sources of config.toml; same forms as --data).",
+    ),
     threads: int | None = typer.Option(None, "--threads", help="Override training.threads of config.toml."),
     quiet: bool = typer.Option(
         False, "--quiet", help="No terminal output (the JSON log file is still written)."
@@ -72,6 +78,7 @@ def start(
         storage__ipfs_api=ipfs_api,
         p2p__listen_port=listen_port,
         p2p__bootstrap=list(bootstrap) or None,
+        training__eval_sources=[_absolute(s) for s in eval_data] or None,
         training__threads=threads,
     )
     import sys
@@ -82,3 +89,10 @@ def start(
         quiet=quiet, json_log=json_log, progress=progress, stdout=sys.stdout, stderr=sys.stderr
     )
     raise typer.Exit(run_node(node_home, config, run, data, console=console, byzantine=attack))
+
+
+def _absolute(source: str) -> str:
+    """Resolve a JSONL path given on the command line against the working directory, not the node home."""
+    from node.scoring import resolve_source
+
+    return resolve_source(source, Path.cwd())

@@ -35,6 +35,11 @@ def test_rendered_template_documents_every_field_and_loads_back(tmp_path: Path) 
         ("[training]\nheld_out_fraction = 1.5\n", "held_out_fraction"),
         ("[nodes]\n", "unknown table"),
         ("[p2p]\nport = 1\n", "unknown key"),
+        ('[training]\neval_sources = "chatterbot:humor"\n', r"\[training\].*eval_sources.*list"),
+        ('[training]\neval_sources = ["chatterbot:humor", ""]\n', r"\[training\].*eval_sources"),
+        ("[training]\neval_sources = [3]\n", r"\[training\].*eval_sources"),
+        ("[training]\neval_max_examples = -1\n", r"\[training\].*eval_max_examples"),
+        ("[training]\neval_answers = -2\n", r"\[training\].*eval_answers"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path: Path, toml: str, message: str) -> None:
@@ -48,3 +53,19 @@ def test_bad_values_name_the_field(tmp_path: Path, toml: str, message: str) -> N
 def test_replace_rejects_unknown_keys() -> None:
     with pytest.raises(NodeConfigError, match="unknown config key"):
         NodeConfig().replace(**{"chain.colour": "red"})
+
+
+def test_eval_sources_parse_to_a_tuple_and_default_to_none(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(
+        '[training]\neval_sources = ["chatterbot:humor", "others/money.jsonl"]\n'
+        "eval_max_examples = 4\neval_answers = 0\n"
+    )
+
+    training = load_config(path).training
+
+    assert training.eval_sources == ("chatterbot:humor", "others/money.jsonl")
+    assert (training.eval_max_examples, training.eval_answers) == (4, 0)
+    assert NodeConfig().training.eval_sources == ()
+    overridden = NodeConfig().replace(**{"training.eval_sources": ["/data/a.jsonl"]})
+    assert overridden.training.eval_sources == ("/data/a.jsonl",)
