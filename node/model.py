@@ -5,7 +5,11 @@ deterministically from a fixed seed) and attaches the adapter with the run seed,
 bit-identical adapter parameters on every peer (checked: the initial state hash is logged).
 
 Local data (``--data``): a JSONL file (any format of ``training.data``), ``chatterbot:<category>`` or
-``synthetic:<skill>[:<n>]``; a seeded held-out split is kept for evaluation.
+``synthetic:<skill>[:<n>]``; a seeded held-out split is kept for evaluation. A DPO run (``[train] task =
+"dpo"``) needs preference pairs: a preference JSONL file (``prompt``/``chosen``/``rejected``) or
+``synthetic:<skill>[:<n>]`` (the right answer chosen, a wrong one rejected); chatterbot has none.
+DPO rounds are trained with :func:`training.dpo.train_dpo` and scored by held-out DPO loss and reward
+accuracy (:func:`training.dpo.evaluate_dpo`).
 """
 
 from __future__ import annotations
@@ -15,13 +19,13 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from node.errors import NodeError
-from node.runspec import RunSpec
-from training.data import Example
+from node.runspec import RunSpec, RunSpecError
 from training.merge import ModelState
 
 ProgressFn = Callable[[int, int, float], None]
@@ -33,26 +37,56 @@ class DataSourceError(NodeError, ValueError):
 
 @dataclass(frozen=True)
 class LocalData:
-    """The node's examples: what it trains on and what it evaluates on."""
+    """The node's examples: what it trains on and what it evaluates on.
+
+    ``train`` and ``held_out`` hold :class:`training.data.Example` for ``task == "sft"`` and
+    :class:`training.data.PreferencePair` for ``task == "dpo"``.
+    """
 
     source: str
-    train: list[Example]
-    held_out: list[Example]
+    train: list[Any]
+    held_out: list[Any]
+    task: str = "sft"
 
 
-def load_local_data(source: str, *, held_out_fraction: float, max_examples: int, seed: int) -> LocalData:
+def _load_preferences(source: str, seed: int) -> list[Any]:
+    if source.startswith("chatterbot:"):
+        raise DataSourceError(
+            f"data {source!r}: chatterbot has no preference pairs, and the run's [train] `task` is 'dpo'; "
+            "give a preference JSONL file (prompt/chosen/rejected) or synthetic:<skill>"
+        )
+    if source.startswith("synthetic:"):
+        from training.datasets.synthetic import synthetic_preferences
+
+        parts = source.split(":")
+        return list(synthetic_preferences(parts[1], int(parts[2]) if len(parts) > 2 else 64, seed))
+    from training.data import load_preference_jsonl
+
+    return list(load_preference_jsonl(Path(source)))
+
+
+def load_local_data(
+    source: str, *, held_out_fraction: float, max_examples: int, seed: int, task: str = "sft"
+) -> LocalData:
     """Load ``source`` (JSONL path, ``chatterbot:<category>`` or ``synthetic:<skill>[:<n>]``) and split it.
+
+    ``task`` is the run's ``[train] task``: ``"dpo"`` loads preference pairs (see the module docstring).
 
     Raises
     ------
     DataSourceError
-        If the source is unknown, unreadable, or leaves no training example.
+        If the source is unknown, unreadable, has no data for ``task``, or leaves no training example.
     """
     from training.data import split_held_out
     from training.errors import TrainingError
 
+    if task not in ("sft", "dpo"):
+        raise DataSourceError(f"`task` must be 'sft' or 'dpo', got {task!r}")
+    examples: list[Any]
     try:
-        if source.startswith("chatterbot:"):
+        if task == "dpo":
+            examples = _load_preferences(source, seed)
+        elif source.startswith("chatterbot:"):
             from training.datasets.chatterbot import load_chatterbot_category
 
             examples = load_chatterbot_category(source.split(":", 1)[1])
@@ -66,6 +100,8 @@ def load_local_data(source: str, *, held_out_fraction: float, max_examples: int,
             from training.data import load_sft_jsonl
 
             examples = load_sft_jsonl(Path(source))
+    except DataSourceError:
+        raise
     except (TrainingError, OSError, KeyError, ValueError) as exc:
         raise DataSourceError(f"cannot load data {source!r}: {exc}") from exc
     if max_examples and len(examples) > max_examples:
@@ -73,7 +109,7 @@ def load_local_data(source: str, *, held_out_fraction: float, max_examples: int,
     train, held = split_held_out(examples, held_out_fraction, seed)
     if not train:
         raise DataSourceError(f"data {source!r} has {len(examples)} examples: none left to train on")
-    return LocalData(source, train, held)
+    return LocalData(source, train, held, task)
 
 
 def member_seed(run_seed: int, round: int, address: str) -> int:
@@ -118,6 +154,13 @@ class ModelRuntime:
         model, self.tokenizer = load_model(spec.model.name_or_path, spec.model.dtype, device)
         self.model = attach_adapter(model, spec.adapter, spec.seed)
         self.initial_flat, self.flat_spec = flatten(trainable_state(self.model))
+        if spec.privacy is not None:  # the run's norm bound must admit noised updates of this dimension
+            from training.privacy import PrivacyError, check_norm_bound
+
+            try:
+                check_norm_bound(spec.privacy, spec.max_norm, self.initial_flat.numel())
+            except PrivacyError as exc:
+                raise RunSpecError(f"[privacy] {exc}") from exc
 
     def initial_state(self) -> ModelState:
         """Round-0 state: the run-seeded adapter init with zero server state."""
@@ -134,14 +177,18 @@ class ModelRuntime:
     def train(
         self,
         state: ModelState,
-        examples: list[Example],
+        examples: list[Any],
         *,
         seed: int,
         client_control: dict[str, Tensor] | None = None,
         progress: ProgressFn | None = None,
     ) -> TrainResult:
-        """Train locally from ``state`` with the run's client algorithm (the model keeps the result)."""
+        """Train locally from ``state`` with the run's client algorithm (the model keeps the result).
+
+        ``examples`` are SFT examples, or preference pairs when the run's ``[train] task`` is ``"dpo"``.
+        """
         from training.client import ScaffoldControls
+        from training.dpo import train_dpo
         from training.flat import flatten
         from training.sft import train_sft
 
@@ -149,7 +196,8 @@ class ModelRuntime:
         controls = None
         if state.control is not None:
             controls = ScaffoldControls(server=self.flat_spec.unflatten(state.control), client=client_control)
-        update = train_sft(
+        train_fn = train_dpo if self.spec.train.task == "dpo" else train_sft
+        update = train_fn(
             self.model,
             self.tokenizer,
             examples,
@@ -167,13 +215,32 @@ class ModelRuntime:
             seconds=update.metrics.seconds,
         )
 
-    def evaluate(self, examples: list[Example]) -> float | None:
-        """Held-out loss of the adapter currently in the model (``None`` without examples)."""
+    def evaluate(self, examples: list[Any]) -> float | None:
+        """Held-out loss of the adapter currently in the model (``None`` without examples).
+
+        For a DPO run this is the held-out DPO loss (see :meth:`scores`).
+        """
+        scores = self.scores(examples)
+        return None if scores is None else scores["loss"]
+
+    def scores(self, examples: list[Any]) -> dict[str, float] | None:
+        """Held-out scores of the adapter in the model: ``loss``, and for DPO also ``reward_accuracy``.
+
+        SFT: mean per-token loss of the responses. DPO: mean DPO loss against the base model and the
+        fraction of pairs whose chosen reward beats the rejected one. ``None`` without examples.
+        """
+        from training.dpo import evaluate_dpo
         from training.evaluate import evaluate_loss
 
         if not examples:
             return None
-        return evaluate_loss(self.model, self.tokenizer, examples, max_len=self.spec.train.max_len).loss
+        train = self.spec.train
+        if train.task == "dpo":
+            result = evaluate_dpo(
+                self.model, self.tokenizer, examples, beta=train.dpo_beta, max_len=train.max_len
+            )
+            return {"loss": result.loss, "reward_accuracy": result.reward_accuracy}
+        return {"loss": evaluate_loss(self.model, self.tokenizer, examples, max_len=train.max_len).loss}
 
     def encode_update(self, result: TrainResult, *, run: str, round: int) -> bytes:
         """Encode the update with the run's codec (``control_delta`` attached for SCAFFOLD)."""

@@ -9,8 +9,8 @@ A run spec is written as TOML by whoever creates the run (``fedchain run create 
     [chain]                    # quorum_bps, submit_blocks, vote_blocks, min_updates, admission, join_blocks
     [model]                    # training.config.ModelConfig (name_or_path, dtype; device is per node)
     [adapter]                  # training.config.AdapterConfig
-    [train]                    # training.config.TrainConfig (local training of every member): task = "sft"
-                               # (instruction tuning) or "dpo" (preference pairs; dpo_beta, base-model reference)
+    [train]                    # training.config.TrainConfig (local training of every member): task =
+                               # "sft" or "dpo" (preference pairs, dpo_beta; reference: the base model)
     [privacy]                  # training.privacy.PrivacyConfig: client-level DP (clip_norm, noise_multiplier,
                                # delta, epsilon_budget); no table: no DP (docs/privacy.md)
 

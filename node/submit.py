@@ -104,6 +104,10 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
             examples = flip_preferences(examples) if dpo else flip_answers(examples, seed=seed)
     result = ctx.runtime.train(base, examples, seed=seed, client_control=control, progress=progress)
     ctx.trained_round = rnd
+    if ctx.spec.privacy is not None:  # clip and noise before anything leaves this function (node.privacy)
+        from node.privacy import privatize
+
+        result = privatize(ctx, rnd, result)
     if ctx.byzantine is not None:
         result = _attack(ctx, rnd, result, seed)
     ctx.state.add_timing(ctx.run_id, rnd, "train", result.seconds)

@@ -27,7 +27,7 @@ from typing import Literal
 import torch
 from torch import Tensor
 
-from training.data import Example
+from training.data import Example, PreferencePair
 from training.errors import TrainingError
 
 
@@ -150,6 +150,11 @@ def flip_answers(examples: Sequence[Example], *, seed: int) -> list[Example]:
         j = rng.randrange(i)
         order[i], order[j] = order[j], order[i]
     return [dataclasses.replace(e, response=answers[order[i]]) for i, e in enumerate(examples)]
+
+
+def flip_preferences(pairs: Sequence[PreferencePair]) -> list[PreferencePair]:
+    """Label-flip preference data: every pair's chosen and rejected answers trade places."""
+    return [PreferencePair(prompt=p.prompt, chosen=p.rejected, rejected=p.chosen) for p in pairs]
 
 
 @dataclass(frozen=True)

@@ -3,15 +3,21 @@
 ``loss = -log sigmoid(beta * ((pi_c - ref_c) - (pi_r - ref_r)))`` where ``pi`` and ``ref`` are the summed
 log-probabilities of the chosen/rejected responses under the policy and the reference model.
 
-Reference model: in federated DPO the reference is the model at the start of the round, i.e. the base
-model with the round's global adapter M(r-1) (not the bare base model). Its log-probabilities are computed
-once, before the first local step, for every local pair: no second model copy is kept, and the reference
-stays fixed while the adapter trains.
+Reference model: the frozen base model, i.e. the PEFT model with its adapter disabled, as TRL's
+``DPOTrainer`` does for a PEFT model given no ``ref_model`` (and so the OpenFedLLM reference, whose
+``main_dpo.py`` passes ``model_ref = None`` with PEFT). The reference is therefore the same in every round
+and on every member, and the implicit reward ``beta * (log pi(y|x) - log ref(y|x))`` of the merged model is
+comparable across rounds. Its log-probabilities are computed once per round, before the first local step,
+for every local pair: no second model copy is kept.
+
+Scoring (:func:`evaluate_dpo`): held-out DPO loss against the same reference, and reward accuracy, the
+fraction of pairs whose chosen reward is strictly above the rejected reward (TRL's ``rewards/accuracies``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -22,8 +28,8 @@ from training.client import ClientUpdate, ProgressFn, ScaffoldControls, train_lo
 from training.config import TrainConfig
 from training.data import PreferencePair
 from training.datasets.tokenize import Encoded, batch_order, encode_preference, pad_batch, pad_id_of
-from training.errors import ConfigError
-from training.evaluate import token_logprobs
+from training.errors import ConfigError, TrainingError
+from training.evaluate import UNION, token_logprobs
 from training.sft import num_steps
 
 
@@ -41,7 +47,7 @@ def _pair_batch(chosen: Sequence[Encoded], rejected: Sequence[Encoded], pad_id: 
 
 
 @torch.no_grad()
-def reference_logprobs(
+def policy_logprobs(
     model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, batch_size: int
 ) -> Tensor:
     """Compute summed log-probabilities ``[n, 2]`` (chosen, rejected) of every pair under the model now."""
@@ -54,6 +60,115 @@ def reference_logprobs(
         logp, _ = token_logprobs(model, {k: v.to(device) for k, v in batch.items()})
         rows.append(logp.view(2, -1).T.float().cpu())
     return torch.cat(rows)
+
+
+def reference_logprobs(
+    model: Any, pairs: Sequence[tuple[Encoded, Encoded]], pad_id: int, batch_size: int
+) -> Tensor:
+    """Log-probabilities ``[n, 2]`` of every pair under the reference: the base model, adapter disabled.
+
+    Raises
+    ------
+    TrainingError
+        If the model is not a PEFT model (it has no adapter to disable).
+    """
+    disable = getattr(model, "disable_adapter", None)
+    if disable is None:
+        raise TrainingError(
+            "DPO needs a PEFT model: the reference is the base model with the adapter disabled"
+        )
+    # PEFT re-enables the adapter on leaving the context and marks every adapter parameter trainable
+    # again, which would unfreeze FFA-LoRA's A factor: the flags are put back as they were.
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        with disable():
+            return policy_logprobs(model, pairs, pad_id, batch_size)
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+
+
+@dataclass(frozen=True)
+class DpoResult:
+    """Held-out DPO scores over ``pairs`` preference pairs.
+
+    Attributes
+    ----------
+    loss
+        Mean DPO sigmoid loss against the reference (``log 2`` when the policy equals the reference).
+    reward_accuracy
+        Fraction of pairs whose chosen reward is strictly greater than the rejected reward.
+    margin
+        Mean reward margin ``r_chosen - r_rejected`` (rewards are ``beta * (log pi - log ref)``).
+    pairs
+        Number of pairs scored.
+    """
+
+    loss: float
+    reward_accuracy: float
+    margin: float
+    pairs: int
+
+
+def _scores(policy: Tensor, ref: Tensor, beta: float) -> DpoResult:
+    rewards = beta * (policy - ref)  # [n, 2]: chosen, rejected
+    margin = rewards[:, 0] - rewards[:, 1]
+    return DpoResult(
+        loss=float(-functional.logsigmoid(margin).mean()),
+        reward_accuracy=float((margin > 0).double().mean()),
+        margin=float(margin.double().mean()),
+        pairs=int(margin.shape[0]),
+    )
+
+
+def evaluate_dpo(
+    model: Any,
+    tokenizer: Any,
+    pairs: Sequence[PreferencePair],
+    *,
+    beta: float,
+    max_len: int = 256,
+    batch_size: int = 16,
+) -> DpoResult:
+    """Held-out DPO loss, reward accuracy and margin of the adapter in the model (model left in eval mode)."""
+    if not pairs:
+        raise ConfigError("no evaluation preference pairs")
+    pad = pad_id_of(tokenizer)
+    encoded = [encode_preference(p, tokenizer, max_len) for p in pairs]
+    ref = reference_logprobs(model, encoded, pad, batch_size)
+    return _scores(policy_logprobs(model, encoded, pad, batch_size), ref, beta)
+
+
+def evaluate_dpo_clients(
+    model: Any,
+    tokenizer: Any,
+    held_out: Mapping[str, Sequence[PreferencePair]],
+    *,
+    beta: float,
+    max_len: int = 256,
+    batch_size: int = 16,
+) -> dict[str, DpoResult]:
+    """:func:`evaluate_dpo` per client and on the union of all pairs (key ``training.evaluate.UNION``).
+
+    The union's scores weigh every pair equally (the pair-weighted means of the clients').
+    """
+    if UNION in held_out:
+        raise ConfigError(f"a client may not be named {UNION!r}")
+    results = {
+        name: evaluate_dpo(model, tokenizer, pairs, beta=beta, max_len=max_len, batch_size=batch_size)
+        for name, pairs in sorted(held_out.items())
+        if pairs
+    }
+    if not results:
+        raise ConfigError("no evaluation preference pairs")
+    n = sum(r.pairs for r in results.values())
+    results[UNION] = DpoResult(
+        loss=sum(r.loss * r.pairs for r in results.values()) / n,
+        reward_accuracy=sum(r.reward_accuracy * r.pairs for r in results.values()) / n,
+        margin=sum(r.margin * r.pairs for r in results.values()) / n,
+        pairs=n,
+    )
+    return results
 
 
 def dpo_step_loss(beta: float) -> Any:
@@ -89,8 +204,8 @@ def train_dpo(
 ) -> ClientUpdate:
     """Align the model's adapter with the client's preference pairs for one round.
 
-    The reference log-probabilities come from the model as passed in (the round's global adapter), see
-    the module docstring. Metrics count chosen and rejected sequences as separate examples.
+    The reference log-probabilities come from the base model (the adapter disabled), see the module
+    docstring. Metrics count chosen and rejected sequences as separate examples.
     """
     if cfg.task != "dpo":
         raise ConfigError(f"`task` must be 'dpo' for train_dpo, got {cfg.task!r}")

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.config import AdapterConfig, ModelConfig, TrainConfig
+from training.conventions import DEFAULT_CONVENTION, check_convention
 from training.errors import ConfigError
 from training.tomlconfig import build_section, check_tables, load_toml
 
@@ -39,11 +40,14 @@ class DataConfig:
     source
         ``"synthetic"`` (one seeded single-answer skill per client), ``"chatterbot"`` (one English
         chatterbot-corpus category per client) or ``"jsonl"`` (one SFT JSONL file per client, ``paths``).
+        With ``[train] task = "dpo"`` the clients hold preference pairs instead: synthetic pairs (the right
+        answer chosen, a wrong one rejected) or preference JSONL files; chatterbot has none.
     examples_per_client
         Synthetic: examples generated per client; chatterbot/jsonl: cap on examples kept per client
         (0 keeps all).
     categories
         Chatterbot categories, one per client; empty takes the first ``clients`` categories by name.
+        Synthetic: each client's skill (``training.datasets.synthetic.SKILLS``); empty cycles through them.
     paths
         JSONL files, one per client (``source = "jsonl"``).
     held_out_fraction
@@ -57,7 +61,7 @@ class DataConfig:
 
     source: DataSource = field(default="synthetic", metadata={"help": "synthetic, chatterbot or jsonl"})
     examples_per_client: int = field(default=32, metadata={"help": "examples per client (or cap)"})
-    categories: tuple[str, ...] = field(default=(), metadata={"help": "chatterbot categories"})
+    categories: tuple[str, ...] = field(default=(), metadata={"help": "chatterbot categories / skills"})
     paths: tuple[str, ...] = field(default=(), metadata={"help": "JSONL file per client"})
     held_out_fraction: float = field(default=0.25, metadata={"help": "share held out per client"})
     max_eval_examples: int = field(default=16, metadata={"help": "held-out cap per client"})
@@ -124,6 +128,9 @@ class SimulationConfig:
     algorithm
         A name in :data:`training.algorithms.ALGORITHMS` (fedavg, fedprox, scaffold, fedavgm, fedadagrad,
         fedyogi, fedadam); it picks the client algorithm and the server optimiser.
+    convention
+        Which formulas the algorithm follows (:mod:`training.conventions`): ``"openfedllm"`` (default) or
+        ``"reddi"``; it also sets ``[train] convention`` (SCAFFOLD's local correction).
     aggregator, aggregator_params
         A name in :data:`training.aggregate.AGGREGATORS` and its keyword parameters.
     codec
@@ -145,6 +152,7 @@ class SimulationConfig:
     clients: int = field(default=4, metadata={"help": "number of clients"})
     rounds: int = field(default=3, metadata={"help": "federated rounds"})
     algorithm: str = field(default="fedavg", metadata={"help": "FL algorithm"})
+    convention: str = field(default=DEFAULT_CONVENTION, metadata={"help": "openfedllm or reddi"})
     aggregator: str = field(default="mean", metadata={"help": "robust aggregator"})
     aggregator_params: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "its parameters"})
     codec: Codec = field(default="fp32", metadata={"help": "fp32 or int8"})
@@ -181,8 +189,16 @@ class SimulationConfig:
             raise ConfigError(
                 f"`categories` lists {len(self.data.categories)} names for {self.clients} clients"
             )
+        if self.train.task == "dpo" and self.data.source == "chatterbot":
+            raise ConfigError(
+                "[data] `source` 'chatterbot' has no preference pairs for [train] `task` 'dpo'; "
+                "use 'synthetic' or preference files"
+            )
         _check_known("algorithm", self.algorithm, "training.algorithms", "ALGORITHMS")
         _check_known("aggregator", self.aggregator, "training.aggregate", "AGGREGATORS")
+        check_convention(self.convention)
+        if self.train.convention != self.convention:  # one convention per simulation, training included
+            object.__setattr__(self, "train", dataclasses.replace(self.train, convention=self.convention))
 
     @property
     def num_byzantine(self) -> int:
@@ -234,6 +250,14 @@ def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
         "adapter": AdapterConfig,
         "train": TrainConfig,
     }
+    train = doc.get("train", {})
+    if isinstance(train, Mapping) and "convention" in train:
+        own = sim.get("convention", DEFAULT_CONVENTION)
+        if train["convention"] != own:
+            raise ConfigError(
+                f"[train] `convention` is {train['convention']!r} but [simulation] `convention` is {own!r}: "
+                "set it once, in [simulation]"
+            )
     for name, cls in sections.items():
         sim[name] = build_section(cls, doc.get(name, {}), name, error=ConfigError)
     model = {"name_or_path": "tiny-llama", **doc.get("model", {})}

@@ -1,7 +1,8 @@
 """In-process federated simulation: N clients, any algorithm, aggregator and codec, Byzantine clients.
 
 Each round every client loads the global adapter state, trains with the algorithm's client side
-(:func:`training.sft.train_sft`), and sends ``delta = local - global``. Byzantine clients' deltas are then
+(:func:`training.sft.train_sft`, or :func:`training.dpo.train_dpo` when ``[train] task = "dpo"``), and
+sends ``delta = local - global``. Byzantine clients' deltas are then
 rewritten by their attack (:mod:`training.attacks`; a data-level attack poisoned their data instead).
 Every update goes through the codec's bytes (``encode`` then ``decode`` with its checks), exactly as over
 the network; rejected updates are left out. The accepted updates are robustly aggregated and the server
@@ -9,6 +10,9 @@ optimiser takes its step; SCAFFOLD's server control variate is updated from the 
 the same bytes. After every round the model is evaluated on each client's held-out data and on their union
 (all clients' genuine held-out data, also for Byzantine clients, so clean and attacked runs are scored on
 the same examples).
+
+With DPO the clients hold preference pairs and the scores are held-out DPO loss (in the ``*_loss``
+fields) and reward accuracy (:func:`training.dpo.evaluate_dpo`).
 
 The local-only baseline trains every client alone from the same initial adapter for
 ``rounds * local_steps`` steps and scores it on the same union.
@@ -31,7 +35,7 @@ import torch
 from torch import Tensor
 
 from training.attacks import apply_update_attack, flip_answers, get_attack
-from training.data import Example, split_held_out
+from training.data import split_held_out
 from training.errors import ConfigError
 from training.simconfig import SimulationConfig
 
@@ -46,8 +50,8 @@ class ClientData:
     """One simulated client's examples: what it trains on and what it is evaluated on."""
 
     name: str
-    train: list[Example]
-    held_out: list[Example]
+    train: list[Any]  # Example (SFT) or PreferencePair (DPO)
+    held_out: list[Any]
 
 
 @dataclass(frozen=True)
@@ -62,12 +66,16 @@ class EvalMetrics:
         Held-out loss on each client's own data.
     exact_match
         Greedy exact-match accuracy on the union, when the task has one answer (``None`` otherwise).
+    reward_accuracy
+        DPO only: fraction of the union's held-out pairs whose chosen reward beats the rejected one (the
+        losses are then held-out DPO losses).
     """
 
     union_loss: float
     union_perplexity: float
     per_client: dict[str, float]
     exact_match: float | None = None
+    reward_accuracy: float | None = None
 
 
 @dataclass(frozen=True)
@@ -148,21 +156,24 @@ def _jsonable(value: Any) -> Any:
 
 def load_clients(cfg: SimulationConfig) -> list[ClientData]:
     """Build the clients' train / held-out splits from ``cfg.data`` (seeded, non-IID by source)."""
-    from training.data import load_sft_jsonl
+    from training.data import load_preference_jsonl, load_sft_jsonl
     from training.datasets.chatterbot import chatterbot_categories, chatterbot_clients
-    from training.datasets.synthetic import synthetic_clients
+    from training.datasets.synthetic import synthetic_clients, synthetic_preference_clients
 
     data = cfg.data
-    raw: dict[str, list[Example]]
+    dpo = cfg.train.task == "dpo"
+    raw: dict[str, list[Any]]
     if data.source == "synthetic":
-        raw = synthetic_clients(cfg.clients, data.examples_per_client, cfg.seed)
+        make = synthetic_preference_clients if dpo else synthetic_clients
+        raw = dict(make(cfg.clients, data.examples_per_client, cfg.seed, data.categories))
     elif data.source == "chatterbot":
         names = list(data.categories) or chatterbot_categories()[: cfg.clients]
         if len(names) < cfg.clients:
             raise ConfigError(f"`clients` is {cfg.clients} but chatterbot has only {len(names)} categories")
         raw = chatterbot_clients(names)
     else:
-        raw = {f"client-{i}": load_sft_jsonl(p) for i, p in enumerate(data.paths)}
+        load = load_preference_jsonl if dpo else load_sft_jsonl
+        raw = {f"client-{i}": list(load(p)) for i, p in enumerate(data.paths)}
     clients = []
     for i, (name, examples) in enumerate(sorted(raw.items())):
         if data.source != "synthetic" and data.examples_per_client:
@@ -214,12 +225,49 @@ def prepare(cfg: SimulationConfig) -> Session:
 
 
 def _uses_exact_match(cfg: SimulationConfig) -> bool:
+    if cfg.train.task == "dpo":
+        return False
     return cfg.data.source == "synthetic" if cfg.data.exact_match is None else cfg.data.exact_match
+
+
+def _train(session: Session, records: list[Any], cfg: Any, controls: Any = None) -> Any:
+    """Local training of the task of ``cfg`` (a TrainConfig): SFT on examples or DPO on pairs."""
+    from training.dpo import train_dpo
+    from training.sft import train_sft
+
+    fn = train_dpo if cfg.task == "dpo" else train_sft
+    return fn(session.model, session.tokenizer, records, cfg, controls=controls)
+
+
+def _held_out_losses(session: Session, cfg: SimulationConfig) -> tuple[dict[str, float], float | None]:
+    """Held-out loss per client and on the union (SFT loss or DPO loss), and DPO's union reward accuracy."""
+    from training.dpo import evaluate_dpo_clients
+    from training.evaluate import UNION, evaluate_clients
+
+    held = {c.name: c.held_out for c in session.clients}
+    if cfg.train.task == "dpo":
+        scores = evaluate_dpo_clients(
+            session.model, session.tokenizer, held, beta=cfg.train.dpo_beta, max_len=cfg.train.max_len
+        )
+        return {k: v.loss for k, v in scores.items()}, scores[UNION].reward_accuracy
+    results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
+    return {k: v.loss for k, v in results.items()}, None
 
 
 def evaluate_model(session: Session, cfg: SimulationConfig) -> EvalMetrics:
     """Score the session's model as it stands: per-client and union held-out loss, exact match if any."""
-    from training.evaluate import UNION, evaluate_clients, exact_match
+    from training.evaluate import UNION, LossResult, exact_match
+
+    if cfg.train.task == "dpo":
+        losses, reward_accuracy = _held_out_losses(session, cfg)
+        union_loss = losses.pop(UNION)
+        return EvalMetrics(
+            union_loss=union_loss,
+            union_perplexity=LossResult(union_loss, 0, 0).perplexity,
+            per_client=losses,
+            reward_accuracy=reward_accuracy,
+        )
+    from training.evaluate import evaluate_clients
 
     held = {c.name: c.held_out for c in session.clients}
     results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
@@ -238,7 +286,11 @@ def evaluate_model(session: Session, cfg: SimulationConfig) -> EvalMetrics:
 
 def _train_config(cfg: SimulationConfig, client_algorithm: str, seed: int, steps_factor: int = 1) -> Any:
     train = cfg.train
-    changes: dict[str, Any] = {"client_algorithm": client_algorithm, "seed": seed}
+    changes: dict[str, Any] = {
+        "client_algorithm": client_algorithm,
+        "seed": seed,
+        "convention": cfg.convention,
+    }
     if steps_factor != 1:
         if train.local_steps is not None:
             changes["local_steps"] = train.local_steps * steps_factor
@@ -252,19 +304,17 @@ def run_local_baseline(
 ) -> BaselineMetrics:
     """Train each client alone for ``rounds * local_steps`` steps; score it on the union and its own data."""
     from training.adapters import load_trainable_state
-    from training.evaluate import UNION, evaluate_clients
-    from training.sft import train_sft
+    from training.evaluate import UNION
 
     session = session if session is not None and session.key == _session_key(cfg) else prepare(cfg)
-    held = {c.name: c.held_out for c in session.clients}
     union: dict[str, float] = {}
     own: dict[str, float] = {}
     for i, client in enumerate(session.clients):
         load_trainable_state(session.model, session.initial)
         train_cfg = _train_config(cfg, "local", cfg.seed * 1_000_003 + i, steps_factor=cfg.rounds)
-        train_sft(session.model, session.tokenizer, client.train, train_cfg)
-        results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
-        union[client.name], own[client.name] = results[UNION].loss, results[client.name].loss
+        _train(session, client.train, train_cfg)
+        results, _ = _held_out_losses(session, cfg)
+        union[client.name], own[client.name] = results[UNION], results[client.name]
         if progress is not None:
             progress(f"local-only {client.name}", i + 1, len(session.clients))
     load_trainable_state(session.model, session.initial)
@@ -318,10 +368,10 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
     from training.adapters import load_trainable_state
     from training.aggregate import AGGREGATORS
     from training.algorithms import get_algorithm
+    from training.attacks import flip_preferences
     from training.client import ScaffoldControls
     from training.flat import flatten
     from training.merge import MergeError, MergeSpec, ModelState, UpdateInput, merge
-    from training.sft import train_sft
 
     started = time.perf_counter()
     algorithm = get_algorithm(cfg.algorithm)
@@ -334,8 +384,14 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
     clients = session.clients
     bad = byzantine_indices(cfg)
     if attack.level == "data":
+
+        def poison(records: list[Any], i: int) -> list[Any]:
+            if cfg.train.task == "dpo":
+                return flip_preferences(records)
+            return flip_answers(records, seed=cfg.seed + i)
+
         clients = [
-            ClientData(c.name, flip_answers(c.train, seed=cfg.seed + i), c.held_out) if i in bad else c
+            ClientData(c.name, poison(c.train, i), c.held_out) if i in bad else c
             for i, c in enumerate(clients)
         ]
     honest = [i for i in range(len(clients)) if i not in bad]
@@ -349,8 +405,14 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         codec=cfg.codec,
         max_norm=cfg.max_update_norm,
         scaffold=algorithm.control_variates,
+        convention=cfg.convention,
     )
-    server_state = server_opt.init_state(algorithm.server_optimizer, spec.numel)
+    server_state = server_opt.init_state(
+        algorithm.server_optimizer,
+        spec.numel,
+        _server_config(algorithm.server_optimizer, cfg.server),
+        convention=cfg.convention,
+    )
     control = torch.zeros(spec.numel) if algorithm.control_variates else None
     client_controls: dict[int, dict[str, Tensor]] = {}
     run_id = f"simulation-{cfg.seed}"
@@ -369,7 +431,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
             if control is not None:
                 controls = ScaffoldControls(server=spec.unflatten(control), client=client_controls.get(i))
             train_cfg = _train_config(cfg, algorithm.client, cfg.seed * 1_000_003 + rnd * 1009 + i)
-            update = train_sft(session.model, session.tokenizer, client.train, train_cfg, controls=controls)
+            update = _train(session, client.train, train_cfg, controls)
             deltas.append(flatten(update.delta)[0])
             if update.control is not None and update.control_delta is not None:
                 client_controls[i] = update.control
@@ -395,7 +457,12 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
             updates.append(UpdateInput(client.name, blob, len(client.train)))
         try:  # the very merge every node runs (decode + checks, robust aggregate, server step, SCAFFOLD c)
             outcome = merge(
-                ModelState(params, server_state, control, spec), updates, merge_spec, run=run_id, round=rnd
+                ModelState(params, server_state, control, spec),
+                updates,
+                merge_spec,
+                run=run_id,
+                round=rnd,
+                eligible=len(clients),  # SCAFFOLD's N: every client of the federation
             )
         except MergeError as exc:
             raise ConfigError(str(exc)) from exc

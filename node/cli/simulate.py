@@ -19,14 +19,23 @@ def _print_table(result: Any) -> None:
     from rich.table import Table
 
     table = Table(title=f"{result.config.algorithm} / {result.config.aggregator} ({result.config.codec})")
-    for column in ("round", "union loss", "perplexity", "exact match", "train loss", "accepted", "rejected"):
+    dpo = result.config.train.task == "dpo"
+    scores = ("union DPO loss", "reward accuracy") if dpo else ("union loss", "perplexity", "exact match")
+    for column in ("round", *scores, "train loss", "accepted", "rejected"):
         table.add_column(column, justify="right")
     for r in result.rounds:
+        if dpo:
+            accuracy = r.eval.reward_accuracy
+            shown = [f"{r.eval.union_loss:.4f}", "-" if accuracy is None else f"{accuracy:.1%}"]
+        else:
+            shown = [
+                f"{r.eval.union_loss:.4f}",
+                f"{r.eval.union_perplexity:.2f}",
+                "-" if r.eval.exact_match is None else f"{r.eval.exact_match:.1%}",
+            ]
         table.add_row(
             str(r.round),
-            f"{r.eval.union_loss:.4f}",
-            f"{r.eval.union_perplexity:.2f}",
-            "-" if r.eval.exact_match is None else f"{r.eval.exact_match:.1%}",
+            *shown,
             "-" if r.train_loss is None else f"{r.train_loss:.4f}",
             str(r.accepted) if r.round else "-",
             ", ".join(r.rejected) or "-",
@@ -51,6 +60,9 @@ def simulate(
     rounds: int | None = typer.Option(None, "--rounds", help="Override the number of rounds."),
     clients: int | None = typer.Option(None, "--clients", help="Override the number of clients."),
     algorithm: str | None = typer.Option(None, "--algorithm", help="Override the FL algorithm."),
+    convention: str | None = typer.Option(
+        None, "--convention", help="Algorithm formulas: openfedllm (the reference) or reddi."
+    ),
     aggregator: str | None = typer.Option(None, "--aggregator", help="Override the aggregator."),
     codec: str | None = typer.Option(None, "--codec", help="Override the update codec (fp32, int8)."),
     seed: int | None = typer.Option(None, "--seed", help="Override the simulation seed."),
@@ -83,6 +95,7 @@ def simulate(
             rounds=rounds,
             clients=clients,
             algorithm=algorithm,
+            convention=convention,
             aggregator=aggregator,
             codec=codec,
             seed=seed,

@@ -97,15 +97,39 @@ def synthetic_preferences(skill: str, n: int, seed: int) -> list[PreferencePair]
     return pairs
 
 
-def synthetic_clients(num_clients: int, examples_per_client: int, seed: int) -> dict[str, list[Example]]:
-    """One skill per client, cycling through :data:`SKILLS`: ``{"client-0": [...], ...}``.
-
-    Clients that share a skill get different examples (their seeds differ).
-    """
+def _client_skills(num_clients: int, skills: tuple[str, ...]) -> tuple[str, ...]:
     if num_clients < 1:
         raise ConfigError(f"`num_clients` must be >= 1, got {num_clients!r}")
+    if skills and len(skills) != num_clients:
+        raise ConfigError(f"`skills` lists {len(skills)} names for {num_clients} clients")
+    return skills or tuple(SKILLS[i % len(SKILLS)] for i in range(num_clients))
+
+
+def synthetic_clients(
+    num_clients: int, examples_per_client: int, seed: int, skills: tuple[str, ...] = ()
+) -> dict[str, list[Example]]:
+    """One skill per client, cycling through :data:`SKILLS`: ``{"client-0": [...], ...}``.
+
+    ``skills`` names each client's skill instead (``num_clients`` names). Clients that share a skill get
+    different examples (their seeds differ).
+    """
+    names = _client_skills(num_clients, skills)
     return {
-        f"client-{i}": synthetic_task(SKILLS[i % len(SKILLS)], examples_per_client, seed * 1009 + i)
+        f"client-{i}": synthetic_task(names[i], examples_per_client, seed * 1009 + i)
+        for i in range(num_clients)
+    }
+
+
+def synthetic_preference_clients(
+    num_clients: int, pairs_per_client: int, seed: int, skills: tuple[str, ...] = ()
+) -> dict[str, list[PreferencePair]]:
+    """Preference-pair counterpart of :func:`synthetic_clients`: one skill per client, same seeds.
+
+    ``skills`` names each client's skill (``num_clients`` names); empty cycles through :data:`SKILLS`.
+    """
+    names = _client_skills(num_clients, skills)
+    return {
+        f"client-{i}": synthetic_preferences(names[i], pairs_per_client, seed * 1009 + i)
         for i in range(num_clients)
     }
 
