@@ -14,7 +14,9 @@ app = typer.Typer(help="Create runs: the spec is stored (CID) and its sha256 + C
 
 @app.command("create")
 def create(
-    spec_path: Path = typer.Option(..., "--spec", help="Run spec TOML (see README section `node`)."),
+    spec_path: Path = typer.Option(
+        ..., "--spec", help="Run spec TOML (keys: docs/configuration.md; examples: node/specs/)."
+    ),
     home: Path = HOME,
     rpc_url: str | None = RPC_URL,
     registry: str | None = REGISTRY,
