@@ -129,6 +129,15 @@ class RunsClient:
             return with_retry(reads.block_number, self.retry, "eth_blockNumber")
         return int(with_retry(lambda: self.w3.eth.block_number, self.retry, "eth_blockNumber"))
 
+    def block_hash(self, number: int) -> bytes | None:
+        """Return the 32-byte hash of block ``number``, or ``None`` while that block is not mined yet."""
+        if number < 0:
+            raise LedgerConfigError(f"`number` must be >= 0, got {number}")
+        if number > self.block_number():
+            return None
+        block = with_retry(lambda: self.w3.eth.get_block(number), self.retry, "eth_getBlockByNumber")
+        return bytes(block["hash"])
+
     # ----- transactions -------------------------------------------------------------------------------
 
     def create_run(self, config: RunConfig, join_blocks: int = DEFAULT_JOIN_BLOCKS) -> RunId:

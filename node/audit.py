@@ -7,7 +7,9 @@ set the winning vote named, fetches each included update and checks its sha256, 
 hash, the merged state hash and the merged artifact (its CID and the state hash of its bytes) with the
 chain. Every fulfilled unlearning request is replayed (:func:`node.replay.replay_unlearning`) and
 compared the same way. Members' on-chain counters (submitted rounds, accepted contributions) are compared
-with the counts rebuilt from the events.
+with the counts rebuilt from the events. A run that samples clients (``clients_per_round``) has every
+round's selection recomputed from the chain (:mod:`node.sampling`); an included update of a member that was
+not selected is a ``selection`` mismatch.
 
 A problem becomes a :class:`Mismatch` (what, round or request, expected, found) and the audit goes on; facts
 that are not faults (an update that honest peers could not use and left out, a dissenting vote) become
@@ -40,6 +42,7 @@ from node.replay import (
     replay_unlearning,
     update_inputs,
 )
+from node.sampling import Selection, read_selection
 from p2p.storage import compute_cid
 from training.errors import TrainingError
 from training.merge import MergeError, ModelState, encode_state, state_hash
@@ -49,12 +52,23 @@ log = logging.getLogger(__name__)
 SetupLoader = Callable[[bytes, RunInfo], RunSetup]
 """Builds a run's :class:`~node.replay.RunSetup` from its verified spec bytes."""
 
+SelectionOf = Callable[[RoundRecord], Selection | None]
+"""A round's client-sampling selection recomputed from the chain (``None`` before its start block)."""
+
 
 class _Auditor:
     """Recomputes one run's lineage, memoising every model it rebuilt."""
 
-    def __init__(self, history: RunHistory, store: ArtifactReader, setup: RunSetup, report: RunAudit) -> None:
+    def __init__(
+        self,
+        history: RunHistory,
+        store: ArtifactReader,
+        setup: RunSetup,
+        report: RunAudit,
+        selection_of: SelectionOf | None = None,
+    ) -> None:
         self.history = history
+        self.selection_of = selection_of
         self.store = store
         self.setup = setup
         self.report = report
@@ -126,6 +140,9 @@ class _Auditor:
         r = int(rec.round)
         row = RoundAudit(r, RoundStatus(rec.info.status).name.lower(), len(rec.submissions))
         self.report.rounds.append(row)
+        selection = self.selection_of(rec) if self.selection_of is not None else None
+        if selection is not None:
+            row.selected = list(selection.selected)
         usable: dict[str, str] = {}
         for sub in rec.submissions:
             try:
@@ -151,8 +168,13 @@ class _Auditor:
             )
             return
         row.included = [to_checksum_address(s.member) for s in named]
+        if selection is not None:
+            self.check_selection(r, selection, row.included)
         for member in sorted(set(usable) - set(row.included)):
-            self.report.notes.append(f"round {r}: the quorum left out the usable update of {member}")
+            if selection is not None and not selection.includes(member):
+                self.report.notes.append(f"round {r}: the update of {member} was left out: not selected")
+            else:
+                self.report.notes.append(f"round {r}: the quorum left out the usable update of {member}")
         base = base_of_round(self.history, r)
         row.base = base.describe()
         try:
@@ -211,6 +233,21 @@ class _Auditor:
             )
         ref = ModelRef("round", r, rec.result.merged_sha256, rec.result.merged_cid)
         self.rounds[r] = self.check_artifact("merged", ref, state, r, None)
+
+    def check_selection(self, r: int, selection: Selection, included: list[str]) -> None:
+        """Report every included member that the round's client sampling did not select."""
+        for member in included:
+            if not selection.includes(member):
+                self.mismatch(
+                    "selection",
+                    r,
+                    f"updates of the {len(selection.selected)} selected members only "
+                    f"({', '.join(selection.selected)})",
+                    member,
+                    f"the finalised set includes an update of {member}, whom client sampling "
+                    f"(clients_per_round = {selection.k}, start block hash {selection.block_hash.hex()}) "
+                    "did not select",
+                )
 
     def audit_request(self, request_id: int) -> None:
         rec = self.history.request(request_id)
@@ -319,7 +356,14 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
             Mismatch("spec", None, "a run spec this auditor can load", "unusable", str(exc))
         )
         return report
-    auditor = _Auditor(history, store, setup, report)
+    selection_of: SelectionOf | None = None
+    k = setup.clients_per_round
+    if k is not None:
+
+        def selection_of(rec: RoundRecord) -> Selection | None:
+            return read_selection(client, RunId(run), rec.info, k)
+
+    auditor = _Auditor(history, store, setup, report, selection_of)
     for rec in history.rounds:
         auditor.audit_round(rec)
     for req in history.requests:
@@ -346,7 +390,7 @@ def runspec_setup_loader() -> SetupLoader:
             spec = RunSpec.from_bytes(data)
             cache[key] = (spec, ModelRuntime(spec).initial_state())
         spec, initial = cache[key]
-        return RunSetup(spec.merge_spec(), initial, str(int(info.run_id)))
+        return RunSetup(spec.merge_spec(), initial, str(int(info.run_id)), spec.clients_per_round)
 
     return load
 

@@ -17,7 +17,8 @@ class Mismatch:
     ----------
     what
         A short label: ``spec``, ``update``, ``included-set``, ``merged-sha256``, ``merged-artifact``,
-        ``merged-cid``, ``unlearning-sha256``, ``unlearning-artifact``, ``contributions``, ``base-model``.
+        ``merged-cid``, ``unlearning-sha256``, ``unlearning-artifact``, ``contributions``, ``base-model``,
+        ``selection`` (an included update from a member client sampling did not select).
     round, request
         The round or unlearning request it concerns (``None`` when not applicable).
     expected, found
@@ -58,6 +59,8 @@ class RoundAudit:
     merged_cid: str | None = None
     finalized_block: int | None = None
     votes: int = 0
+    selected: list[str] | None = None
+    """The members client sampling selected (``None``: the run does not sample)."""
 
 
 @dataclass

@@ -58,8 +58,12 @@ def step(ctx: NodeContext) -> bool:
     elif phase == Phase.SUBMIT:
         member = ctx.client.member_info(ctx.run_id, ctx.address)
         ctx.eligible_round = current if _eligible(member, info) else -1
+        unselected = _not_selected(ctx, info) if ctx.eligible_round == current else None
         if ctx.eligible_round != current:
             _wait(ctx, current, "not eligible for this round (joined after it opened); waiting for the next")
+        elif unselected is not None:
+            prefetch(ctx, info)
+            _wait(ctx, current, unselected)
         elif submit(ctx, info, member):
             ctx.acted = True
         else:
@@ -140,6 +144,21 @@ def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) 
         ctx.p2p.publish(Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
     except Exception as exc:  # liveness information only
         ctx.log.event("gossip.failed", run=ctx.run_id, round=round, why=str(exc)[:200])
+
+
+def _not_selected(ctx: NodeContext, info: Any) -> str | None:
+    """Why this member does not train this round under client sampling; ``None`` if it does."""
+    if ctx.spec.clients_per_round is None:
+        return None
+    from node.sampling import round_selection
+
+    selection = round_selection(ctx, info)
+    if selection is None:
+        return f"client sampling: waiting for block {info.start_block}, whose hash seeds the selection"
+    if selection.includes(ctx.address):
+        return None
+    k = ctx.spec.clients_per_round
+    return f"not selected this round ({k} of {len(selection.candidates)} sampled); waiting to merge and vote"
 
 
 def _eligible(member: Any, info: Any) -> bool:
