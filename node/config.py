@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,8 @@ from node.errors import NodeError
 from training.tomlconfig import build_section, check_tables, load_toml
 
 CONFIG_FILE = "config.toml"
+MAX_CONFIRMATIONS = 10_000
+"""Deepest ``[chain] confirmations`` accepted (far beyond any chain's finality; a typo guard)."""
 
 
 class NodeConfigError(NodeError, ValueError):
@@ -66,6 +69,13 @@ class ChainConfig:
             "help": "seconds between head-block checks while waiting (raise it on metered RPC endpoints)"
         },
     )
+    confirmations: int = field(
+        default=0,
+        metadata={
+            "help": "act only on chain state this many blocks deep (0 on a devnet; docs/operations.md "
+            "gives values for L1s and L2s); transactions still go to the latest block"
+        },
+    )
 
     def __post_init__(self) -> None:
         if not self.rpc_url.startswith(("http://", "https://")) and self.rpc_url != "py-evm":
@@ -76,6 +86,11 @@ class ChainConfig:
             raise NodeConfigError(f"`poll_interval_s` must be in [0.05, 60], got {self.poll_interval_s!r}")
         if not 0.01 <= self.head_poll_s <= 60:
             raise NodeConfigError(f"`head_poll_s` must be in [0.01, 60], got {self.head_poll_s!r}")
+        c = self.confirmations
+        if not isinstance(c, int) or isinstance(c, bool) or not 0 <= c <= MAX_CONFIRMATIONS:
+            raise NodeConfigError(
+                f"`confirmations` must be an integer in [0, {MAX_CONFIRMATIONS}], got {self.confirmations!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,14 @@ class TrainingSection:
             "help": "greedy answers scored by token F1 on the held-out split and eval sources (0: none)"
         },
     )
+    epsilon_budget: float = field(
+        default=0.0,
+        metadata={
+            "help": "this member's own DP budget, applied with the run's [privacy] epsilon_budget (the "
+            "smaller wins; 0: the run's only)"
+        },
+    )
+
     def __post_init__(self) -> None:
         if not isinstance(self.eval_sources, tuple | list) or any(
             not isinstance(s, str) or not s.strip() for s in self.eval_sources
@@ -165,6 +188,9 @@ class TrainingSection:
             raise NodeConfigError(f"`held_out_fraction` must be in [0, 1), got {self.held_out_fraction!r}")
         if self.max_examples < 0:
             raise NodeConfigError(f"`max_examples` must be >= 0, got {self.max_examples!r}")
+        budget = self.epsilon_budget
+        if isinstance(budget, bool) or not isinstance(budget, int | float) or not 0 <= budget < math.inf:
+            raise NodeConfigError(f"`epsilon_budget` must be a finite number >= 0, got {budget!r}")
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ Local data (``--data``): a JSONL file (any format of ``training.data``), ``chatt
 ``synthetic:<skill>[:<n>]``; a seeded held-out split is kept for evaluation. A DPO run (``[train] task =
 "dpo"``) needs preference pairs: a preference JSONL file (``prompt``/``chosen``/``rejected``) or
 ``synthetic:<skill>[:<n>]`` (the right answer chosen, a wrong one rejected); chatterbot has none.
+
+``hf:<path>[?<field>=<column>&...&split=<name>]`` reads a local Hugging Face dataset (a ``save_to_disk``
+folder, ``.parquet``, ``.json`` or ``.jsonl``; :mod:`training.datasets.hf`) for either task, e.g.
+``hf:data/qa.parquet?instruction=question&response=answer``; nothing is downloaded.
 DPO rounds are trained with :func:`training.dpo.train_dpo` and scored by held-out DPO loss and reward
 accuracy (:func:`training.dpo.evaluate_dpo`).
 """
@@ -49,6 +53,40 @@ class LocalData:
     task: str = "sft"
 
 
+def parse_hf_source(source: str) -> tuple[str, dict[str, str], str | None]:
+    """Split ``hf:<path>?<field>=<column>&...&split=<name>`` into (path, column mapping, split).
+
+    Raises
+    ------
+    DataSourceError
+        If the query part is not ``key=value`` pairs or repeats a key.
+    """
+    body = source.removeprefix("hf:")
+    path, _, query = body.partition("?")
+    if not path:
+        raise DataSourceError(f"data {source!r}: `hf:` needs a local path")
+    columns: dict[str, str] = {}
+    split = None
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or not key or not value:
+            raise DataSourceError(f"data {source!r}: {part!r} is not <field>=<column>")
+        if key in columns or (key == "split" and split is not None):
+            raise DataSourceError(f"data {source!r}: {key!r} given twice")
+        if key == "split":
+            split = value
+        else:
+            columns[key] = value
+    return path, columns, split
+
+
+def _load_hf(source: str, task: str) -> list[Any]:
+    from training.datasets.hf import load_hf_records
+
+    path, columns, split = parse_hf_source(source)
+    return load_hf_records(path, task=task, columns=columns, split=split)
+
+
 def _load_preferences(source: str, seed: int) -> list[Any]:
     if source.startswith("chatterbot:"):
         raise DataSourceError(
@@ -68,7 +106,7 @@ def _load_preferences(source: str, seed: int) -> list[Any]:
 def load_local_data(
     source: str, *, held_out_fraction: float, max_examples: int, seed: int, task: str = "sft"
 ) -> LocalData:
-    """Load ``source`` (JSONL path, ``chatterbot:<category>`` or ``synthetic:<skill>[:<n>]``) and split it.
+    """Load ``source`` (JSONL path, ``hf:<path>``, ``chatterbot:<c>``, ``synthetic:<skill>[:<n>]``), split it.
 
     ``task`` is the run's ``[train] task``: ``"dpo"`` loads preference pairs (see the module docstring).
 
@@ -84,7 +122,9 @@ def load_local_data(
         raise DataSourceError(f"`task` must be 'sft' or 'dpo', got {task!r}")
     examples: list[Any]
     try:
-        if task == "dpo":
+        if source.startswith("hf:"):
+            examples = _load_hf(source, task)
+        elif task == "dpo":
             examples = _load_preferences(source, seed)
         elif source.startswith("chatterbot:"):
             from training.datasets.chatterbot import load_chatterbot_category
@@ -237,10 +277,18 @@ class ModelRuntime:
         train = self.spec.train
         if train.task == "dpo":
             result = evaluate_dpo(
-                self.model, self.tokenizer, examples, beta=train.dpo_beta, max_len=train.max_len
+                self.model,
+                self.tokenizer,
+                examples,
+                beta=train.dpo_beta,
+                max_len=train.max_len,
+                template=train.template,
             )
             return {"loss": result.loss, "reward_accuracy": result.reward_accuracy}
-        return {"loss": evaluate_loss(self.model, self.tokenizer, examples, max_len=train.max_len).loss}
+        loss = evaluate_loss(
+            self.model, self.tokenizer, examples, max_len=train.max_len, template=train.template
+        )
+        return {"loss": loss.loss}
 
     def encode_update(self, result: TrainResult, *, run: str, round: int) -> bytes:
         """Encode the update with the run's codec (``control_delta`` attached for SCAFFOLD)."""

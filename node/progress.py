@@ -41,6 +41,8 @@ def header(view: NodeView) -> Text:
     text.append(f" · {view.phase}", style="cyan")
     if view.members is not None:
         text.append(f" · {view.members} member{'s' if view.members != 1 else ''}")
+    if view.privacy is not None:
+        text.append(f" · ε {view.privacy[0]:.3g} (δ {view.privacy[1]:g})", style="magenta")
     if view.final is not None:
         rnd, sha, cid = view.final
         text.append(f" · final r{rnd} {short_hash(sha)} ({short_cid(cid)})", style="green")

@@ -51,6 +51,7 @@ _WAIT_PHASES = (
     ("quorum", "vote window"),
     ("too few updates", "vote window"),
     ("cannot merge", "vote window"),
+    ("privacy budget", "budget spent"),
 )
 _STARTS_AT = re.compile(r"^round starts at block (\d+)$")
 _OF_MEMBERS = re.compile(r"\((\d+)(?:/| of )(\d+) (?:submitted|equal votes)\)")
@@ -126,6 +127,8 @@ class NodeView:
     transfers: dict[tuple[str, int | None], Transfer] = field(default_factory=dict)
     waiting: Waiting | None = None
     losses: dict[int, dict[str, float]] = field(default_factory=dict)
+    privacy: tuple[float, float] | None = None
+    """This member's differential-privacy spend so far, ``(epsilon, delta)`` (``None``: no DP)."""
 
     def apply(self, record: dict[str, Any]) -> tuple[str, str | None] | None:
         """Fold one event record in; return the lasting line it prints as ``(text, style)``, if any."""
@@ -187,6 +190,13 @@ class NodeView:
         self.training.steps = _int(record.get("steps"))
         self.training.loss = _float(record.get("loss"))
         self.training.last = ts
+
+    def _on_privacy_spent(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
+        epsilon, delta = _float(record.get("epsilon")), _float(record.get("delta"))
+        if epsilon is not None and delta is not None:
+            self.privacy = (epsilon, delta)
+
+    _on_privacy_refused = _on_privacy_spent
 
     def _on_round_trained(self, record: dict[str, Any], ts: float, rnd: int | None) -> None:
         if self.training is None or self.training.round != rnd:

@@ -64,6 +64,9 @@ def step(ctx: NodeContext) -> bool:
         elif unselected is not None:
             prefetch(ctx, info)
             _wait(ctx, current, unselected)
+        elif (refused := _privacy_refusal(ctx, current, member)) is not None:
+            prefetch(ctx, info)  # over budget: no update of its own, but it still merges and votes
+            _wait(ctx, current, refused)
         elif submit(ctx, info, member):
             ctx.acted = True
         else:
@@ -75,6 +78,9 @@ def step(ctx: NodeContext) -> bool:
             ctx.client.member_info(ctx.run_id, ctx.address), info
         ):
             _wait(ctx, current, "not eligible for this round; waiting for the next")
+        elif not _update_set_confirmed(ctx, info, head):
+            deep = info.submit_end - 1 + int(getattr(client, "confirmations", 0))
+            _wait(ctx, current, f"waiting for the update set to be confirmed (block {deep})")
         elif info.submissions < ctx.spec.chain.min_updates:
             _wait(
                 ctx,
@@ -159,6 +165,28 @@ def _not_selected(ctx: NodeContext, info: Any) -> str | None:
         return None
     k = ctx.spec.clients_per_round
     return f"not selected this round ({k} of {len(selection.candidates)} sampled); waiting to merge and vote"
+
+
+def _update_set_confirmed(ctx: NodeContext, info: Any, head: int) -> bool:
+    """Whether the round's update set in the confirmed state (``info``) is final.
+
+    It is once every eligible member's commit is confirmed, or once the confirmed block reached the last
+    block of the submit window (``submit_end - 1``); with ``confirmations = 0`` that holds in every vote
+    phase. Until then a commit in the unconfirmed blocks could still join the set (or a reorganisation
+    drop one), and a merge of the confirmed part would vote a hash that honest peers do not share.
+    """
+    confirmations = int(getattr(ctx.client, "confirmations", 0))
+    complete = info.eligible > 0 and info.submissions >= info.eligible
+    return bool(complete or head - confirmations >= info.submit_end - 1)
+
+
+def _privacy_refusal(ctx: NodeContext, rnd: int, member: Any) -> str | None:
+    """Why the privacy budget keeps this member from training ``rnd`` (:mod:`node.privacy`), or ``None``."""
+    if ctx.spec.privacy is None or member.last_submitted_round == rnd:
+        return None
+    from node.privacy import refusal
+
+    return refusal(ctx, rnd)
 
 
 def _eligible(member: Any, info: Any) -> bool:

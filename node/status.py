@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-def run_status(client: Any, run_id: int) -> dict[str, Any]:
+def run_status(client: Any, run_id: int, privacy: Any = None) -> dict[str, Any]:
     """Return rounds (windows, updates, votes, results), members' contributions, open unlearning requests.
 
     Parameters
@@ -14,6 +14,10 @@ def run_status(client: Any, run_id: int) -> dict[str, Any]:
         A (read-only) ``ledger.client.RunsClient``.
     run_id
         The run.
+    privacy
+        The run's ``training.privacy.PrivacyConfig``, if it has one: every member then also shows the
+        (epsilon, delta) its updates on chain have spent (``privacy``; whether a member submitted is public,
+        so this is what anyone can compute: a lower bound of its spend).
     """
     from ledger.types import RequestStatus, RoundStatus
 
@@ -66,6 +70,7 @@ def run_status(client: Any, run_id: int) -> dict[str, Any]:
                 "banned": m.banned,
                 "submitted_rounds": m.submitted_rounds,
                 "accepted_contributions": m.accepted_contributions,
+                **({"privacy": _spent(privacy, m.submitted_rounds)} if privacy is not None else {}),
             }
         )
     requests = []
@@ -97,3 +102,9 @@ def run_status(client: Any, run_id: int) -> dict[str, Any]:
         "unlearning_requests": requests,
         "open_unlearning_requests": sum(1 for r in requests if r["status"] == "pending"),
     }
+
+
+def _spent(privacy: Any, releases: int) -> dict[str, float]:
+    from training.privacy import epsilon_spent
+
+    return {"epsilon": round(epsilon_spent(privacy, releases), 4), "delta": privacy.delta}

@@ -215,12 +215,19 @@ def _mapping_note(title: str, text: str) -> list[str]:
     return [f"### `{title}`", "", text, ""]
 
 
+def _section_class(hint: Any) -> type | None:
+    """Return the dataclass of a section field, also of an optional one (``PrivacyConfig | None``)."""
+    if dataclasses.is_dataclass(hint) and isinstance(hint, type):
+        return hint
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if len(args) == 1 and dataclasses.is_dataclass(args[0]) and isinstance(args[0], type):
+        return args[0]
+    return None
+
+
 def _nested(cls: type) -> list[str]:
-    return [
-        f.name
-        for f in dataclasses.fields(cls)
-        if dataclasses.is_dataclass(typing.get_type_hints(cls)[f.name])
-    ]  # type: ignore[arg-type]
+    hints = typing.get_type_hints(cls)
+    return [f.name for f in dataclasses.fields(cls) if _section_class(hints[f.name]) is not None]  # type: ignore[arg-type]
 
 
 def _file_sections(
@@ -233,6 +240,9 @@ def _file_sections(
         lines += _mapping_note(title, text)
     for name in order:
         value = getattr(instance, name)
+        if value is None:  # an optional table (absent by default): show its keys' defaults
+            section = _section_class(typing.get_type_hints(cls)[name])
+            value = section() if section is not None else value
         lines += _table(f"[{name}]", type(value), value)
     return lines
 
@@ -292,7 +302,7 @@ def render_configuration() -> str:
                 "`tau`.",
             ),
         },
-        ("chain", "model", "adapter", "train"),
+        ("chain", "model", "adapter", "train", "privacy"),
     )
     sim = SimulationConfig()
     lines += [

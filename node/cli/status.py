@@ -1,9 +1,14 @@
-"""``fedchain status``: a run's rounds, sets, votes, finalised hashes, contributions, unlearning."""
+"""``fedchain status``: a run's rounds, sets, votes, finalised hashes, contributions, unlearning.
+
+With ``--home`` of a member of a run with ``[privacy]``, also every member's (epsilon, delta) from its updates
+on chain and this node's own spend from its state database (:mod:`node.privacy`).
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -22,13 +27,18 @@ def status(
     from node.cli.common import load_home
     from node.status import run_status
 
+    own = None
     if home is not None:
-        _, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)
+        node_home, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)
         rpc_url, registry = config.chain.rpc_url, config.chain.registry
+        own = _own_privacy(node_home.state_path, run)
     try:
-        report = run_status(read_client(rpc_url or "http://127.0.0.1:8545", registry or ""), run)
+        client = read_client(rpc_url or "http://127.0.0.1:8545", registry or "")
+        report = run_status(client, run, privacy=own[0] if own else None)
     except LedgerError as exc:
         fail(str(exc))
+    if own is not None:
+        report["privacy"] = own[1]
     if json_output:
         typer.echo(json.dumps(report))
         return
@@ -43,7 +53,42 @@ def status(
             f"votes {len(r['votes'])}/{r['quorum']}{merged}"
         )
     for m in report["members"]:
+        spent = f" epsilon {m['privacy']['epsilon']:.3f}" if "privacy" in m else ""
         typer.echo(
             f"  member {m['address']} submitted {m['submitted_rounds']} "
-            f"accepted {m['accepted_contributions']}" + (" (banned)" if m["banned"] else "")
+            f"accepted {m['accepted_contributions']}{spent}" + (" (banned)" if m["banned"] else "")
         )
+    if "privacy" in report:
+        p = report["privacy"]
+        budget = f", budget {p['budget']:g}" if p["budget"] is not None else ""
+        typer.echo(
+            f"  privacy: this node released {p['releases']} update(s): "
+            f"epsilon {p['epsilon']:.3f} at delta {p['delta']:g}{budget}"
+        )
+
+
+def _own_privacy(state_path: Path, run: int) -> tuple[Any, dict[str, Any]] | None:
+    """Return the run's privacy config and this node's own spend, from the node's state database (if any)."""
+    from node.privacy import read_ledger
+    from node.state import NodeState
+    from training.privacy import PrivacyConfig, epsilon_spent
+
+    if not state_path.exists():
+        return None
+    state = NodeState(state_path)
+    try:
+        ledger = read_ledger(state, run)
+    finally:
+        state.close()
+    if ledger is None:
+        return None
+    privacy = PrivacyConfig(**ledger["config"])
+    releases = len(ledger["releases"])
+    budgets = [b for b in (privacy.epsilon_budget, ledger.get("member_budget")) if b is not None]
+    return privacy, {
+        "epsilon": round(epsilon_spent(privacy, releases), 4),
+        "delta": privacy.delta,
+        "releases": releases,
+        "budget": min(budgets) if budgets else None,
+        "config": ledger["config"],
+    }
