@@ -28,9 +28,12 @@ from eth_utils.address import to_checksum_address
 from ledger.client import RunsClient
 from ledger.types import RoundId, RoundStatus, RunId, RunInfo, included_set_hash
 from node.audit_report import MemberAudit, Mismatch, RequestAudit, RoundAudit, RunAudit
+from node.confidential import merged_label, resealed_like
+from node.confidential import opener as make_opener
 from node.errors import NodeError
 from node.history import ModelRef, RoundRecord, RunHistory, base_of_round, read_history
 from node.replay import (
+    DEFAULT_MAX_ARTIFACT_BYTES,
     ArtifactError,
     ArtifactReader,
     ReplayError,
@@ -43,7 +46,9 @@ from node.replay import (
     update_inputs,
 )
 from node.sampling import Selection, read_selection
-from p2p.storage import compute_cid
+from p2p.envelope import is_envelope
+from p2p.errors import StorageError
+from p2p.storage import Cid, compute_cid
 from training.errors import TrainingError
 from training.merge import MergeError, ModelState, encode_state, state_hash
 
@@ -125,7 +130,10 @@ class _Auditor:
         Returns the model later steps build on: the recorded one when it is usable (so one bad round is
         reported once, not again in every round after it), else the recomputed one.
         """
-        want_cid = str(compute_cid(encode_state(state)))
+        data = encode_state(state)
+        if self.setup.opener is not None and round is not None and ref.cid is not None:
+            data = resealed_like(self.store, ref.cid, data, merged_label(self.setup.run_label, round))
+        want_cid = str(compute_cid(data))
         if ref.cid != want_cid:
             why = "CID of the recomputed model"
             self.mismatch(f"{what}-cid", round, want_cid, str(ref.cid), why, request)
@@ -135,6 +143,23 @@ class _Auditor:
             expected = f"a model hashing to {ref.sha256.hex() if ref.sha256 else '?'}"
             self.mismatch(f"{what}-artifact", round, expected, "another or no artifact", str(exc), request)
             return state
+
+    def sealed_round(self, r: int, ref: ModelRef) -> None:
+        """Record what a keyless audit of an encrypted round cannot check; check the rest.
+
+        The commits' ciphertext hashes, their availability, the votes and the included set were checked
+        already; a merged model stored in the clear is still fetched and checked against its state hash.
+        """
+        self.report.unchecked.append(f"round {r}: merged model not recomputed (the updates are encrypted)")
+        try:
+            data = self.store.get(Cid(str(ref.cid)), max_size=DEFAULT_MAX_ARTIFACT_BYTES)
+        except (StorageError, ValueError) as exc:
+            self.mismatch("merged-artifact", r, "the recorded model", "unavailable", str(exc))
+            return
+        if is_envelope(data):
+            self.report.unchecked.append(f"round {r}: merged model {ref.cid} is encrypted: hash unchecked")
+        else:
+            self.rounds[r] = self.resolve_recorded(ref, self.setup.initial)
 
     def audit_round(self, rec: RoundRecord) -> None:
         r = int(rec.round)
@@ -177,6 +202,9 @@ class _Auditor:
                 self.report.notes.append(f"round {r}: the quorum left out the usable update of {member}")
         base = base_of_round(self.history, r)
         row.base = base.describe()
+        if self.setup.sealed:
+            self.sealed_round(r, ModelRef("round", r, rec.result.merged_sha256, rec.result.merged_cid))
+            return
         try:
             start = self.resolve(base)
         except ArtifactError as exc:
@@ -184,7 +212,10 @@ class _Auditor:
             return
         errors: list[tuple[str, str]] = []
         inputs = update_inputs(
-            self.store, named, lambda sub, why: errors.append((to_checksum_address(sub.member), why))
+            self.store,
+            named,
+            lambda sub, why: errors.append((to_checksum_address(sub.member), why)),
+            opener=self.setup.opener,
         )
         forgotten = [m for m, _ in errors if self.forgotten.get(m, r + 1) <= r]
         if forgotten:  # erased by a fulfilled unlearning request: this round can no longer be rebuilt
@@ -200,7 +231,7 @@ class _Auditor:
                 "update", r, "an included update matching its commit", "unusable", f"{member}: {why}"
             )
         try:
-            state, included, rejected = merge_round(start, inputs, self.setup, r)
+            state, included, rejected = merge_round(start, inputs, self.setup, r, rec.info.eligible)
         except MergeError as exc:
             self.mismatch("merged-sha256", r, row.merged_sha256, "no merge", str(exc))
             return
@@ -262,6 +293,11 @@ class _Auditor:
             return
         row.result_sha256 = req.result_sha256.hex()
         row.result_cid = rec.result_cid
+        if self.setup.sealed:
+            self.report.unchecked.append(
+                f"unlearning request {request_id}: not replayed (the updates are encrypted; no view key)"
+            )
+            return
         try:
             result = replay_unlearning(self.history, request_id, self.store, self.setup, self.resolve)
         except (ReplayError, MergeError) as exc:
@@ -373,11 +409,13 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
     return report
 
 
-def runspec_setup_loader() -> SetupLoader:
+def runspec_setup_loader(view_key: bytes | None = None) -> SetupLoader:
     """Return the default :data:`SetupLoader`: parse a ``RunSpec``, load its model once per spec.
 
     The initial state is the run-seeded adapter initialisation of the spec's model (loading the model is
-    the only way to know it), so auditing needs the base model available locally, like a node.
+    the only way to know it), so auditing needs the base model available locally, like a node. For an
+    ``artifacts = "members"`` run, ``view_key`` (a member's or a named auditor's private key) opens the
+    envelopes; without it the setup is ``sealed`` and the audit checks only what needs no plaintext.
     """
     from node.model import ModelRuntime
     from node.runspec import RunSpec
@@ -390,7 +428,17 @@ def runspec_setup_loader() -> SetupLoader:
             spec = RunSpec.from_bytes(data)
             cache[key] = (spec, ModelRuntime(spec).initial_state())
         spec, initial = cache[key]
-        return RunSetup(spec.merge_spec(), initial, str(int(info.run_id)), spec.clients_per_round)
+        label = str(int(info.run_id))
+        if spec.artifacts != "members":
+            return RunSetup(spec.merge_spec(), initial, label, spec.clients_per_round)
+        return RunSetup(
+            spec.merge_spec(),
+            initial,
+            label,
+            spec.clients_per_round,
+            opener=make_opener(view_key, label),
+            sealed=view_key is None,
+        )
 
     return load
 

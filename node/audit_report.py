@@ -101,6 +101,13 @@ class RunAudit:
     members: list[MemberAudit] = field(default_factory=list)
     mismatches: list[Mismatch] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    unchecked: list[str] = field(default_factory=list)
+    """What could not be checked (e.g. merges of encrypted updates audited without a view key)."""
+
+    @property
+    def complete(self) -> bool:
+        """Whether everything was checked (nothing left in :attr:`unchecked`)."""
+        return not self.unchecked
 
     @property
     def ok(self) -> bool:
@@ -111,5 +118,6 @@ class RunAudit:
         """Return a JSON-ready dict (mismatches also as one-line descriptions)."""
         out = asdict(self)
         out["ok"] = self.ok
+        out["complete"] = self.complete
         out["mismatch_lines"] = [m.describe() for m in self.mismatches]
         return out

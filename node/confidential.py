@@ -12,6 +12,7 @@ sha256, which :func:`open_artifact` checks after decrypting.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError
@@ -115,3 +116,65 @@ def opener(key: bytes | None, run: str) -> Callable[[bytes, int | None, str, str
         return open_artifact(data, key, label, what=what)
 
     return open_
+
+
+def resealed_like(store: Any, cid: str, plaintext: bytes, label: str) -> bytes:
+    """Return ``plaintext`` sealed deterministically for the readers of the envelope stored at ``cid``.
+
+    An auditor that recomputed a merged state rebuilds the envelope every honest member wrote (same
+    plaintext, label and reader set: same bytes), so the CID on chain can be checked. When the stored
+    artifact is unavailable or not an envelope, ``plaintext`` is returned as is.
+    """
+    from p2p.envelope import is_envelope, parse
+    from p2p.errors import EnvelopeError, StorageError
+
+    try:
+        stored = bytes(store.get(cid, max_size=len(plaintext) + (1 << 20)))
+        if not is_envelope(stored):
+            return plaintext
+        return seal_for(parse(stored).readers, plaintext, label, deterministic=True)
+    except (StorageError, EnvelopeError, ConfidentialError, ValueError):
+        return plaintext
+
+
+def load_view_key(
+    path: Path, passphrase_file: Path | None = None, passphrase_env: str | None = None
+) -> bytes:
+    """Read a reader's private key: an eth-account keystore (JSON) or a file of 64 hex digits.
+
+    A keystore's passphrase comes from ``passphrase_file`` or ``passphrase_env``; with neither, from a
+    ``passphrase`` file beside the keystore (what ``fedchain init`` writes for development use).
+
+    Raises
+    ------
+    ConfidentialError
+        Naming the file when it cannot be read, decrypted or parsed.
+    """
+    import json
+
+    from ledger.errors import LedgerError
+    from ledger.keys import PassphraseSource, load_account
+
+    try:
+        text = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfidentialError(f"cannot read view key {path}: {exc}") from exc
+    if text.startswith("{"):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfidentialError(f"view key {path} is not a keystore: {exc.msg}") from exc
+        if passphrase_file is None and passphrase_env is None:
+            passphrase_file = path.parent / "passphrase"
+        try:
+            source = PassphraseSource(file=passphrase_file, env=passphrase_env)
+            return bytes(load_account(path, source).key)
+        except LedgerError as exc:
+            raise ConfidentialError(f"view key {path}: {exc}") from exc
+    raw = text[2:] if text.lower().startswith("0x") else text
+    if len(raw) != 64:
+        raise ConfidentialError(f"view key {path} must be a keystore or 64 hex digits, got {len(raw)} chars")
+    try:
+        return bytes.fromhex(raw)
+    except ValueError as exc:
+        raise ConfidentialError(f"view key {path} is not hex: {exc}") from exc

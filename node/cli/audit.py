@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import typer
 
@@ -16,11 +17,24 @@ def audit(
         ..., "--ipfs-api", help="IPFS HTTP API multiaddr (/ip4/127.0.0.1/tcp/5001/http) or a store folder."
     ),
     run: int | None = typer.Option(None, "--run", help="Audit only this run (default: every run)."),
+    view_key: Path | None = typer.Option(
+        None,
+        "--view-key",
+        help="Keystore or hex key file of a member or named auditor, to open a members-only run's artifacts.",
+    ),
+    view_key_passphrase_file: Path | None = typer.Option(
+        None, "--view-key-passphrase-file", help="File holding the view keystore's passphrase."
+    ),
+    view_key_passphrase_env: str | None = typer.Option(
+        None, "--view-key-passphrase-env", help="Environment variable holding the view keystore's passphrase."
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Recompute every finalised round and fulfilled unlearning request from the chain and the artifacts.
 
     Exit 0 when everything matches, 3 when anything does not (each mismatch is named), 1 on an outage.
+    In a members-only run without ``--view-key`` only what needs no plaintext is checked (ciphertext
+    hashes, availability, votes, included sets); what was not is listed as ``not checked``.
     """
     from ledger.chain import connect
     from ledger.client import RunsClient
@@ -37,8 +51,16 @@ def audit(
         )
     except (LedgerError, P2PError, ValueError) as exc:
         fail(str(exc), EXIT_USAGE)
+    key = None
+    if view_key is not None:
+        from node.confidential import ConfidentialError, load_view_key
+
+        try:
+            key = load_view_key(view_key, view_key_passphrase_file, view_key_passphrase_env)
+        except ConfidentialError as exc:
+            fail(str(exc), EXIT_USAGE)
     try:
-        reports = audit_registry(client, store, runspec_setup_loader(), run)
+        reports = audit_registry(client, store, runspec_setup_loader(key), run)
     except (LedgerError, NodeError, P2PError) as exc:
         fail(f"audit could not read the chain or the artifacts: {exc}", EXIT_FAILURE)
     ok = all(report.ok for report in reports)
@@ -49,6 +71,8 @@ def audit(
             finalised = sum(1 for row in report.rounds if row.status == "finalized")
             fulfilled = sum(1 for row in report.requests if row.status == "fulfilled")
             verdict = "OK" if report.ok else f"{len(report.mismatches)} MISMATCH(ES)"
+            if report.unchecked:
+                verdict += f", {len(report.unchecked)} not checked (encrypted; give --view-key)"
             typer.echo(
                 f"run {report.run}: {finalised} finalised rounds recomputed, "
                 f"{fulfilled} fulfilled unlearning requests replayed — {verdict}"
@@ -75,5 +99,7 @@ def audit(
                 typer.echo(f"  MISMATCH {mismatch.describe()}")
             for note in report.notes:
                 typer.echo(f"  note: {note}")
+            for item in report.unchecked:
+                typer.echo(f"  not checked: {item}")
     if not ok:
         raise typer.Exit(EXIT_MISMATCH)

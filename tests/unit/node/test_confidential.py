@@ -14,6 +14,7 @@ from typing import Any
 import coincurve
 import pytest
 
+from node.audit import audit_run, runspec_setup_loader
 from node.confidential import open_artifact, update_label
 from node.config import NodeConfig
 from node.context import NodeContext
@@ -175,6 +176,15 @@ def test_members_run_encrypts_everything_and_excludes_an_unreadable_update(
                 open_envelope(data, bytes(accounts[0].key))
         merged = bytes(store.get(result.merged_cid))
         assert is_envelope(merged) and set(parse(merged).readers) == readers
+        # The audit: complete with the auditor's key; without one, what needs plaintext is listed unchecked.
+        full = audit_run(creator, run, store, runspec_setup_loader(AUDITOR_KEY))
+        assert full.ok and full.complete and full.rounds[0].recomputed_sha256 == result.merged_sha256.hex()
+        keyless = audit_run(creator, run, store, runspec_setup_loader())
+        assert keyless.ok and not keyless.complete
+        assert any("not recomputed" in u for u in keyless.unchecked)
+        assert keyless.rounds[0].included == sorted(honest, key=lambda m: int(m, 16))
+        stranger = audit_run(creator, run, store, runspec_setup_loader(bytes(accounts[0].key)))
+        assert not stranger.ok and "no wrapped key" in stranger.mismatches[0].detail
     finally:
         for ctx in ctxs:
             ctx.state.close()
