@@ -82,6 +82,10 @@ class RunsClient:
         The account that signs transactions; ``None`` gives a read-only client.
     retry
         Retry policy for transient RPC failures.
+    confirmations
+        How deep chain state must be before this client reports it: views are read at block
+        ``head - confirmations`` and event logs up to that block (0: the latest block). Transactions
+        always go to the latest state, and :meth:`block_number` is the head (windows are judged there).
     """
 
     def __init__(
@@ -91,7 +95,11 @@ class RunsClient:
         account: LocalAccount | None = None,
         *,
         retry: RetryPolicy = RetryPolicy(),
+        confirmations: int = 0,
     ) -> None:
+        if confirmations < 0:
+            raise LedgerConfigError(f"`confirmations` must be >= 0, got {confirmations}")
+        self.confirmations = confirmations
         self.w3 = w3
         self.address = to_checksum_address(address)
         abi = load_artifact("Runs").abi
@@ -117,10 +125,38 @@ class RunsClient:
         return self._sender
 
     def _view(self, name: str, *args: Any) -> Any:
+        block: int | str = self.confirmed_block() if self.confirmations else "latest"
         reads = self._reads
         if reads is not None:
-            return with_retry(lambda: reads.call(name, *args), self.retry, f"eth_call {name}")
-        return call_view(self.contract.functions[name](*args), self.retry)
+            tag = block if isinstance(block, str) else hex(block)
+            return with_retry(lambda: reads.call(name, *args, block=tag), self.retry, f"eth_call {name}")
+        return call_view(self.contract.functions[name](*args), self.retry, block)
+
+    def confirmed_block(self) -> int:
+        """Return the newest block ``confirmations`` deep (``head - confirmations``, at least 0)."""
+        return max(0, self.block_number() - self.confirmations)
+
+    def transaction_state(self, tx_hash: bytes) -> str:
+        """Return where a transaction sent earlier stands: ``"mined"``, ``"pending"`` or ``"dropped"``.
+
+        ``"dropped"``: the endpoint knows it neither in a block nor in its pool (a reorganisation removed
+        its block and the pool did not take it back), so it must be sent again.
+        """
+        from web3.exceptions import TransactionNotFound
+
+        try:
+            tx = with_retry(
+                lambda: self.w3.eth.get_transaction(HexBytes(tx_hash)), self.retry, "eth_getTransactionByHash"
+            )
+        except TransactionNotFound:
+            return "dropped"
+        if tx is None:
+            return "dropped"
+        return "pending" if tx.get("blockNumber") is None else "mined"
+
+    def resync_nonce(self) -> None:
+        """Make the next transaction take its nonce from the chain (after a dropped transaction)."""
+        self._tx().resync_nonce()
 
     def block_number(self) -> int:
         """Return the current head block number."""
@@ -389,8 +425,13 @@ class RunsClient:
     ) -> list[Any]:
         """Return ``event``'s logs matching ``filters`` (indexed arguments by name), in chain order.
 
-        Each is ``{"blockNumber": int, "args": {name: value}}``, as web3's ``get_logs`` gives.
+        ``to_block="latest"`` means the confirmed block (see ``confirmations``). Each is
+        ``{"blockNumber": int, "args": {name: value}}``, as web3's ``get_logs`` gives.
         """
+        if self.confirmations and to_block == "latest":
+            to_block = self.confirmed_block()
+        if isinstance(to_block, int) and from_block > to_block:
+            return []  # nothing that deep yet (endpoints refuse fromBlock > toBlock)
         reads = self._reads
         if reads is not None:
             return with_retry(

@@ -4,9 +4,11 @@ One :class:`TxSender` per account signs with eth-account and sends raw transacti
 against anvil, any JSON-RPC node and py-evm. Nonces are tracked locally under one lock per
 (chain, sender) shared by every sender object in the process, so concurrent sends from many threads get
 consecutive nonces; a nonce another process took ("nonce too low", or "replacement transaction
-underpriced" while its transaction is pending) resyncs from the chain. Transient RPC failures (connection
-errors, timeouts) are retried with exponential backoff; reverts never are: they are decoded into the typed
-exceptions of :mod:`ledger.reverts`.
+underpriced" while its transaction is pending) resyncs from the chain, and so does a chain whose pending
+nonce fell below the tracked one (a reorganisation dropped transactions of the account: signing above it
+would leave the next one queued forever; a receipt awaited behind such a gap is signed again). Transient
+RPC failures (connection errors, timeouts) are retried with exponential backoff; reverts never are: they
+are decoded into the typed exceptions of :mod:`ledger.reverts`.
 """
 
 from __future__ import annotations
@@ -54,6 +56,14 @@ Sendable = ContractFunction | ContractConstructor
 NONCE_ATTEMPTS = 4
 """Signing attempts when the nonce turns out to be taken by another sender of the same account."""
 _NONCE_TAKEN = re.compile(r"nonce too low|replacement transaction underpriced|nonce already used")
+GAP_CHECK_S = 1.0
+"""Seconds between checks, while a receipt is awaited, that the chain has not dropped an earlier nonce."""
+
+
+class _NonceGapError(Exception):
+    """A sent transaction's nonce lies above the chain's pending nonce of its account (see ``send``)."""
+
+
 _REVERTS: tuple[type[BaseException], ...] = (
     ContractCustomError,
     ContractLogicError,
@@ -123,10 +133,10 @@ def _tracker(w3: Web3, chain_id: int, address: str) -> _NonceTracker:
         return _TRACKERS.setdefault((chain_id, str(endpoint), address), _NonceTracker())
 
 
-def call_view(fn: ContractFunction, policy: RetryPolicy = RetryPolicy()) -> Any:
-    """Call a view function with retries; a revert becomes its typed :class:`ContractRevertError`."""
+def call_view(fn: ContractFunction, policy: RetryPolicy = RetryPolicy(), block: int | str = "latest") -> Any:
+    """Call a view function at ``block`` with retries; a revert becomes its typed ``ContractRevertError``."""
     try:
-        return with_retry(fn.call, policy, _name(fn))
+        return with_retry(lambda: fn.call(block_identifier=cast(Any, block)), policy, _name(fn))
     except _REVERTS as exc:
         raise decode_revert(revert_data_of(exc)) from exc
 
@@ -216,13 +226,23 @@ class TxSender:
             If the endpoint keeps failing.
         """
         gas_limit = gas if gas is not None else int(self.estimate_gas(fn) * self.gas_margin)
-        tx_hash = self._sign_and_send(fn, gas_limit)
-        try:
-            receipt = self.wait_for_receipt(tx_hash)
-        except TimeExhausted as exc:
-            raise TransactionError(
-                f"{_name(fn)}: tx 0x{tx_hash.hex()} not mined in {self.receipt_timeout} s"
-            ) from exc
+        for attempt in (1, 2):
+            tx_hash, nonce = self._sign_and_send(fn, gas_limit)
+            try:
+                receipt = self.wait_for_receipt(tx_hash, nonce=nonce)
+                break
+            except _NonceGapError as exc:
+                # The chain forgot earlier transactions of this account (a reorganisation dropped them), so
+                # this one waits behind a nonce nothing will fill: sign it again on the chain's nonce.
+                self.resync_nonce()
+                if attempt == 2:
+                    raise TransactionError(f"{_name(fn)}: {exc}") from exc
+                log.info("%s: %s; signing again", self.address, exc)
+            except TimeExhausted as exc:
+                self.resync_nonce()  # the nonce may be one the chain never reaches (see _NonceGapError)
+                raise TransactionError(
+                    f"{_name(fn)}: tx 0x{tx_hash.hex()} not mined in {self.receipt_timeout} s"
+                ) from exc
         if receipt["status"] != 1:
             raise self._mined_revert(fn, int(receipt["blockNumber"]))
         log.debug("%s mined in block %d, gas %d", _name(fn), receipt["blockNumber"], receipt["gasUsed"])
@@ -230,8 +250,17 @@ class TxSender:
             bytes(receipt["transactionHash"]), int(receipt["blockNumber"]), int(receipt["gasUsed"])
         )
 
-    def wait_for_receipt(self, tx_hash: bytes) -> Any:
+    def resync_nonce(self) -> None:
+        """Forget the tracked nonce: the next transaction asks the chain (after a reorganisation, say)."""
+        with self._nonces.lock:
+            self._nonces.next = None
+
+    def wait_for_receipt(self, tx_hash: bytes, *, nonce: int | None = None) -> Any:
         """Poll for a transaction's receipt (fast at first, then slower); return it once mined.
+
+        With the transaction's ``nonce``, about once a second it also checks that the chain's pending nonce
+        of this account has reached it: one below it means the chain dropped an earlier transaction of
+        this account (a reorganisation) and this one can never be mined.
 
         Raises
         ------
@@ -240,6 +269,7 @@ class TxSender:
         """
         deadline = time.monotonic() + self.receipt_timeout
         delay = self.receipt_poll_s
+        next_gap_check = time.monotonic() + GAP_CHECK_S
         while True:
             try:
                 return with_retry(
@@ -249,21 +279,41 @@ class TxSender:
                 )
             except TransactionNotFound:
                 pass
+            if nonce is not None and time.monotonic() >= next_gap_check:
+                next_gap_check = time.monotonic() + GAP_CHECK_S
+                pending = with_retry(
+                    lambda: int(self.w3.eth.get_transaction_count(self.address, "pending")),
+                    self.retry,
+                    "eth_getTransactionCount",
+                )
+                if pending < nonce:
+                    raise _NonceGapError(
+                        f"tx 0x{tx_hash.hex()} has nonce {nonce} but the chain's pending nonce is {pending}"
+                    )
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise TimeExhausted(f"transaction 0x{tx_hash.hex()} not mined in {self.receipt_timeout} s")
             time.sleep(min(delay, remaining))
             delay = min(delay * 1.5, self.receipt_poll_max_s)
 
-    def _sign_and_send(self, fn: Sendable, gas_limit: int) -> bytes:
+    def _sign_and_send(self, fn: Sendable, gas_limit: int) -> tuple[bytes, int]:
         with self._nonces.lock:
             for attempt in range(NONCE_ATTEMPTS):
+                # Asked every time: every earlier send of this process happened under this lock, so the
+                # pending count includes them all; one below the tracked nonce means the chain dropped
+                # transactions of this account (a reorganisation), and signing above it would leave this
+                # one queued behind a nonce nothing fills.
+                pending = with_retry(
+                    lambda: int(self.w3.eth.get_transaction_count(self.address, "pending")),
+                    self.retry,
+                    "eth_getTransactionCount",
+                )
+                if self._nonces.next is not None and pending < self._nonces.next:
+                    log.info("%s: chain's pending nonce %d < tracked %d (dropped transactions), using it",
+                             self.address, pending, self._nonces.next)  # fmt: skip
+                    self._nonces.next = pending
                 if self._nonces.next is None:
-                    self._nonces.next = with_retry(
-                        lambda: int(self.w3.eth.get_transaction_count(self.address, "pending")),
-                        self.retry,
-                        "eth_getTransactionCount",
-                    )
+                    self._nonces.next = pending
                 nonce = self._nonces.next
                 tx = with_retry(
                     lambda n=nonce: fn.build_transaction(  # type: ignore[misc]
@@ -295,7 +345,7 @@ class TxSender:
                         self._nonces.next = None
                         raise TransactionError(f"{_name(fn)}: sending failed: {exc}") from exc
                 self._nonces.next = nonce + 1
-                return bytes(tx_hash)
+                return bytes(tx_hash), nonce
         raise TransactionError(f"{_name(fn)}: nonce kept being taken by other transactions of this account")
 
     def _mined_revert(self, fn: Sendable, block: int) -> ContractRevertError:
