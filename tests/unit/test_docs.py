@@ -78,3 +78,55 @@ def test_the_checker_finds_a_broken_file_link_and_a_broken_anchor(tmp_path: Path
     )
 
     assert [b.split(" ")[0] for b in broken_links(doc)] == ["missing.md", "a.md#part-two"]
+
+
+def _shell_commands(path: Path) -> list[str]:
+    """``fedchain …`` command lines of the bash blocks of a Markdown file (continuations joined)."""
+    out = []
+    for block in re.findall(r"^```bash\n(.*?)^```", path.read_text(encoding="utf-8"), re.M | re.S):
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            for part in line.split(";"):
+                command = part.split("#", 1)[0].strip()
+                if command.startswith("fedchain "):
+                    out.append(command)
+    return out
+
+
+def unknown_options(command_line: str) -> list[str]:
+    """Subcommands and ``--options`` of a documented command line that the real CLI does not have."""
+    import typer.main
+
+    from node.cli import app
+
+    command = typer.main.get_command(app)
+    ctx = command.make_context("fedchain", [], resilient_parsing=True)
+    tokens = [t.strip("[]") for t in command_line.split()[1:]]
+    while tokens and hasattr(command, "get_command"):
+        name = tokens[0].split("|")[0]
+        sub = command.get_command(ctx, name)
+        if sub is None:
+            if not name.startswith("-"):
+                return [f"no command {name!r}"]
+            break
+        command, tokens = sub, tokens[1:]
+        ctx = command.make_context(name, [], parent=ctx, resilient_parsing=True)
+    known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)} | {"--help", "-h"}
+    flags = [t.split("=")[0] for t in tokens if t.startswith("-") and not t.startswith("---")]
+    return [flag for flag in flags if flag.split("|")[0] not in known]
+
+
+_HAND_WRITTEN = [p for p in DOC_FILES if p.name not in ("cli.md",)]
+
+
+@pytest.mark.parametrize("path", _HAND_WRITTEN, ids=[str(p.relative_to(REPO)) for p in _HAND_WRITTEN])
+def test_documented_commands_use_real_commands_and_options(path: Path) -> None:
+    wrong = {line: unknown_options(line) for line in _shell_commands(path)}
+
+    assert {line: bad for line, bad in wrong.items() if bad} == {}
+
+
+def test_the_command_checker_names_an_unknown_option_and_command() -> None:
+    assert unknown_options("fedchain node start --home n0 --run 1 --data x.jsonl") == []
+    assert unknown_options("fedchain node start --home n0 --runs 1") == ["--runs"]
+    assert unknown_options("fedchain nodes start") == ["no command 'nodes'"]
