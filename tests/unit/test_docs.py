@@ -130,3 +130,20 @@ def test_the_command_checker_names_an_unknown_option_and_command() -> None:
     assert unknown_options("fedchain node start --home n0 --run 1 --data x.jsonl") == []
     assert unknown_options("fedchain node start --home n0 --runs 1") == ["--runs"]
     assert unknown_options("fedchain nodes start") == ["no command 'nodes'"]
+
+
+def test_contract_doc_lists_every_event_with_its_fields_and_every_error() -> None:
+    from contracts import load_artifact
+
+    abi = load_artifact("Runs").abi
+    text = (REPO / "docs" / "contract.md").read_text(encoding="utf-8")
+    rows = dict(re.findall(r"^\| `(\w+)` \| (.*) \|$", text, re.M))
+
+    for event in (e for e in abi if e["type"] == "event"):
+        assert event["name"] in rows, f"docs/contract.md has no row for event {event['name']}"
+        documented = [re.sub(r"\(.*?\)|\*", "", f).strip() for f in rows[event["name"]].split(",")]
+        indexed = [i["name"] for i in event["inputs"] if i["indexed"]]
+        assert documented == [i["name"] for i in event["inputs"]], event["name"]
+        assert all(f"**{name}**" in rows[event["name"]] for name in indexed), event["name"]
+    for error in (e for e in abi if e["type"] == "error"):
+        assert f"`{error['name']}" in text, f"docs/contract.md does not name error {error['name']}"
