@@ -1,0 +1,190 @@
+"""Privacy bench: what client-level DP costs and buys, at epsilon = infinity, 8 and 2, in one run.
+
+Three members (one chatterbot category each; a canary sentence planted only in the subject's data) train a
+federated run with the node's own code path: ``node.model.ModelRuntime`` local training, the node's DP step
+(:func:`training.privacy.privatize`: clip to ``clip_norm``, Gaussian noise from the OS CSPRNG), the update
+codec and ``training.merge.merge``. For each target epsilon the noise multiplier is the one Opacus's
+accountant gives for the run's rounds (every member releases one update per round;
+:func:`training.privacy.noise_for_epsilon`); epsilon = infinity is the run without DP. Per setting:
+
+- canary exposure of the final model (bench/canary.py's method: the canary's log-likelihood rank among
+  ``--alternatives`` random secrets, ``exposure = log2(K + 1) - log2(rank)``), the base model as baseline;
+- held-out loss on the members' held-out splits (never trained on), and the base model's.
+
+``--section`` picks what is measured: ``dp`` (the table above), ``encryption`` (cost of confidential
+artifacts per update: :func:`encryption_section`), or ``all``.
+
+    .venv/bin/python bench/privacy.py [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.canary import PROMPT, TEMPLATE, _secret, exposure
+
+NAMES = ("alice", "bob", "subject")
+
+
+def _setting_label(epsilon: float) -> str:
+    return "inf" if math.isinf(epsilon) else f"{epsilon:g}"
+
+
+def dp_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Canary exposure and held-out loss per target epsilon (module docstring)."""
+    import dataclasses
+    import random
+
+    import torch
+
+    from node.model import ModelRuntime, member_seed
+    from node.replay import RunSetup, merge_round
+    from node.runspec import RunSpec
+    from training.config import TrainConfig
+    from training.data import Example, split_held_out
+    from training.datasets.chatterbot import load_chatterbot_category
+    from training.merge import UpdateInput
+    from training.privacy import epsilon_spent, noise_for_epsilon, privatize
+
+    torch.set_num_threads(args.threads)
+    rng = random.Random(args.seed)
+    canary = _secret(rng)
+    alternatives = sorted({_secret(rng) for _ in range(args.alternatives * 2)} - {canary})[
+        : args.alternatives
+    ]
+    train = TrainConfig(local_steps=args.local_steps, lr=args.lr, batch_size=8, max_len=96)
+    spec = RunSpec(name="privacy", rounds=args.rounds, seed=args.seed, train=train)
+    runtime = ModelRuntime(spec, threads=args.threads)
+    setup = RunSetup(spec.merge_spec(), runtime.initial_state(), "privacy")
+    data: dict[str, list[Any]] = {}
+    held_out: list[Any] = []
+    for name, category in zip(NAMES, args.categories.split(","), strict=True):
+        kept, held = split_held_out(load_chatterbot_category(category), 0.25, args.seed)
+        data[name] = kept
+        held_out += held
+    data["subject"] = data["subject"] + [Example(PROMPT, TEMPLATE.format(canary)) for _ in range(args.copies)]
+    dim = runtime.initial_flat.numel()
+
+    def federate(privacy: Any) -> tuple[Any, list[float]]:
+        state, norms = setup.initial, []
+        for r in range(args.rounds):
+            inputs = []
+            for name in NAMES:
+                result = runtime.train(state, data[name], seed=member_seed(args.seed, r, name))
+                norms.append(float(result.delta.norm()))
+                if privacy is not None:
+                    result = dataclasses.replace(result, delta=privatize(result.delta, privacy).delta)
+                blob = runtime.encode_update(result, run=setup.run_label, round=r)
+                inputs.append(UpdateInput(name, blob, len(data[name])))
+            state, _, _ = merge_round(state, inputs, setup, r, len(NAMES))
+        return state, norms
+
+    def score(state: Any) -> dict[str, Any]:
+        row: dict[str, Any] = dict(exposure(runtime, state, canary, alternatives))
+        runtime.load(state)
+        row["held_out_loss"] = round(float(runtime.evaluate(held_out) or float("nan")), 4)
+        return row
+
+    out: dict[str, Any] = {
+        "canary": canary,
+        "alternatives": len(alternatives),
+        "rounds": args.rounds,
+        "members": len(NAMES),
+        "copies": args.copies,
+        "local_steps": args.local_steps,
+        "delta": args.delta,
+        "update_dim": dim,
+        "held_out_examples": len(held_out),
+        "settings": {"base": {**score(setup.initial), "epsilon": None, "noise_multiplier": None}},
+    }
+    clip_norm = args.clip_norm
+    for epsilon in sorted((float(e) for e in args.epsilons.split(",")), reverse=True):
+        started = time.perf_counter()
+        privacy = None
+        if not math.isinf(epsilon):
+            if clip_norm is None:
+                raise SystemExit("--epsilons: the first setting must be inf when --clip-norm is not given")
+            privacy = noise_for_epsilon(epsilon, args.rounds, delta=args.delta, clip_norm=clip_norm)
+        state, norms = federate(privacy)
+        if clip_norm is None:  # the non-private run's median update norm: a tuning choice, not private
+            clip_norm = statistics.median(norms)
+            out["clip_norm_from"] = "median update norm of the epsilon = inf run"
+        row = score(state)
+        row.update(
+            epsilon=None if privacy is None else round(epsilon_spent(privacy, args.rounds), 3),
+            noise_multiplier=None if privacy is None else round(privacy.noise_multiplier, 4),
+            noise_std=None if privacy is None else privacy.noise_std,
+            median_update_norm=round(statistics.median(norms), 5),
+            seconds=round(time.perf_counter() - started, 1),
+        )
+        out["settings"][_setting_label(epsilon)] = row
+    out["clip_norm"] = clip_norm
+    return out
+
+
+def encryption_section(args: argparse.Namespace) -> dict[str, Any] | None:
+    """Time and size cost of encrypting one update (confidential artifacts); ``None`` until measured.
+
+    The place for the confidential-artifacts measurement: seal and open one encoded update of the tiny
+    model for the run's readers, and return e.g. ``{"update_bytes", "sealed_bytes", "seal_ms", "open_ms"}``.
+    """
+    return None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--section", choices=("dp", "encryption", "all"), default="all")
+    parser.add_argument("--epsilons", default="inf,8,2", help="target epsilons (inf: no DP), comma-separated")
+    parser.add_argument("--delta", type=float, default=1e-5)
+    parser.add_argument(
+        "--clip-norm", type=float, default=None, help="default: the median update norm without DP"
+    )
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--local-steps", type=int, default=15)
+    parser.add_argument("--lr", type=float, default=5e-3)
+    parser.add_argument("--copies", type=int, default=8, help="canary copies in the subject's data")
+    parser.add_argument("--alternatives", type=int, default=200, help="random secrets the canary ranks among")
+    parser.add_argument("--categories", default="greetings,food,science")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args()
+    out: dict[str, Any] = {}
+    if args.section in ("dp", "all"):
+        out["dp"] = dp_section(args)
+    if args.section in ("encryption", "all"):
+        out["encryption"] = encryption_section(args)
+    if args.json:
+        print(json.dumps(out))
+        return
+    if "dp" in out:
+        dp = out["dp"]
+        print(
+            f"canary '{dp['canary']}' among {dp['alternatives']} secrets; {dp['members']} members, "
+            f"{dp['rounds']} rounds, clip_norm {dp['clip_norm']:.4g}, delta {dp['delta']:g}, "
+            f"d = {dp['update_dim']}, {dp['held_out_examples']} held-out examples"
+        )
+        print("| setting | epsilon | noise_multiplier | canary rank | exposure | held-out loss |")
+        print("| --- | --- | --- | --- | --- | --- |")
+        for label, row in dp["settings"].items():
+            eps = "inf" if label == "inf" else ("-" if row["epsilon"] is None else row["epsilon"])
+            sigma = "-" if row["noise_multiplier"] is None else row["noise_multiplier"]
+            print(
+                f"| {label} | {eps} | {sigma} | {row['rank']} | {row['exposure']} | {row['held_out_loss']} |"
+            )
+    if "encryption" in out:
+        enc = out["encryption"]
+        print("encryption: not measured yet" if enc is None else f"encryption: {json.dumps(enc)}")
+
+
+if __name__ == "__main__":
+    main()
