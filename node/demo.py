@@ -61,12 +61,16 @@ class DemoConfig:
         ``"smollm2"`` (SmolLM2-135M-Instruct) or ``"tiny"`` (the tiny random Llama).
     timeout_s
         Upper bound on the wait for every node to finish the run.
+    seed
+        The run's seed (adapter init and every member's training seed), replacing the spec's; ``None``
+        keeps the spec's.
     """
 
     nodes: int = 3
     rounds: int = 3
     model: str = "smollm2"
     timeout_s: float = 900.0
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -77,6 +81,8 @@ class DemoConfig:
             raise ValueError(f"`model` must be smollm2 or tiny, got {self.model!r}")
         if self.timeout_s <= 0:
             raise ValueError(f"`timeout_s` must be > 0, got {self.timeout_s}")
+        if self.seed is not None and not 0 <= self.seed < 2**63:
+            raise ValueError(f"`seed` must be in [0, 2**63), got {self.seed}")
 
     @property
     def sources(self) -> list[str]:
@@ -100,14 +106,25 @@ class DemoProgress:
 
 
 def spec_file(config: DemoConfig, folder: Path) -> Path:
-    """Write the demo spec of ``config.model`` with ``config.rounds`` rounds into ``folder``; return it."""
+    """Write the demo spec of ``config.model`` with ``config.rounds`` rounds (and seed) into ``folder``."""
     text = (SPECS / f"demo-{config.model}.toml").read_text()
     text, count = re.subn(r"(?m)^rounds\s*=\s*\d+", f"rounds = {config.rounds}", text)
     if count != 1:
         raise DemoError(f"demo spec for {config.model!r} has no single `rounds = N` line")
+    if config.seed is not None:
+        text, count = re.subn(r"(?m)^seed\s*=\s*\d+", f"seed = {config.seed}", text)
+        if count != 1:
+            raise DemoError(f"demo spec for {config.model!r} has no single `seed = N` line")
     path = folder / "run.toml"
     path.write_text(text)
     return path
+
+
+def spec_seed(path: Path) -> int:
+    """Return the ``[run] seed`` of the spec file the demo wrote."""
+    from node.runspec import RunSpec
+
+    return int(RunSpec.from_toml(path).seed)
 
 
 def _phase(events: list[dict[str, Any]]) -> str:
@@ -244,9 +261,11 @@ def run_demo(
         run_seconds = time.monotonic() - started
         report(DemoProgress("training the local-only baselines", config.rounds, config.rounds, ()))
         losses = _losses(config, work / "run.toml", members, node_events)
+        seed = spec_seed(work / "run.toml")
     return {
         "model": config.model,
         "nodes": config.nodes,
+        "seed": seed,
         "run_id": run_id,
         "rpc_url": devnet.rpc_url,
         "runs_address": devnet.runs_address,

@@ -78,6 +78,9 @@ def demo(
     nodes: int = typer.Option(3, "--nodes", help="Number of member nodes (>= 1; memory permitting)."),
     rounds: int = typer.Option(3, "--rounds", help="Number of rounds to finalise."),
     model: str = typer.Option("smollm2", "--model", help="Model of the run: smollm2 or tiny."),
+    seed: int | None = typer.Option(
+        None, "--seed", help="Run seed (adapter init, members' training), replacing the demo spec's."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Run a whole federated run on a fresh devnet: N nodes, R rounds on chain, losses, an audit.
@@ -94,12 +97,13 @@ def demo(
     from node.services import ServiceError
 
     try:
-        config = DemoConfig(nodes=nodes, rounds=rounds, model=model)
+        config = DemoConfig(nodes=nodes, rounds=rounds, model=model, seed=seed)
         check_capacity(config.nodes, config.node_memory_mib)
     except ValueError as exc:
         message = str(exc).replace("`nodes`", "`--nodes`").replace("`size`", "`--nodes`")
-        typer.echo(f"error: {message.replace('`rounds`', '`--rounds`').replace('`model`', '`--model`')}",
-                   err=True)  # fmt: skip
+        for name in ("rounds", "model", "seed"):
+            message = message.replace(f"`{name}`", f"`--{name}`")
+        typer.echo(f"error: {message}", err=True)
         raise typer.Exit(2) from exc
     from ledger.errors import LedgerError
 
