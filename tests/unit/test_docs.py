@@ -47,7 +47,7 @@ def broken_links(path: Path) -> list[str]:
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=[str(p.relative_to(REPO)) for p in DOC_FILES])
 def test_every_relative_link_and_anchor_resolves(path: Path) -> None:
-    assert broken_links(path) == []
+    assert broken_links(path) == [], f"{path.name} has broken relative links or anchors"
 
 
 @pytest.mark.parametrize("path", DOC_FILES, ids=[str(p.relative_to(REPO)) for p in DOC_FILES])
@@ -65,7 +65,7 @@ def test_the_docs_index_lists_every_docs_file() -> None:
 
     missing = [p.name for p in DOC_FILES[1:] if p.name != "index.md" and p.name not in listed]
 
-    assert index and missing == []
+    assert index and missing == [], f"docs/index.md does not link {missing}: add a row for each"
 
 
 def test_the_checker_finds_a_broken_file_link_and_a_broken_anchor(tmp_path: Path) -> None:
