@@ -147,3 +147,11 @@ def test_contract_doc_lists_every_event_with_its_fields_and_every_error() -> Non
         assert all(f"**{name}**" in rows[event["name"]] for name in indexed), event["name"]
     for error in (e for e in abi if e["type"] == "error"):
         assert f"`{error['name']}" in text, f"docs/contract.md does not name error {error['name']}"
+
+
+def test_specification_names_the_current_arithmetic_version() -> None:
+    from training.merge import ARITHMETIC
+
+    text = (REPO / "docs" / "specification.md").read_text(encoding="utf-8")
+
+    assert f"`{ARITHMETIC}`" in text, f"docs/specification.md must describe {ARITHMETIC}, the current arithmetic"
