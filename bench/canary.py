@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 blob = runtime.encode_update(result, run=setup.run_label, round=r)
                 inputs.append(UpdateInput(name, blob, len(data[name])))
             kept[r] = inputs
-            state, _, _ = merge_round(state, inputs, setup, r)
+            state, _, _ = merge_round(state, inputs, setup, r, len(members))
         return state, kept
 
     with_subject, updates = federate(names)
@@ -119,10 +119,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     replay_started = time.perf_counter()
     unlearned = setup.initial
     for r in range(args.from_round):  # the model round `from_round` started from, as the run merged it
-        unlearned, _, _ = merge_round(unlearned, updates[r], setup, r)
+        unlearned, _, _ = merge_round(unlearned, updates[r], setup, r, len(names))
     for r in range(args.from_round, args.rounds):
         kept = [u for u in updates[r] if u.key != "subject"]
-        unlearned, _, _ = merge_round(unlearned, kept, setup, r)
+        unlearned, _, _ = merge_round(unlearned, kept, setup, r, len(names))
     replay_s = time.perf_counter() - replay_started
     retrain_started = time.perf_counter()
     without_subject, _ = federate(["alice", "bob"])

@@ -33,6 +33,7 @@ from typing import Any
 
 from node.errors import NodeError
 from training.config import AdapterConfig, ModelConfig, TrainConfig
+from training.conventions import Convention
 from training.privacy import PrivacyConfig, PrivacyError
 from training.tomlconfig import build_section, check_tables, load_toml
 
@@ -120,7 +121,7 @@ class RunSpec:
     name: str = "fedchain-run"
     rounds: int = 3
     algorithm: str = "fedavg"
-    convention: str = field(default_factory=lambda: _default_convention())
+    convention: Convention = field(default_factory=lambda: _default_convention())
     aggregator: str = "mean"
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
     codec: str = "fp32"
@@ -281,7 +282,7 @@ def _own_arithmetic() -> str:
     return ARITHMETIC
 
 
-def _default_convention() -> str:
+def _default_convention() -> Convention:
     from training.conventions import DEFAULT_CONVENTION
 
     return DEFAULT_CONVENTION

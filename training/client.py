@@ -6,10 +6,16 @@ the update ``delta = local - global`` and metrics. No state is copied inside the
 
 FedProx adds ``mu/2 * ||w - w_global||^2`` to the loss, applied as its gradient ``mu * (w - w_global)``.
 
-SCAFFOLD (Karimireddy et al. 2020, option II) corrects every gradient by ``c - c_i`` (server and client
-control variates) and afterwards sets ``c_i+ = c_i - c + (w_global - w_local) / (K * lr)``. Its analysis
-assumes plain SGD; with AdamW the corrected gradient is fed to Adam, a common heuristic without the same
-guarantee. The caller keeps ``c_i`` between rounds and sends ``control_delta = c_i+ - c_i`` with the update.
+SCAFFOLD (Karimireddy et al. 2020, option II) corrects every step by ``c - c_i`` (server and client
+control variates) and afterwards sets ``c_i+ = c_i - c + (w_global - w_local) / (K * lr)``. Where the
+correction goes follows ``cfg.convention`` (:mod:`training.conventions`):
+
+- ``"openfedllm"``: after every optimiser step, ``w -= lr * (c - c_i)``, outside gradient clipping and
+  AdamW, as the OpenFedLLM reference's ``SCAFFOLD_Callback.on_step_end`` does;
+- ``"reddi"``: ``c - c_i`` is added to the gradient before clipping and the optimiser.
+
+With plain SGD and no clipping the two coincide (SCAFFOLD's analysis assumes SGD). The caller keeps ``c_i``
+between rounds and sends ``control_delta = c_i+ - c_i`` with the update.
 """
 
 from __future__ import annotations
@@ -140,6 +146,10 @@ def train_local(
         if server_c
         else []
     )
+    post_step = cfg.convention == "openfedllm"
+    # The reference's `param -= lr * correction` after each step: the scaled correction is computed once.
+    step_correction = [c * cfg.lr for c in correction] if post_step else []
+    grad_correction = [] if post_step else correction
 
     torch.manual_seed(cfg.seed)
     optimizer = make_optimizer(params, cfg)
@@ -154,7 +164,7 @@ def train_local(
             on_device = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = loss_fn(model, on_device)
             loss.backward()  # type: ignore[no-untyped-call]
-            if anchor or correction:
+            if anchor or grad_correction:
                 for p in params:
                     if p.grad is None:
                         p.grad = torch.zeros_like(p)
@@ -162,12 +172,15 @@ def train_local(
                 if anchor:
                     diffs = torch._foreach_sub([p.detach() for p in params], anchor)
                     torch._foreach_add_(grads, diffs, alpha=cfg.prox_mu)
-                if correction:
-                    torch._foreach_add_(grads, correction)  # type: ignore[call-overload,arg-type]
+                if grad_correction:
+                    torch._foreach_add_(grads, grad_correction)  # type: ignore[call-overload,arg-type]
             if cfg.max_grad_norm is not None:
                 torch.nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
+            if step_correction:
+                with torch.no_grad():
+                    torch._foreach_sub_([p.data for p in params], step_correction)  # type: ignore[call-overload,arg-type]
             losses.append(loss.detach())
             if progress is not None:
                 progress(step, total_steps, float(loss.detach()))
@@ -204,7 +217,11 @@ def train_local(
     )
     if algo != "scaffold":
         return ClientUpdate(state=state, delta=delta, metrics=metrics)
-    scale = 1.0 / (len(losses) * cfg.lr)
-    new_c = {k: client_c[k] - server_c[k] - delta[k] * scale for k in state}
+    if post_step:  # the reference: (w_global - w_local) / (K * lr) - (c - c_i)
+        k_lr = len(losses) * cfg.lr
+        new_c = {k: (-delta[k]) / k_lr - (server_c[k] - client_c[k]) for k in state}
+    else:
+        scale = 1.0 / (len(losses) * cfg.lr)
+        new_c = {k: client_c[k] - server_c[k] - delta[k] * scale for k in state}
     control_delta = {k: new_c[k] - client_c[k] for k in state}
     return ClientUpdate(state=state, delta=delta, metrics=metrics, control=new_c, control_delta=control_delta)

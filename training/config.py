@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from training.conventions import DEFAULT_CONVENTION, Convention, check_convention
 from training.errors import ConfigError
 
 Dtype = Literal["float32", "bfloat16", "float16"]
@@ -17,6 +18,8 @@ LoraMode = Literal["ffa", "standard"]
 Task = Literal["sft", "dpo"]
 OptimizerName = Literal["adamw", "sgd"]
 ClientAlgorithm = Literal["local", "fedprox", "scaffold"]
+TEMPLATES = ("alpaca", "vicuna")
+"""Prompt templates of the OpenFedLLM reference (:mod:`training.datasets.templates`)."""
 
 _DTYPES = ("float32", "bfloat16", "float16")
 
@@ -126,6 +129,15 @@ class TrainConfig:
         DPO inverse temperature (used only by ``"dpo"``).
     seed
         Seeds data order and dropout so a client's training is reproducible on one machine.
+    template
+        Prompt template: ``None`` (the tokenizer's chat template, else the plain ``### Instruction:``
+        layout) or ``"alpaca"`` / ``"vicuna"``, the OpenFedLLM reference's templates
+        (:mod:`training.datasets.templates`), for SFT and DPO alike.
+    convention
+        ``"openfedllm"`` (default) applies SCAFFOLD's correction ``w -= lr (c - c_i)`` after every optimiser
+        step, as the OpenFedLLM reference does; ``"reddi"`` adds ``c - c_i`` to the gradient before
+        clipping and the optimiser (:mod:`training.conventions`). A run or a simulation sets it from its
+        own ``convention``.
     """
 
     task: Task = field(default="sft", metadata={"help": "sft or dpo"})
@@ -141,6 +153,10 @@ class TrainConfig:
     prox_mu: float = field(default=0.01, metadata={"help": "FedProx mu"})
     dpo_beta: float = field(default=0.1, metadata={"help": "DPO beta"})
     seed: int = field(default=0, metadata={"help": "data order / dropout seed"})
+    template: str | None = field(default=None, metadata={"help": "prompt template: alpaca, vicuna or unset"})
+    convention: Convention = field(
+        default=DEFAULT_CONVENTION, metadata={"help": "openfedllm or reddi (SCAFFOLD's local correction)"}
+    )
 
     def __post_init__(self) -> None:
         _check_choice("task", self.task, ("sft", "dpo"))
@@ -160,3 +176,6 @@ class TrainConfig:
         _check_choice("client_algorithm", self.client_algorithm, ("local", "fedprox", "scaffold"))
         _check_positive("prox_mu", self.prox_mu, allow_zero=True)
         _check_positive("dpo_beta", self.dpo_beta)
+        if self.template is not None:
+            _check_choice("template", self.template, TEMPLATES)
+        check_convention(self.convention)

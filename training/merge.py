@@ -11,9 +11,11 @@ server optimiser's state (``m``, ``v``) and, for SCAFFOLD, the server control va
 
 :func:`merge` decodes every update with :func:`training.codec.decode` (hostile input: a bad update is
 rejected with its reason, never raised), orders the accepted ones by key, aggregates them with the run's
-robust aggregator weighted by sample counts, applies the server optimiser step and the SCAFFOLD control
-step. Every step is bit-exact (see :mod:`training.aggregate`, :mod:`training.server_opt`), and the inputs
-are sorted by key first, so the result is the same for any input order.
+robust aggregator weighted by sample counts (equal weights for the adaptive optimisers under the
+``openfedllm`` convention), applies the server optimiser step of the run's convention and the SCAFFOLD
+control step (``c + sum(delta_c_i) / N``, ``N`` the round's eligible members). Every step is bit-exact
+(see :mod:`training.aggregate`, :mod:`training.server_opt`), and the inputs are sorted by key first, so the
+result is the same for any input order.
 
 Encoded state (safetensors, canonical: equal states give equal bytes): metadata ``format``
 (:data:`STATE_FORMAT`) and ``spec`` (:meth:`FlatSpec.to_json`); tensors ``params``, ``server/<name>`` and
@@ -32,13 +34,14 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from training.conventions import DEFAULT_CONVENTION
 from training.errors import TrainingError
 from training.flat import FlatSpec
 from training.safetensors_io import read_header, write
 
 STATE_FORMAT = "fedchain-state/1"
 
-ARITHMETIC = "fedchain-arith/2"
+ARITHMETIC = "fedchain-arith/3"
 """Version of the consensus arithmetic (decode, aggregate, server step): peers of a run must share it.
 
 Bump it whenever any of those can give other bytes for the same inputs, so that a node on other arithmetic
@@ -47,6 +50,9 @@ refuses the run (:class:`node.runspec.RunSpec` checks it) instead of voting for 
 - ``fedchain-arith/1``: the exact 18-bit-grid Gram matrix (run specs written before this field existed).
 - ``fedchain-arith/2``: the canonical float32 Gram matrix (:mod:`training.robust.gram_kernel`); changes the
   bytes of Krum, Multi-Krum, geometric median, centered clipping, ``norm_bound`` and the codec's norm check.
+- ``fedchain-arith/3``: algorithm conventions (:mod:`training.conventions`; ``openfedllm`` by default changes
+  FedAvgM, FedAdagrad, FedYogi and FedAdam) and SCAFFOLD's server control ``c + sum(delta_c) / N`` with ``N``
+  the round's eligible members (was the mean over the accepted updates).
 """
 
 LEGACY_ARITHMETIC = "fedchain-arith/1"
@@ -129,6 +135,9 @@ class MergeSpec:
         Whether updates carry a SCAFFOLD ``control_delta`` and the state a server control variate.
     max_samples
         Updates claiming more samples than this are rejected (bounds one member's weight).
+    convention
+        Which formulas the server optimiser follows (:mod:`training.conventions`): ``openfedllm`` (default)
+        or ``reddi``; under ``openfedllm`` the adaptive optimisers aggregate with equal weights.
     """
 
     aggregator: str = "mean"
@@ -139,11 +148,18 @@ class MergeSpec:
     max_norm: float | None = None
     scaffold: bool = False
     max_samples: int = DEFAULT_MAX_SAMPLES
+    convention: str = DEFAULT_CONVENTION
 
     def __post_init__(self) -> None:
         from training.aggregate import AGGREGATORS
         from training.codec import CODECS
+        from training.conventions import check_convention
         from training.server_opt import make_config
+
+        try:
+            check_convention(self.convention)
+        except TrainingError as exc:
+            raise MergeError(str(exc)) from exc
 
         object.__setattr__(self, "aggregator_params", _frozen_mapping(self.aggregator_params))
         object.__setattr__(self, "server_params", _frozen_mapping(self.server_params))
@@ -203,19 +219,24 @@ class MergeOutcome:
 
 
 def initial_state(spec: MergeSpec, params_flat: Tensor, flat_spec: FlatSpec) -> ModelState:
-    """Round-0 state: the run-seeded adapter init, zero server optimiser state and zero control variate.
+    """Round-0 state: the run-seeded adapter init, initial server optimiser state, zero control variate.
+
+    The server optimiser's state is zeros, except ``v = tau**2`` for the adaptive optimisers under the
+    ``openfedllm`` convention.
 
     Raises
     ------
     StateFormatError
         If ``params_flat`` does not match ``flat_spec``.
     """
-    from training.server_opt import init_state
+    from training.server_opt import init_state, make_config
 
     d = flat_spec.numel
     params = params_flat.detach().to(torch.float32).clone()
     control = torch.zeros(d, dtype=torch.float32) if spec.scaffold else None
-    return ModelState(params, init_state(spec.server_optimizer, d), control, flat_spec)
+    cfg = make_config(spec.server_optimizer, **dict(spec.server_params))
+    server = init_state(spec.server_optimizer, d, cfg, convention=spec.convention)
+    return ModelState(params, server, control, flat_spec)
 
 
 def state_hash(state: ModelState) -> str:
@@ -343,6 +364,7 @@ def merge(
     *,
     run: str,
     round: int,
+    eligible: int,
 ) -> MergeOutcome:
     """Merge one round's updates into the global state, bit-exactly for any order of ``updates``.
 
@@ -356,6 +378,10 @@ def merge(
         The run's merge rules.
     run, round
         Every update must carry this run id and round number in its header.
+    eligible
+        ``N``, the round's eligible members (on the network: the chain's ``eligible`` count of the round;
+        in a simulation: all clients). SCAFFOLD's server control moves by ``sum(delta_c_i) / N``; more
+        accepted updates than ``N`` is an error.
 
     Returns
     -------
@@ -365,8 +391,9 @@ def merge(
     Raises
     ------
     MergeError
-        If two updates share a key, the state does not match ``spec`` (server state or control variate), or
-        the aggregator refuses the accepted set (e.g. Krum with ``n <= 2f + 2``); every peer raises alike.
+        If two updates share a key, the state does not match ``spec`` (server state or control variate),
+        ``eligible`` is below 1 or below the number of accepted updates, or the aggregator refuses the
+        accepted set (e.g. Krum with ``n <= 2f + 2``); every peer raises alike.
     """
     from training import server_opt
     from training.aggregate import aggregate
@@ -379,6 +406,8 @@ def merge(
         raise MergeError(
             f"update keys must be unique, got duplicates {sorted({k for k in keys if keys.count(k) > 1})}"
         )
+    if not isinstance(eligible, int) or eligible < 1:
+        raise MergeError(f"`eligible` must be an integer >= 1, got {eligible!r}")
     if (state.control is not None) != spec.scaffold:
         raise MergeError(
             f"state control variate present={state.control is not None} but scaffold={spec.scaffold}"
@@ -401,6 +430,10 @@ def merge(
             controls.append(control_delta)
     if not deltas:
         return MergeOutcome(state, (), MappingProxyType(rejected), None)
+    if len(deltas) > eligible:
+        raise MergeError(f"{len(deltas)} accepted updates but only `eligible`={eligible} members")
+    if server_opt.unweighted(spec.server_optimizer, spec.convention):
+        weights = [1] * len(weights)  # the reference's adaptive optimisers take the plain client mean
     try:
         agg = aggregate(
             spec.aggregator,
@@ -415,12 +448,17 @@ def merge(
     server_cfg = server_opt.make_config(spec.server_optimizer, **dict(spec.server_params))
     try:
         params, server_state = server_opt.server_step(
-            spec.server_optimizer, state.params, agg, dict(state.server_state), server_cfg
+            spec.server_optimizer,
+            state.params,
+            agg,
+            dict(state.server_state),
+            server_cfg,
+            convention=spec.convention,
         )
     except TrainingError as exc:
         raise MergeError(f"server step {spec.server_optimizer!r}: {exc}") from exc
     control = state.control
     if control is not None:
-        control = server_control_step(control, torch.stack(controls))
+        control = server_control_step(control, torch.stack(controls), eligible=eligible)
     new = ModelState(canonical_zero(params), server_state, control, state.spec)
     return MergeOutcome(new, tuple(included), MappingProxyType(rejected), float(agg.norm()))

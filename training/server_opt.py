@@ -1,14 +1,32 @@
 """Server optimisers that every peer applies to the agreed aggregate (FedAvg, FedAvgM, FedAdagrad, ...).
 
-The five: FedAvg, FedAvgM, FedAdagrad, FedYogi, FedAdam.
+The five: FedAvg, FedAvgM, FedAdagrad, FedYogi, FedAdam, each under two conventions
+(:mod:`training.conventions`; formulas side by side in ``docs/algorithms.md``). ``delta`` is the aggregated
+update, ``lr`` the server learning rate, ``first`` the optimiser's first step.
 
-Following Reddi et al. 2021 ("Adaptive Federated Optimization"), with ``delta`` the aggregated update:
+``"openfedllm"`` (the OpenFedLLM reference, ``federated_learning/fed_global.py``):
+
+- ``fedavg``: ``x <- x + lr * delta`` (``lr = 1``: the sample-weighted average of the client models)
+- ``fedavgm``: ``m <- delta`` if ``first`` else ``beta1 * m + (1 - beta1) * delta``; ``x <- x + lr * m``
+  (the reference has no server lr: the default ``lr = 1`` is exactly its ``x + m``)
+- ``fedadagrad``: ``m <- delta``; ``v <- v + m^2``
+- ``fedyogi``: ``m`` as FedAvgM; ``v <- v - (1 - beta2) m^2 sign(v - m^2)``
+- ``fedadam``: ``m`` as FedAvgM; ``v <- beta2 v + (1 - beta2) m^2``
+- adaptive ones: ``x <- x + lr * m / (sqrt(v) + tau)``, ``v`` starting at ``tau^2``, and ``delta`` the
+  *unweighted* mean of the client updates (:func:`unweighted`; the merge passes equal weights).
+
+``first`` is recognised from the state: the momentum ``m`` is still exactly its initial zero (it is the
+reference's ``round_idx == 0`` unless every earlier aggregate was exactly zero, and it does not count rounds
+that merged nothing).
+
+``"reddi"`` (Reddi et al. 2021, "Adaptive Federated Optimization"), on the sample-weighted mean:
 
 - ``fedavg``: ``x <- x + lr * delta``
 - ``fedavgm``: ``m <- beta1 * m + delta``; ``x <- x + lr * m`` (Hsu et al. 2019)
 - ``fedadagrad``, ``fedyogi``, ``fedadam``: ``m <- beta1 * m + (1 - beta1) * delta``; ``v`` is updated with
   ``v + delta^2`` (Adagrad), ``v - (1 - beta2) delta^2 sign(v - delta^2)`` (Yogi) or
-  ``beta2 v + (1 - beta2) delta^2`` (Adam); ``x <- x + lr * m / (sqrt(v) + tau)``. No bias correction.
+  ``beta2 v + (1 - beta2) delta^2`` (Adam), from ``v = 0``; ``x <- x + lr * m / (sqrt(v) + tau)``. No bias
+  correction.
 
 Bit-exact: each step is a chain of separate elementwise float64 operations (multiply, add, subtract, divide,
 sqrt, sign), each correctly rounded, with no fused multiply-add (``alpha=``, ``addcmul``, ``lerp`` are never
@@ -26,6 +44,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from training.conventions import DEFAULT_CONVENTION, check_convention
 from training.errors import ConfigError
 
 ServerState = dict[str, Tensor]
@@ -85,10 +104,33 @@ def make_config(name: str, **overrides: Any) -> ServerOptConfig:
     return replace(DEFAULTS[name], **{k: float(v) for k, v in overrides.items()})
 
 
-def init_state(name: str, d: int) -> ServerState:
-    """Zero state of optimiser ``name`` for ``d`` parameters."""
+ADAPTIVE: tuple[str, ...] = ("fedadagrad", "fedyogi", "fedadam")
+"""The adaptive optimisers (state ``m`` and ``v``)."""
+
+
+def unweighted(name: str, convention: str) -> bool:
+    """Whether optimiser ``name`` aggregates the unweighted client mean under ``convention``.
+
+    True for the reference's FedAdagrad / FedYogi / FedAdam (``openfedllm``); otherwise updates are weighted
+    by their sample counts.
+    """
+    return check_convention(convention) == "openfedllm" and name in ADAPTIVE
+
+
+def init_state(
+    name: str, d: int, cfg: ServerOptConfig | None = None, *, convention: str = DEFAULT_CONVENTION
+) -> ServerState:
+    """Return the initial state of optimiser ``name`` for ``d`` parameters.
+
+    Zeros, except that the adaptive optimisers of the ``openfedllm`` convention start ``v`` at ``tau**2``
+    (``cfg.tau``; without ``cfg``, ``name``'s default).
+    """
     _check_name(name)
-    return {key: torch.zeros(d, dtype=torch.float32) for key in _STATE_NAMES[name]}
+    state = {key: torch.zeros(d, dtype=torch.float32) for key in _STATE_NAMES[name]}
+    if check_convention(convention) == "openfedllm" and name in ADAPTIVE:
+        tau = (cfg or DEFAULTS[name]).tau
+        state["v"] = torch.full((d,), tau * tau, dtype=torch.float64).to(torch.float32)
+    return state
 
 
 def _momentum(state: ServerState, delta: Tensor, beta1: float, dampen: bool) -> Tensor:
@@ -128,30 +170,83 @@ def _adaptive(
     return step
 
 
-SERVER_OPTIMIZERS: dict[
-    str, Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]
-]
-SERVER_OPTIMIZERS = {
+def _reference_momentum(state: ServerState, delta: Tensor, beta1: float) -> Tensor:
+    """Return the reference's ``m``: ``delta`` first (``m`` all zero), else ``b1 m + (1 - b1) delta``."""
+    if not bool(state["m"].any()):
+        return delta
+    return state["m"].to(torch.float64) * beta1 + delta * (1.0 - beta1)
+
+
+def _reference_fedavgm(
+    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+) -> tuple[Tensor, ServerState]:
+    m = _reference_momentum(state, delta, cfg.beta1)
+    return x + m * cfg.server_lr, {"m": m}
+
+
+def _reference_adaptive(
+    kind: str,
+) -> Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]:
+    def step(
+        x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+    ) -> tuple[Tensor, ServerState]:
+        m = delta if kind == "adagrad" else _reference_momentum(state, delta, cfg.beta1)
+        v = state["v"].to(torch.float64)
+        sq = m * m
+        if kind == "adagrad":
+            v = v + sq
+        elif kind == "yogi":
+            v = v - sq * (1.0 - cfg.beta2) * torch.sign(v - sq)
+        else:
+            v = v * cfg.beta2 + sq * (1.0 - cfg.beta2)
+        return x + m / (torch.sqrt(v) + cfg.tau) * cfg.server_lr, {"m": m, "v": v}
+
+    return step
+
+
+Step = Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]
+"""One optimiser step on float64 ``(x, delta, state, cfg)`` (state as stored, float32)."""
+
+SERVER_OPTIMIZERS: dict[str, Step] = {
     "fedavg": _fedavg,
     "fedavgm": _fedavgm,
     "fedadagrad": _adaptive("adagrad"),
     "fedyogi": _adaptive("yogi"),
     "fedadam": _adaptive("adam"),
 }
-"""Server optimiser steps by name, on float64 ``(x, delta, state, cfg)``; use :func:`server_step`."""
+"""Server optimiser steps by name under the ``reddi`` convention; use :func:`server_step`."""
+
+OPENFEDLLM_STEPS: dict[str, Step] = {
+    "fedavg": _fedavg,
+    "fedavgm": _reference_fedavgm,
+    "fedadagrad": _reference_adaptive("adagrad"),
+    "fedyogi": _reference_adaptive("yogi"),
+    "fedadam": _reference_adaptive("adam"),
+}
+"""The same optimisers under the ``openfedllm`` convention (same names, same state tensors)."""
 
 
 def server_step(
-    name: str, params: Tensor, aggregate_delta: Tensor, state: ServerState, cfg: ServerOptConfig
+    name: str,
+    params: Tensor,
+    aggregate_delta: Tensor,
+    state: ServerState,
+    cfg: ServerOptConfig,
+    *,
+    convention: str = DEFAULT_CONVENTION,
 ) -> tuple[Tensor, ServerState]:
-    """Apply one step of optimiser ``name``; returns new float32 params and state (inputs are not modified).
+    """Apply one step of optimiser ``name`` under ``convention``; return new float32 params and state.
+
+    Inputs are not modified. Start ``state`` from :func:`init_state` with the same convention.
 
     Raises
     ------
     ConfigError
-        If the name is unknown, shapes differ, the state lacks a tensor, or a value is not finite.
+        If the name or convention is unknown, shapes differ, the state lacks a tensor, or a value is not
+        finite.
     """
     _check_name(name)
+    steps = OPENFEDLLM_STEPS if check_convention(convention) == "openfedllm" else SERVER_OPTIMIZERS
     d = params.shape[0] if params.dim() == 1 else -1
     if d < 0 or aggregate_delta.shape != (d,):
         raise ConfigError(
@@ -163,9 +258,7 @@ def server_step(
             raise ConfigError(f"{name} state needs a tensor {key!r} of shape ({d},)")
     if not bool(torch.isfinite(aggregate_delta).all()):
         raise ConfigError("aggregate_delta contains NaN or Inf")
-    x, new_state = SERVER_OPTIMIZERS[name](
-        params.to(torch.float64), aggregate_delta.to(torch.float64), state, cfg
-    )
+    x, new_state = steps[name](params.to(torch.float64), aggregate_delta.to(torch.float64), state, cfg)
     out = x.to(torch.float32)
     out.masked_fill_(out == 0, 0.0)
     return out, {k: v.to(torch.float32) for k, v in new_state.items()}

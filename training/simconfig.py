@@ -10,6 +10,7 @@ Layout of the file (every table and key is optional; defaults below)::
     [model]               # training.config.ModelConfig
     [adapter]             # training.config.AdapterConfig
     [train]               # training.config.TrainConfig (the local training of one client in one round)
+    [privacy]             # training.privacy.PrivacyConfig: client-level DP as in a run spec (no table: none)
 
 A wrong key or value raises :class:`~training.errors.ConfigError` naming the table and the field.
 """
@@ -23,11 +24,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.config import AdapterConfig, ModelConfig, TrainConfig
-from training.conventions import DEFAULT_CONVENTION, check_convention
+from training.conventions import DEFAULT_CONVENTION, Convention, check_convention
 from training.errors import ConfigError
+from training.privacy import PrivacyConfig
 from training.tomlconfig import build_section, check_tables, load_toml
 
-DataSource = Literal["synthetic", "chatterbot", "jsonl"]
+DataSource = Literal["synthetic", "chatterbot", "jsonl", "hf"]
 Codec = Literal["fp32", "int8"]
 
 
@@ -40,8 +42,10 @@ class DataConfig:
     source
         ``"synthetic"`` (one seeded single-answer skill per client), ``"chatterbot"`` (one English
         chatterbot-corpus category per client) or ``"jsonl"`` (one SFT JSONL file per client, ``paths``).
+        ``"hf"``: one local Hugging Face dataset per client (``paths``: a ``save_to_disk`` folder,
+        ``.parquet``, ``.json`` or ``.jsonl``; :mod:`training.datasets.hf`), with ``columns`` and ``split``.
         With ``[train] task = "dpo"`` the clients hold preference pairs instead: synthetic pairs (the right
-        answer chosen, a wrong one rejected) or preference JSONL files; chatterbot has none.
+        answer chosen, a wrong one rejected), preference JSONL files or datasets; chatterbot has none.
     examples_per_client
         Synthetic: examples generated per client; chatterbot/jsonl: cap on examples kept per client
         (0 keeps all).
@@ -49,7 +53,13 @@ class DataConfig:
         Chatterbot categories, one per client; empty takes the first ``clients`` categories by name.
         Synthetic: each client's skill (``training.datasets.synthetic.SKILLS``); empty cycles through them.
     paths
-        JSONL files, one per client (``source = "jsonl"``).
+        JSONL files or datasets, one per client (``source = "jsonl"`` or ``"hf"``).
+    columns
+        ``"hf"``: record field -> dataset column, e.g. ``{instruction = "question", response = "answer"}``
+        (SFT fields ``instruction``, ``input``, ``response``; DPO fields ``prompt``, ``chosen``,
+        ``rejected``); unmapped fields use the column of their own name.
+    split
+        ``"hf"``: the split of a ``save_to_disk`` ``DatasetDict`` folder (default ``train``).
     held_out_fraction
         Share of each client's examples held out for evaluation.
     max_eval_examples
@@ -62,22 +72,32 @@ class DataConfig:
     source: DataSource = field(default="synthetic", metadata={"help": "synthetic, chatterbot or jsonl"})
     examples_per_client: int = field(default=32, metadata={"help": "examples per client (or cap)"})
     categories: tuple[str, ...] = field(default=(), metadata={"help": "chatterbot categories / skills"})
-    paths: tuple[str, ...] = field(default=(), metadata={"help": "JSONL file per client"})
+    paths: tuple[str, ...] = field(default=(), metadata={"help": "JSONL file or dataset per client"})
+    columns: Mapping[str, str] = field(default_factory=dict, metadata={"help": "field -> column (hf)"})
+    split: str | None = field(default=None, metadata={"help": "save_to_disk split (hf)"})
     held_out_fraction: float = field(default=0.25, metadata={"help": "share held out per client"})
     max_eval_examples: int = field(default=16, metadata={"help": "held-out cap per client"})
     exact_match: bool | None = field(default=None, metadata={"help": "measure exact-match accuracy"})
 
     def __post_init__(self) -> None:
-        if self.source not in ("synthetic", "chatterbot", "jsonl"):
-            raise ConfigError(f"`source` must be one of synthetic, chatterbot, jsonl, got {self.source!r}")
+        if self.source not in ("synthetic", "chatterbot", "jsonl", "hf"):
+            raise ConfigError(
+                f"`source` must be one of synthetic, chatterbot, jsonl, hf, got {self.source!r}"
+            )
         if self.examples_per_client < 0 or (self.source == "synthetic" and self.examples_per_client < 2):
             raise ConfigError(f"`examples_per_client` must be >= 2, got {self.examples_per_client!r}")
         if not 0.0 < self.held_out_fraction < 1.0:
             raise ConfigError(f"`held_out_fraction` must be in (0, 1), got {self.held_out_fraction!r}")
         if self.max_eval_examples < 0:
             raise ConfigError(f"`max_eval_examples` must be >= 0, got {self.max_eval_examples!r}")
-        if self.source == "jsonl" and not self.paths:
-            raise ConfigError("`paths` must list one JSONL file per client when `source` is 'jsonl'")
+        if self.source in ("jsonl", "hf") and not self.paths:
+            raise ConfigError(f"`paths` must list one file per client when `source` is {self.source!r}")
+        if not isinstance(self.columns, Mapping) or not all(
+            isinstance(k, str) and isinstance(v, str) and v for k, v in self.columns.items()
+        ):
+            raise ConfigError(f"`columns` must map field names to column names, got {self.columns!r}")
+        if self.columns and self.source != "hf":
+            raise ConfigError(f"`columns` applies to `source` 'hf' only, not {self.source!r}")
 
 
 @dataclass(frozen=True)
@@ -125,6 +145,9 @@ class SimulationConfig:
     ----------
     clients, rounds
         Federation size and number of rounds.
+    clients_per_round
+        Client sampling: how many clients train each round, drawn by :func:`training.sampling.sample_clients`
+        (the network's rule, docs/sampling.md); ``None`` (the default): every client.
     algorithm
         A name in :data:`training.algorithms.ALGORITHMS` (fedavg, fedprox, scaffold, fedavgm, fedadagrad,
         fedyogi, fedadam); it picks the client algorithm and the server optimiser.
@@ -151,8 +174,11 @@ class SimulationConfig:
 
     clients: int = field(default=4, metadata={"help": "number of clients"})
     rounds: int = field(default=3, metadata={"help": "federated rounds"})
+    clients_per_round: int | None = field(
+        default=None, metadata={"help": "clients sampled to train each round (unset: all)"}
+    )
     algorithm: str = field(default="fedavg", metadata={"help": "FL algorithm"})
-    convention: str = field(default=DEFAULT_CONVENTION, metadata={"help": "openfedllm or reddi"})
+    convention: Convention = field(default=DEFAULT_CONVENTION, metadata={"help": "openfedllm or reddi"})
     aggregator: str = field(default="mean", metadata={"help": "robust aggregator"})
     aggregator_params: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "its parameters"})
     codec: Codec = field(default="fp32", metadata={"help": "fp32 or int8"})
@@ -166,12 +192,21 @@ class SimulationConfig:
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="tiny-llama"))
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    privacy: PrivacyConfig | None = None
+    """Client-level DP of every client's update (:mod:`training.privacy`, the run spec's ``[privacy]``)."""
 
     def __post_init__(self) -> None:
         if self.clients < 1:
             raise ConfigError(f"`clients` must be >= 1, got {self.clients!r}")
         if self.rounds < 1:
             raise ConfigError(f"`rounds` must be >= 1, got {self.rounds!r}")
+        k = self.clients_per_round
+        if k is not None and (isinstance(k, bool) or not isinstance(k, int) or k < 1):
+            raise ConfigError(f"`clients_per_round` must be an integer >= 1, got {k!r}")
+        if k is not None and k > self.clients:
+            raise ConfigError(
+                f"`clients_per_round` is {k}, above the federation's `clients` = {self.clients}"
+            )
         if self.codec not in ("fp32", "int8"):
             raise ConfigError(f"`codec` must be one of fp32, int8, got {self.codec!r}")
         if self.threads is not None and self.threads < 1:
@@ -183,7 +218,7 @@ class SimulationConfig:
             raise ConfigError(
                 f"`byzantine` makes {bad} of {self.clients} clients Byzantine; at least one must be honest"
             )
-        if self.data.source == "jsonl" and len(self.data.paths) != self.clients:
+        if self.data.source in ("jsonl", "hf") and len(self.data.paths) != self.clients:
             raise ConfigError(f"`paths` lists {len(self.data.paths)} files for {self.clients} clients")
         if self.data.categories and len(self.data.categories) != self.clients:
             raise ConfigError(
@@ -194,6 +229,7 @@ class SimulationConfig:
                 "[data] `source` 'chatterbot' has no preference pairs for [train] `task` 'dpo'; "
                 "use 'synthetic' or preference files"
             )
+        _check_privacy(self)
         _check_known("algorithm", self.algorithm, "training.algorithms", "ALGORITHMS")
         _check_known("aggregator", self.aggregator, "training.aggregate", "AGGREGATORS")
         check_convention(self.convention)
@@ -224,6 +260,25 @@ class SimulationConfig:
         return dataclasses.replace(self, **top)
 
 
+def _check_privacy(cfg: SimulationConfig) -> None:
+    """As in a run spec: SCAFFOLD's control deltas are not privatised; the norm bound must admit noise."""
+    from training.privacy import PrivacyError, check_norm_bound
+
+    if cfg.privacy is None:
+        return
+    if not isinstance(cfg.privacy, PrivacyConfig):
+        raise ConfigError(f"[privacy] must be a table, got {type(cfg.privacy).__name__}")
+    if cfg.algorithm == "scaffold":
+        raise ConfigError(
+            "[privacy] cannot be used with `algorithm = 'scaffold'`: its control-variate deltas are computed "
+            "from the same data and are not privatised; choose another algorithm"
+        )
+    try:  # the full check, with the update's dimension, runs when the model is loaded
+        check_norm_bound(cfg.privacy, cfg.max_update_norm, 1)
+    except PrivacyError as exc:
+        raise ConfigError(f"[privacy] {str(exc).replace('`max_norm`', '`max_update_norm`')}") from exc
+
+
 def _check_known(name: str, value: str, module: str, registry: str) -> None:
     import importlib
 
@@ -237,7 +292,7 @@ def _check_known(name: str, value: str, module: str, registry: str) -> None:
 
 def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
     """Build a :class:`SimulationConfig` from a parsed TOML document (layout in the module docstring)."""
-    known = ("adapter", "byzantine", "data", "model", "server", "simulation", "train")
+    known = ("adapter", "byzantine", "data", "model", "privacy", "server", "simulation", "train")
     check_tables(doc, known, error=ConfigError)
     sim = dict(doc.get("simulation", {}))
     sim["server"] = dict(doc.get("server", {}))
@@ -262,6 +317,8 @@ def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
         sim[name] = build_section(cls, doc.get(name, {}), name, error=ConfigError)
     model = {"name_or_path": "tiny-llama", **doc.get("model", {})}
     sim["model"] = build_section(ModelConfig, model, "model", error=ConfigError)
+    if "privacy" in doc:
+        sim["privacy"] = build_section(PrivacyConfig, doc["privacy"], "privacy", error=ConfigError)
     return build_section(SimulationConfig, sim, "simulation", error=ConfigError)
 
 

@@ -90,6 +90,10 @@ class RoundMetrics:
     accepted: int = 0
     rejected: tuple[str, ...] = ()
     seconds: float = 0.0
+    sampled: tuple[str, ...] = ()
+    """The clients that trained this round (all of them unless ``clients_per_round`` is set)."""
+    epsilon: float | None = None
+    """With ``[privacy]``: the largest epsilon any client has spent so far (``training.privacy``)."""
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,15 @@ class SimulationResult:
         return out
 
 
+def _epsilon(cfg: SimulationConfig, releases: list[int]) -> float | None:
+    """Return the largest epsilon of any client with ``releases`` privatised updates (``None``: no DP)."""
+    if cfg.privacy is None:
+        return None
+    from training.privacy import epsilon_spent
+
+    return round(epsilon_spent(cfg.privacy, max(releases)), 4)
+
+
 def _jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _jsonable(v) for k, v in value.items()}
@@ -171,6 +184,14 @@ def load_clients(cfg: SimulationConfig) -> list[ClientData]:
         if len(names) < cfg.clients:
             raise ConfigError(f"`clients` is {cfg.clients} but chatterbot has only {len(names)} categories")
         raw = chatterbot_clients(names)
+    elif data.source == "hf":
+        from training.datasets.hf import load_hf_records
+
+        task = cfg.train.task
+        raw = {
+            f"client-{i}": load_hf_records(p, task=task, columns=data.columns, split=data.split)
+            for i, p in enumerate(data.paths)
+        }
     else:
         load = load_preference_jsonl if dpo else load_sft_jsonl
         raw = {f"client-{i}": list(load(p)) for i, p in enumerate(data.paths)}
@@ -247,10 +268,17 @@ def _held_out_losses(session: Session, cfg: SimulationConfig) -> tuple[dict[str,
     held = {c.name: c.held_out for c in session.clients}
     if cfg.train.task == "dpo":
         scores = evaluate_dpo_clients(
-            session.model, session.tokenizer, held, beta=cfg.train.dpo_beta, max_len=cfg.train.max_len
+            session.model,
+            session.tokenizer,
+            held,
+            beta=cfg.train.dpo_beta,
+            max_len=cfg.train.max_len,
+            template=cfg.train.template,
         )
         return {k: v.loss for k, v in scores.items()}, scores[UNION].reward_accuracy
-    results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
+    results = evaluate_clients(
+        session.model, session.tokenizer, held, max_len=cfg.train.max_len, template=cfg.train.template
+    )
     return {k: v.loss for k, v in results.items()}, None
 
 
@@ -270,12 +298,14 @@ def evaluate_model(session: Session, cfg: SimulationConfig) -> EvalMetrics:
     from training.evaluate import evaluate_clients
 
     held = {c.name: c.held_out for c in session.clients}
-    results = evaluate_clients(session.model, session.tokenizer, held, max_len=cfg.train.max_len)
+    results = evaluate_clients(
+        session.model, session.tokenizer, held, max_len=cfg.train.max_len, template=cfg.train.template
+    )
     union = results.pop(UNION)
     accuracy = None
     if _uses_exact_match(cfg):
         everything = [e for c in session.clients for e in c.held_out]
-        accuracy = exact_match(session.model, session.tokenizer, everything)
+        accuracy = exact_match(session.model, session.tokenizer, everything, template=cfg.train.template)
     return EvalMetrics(
         union_loss=union.loss,
         union_perplexity=union.perplexity,
@@ -372,6 +402,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
     from training.client import ScaffoldControls
     from training.flat import flatten
     from training.merge import MergeError, MergeSpec, ModelState, UpdateInput, merge
+    from training.sampling import sample_clients
 
     started = time.perf_counter()
     algorithm = get_algorithm(cfg.algorithm)
@@ -415,8 +446,17 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
     )
     control = torch.zeros(spec.numel) if algorithm.control_variates else None
     client_controls: dict[int, dict[str, Tensor]] = {}
+    releases = [0] * len(clients)  # privatised updates per client (the node's accounting: docs/privacy.md)
+    if cfg.privacy is not None:
+        from training.privacy import PrivacyError, check_norm_bound
+
+        try:
+            check_norm_bound(cfg.privacy, cfg.max_update_norm, spec.numel)
+        except PrivacyError as exc:
+            raise ConfigError(f"[privacy] {str(exc).replace('`max_norm`', '`max_update_norm`')}") from exc
     run_id = f"simulation-{cfg.seed}"
-    total = cfg.rounds * len(clients)
+    per_round = cfg.clients_per_round or len(clients)
+    total = cfg.rounds * per_round
 
     load_trainable_state(session.model, spec.unflatten(params))
     history = [RoundMetrics(round=0, eval=evaluate_model(session, cfg))]
@@ -425,7 +465,9 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         deltas: list[Tensor] = []
         control_deltas: list[Tensor | None] = []
         losses: list[float] = []
-        for i, client in enumerate(clients):
+        chosen = sample_clients(len(clients), cfg.clients_per_round, cfg.seed, rnd)
+        for j, i in enumerate(chosen):
+            client = clients[i]
             load_trainable_state(session.model, spec.unflatten(params))
             controls = None
             if control is not None:
@@ -433,6 +475,11 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
             train_cfg = _train_config(cfg, algorithm.client, cfg.seed * 1_000_003 + rnd * 1009 + i)
             update = _train(session, client.train, train_cfg, controls)
             deltas.append(flatten(update.delta)[0])
+            if cfg.privacy is not None:  # clipped and noised before encoding, as every node does
+                from training.privacy import privatize
+
+                deltas[-1] = privatize(deltas[-1], cfg.privacy).delta
+                releases[i] += 1
             if update.control is not None and update.control_delta is not None:
                 client_controls[i] = update.control
                 control_deltas.append(flatten(update.control_delta)[0])
@@ -441,20 +488,26 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
             if i in honest:
                 losses.append(update.metrics.mean_loss)
             if progress is not None:
-                progress(f"round {rnd}/{cfg.rounds} {client.name}", (rnd - 1) * len(clients) + i + 1, total)
-        sent = torch.stack(deltas)
-        if bad and attack.level == "update":
-            benign = sent[honest]
-            sent[bad] = apply_update_attack(
-                attack.name, sent[bad], benign, seed=cfg.seed * 7_919 + rnd, strength=cfg.byzantine.strength
+                progress(f"round {rnd}/{cfg.rounds} {client.name}", (rnd - 1) * per_round + j + 1, total)
+        sent = torch.stack(deltas)  # row j: client chosen[j]
+        honest_rows = [j for j, i in enumerate(chosen) if i in honest]
+        bad_rows = [j for j, i in enumerate(chosen) if i not in honest]
+        if bad_rows and attack.level == "update":
+            benign = sent[honest_rows] if honest_rows else sent[bad_rows]
+            sent[bad_rows] = apply_update_attack(
+                attack.name,
+                sent[bad_rows],
+                benign,
+                seed=cfg.seed * 7_919 + rnd,
+                strength=cfg.byzantine.strength,
             )
 
         updates = []
-        for i, client in enumerate(clients):
-            own_control = control_deltas[i]
+        for j, i in enumerate(chosen):
+            own_control = control_deltas[j]
             extra = None if own_control is None else {"control_delta": own_control}
-            blob = codec.encode(sent[i], spec, run=run_id, round=rnd, codec=cfg.codec, extra=extra)
-            updates.append(UpdateInput(client.name, blob, len(client.train)))
+            blob = codec.encode(sent[j], spec, run=run_id, round=rnd, codec=cfg.codec, extra=extra)
+            updates.append(UpdateInput(clients[i].name, blob, len(clients[i].train)))
         try:  # the very merge every node runs (decode + checks, robust aggregate, server step, SCAFFOLD c)
             outcome = merge(
                 ModelState(params, server_state, control, spec),
@@ -478,11 +531,13 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
                 round=rnd,
                 eval=evaluate_model(session, cfg),
                 train_loss=sum(losses) / len(losses) if losses else None,
-                update_norm=float(sent[honest].norm(dim=1).mean()),
+                update_norm=float(sent[honest_rows].norm(dim=1).mean()) if honest_rows else None,
                 aggregate_norm=aggregate_norm,
                 accepted=len(accepted),
                 rejected=tuple(rejected),
                 seconds=time.perf_counter() - round_start,
+                sampled=tuple(clients[i].name for i in chosen),
+                epsilon=_epsilon(cfg, releases),
             )
         )
     baseline = run_local_baseline(cfg, session=session) if cfg.local_baseline else None

@@ -42,6 +42,13 @@ def _print_table(result: Any) -> None:
         )
     console = Console()
     console.print(table)
+    privacy = result.config.privacy
+    if privacy is not None:
+        console.print(
+            f"client-level DP: clip_norm {privacy.clip_norm:g}, "
+            f"noise_multiplier {privacy.noise_multiplier:g}: epsilon {result.final.epsilon} "
+            f"at delta {privacy.delta:g} (largest over clients)"
+        )
     if result.byzantine:
         console.print(f"Byzantine clients ({result.config.byzantine.attack}): {', '.join(result.byzantine)}")
     if result.baseline is not None:

@@ -110,7 +110,8 @@ def _expected_without(toy: ToyRun, subject: str, first: int, last: int) -> str:
     state = load_state(toy.store, base_of_round(history, first), setup)
     for r in range(first, last + 1):
         keep = [s for s in named_included_set(history.round(r)) if to_checksum_address(s.member) != subject]
-        state, _, _ = merge_round(state, update_inputs(toy.store, keep), setup, r)
+        eligible = history.round(r).info.eligible
+        state, _, _ = merge_round(state, update_inputs(toy.store, keep), setup, r, eligible)
     return state_hash(state)
 
 

@@ -112,7 +112,7 @@ def test_server_control_step_is_the_mean_and_order_free() -> None:
 
     new = server_control_step(control, deltas)
     shuffled = server_control_step(control, deltas[[2, 0, 1]])
-    half = server_control_step(control, deltas, participation=0.5)
+    half = server_control_step(control, deltas, eligible=6)
 
     expected = control.double() + deltas.double().sum(0) / 3
     assert torch.allclose(new.double(), expected)

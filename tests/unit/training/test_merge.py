@@ -24,6 +24,7 @@ from training.merge import (
 
 SPEC = FlatSpec(names=("a", "b"), shapes=((2, 3), (4,)), dtypes=("float32", "float32"))
 RUN, ROUND = "run-1", 3
+ELIGIBLE = 8
 
 
 def _delta(seed: int, scale: float = 0.01) -> torch.Tensor:
@@ -45,7 +46,7 @@ def test_merge_with_mean_and_fedavg_is_the_weighted_mean_of_the_deltas() -> None
     state = _start(spec)
     updates = [_update("0xa", 1, samples=1), _update("0xb", 2, samples=3)]
 
-    out = merge(state, updates, spec, run=RUN, round=ROUND)
+    out = merge(state, updates, spec, run=RUN, round=ROUND, eligible=ELIGIBLE)
 
     expected = state.params + (_delta(1) * 1 + _delta(2) * 3) / 4
     assert torch.allclose(out.state.params, expected, atol=1e-6)
@@ -72,11 +73,11 @@ def test_merge_is_bit_exact_for_every_input_order(
     updates = [_update(f"0x{i}", seed=i, samples=5 + i) for i in range(5)]
 
     hashes = {
-        state_hash(merge(state, list(order), spec, run=RUN, round=ROUND).state)
+        state_hash(merge(state, list(order), spec, run=RUN, round=ROUND, eligible=ELIGIBLE).state)
         for order in itertools.islice(itertools.permutations(updates), 0, 120, 17)
     }
-    encoded = {encode_state(merge(state, updates[::-1], spec, run=RUN, round=ROUND).state)}
-    encoded.add(encode_state(merge(state, updates, spec, run=RUN, round=ROUND).state))
+    encoded = {encode_state(merge(state, updates[::-1], spec, run=RUN, round=ROUND, eligible=ELIGIBLE).state)}
+    encoded.add(encode_state(merge(state, updates, spec, run=RUN, round=ROUND, eligible=ELIGIBLE).state))
 
     assert len(hashes) == 1
     assert len(encoded) == 1
@@ -96,7 +97,7 @@ def test_merge_rejects_bad_updates_with_a_reason_and_merges_the_rest() -> None:
         _update("0xint8", 3, codec="int8"),
     ]
 
-    out = merge(state, updates, spec, run=RUN, round=ROUND)
+    out = merge(state, updates, spec, run=RUN, round=ROUND, eligible=ELIGIBLE)
 
     assert out.included == ("0xgood",)
     assert set(out.rejected) == {"0xhuge", "0xround", "0xjunk", "0xzero", "0xint8"}
@@ -111,7 +112,7 @@ def test_merge_with_nothing_accepted_keeps_the_state() -> None:
     spec = MergeSpec(server_optimizer="fedavgm")
     state = _start(spec)
 
-    out = merge(state, [UpdateInput("0xjunk", b"junk", 1)], spec, run=RUN, round=ROUND)
+    out = merge(state, [UpdateInput("0xjunk", b"junk", 1)], spec, run=RUN, round=ROUND, eligible=ELIGIBLE)
 
     assert out.included == ()
     assert state_hash(out.state) == state_hash(state)
@@ -122,13 +123,20 @@ def test_merge_raises_when_the_aggregator_needs_more_updates() -> None:
     state = _start(spec)
 
     with pytest.raises(MergeError, match="krum"):
-        merge(state, [_update("0xa", 1), _update("0xb", 2)], spec, run=RUN, round=ROUND)
+        merge(state, [_update("0xa", 1), _update("0xb", 2)], spec, run=RUN, round=ROUND, eligible=ELIGIBLE)
 
 
 def test_merge_refuses_duplicate_keys() -> None:
     spec = MergeSpec()
     with pytest.raises(MergeError, match="unique"):
-        merge(_start(spec), [_update("0xa", 1), _update("0xa", 2)], spec, run=RUN, round=ROUND)
+        merge(
+            _start(spec),
+            [_update("0xa", 1), _update("0xa", 2)],
+            spec,
+            run=RUN,
+            round=ROUND,
+            eligible=ELIGIBLE,
+        )
 
 
 def test_scaffold_merge_updates_the_control_variate_and_needs_control_deltas() -> None:
@@ -138,12 +146,12 @@ def test_scaffold_merge_updates_the_control_variate_and_needs_control_deltas() -
     with_control = codec.encode(_delta(1), SPEC, run=RUN, round=ROUND, extra={"control_delta": control_delta})
     updates = [UpdateInput("0xa", with_control, 4), _update("0xb", 2)]
 
-    out = merge(state, updates, spec, run=RUN, round=ROUND)
+    out = merge(state, updates, spec, run=RUN, round=ROUND, eligible=ELIGIBLE)
 
     assert out.included == ("0xa",)
     assert "control_delta" in out.rejected["0xb"]
     assert out.state.control is not None
-    assert torch.equal(out.state.control, control_delta)
+    assert torch.equal(out.state.control, control_delta / ELIGIBLE)  # c + sum(delta_c) / N, N eligible
 
 
 def test_encode_decode_state_round_trips_and_keeps_the_hash() -> None:
@@ -160,6 +168,7 @@ def test_encode_decode_state_round_trips_and_keeps_the_hash() -> None:
         spec,
         run=RUN,
         round=ROUND,
+        eligible=ELIGIBLE,
     ).state
 
     data = encode_state(state)

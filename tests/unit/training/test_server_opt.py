@@ -1,4 +1,5 @@
-"""Server optimisers: FedAvg identity, bit-identical numpy float64 references, config validation, SCAFFOLD."""
+"""Server optimisers: FedAvg identity, bit-identical numpy float64 references of both conventions, config
+validation, SCAFFOLD's server control."""
 
 from __future__ import annotations
 
@@ -20,10 +21,24 @@ def _np_step(
     b1: float,
     b2: float,
     tau: float,
+    convention: str = "reddi",
+    first: bool = False,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Reference in numpy float64, one correctly rounded operation at a time (the documented formulas)."""
     if name == "fedavg":
         return x + d * lr, {}
+    if convention == "openfedllm":
+        m = d if first or name == "fedadagrad" else st["m"] * b1 + d * (1.0 - b1)
+        if name == "fedavgm":
+            return x + m * lr, {"m": m}
+        v, sq = st["v"], m * m
+        if name == "fedadagrad":
+            v = v + sq
+        elif name == "fedyogi":
+            v = v - sq * (1.0 - b2) * np.sign(v - sq)
+        else:
+            v = v * b2 + sq * (1.0 - b2)
+        return x + m / (np.sqrt(v) + tau) * lr, {"m": m, "v": v}
     if name == "fedavgm":
         m = st["m"] * b1 + d
         return x + m * lr, {"m": m}
@@ -38,18 +53,21 @@ def _np_step(
     return x + m / (np.sqrt(v) + tau) * lr, {"m": m, "v": v}
 
 
+@pytest.mark.parametrize("convention", ["openfedllm", "reddi"])
 @pytest.mark.parametrize("name", sorted(SERVER_OPTIMIZERS))
-def test_three_steps_bit_identical_to_numpy(name: str) -> None:
+def test_three_steps_bit_identical_to_numpy(name: str, convention: str) -> None:
     gen = torch.Generator().manual_seed(5)
     d = 40_000
     params = torch.randn(d, generator=gen)
     cfg = make_config(name)
-    state = init_state(name, d)
+    state = init_state(name, d, cfg, convention=convention)
     x = params.numpy().astype(np.float32)
     ref_state = {k: np.zeros(d, dtype=np.float32) for k in state}
-    for _ in range(3):
+    if convention == "openfedllm" and "v" in ref_state:
+        ref_state["v"][:] = np.float32(cfg.tau * cfg.tau)
+    for step in range(3):
         delta = torch.randn(d, generator=gen) * 1e-2
-        params, state = server_step(name, params, delta, state, cfg)
+        params, state = server_step(name, params, delta, state, cfg, convention=convention)
         x64, st64 = _np_step(
             name,
             x.astype(np.float64),
@@ -59,6 +77,8 @@ def test_three_steps_bit_identical_to_numpy(name: str) -> None:
             cfg.beta1,
             cfg.beta2,
             cfg.tau,
+            convention,
+            first=step == 0,
         )
         x = x64.astype(np.float32)
         x[x == 0] = 0.0
@@ -119,19 +139,19 @@ def test_bad_step_inputs_are_rejected() -> None:
         server_step("fedyogi", torch.zeros(3), torch.zeros(4), init_state("fedyogi", 3), cfg)
 
 
-def test_scaffold_server_control_is_the_scaled_exact_mean() -> None:
+def test_scaffold_server_control_is_the_sum_over_all_eligible() -> None:
     control = torch.tensor([1.0, 0.0])
     deltas = torch.tensor([[1.0, 2.0], [3.0, -2.0], [2.0, 3.0]])
 
-    out = server_control_step(control, deltas, participation=0.5)
-    out_perm = server_control_step(control, deltas.flip(0), participation=0.5)
+    out = server_control_step(control, deltas, eligible=6)  # 3 of 6 took part: c + sum / 6
+    out_perm = server_control_step(control, deltas.flip(0), eligible=6)
 
     assert out.tolist() == [2.0, 0.5]
     assert out.numpy().tobytes() == out_perm.numpy().tobytes()
 
 
 def test_scaffold_rejects_bad_input() -> None:
-    with pytest.raises(ConfigError, match="participation"):
-        server_control_step(torch.zeros(2), torch.zeros(1, 2), participation=0.0)
+    with pytest.raises(ConfigError, match="`eligible` must be an integer >= the 2 control deltas, got 1"):
+        server_control_step(torch.zeros(2), torch.zeros(2, 2), eligible=1)
     with pytest.raises(ConfigError, match="shapes"):
         server_control_step(torch.zeros(2), torch.zeros(1, 3))
