@@ -170,10 +170,16 @@ def test_a_scaling_attacker_neither_stops_the_run_nor_drags_the_robust_merge(
         store.close()
     assert byzantine in {s.member.lower() for s in subs} and len(subs) >= 4
     honest_spec = dataclasses.replace(spec.merge_spec(), aggregator="mean", aggregator_params={})
+    eligible = client.round_info(RunId(run_id), RoundId(0)).eligible
     honest = merge(
-        base, [u for u in updates if u.key.lower() != byzantine], honest_spec, run=str(run_id), round=0
+        base,
+        [u for u in updates if u.key.lower() != byzantine],
+        honest_spec,
+        run=str(run_id),
+        round=0,
+        eligible=eligible,
     )
-    naive = merge(base, updates, honest_spec, run=str(run_id), round=0)
+    naive = merge(base, updates, honest_spec, run=str(run_id), round=0, eligible=eligible)
     assert naive.included and honest.included
 
     robust_gap = float(torch.linalg.vector_norm(final.params - honest.state.params))
