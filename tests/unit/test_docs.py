@@ -154,4 +154,4 @@ def test_specification_names_the_current_arithmetic_version() -> None:
 
     text = (REPO / "docs" / "specification.md").read_text(encoding="utf-8")
 
-    assert f"`{ARITHMETIC}`" in text, f"docs/specification.md must describe {ARITHMETIC}, the current arithmetic"
+    assert f"`{ARITHMETIC}`" in text, f"docs/specification.md must describe {ARITHMETIC}, the current one"
