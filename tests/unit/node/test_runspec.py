@@ -103,7 +103,7 @@ def test_spec_carries_this_version_of_the_consensus_arithmetic() -> None:
     assert RunSpec.from_bytes(RunSpec().canonical_bytes()).arithmetic == ARITHMETIC
 
 
-@pytest.mark.parametrize("written", [None, LEGACY_ARITHMETIC, "fedchain-arith/99"])
+@pytest.mark.parametrize("written", [None, LEGACY_ARITHMETIC, "fedchain-arith/2", "fedchain-arith/99"])
 def test_spec_for_other_arithmetic_is_refused_with_both_versions_named(written: str | None) -> None:
     """A spec written before the key existed is version 1: a node on version 2 must not join it."""
     doc = json.loads(RunSpec().canonical_bytes())
@@ -123,4 +123,38 @@ def test_toml_spec_may_name_the_arithmetic_but_only_this_one(tmp_path: Path) -> 
 
     path.write_text(f'[run]\narithmetic = "{LEGACY_ARITHMETIC}"\n')
     with pytest.raises(RunSpecError, match="join with the fedchain version the run was created with"):
+        RunSpec.from_toml(path)
+
+
+def test_convention_defaults_to_the_reference_and_reaches_merge_and_training(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[run]\nalgorithm = "scaffold"\nconvention = "reddi"\n')
+
+    spec = RunSpec.from_toml(path)
+
+    assert RunSpec().convention == "openfedllm" and RunSpec().train_config(seed=1).convention == "openfedllm"
+    assert spec.merge_spec().convention == "reddi"
+    assert spec.train_config(seed=1).convention == "reddi"
+    assert RunSpec.from_bytes(spec.canonical_bytes()) == spec
+    assert json.loads(spec.canonical_bytes())["convention"] == "reddi"
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        (
+            '[run]\nconvention = "fedml"\n',
+            r"\[run\] `convention` must be one of openfedllm, reddi, got 'fedml'",
+        ),
+        (
+            '[train]\nconvention = "reddi"\n',
+            r"\[train\] `convention` is 'reddi' but the run's is 'openfedllm'",
+        ),
+    ],
+)
+def test_bad_convention_is_refused_naming_the_field(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(toml)
+
+    with pytest.raises(RunSpecError, match=message):
         RunSpec.from_toml(path)
