@@ -25,6 +25,8 @@ from node.services import ManagedProcess, ServiceError
 _CLI = [sys.executable, "-c", "from node.cli import main; main()"]
 TINY_NODE_MIB = 350
 """Resident memory of one tiny-model node process (torch, transformers, the p2p host), rounded up."""
+CLI_TIMEOUT_S = 600.0
+"""Upper bound on one ``fedchain init`` / ``run create`` child process."""
 INIT_PARALLELISM = 8
 """``fedchain init`` processes run at once (each imports the CLI and derives a keystore key)."""
 
@@ -169,7 +171,8 @@ class LocalCluster:
                 store,
             ]
             args += ["--ipfs-api", self.devnet.ipfs_api or "", "--listen-port", str(ports[i])]
-            done = fedchain(*args, "--kdf-iterations", "1024", "--json")
+            # a loaded machine (N imports of the CLI at once, other jobs) can take minutes here
+            done = fedchain(*args, "--kdf-iterations", "1024", "--json", timeout=CLI_TIMEOUT_S)
             key_file.unlink()
             if done.returncode != 0:
                 raise ServiceError(f"fedchain init for member {i} failed: {done.stderr.strip()}")
@@ -182,7 +185,8 @@ class LocalCluster:
 
     def create_run(self, spec: Path) -> int:
         """Create a run from member 0's home; return its id."""
-        done = fedchain("run", "create", "--spec", str(spec), "--home", str(self.members[0].home), "--json")
+        home = str(self.members[0].home)
+        done = fedchain("run", "create", "--spec", str(spec), "--home", home, "--json", timeout=CLI_TIMEOUT_S)
         if done.returncode != 0:
             raise ServiceError(f"fedchain run create failed: {done.stderr.strip()}")
         return int(json.loads(done.stdout)["run_id"])

@@ -48,8 +48,12 @@ class Chain:
     account: Any
 
 
-def open_chain(home: NodeHome, config: NodeConfig) -> Chain:
-    """Decrypt the node's key and connect a signing ``RunsClient`` to the configured registry."""
+def open_chain(home: NodeHome, config: NodeConfig, *, latest: bool = False) -> Chain:
+    """Decrypt the node's key and connect a signing ``RunsClient`` to the configured registry.
+
+    It reads state ``[chain] confirmations`` blocks deep, unless ``latest`` (one-shot commands that read
+    back what their own transaction just did, like ``fedchain run create``).
+    """
     from ledger.chain import connect
     from ledger.client import RunsClient
     from ledger.keys import PassphraseSource, load_account
@@ -64,7 +68,8 @@ def open_chain(home: NodeHome, config: NodeConfig) -> Chain:
     )
     account = load_account(home.resolve(identity.keystore), source)
     w3 = connect(config.chain.rpc_url)
-    client = RunsClient(w3, config.chain.registry, account, confirmations=config.chain.confirmations)
+    confirmations = 0 if latest else config.chain.confirmations
+    client = RunsClient(w3, config.chain.registry, account, confirmations=confirmations)
     return Chain(client, account)
 
 

@@ -37,7 +37,7 @@ def create(
         fail(str(exc), EXIT_USAGE)
     data = spec.canonical_bytes()
     try:
-        chain = open_chain(node_home, config)
+        chain = open_chain(node_home, config, latest=True)  # reads back the run it creates
         own, ipfs = open_stores(node_home, config)
         cid = str(own.put(data))
         own.pin(cid)
