@@ -268,6 +268,11 @@ def _check_privacy(cfg: SimulationConfig) -> None:
         return
     if not isinstance(cfg.privacy, PrivacyConfig):
         raise ConfigError(f"[privacy] must be a table, got {type(cfg.privacy).__name__}")
+    if cfg.privacy.epsilon_budget is not None:
+        raise ConfigError(
+            "[privacy] `epsilon_budget` is not applied by the simulation (it reports each round's epsilon); "
+            "leave it out"
+        )
     if cfg.algorithm == "scaffold":
         raise ConfigError(
             "[privacy] cannot be used with `algorithm = 'scaffold'`: its control-variate deltas are computed "

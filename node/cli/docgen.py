@@ -326,7 +326,7 @@ def render_configuration() -> str:
                 "accepted).",
             ),
         },
-        ("byzantine", "data", "model", "adapter", "train"),
+        ("byzantine", "data", "model", "adapter", "train", "privacy"),
     )
     return "\n".join(lines).rstrip() + "\n"
 
