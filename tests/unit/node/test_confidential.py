@@ -189,3 +189,32 @@ def test_members_run_encrypts_everything_and_excludes_an_unreadable_update(
         for ctx in ctxs:
             ctx.state.close()
             ctx.log.close()
+
+
+def test_view_key_from_a_keystore_or_a_hex_file_and_clear_errors(tmp_path: Path) -> None:
+    from eth_account import Account
+
+    from ledger.keys import PassphraseSource, save_keystore
+    from node.confidential import ConfidentialError, load_view_key
+
+    (tmp_path / "passphrase").write_text("pw\n")
+    account = Account.from_key(AUDITOR_KEY)
+    save_keystore(
+        account, tmp_path / "key.json", PassphraseSource(file=tmp_path / "passphrase"), kdf_iterations=2
+    )
+    assert load_view_key(tmp_path / "key.json") == AUDITOR_KEY  # passphrase beside the keystore
+    (tmp_path / "other").write_text("wrong")
+    with pytest.raises(ConfidentialError, match="wrong passphrase"):
+        load_view_key(tmp_path / "key.json", passphrase_file=tmp_path / "other")
+    (tmp_path / "hex.key").write_text("0x" + AUDITOR_KEY.hex() + "\n")
+    assert load_view_key(tmp_path / "hex.key") == AUDITOR_KEY
+    for name, text, message in [
+        ("short.key", "abcd", "64 hex digits"),
+        ("nothex.key", "zz" * 32, "not hex"),
+        ("bad.json", "{not json", "not a keystore"),
+    ]:
+        (tmp_path / name).write_text(text)
+        with pytest.raises(ConfidentialError, match=message):
+            load_view_key(tmp_path / name)
+    with pytest.raises(ConfidentialError, match="cannot read view key"):
+        load_view_key(tmp_path / "missing.key")
