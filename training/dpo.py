@@ -129,12 +129,13 @@ def evaluate_dpo(
     beta: float,
     max_len: int = 256,
     batch_size: int = 16,
+    template: str | None = None,
 ) -> DpoResult:
     """Held-out DPO loss, reward accuracy and margin of the adapter in the model (model left in eval mode)."""
     if not pairs:
         raise ConfigError("no evaluation preference pairs")
     pad = pad_id_of(tokenizer)
-    encoded = [encode_preference(p, tokenizer, max_len) for p in pairs]
+    encoded = [encode_preference(p, tokenizer, max_len, template) for p in pairs]
     ref = reference_logprobs(model, encoded, pad, batch_size)
     return _scores(policy_logprobs(model, encoded, pad, batch_size), ref, beta)
 
@@ -147,6 +148,7 @@ def evaluate_dpo_clients(
     beta: float,
     max_len: int = 256,
     batch_size: int = 16,
+    template: str | None = None,
 ) -> dict[str, DpoResult]:
     """:func:`evaluate_dpo` per client and on the union of all pairs (key ``training.evaluate.UNION``).
 
@@ -155,7 +157,9 @@ def evaluate_dpo_clients(
     if UNION in held_out:
         raise ConfigError(f"a client may not be named {UNION!r}")
     results = {
-        name: evaluate_dpo(model, tokenizer, pairs, beta=beta, max_len=max_len, batch_size=batch_size)
+        name: evaluate_dpo(
+            model, tokenizer, pairs, beta=beta, max_len=max_len, batch_size=batch_size, template=template
+        )
         for name, pairs in sorted(held_out.items())
         if pairs
     }
@@ -212,7 +216,7 @@ def train_dpo(
     if not pairs:
         raise ConfigError("no preference pairs")
     pad = pad_id_of(tokenizer)
-    encoded = [encode_preference(p, tokenizer, cfg.max_len) for p in pairs]
+    encoded = [encode_preference(p, tokenizer, cfg.max_len, cfg.template) for p in pairs]
     ref = reference_logprobs(model, encoded, pad, cfg.batch_size)
     return train_local(
         model,

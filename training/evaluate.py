@@ -62,14 +62,23 @@ def token_logprobs(model: Any, batch: Mapping[str, Tensor]) -> tuple[Tensor, Ten
 
 @torch.no_grad()
 def evaluate_loss(
-    model: Any, tokenizer: Any, examples: Sequence[Example], *, max_len: int = 256, batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    max_len: int = 256,
+    batch_size: int = 16,
+    template: str | None = None,
 ) -> LossResult:
-    """Mean per-token loss of the responses of ``examples`` (model left in eval mode)."""
+    """Mean per-token loss of the responses of ``examples`` (model left in eval mode).
+
+    ``template``: the prompt template the model was trained with (see ``training.datasets.tokenize.render``).
+    """
     if not examples:
         raise ConfigError("no evaluation examples")
     model.eval()
     device = next(p for p in model.parameters()).device
-    encoded = [encode_sft(e, tokenizer, max_len) for e in examples]
+    encoded = [encode_sft(e, tokenizer, max_len, template) for e in examples]
     pad = pad_id_of(tokenizer)
     total, tokens = 0.0, 0
     for start in range(0, len(encoded), batch_size):
@@ -87,12 +96,15 @@ def evaluate_clients(
     *,
     max_len: int = 256,
     batch_size: int = 16,
+    template: str | None = None,
 ) -> dict[str, LossResult]:
     """Loss per client and on the union of all held-out data (under the key :data:`UNION`)."""
     if UNION in held_out:
         raise ConfigError(f"a client may not be named {UNION!r}")
     results = {
-        name: evaluate_loss(model, tokenizer, examples, max_len=max_len, batch_size=batch_size)
+        name: evaluate_loss(
+            model, tokenizer, examples, max_len=max_len, batch_size=batch_size, template=template
+        )
         for name, examples in sorted(held_out.items())
         if examples
     }
@@ -106,7 +118,13 @@ def evaluate_clients(
 
 @torch.no_grad()
 def generate_answers(
-    model: Any, tokenizer: Any, examples: Sequence[Example], *, max_new_tokens: int = 16, batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    template: str | None = None,
 ) -> list[str]:
     """Greedy answers to the prompts of ``examples`` (special tokens removed, whitespace stripped)."""
     model.eval()
@@ -115,7 +133,7 @@ def generate_answers(
     answers: list[str] = []
     for start in range(0, len(examples), batch_size):
         prompts = [
-            tokenizer(render(e, tokenizer)[0], add_special_tokens=False)["input_ids"]
+            tokenizer(render(e, tokenizer, template)[0], add_special_tokens=False)["input_ids"]
             for e in examples[start : start + batch_size]
         ]
         width = max(len(p) for p in prompts)
@@ -138,13 +156,19 @@ def generate_answers(
 
 
 def exact_match(
-    model: Any, tokenizer: Any, examples: Sequence[Example], *, max_new_tokens: int = 16, batch_size: int = 16
+    model: Any,
+    tokenizer: Any,
+    examples: Sequence[Example],
+    *,
+    max_new_tokens: int = 16,
+    batch_size: int = 16,
+    template: str | None = None,
 ) -> float:
     """Fraction of ``examples`` whose greedy answer equals the reference response (both stripped)."""
     if not examples:
         raise ConfigError("no evaluation examples")
     answers = generate_answers(
-        model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size
+        model, tokenizer, examples, max_new_tokens=max_new_tokens, batch_size=batch_size, template=template
     )
     hits = sum(a == e.response.strip() for a, e in zip(answers, examples, strict=True))
     return hits / len(examples)

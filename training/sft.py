@@ -67,7 +67,7 @@ def train_sft(
         raise ConfigError(f"`task` must be 'sft' for train_sft, got {cfg.task!r}")
     if not examples:
         raise ConfigError("no training examples")
-    encoded = [encode_sft(e, tokenizer, cfg.max_len) for e in examples]
+    encoded = [encode_sft(e, tokenizer, cfg.max_len, cfg.template) for e in examples]
     return train_local(
         model,
         sft_batches(encoded, pad_id_of(tokenizer), cfg),

@@ -2,8 +2,10 @@
 
 A tokenizer with a chat template renders examples with it (the response ends with the template's
 end-of-turn text); one without gets the plain ``### Instruction:`` / ``### Response:`` template and the
-response ends with the EOS token. Prompt and response are tokenised separately and concatenated, so the
-boundary between masked and trained tokens is exact. Labels are ``-100`` for prompt and padding tokens.
+response ends with the EOS token. A named template (``alpaca``, ``vicuna``: the OpenFedLLM reference's,
+:mod:`training.datasets.templates`) replaces both. Prompt and response are tokenised separately and
+concatenated, so the boundary between masked and trained tokens is exact. Labels are ``-100`` for prompt
+and padding tokens.
 """
 
 from __future__ import annotations
@@ -36,8 +38,21 @@ class Encoded:
         return sum(1 for t in self.labels if t != IGNORE_INDEX)
 
 
-def render(example: Example, tokenizer: Any) -> tuple[str, str]:
-    """Return ``(prompt_text, response_text)``: the text the model reads and the text it must produce."""
+def render(example: Example, tokenizer: Any, template: str | None = None) -> tuple[str, str]:
+    """Return ``(prompt_text, response_text)``: the text the model reads and the text it must produce.
+
+    ``template`` names a reference template (the example's system message and earlier turns, if any,
+    come first as plain text); ``None`` uses the tokenizer's chat template or the plain layout.
+    """
+    if template is not None:
+        from training.datasets.templates import render_template
+
+        context = "".join(f"{content}\n\n" for _, content in example.history)
+        system = f"{example.system}\n\n" if example.system else ""
+        prompt, response = render_template(
+            template, example.prompt, example.response, tokenizer.eos_token or ""
+        )
+        return system + context + prompt, response
     if getattr(tokenizer, "chat_template", None):
         messages = example.messages()
         prompt = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
@@ -57,15 +72,15 @@ def _ids(tokenizer: Any, text: str) -> list[int]:
     return list(ids)
 
 
-def encode_sft(example: Example, tokenizer: Any, max_len: int) -> Encoded:
-    """Tokenise one example, masking the prompt.
+def encode_sft(example: Example, tokenizer: Any, max_len: int, template: str | None = None) -> Encoded:
+    """Tokenise one example, masking the prompt (``template`` as in :func:`render`).
 
     Longer than ``max_len``: the prompt is cut from the left to leave room for the response (keeping at
     least ``max_len // 2`` prompt tokens when it has them), then the response is cut at ``max_len``.
     """
     if max_len < 8:
         raise ConfigError(f"`max_len` must be >= 8, got {max_len!r}")
-    prompt_text, response_text = render(example, tokenizer)
+    prompt_text, response_text = render(example, tokenizer, template)
     prompt, response = _ids(tokenizer, prompt_text), _ids(tokenizer, response_text)
     if not response:
         raise DataFormatError(f"example with prompt {example.prompt[:40]!r} has an empty response")
@@ -79,10 +94,12 @@ def encode_sft(example: Example, tokenizer: Any, max_len: int) -> Encoded:
     )
 
 
-def encode_preference(pair: PreferencePair, tokenizer: Any, max_len: int) -> tuple[Encoded, Encoded]:
+def encode_preference(
+    pair: PreferencePair, tokenizer: Any, max_len: int, template: str | None = None
+) -> tuple[Encoded, Encoded]:
     """Tokenise a preference pair as ``(chosen, rejected)``, each with the shared prompt masked."""
-    chosen = encode_sft(Example(prompt=pair.prompt, response=pair.chosen), tokenizer, max_len)
-    rejected = encode_sft(Example(prompt=pair.prompt, response=pair.rejected), tokenizer, max_len)
+    chosen = encode_sft(Example(prompt=pair.prompt, response=pair.chosen), tokenizer, max_len, template)
+    rejected = encode_sft(Example(prompt=pair.prompt, response=pair.rejected), tokenizer, max_len, template)
     return chosen, rejected
 
 
