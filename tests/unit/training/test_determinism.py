@@ -1,6 +1,8 @@
 """Determinism: decode + aggregate + server step give the same sha256 under any input order, any
 ``torch.set_num_threads``, ``ATEN_CPU_CAPABILITY`` in {default, avx2, avx512} and the numba kernels compiled
-for the host CPU or for ``NUMBA_CPU_NAME=generic`` (baseline x86-64), run as subprocesses."""
+for the host CPU or for ``NUMBA_CPU_NAME=generic`` (baseline x86-64), run as subprocesses. The server
+optimisers run under both conventions (``reddi`` and ``openfedllm``, three steps each), with the unweighted
+mean the ``openfedllm`` adaptive optimisers aggregate, and SCAFFOLD's control step with ``N`` eligible."""
 
 from __future__ import annotations
 
@@ -54,12 +56,17 @@ for threads, perm in ((1, ident), (2, rev), (4, shuffled), (4, ident), (1, shuff
     for name, fn in AGGREGATORS.items():
         row[name] = hashlib.sha256(fn(x, w, **PARAMS[name]).numpy().tobytes()).hexdigest()
     agg = AGGREGATORS["trimmed_mean"](torch.stack(decoded), w, trim_ratio=0.2)
-    for opt in SERVER_OPTIMIZERS:
-        p, state, cfg = params, init_state(opt, params.shape[0]), make_config(opt)
-        for _ in range(2):
-            p, state = server_step(opt, p, agg, state, cfg)
-        row["server_" + opt] = state_sha256(dict(state, params=p))
+    row["mean_unweighted"] = hashlib.sha256(AGGREGATORS["mean"](x, w * 0 + 1).numpy().tobytes()).hexdigest()
+    for convention, suffix in (("reddi", ""), ("openfedllm", "_openfedllm")):
+        for opt in SERVER_OPTIMIZERS:
+            cfg = make_config(opt)
+            p, state = params, init_state(opt, params.shape[0], cfg, convention=convention)
+            for step in range(3):  # the first step and two later ones (the openfedllm round-0 branch)
+                p, state = server_step(opt, p, agg * (1.0 - 0.25 * step), state, cfg, convention=convention)
+            row["server_" + opt + suffix] = state_sha256(dict(state, params=p))
     row["scaffold"] = hashlib.sha256(server_control_step(params, x).numpy().tobytes()).hexdigest()
+    scaffold_n = server_control_step(params, x, eligible=20)  # c + sum / N, 7 of 20 took part
+    row["scaffold_eligible"] = hashlib.sha256(scaffold_n.numpy().tobytes()).hexdigest()
     eight = torch.cat([x, updates[:1] * 0.5])  # 8 rows: the Gram tile reads the matrix in place
     row["gram8"] = hashlib.sha256(str(sorted(v for r in gram(eight).ints for v in r)).encode()).hexdigest()
     for key, value in row.items():
@@ -150,7 +157,7 @@ def test_same_hashes_for_any_order_threads_and_instruction_set(
         # Baseline x86-64 has no FMA unit: the Gram tile calls the C library's fmaf there, and must agree.
         assert run["tile"] == {"cpu": "generic", "fma_unit": False, "fmaf_call": True}
     reference = default_run["hashes"]
-    assert isinstance(reference, dict) and len(reference) == 16
+    assert isinstance(reference, dict) and len(reference) == 23
     for name, table in (("default", default_run["hashes"]), (lane, run["hashes"])):
         assert isinstance(table, dict) and table.keys() == reference.keys()
         for key, values in table.items():
