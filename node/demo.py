@@ -38,7 +38,7 @@ CATEGORIES = (
     "coding", "emotion", "trivia", "tech_support",
 )  # fmt: skip
 MODELS = ("smollm2", "tiny")
-NODE_MEMORY_MIB = {"smollm2": 1200, "tiny": 350}
+NODE_MEMORY_MIB = {"smollm2": 1200, "tiny": 450}
 """Resident memory of one node process per demo model, rounded up (the demo refuses sizes that cannot fit)."""
 ProgressFn = Callable[["DemoProgress"], None]
 
