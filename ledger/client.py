@@ -166,10 +166,10 @@ class RunsClient:
         return int(with_retry(lambda: self.w3.eth.block_number, self.retry, "eth_blockNumber"))
 
     def block_hash(self, number: int) -> bytes | None:
-        """Return the 32-byte hash of block ``number``, or ``None`` while that block is not mined yet."""
+        """Return the 32-byte hash of block ``number``, or ``None`` until it is ``confirmations`` deep."""
         if number < 0:
             raise LedgerConfigError(f"`number` must be >= 0, got {number}")
-        if number > self.block_number():
+        if number > self.confirmed_block():
             return None
         block = with_retry(lambda: self.w3.eth.get_block(number), self.retry, "eth_getBlockByNumber")
         return bytes(block["hash"])

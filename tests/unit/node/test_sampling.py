@@ -25,7 +25,9 @@ from node.sampling import (
 )
 from tests.fixtures.chain import ChainEnv
 
-ADDRESSES = [to_checksum_address(f"0x{i:040x}") for i in (0x11, 0x2222, 0xABCDEF, 0x5, 0x99, 0x1234567)]
+ADDRESSES: list[str] = [
+    to_checksum_address(f"0x{i:040x}") for i in (0x11, 0x2222, 0xABCDEF, 0x5, 0x99, 0x1234567)
+]
 SEED = hashlib.sha256(b"a seed").digest()
 
 
@@ -159,7 +161,8 @@ def test_read_selection_leaves_out_a_member_banned_before_the_round(pyevm_chain:
     run = pyevm_chain.new_run(members=4, join=True)
     client = pyevm_chain.client(0)
     banned = pyevm_chain.address(2)
-    pyevm_chain.client(2).request_unlearning(run, banned, 0, bytes(32))  # mined in round 0's start block
+    # mined in round 0's start block
+    pyevm_chain.client(2).request_unlearning(run, banned, RoundId(0), bytes(32))
     first = client.round_info(run, RoundId(0))
     pyevm_chain.mine_to(first.vote_end)
     client.close_failed(run, RoundId(0))  # opens round 1 in this block
@@ -207,3 +210,15 @@ def test_every_pair_of_a_small_pool_is_reachable() -> None:
     seen = {select_members(members, 2, hashlib.sha256(bytes([i])).digest()) for i in range(200)}
 
     assert seen == {tuple(_by_address(list(c))) for c in itertools.combinations(members, 2)}
+
+
+def test_block_hash_waits_until_the_block_is_confirmations_deep(pyevm_chain: ChainEnv) -> None:
+    from ledger.client import RunsClient
+
+    pyevm_chain.mine_to(pyevm_chain.head() + 5)
+    head = pyevm_chain.head()
+    deep = RunsClient(pyevm_chain.w3, pyevm_chain.runs_address, confirmations=2)
+
+    assert pyevm_chain.client(0).block_hash(head + 1) is None  # not mined
+    assert deep.block_hash(head) is None and deep.block_hash(head - 1) is None
+    assert deep.block_hash(head - 2) == bytes(pyevm_chain.w3.eth.get_block(head - 2)["hash"])

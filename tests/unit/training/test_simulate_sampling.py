@@ -12,7 +12,7 @@ from training.sampling import SIM_SAMPLING, sample_clients
 from training.simconfig import config_from_dict
 from training.simulate import load_clients, run_simulation
 
-BASE = {
+BASE: dict[str, dict[str, object]] = {
     "simulation": {"clients": 3, "rounds": 2, "seed": 0, "threads": 1, "clients_per_round": 2},
     "data": {"source": "synthetic", "examples_per_client": 16, "max_eval_examples": 4, "exact_match": False},
     "model": {"name_or_path": "tiny-llama"},
