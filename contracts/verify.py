@@ -16,6 +16,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from contracts.build import ARTIFACTS, CONTRACTS, ROOT, BuildError, find_solcjs
 
@@ -122,3 +123,15 @@ def verify_deployment(
         runtime_match=result.get("runtimeMatch"),
         creation_match=result.get("creationMatch"),
     )
+
+
+def deployed_code_matches(w3: Any, address: str, contract: str = "Runs") -> bool:
+    """Whether the runtime code at ``address`` is byte for byte the committed artifact's deployed code.
+
+    A cheap check (one ``eth_getCode``) that needs no compiler: the committed artifact is what
+    :func:`verify_deployment` proves to be compiled from the committed sources.
+    """
+    from contracts import load_artifact
+
+    expected = bytes.fromhex(load_artifact(contract).deployed_bytecode.removeprefix("0x"))
+    return bytes(w3.eth.get_code(w3.to_checksum_address(address))) == expected

@@ -28,9 +28,17 @@ def audit(
     view_key_passphrase_env: str | None = typer.Option(
         None, "--view-key-passphrase-env", help="Environment variable holding the view keystore's passphrase."
     ),
+    verify_source: bool = typer.Option(
+        False,
+        "--verify-source",
+        help="Also verify the registry's source with Sourcify's library (recompiles it with solcjs, ~20 s).",
+    ),
     json_output: bool = JSON,
 ) -> None:
     """Recompute every finalised round and fulfilled unlearning request from the chain and the artifacts.
+
+    First the registry itself: its runtime code must be the committed ``Runs`` artifact's, byte for byte
+    (with ``--verify-source`` also a perfect Sourcify match of the committed sources).
 
     Exit 0 when everything matches, 3 when anything does not (each mismatch is named), 1 on an outage.
     In a members-only run without ``--view-key`` only what needs no plaintext is checked (ciphertext
@@ -59,14 +67,40 @@ def audit(
             key = load_view_key(view_key, view_key_passphrase_file, view_key_passphrase_env)
         except ConfidentialError as exc:
             fail(str(exc), EXIT_USAGE)
+    from contracts.verify import VerificationError, deployed_code_matches, verify_deployment
+
+    registry_check: dict[str, object] = {"address": registry}
+    try:
+        registry_check["code_matches_artifact"] = deployed_code_matches(client.w3, registry)
+    except (ValueError, OSError) as exc:
+        fail(f"cannot read the registry's code at {registry}: {exc}", EXIT_FAILURE)
+    if verify_source:
+        try:
+            result = verify_deployment(rpc, int(client.w3.eth.chain_id), registry)
+            registry_check["sourcify"] = {
+                "runtime_match": result.runtime_match,
+                "compiler": result.compiler,
+                "perfect": result.perfect,
+            }
+        except VerificationError as exc:
+            registry_check["sourcify"] = {"runtime_match": None, "error": str(exc), "perfect": False}
+    registry_ok = bool(registry_check["code_matches_artifact"]) and (
+        not verify_source or bool(registry_check["sourcify"]["perfect"])  # type: ignore[index]
+    )
     try:
         reports = audit_registry(client, store, runspec_setup_loader(key), run)
     except (LedgerError, NodeError, P2PError) as exc:
         fail(f"audit could not read the chain or the artifacts: {exc}", EXIT_FAILURE)
-    ok = all(report.ok for report in reports)
+    ok = registry_ok and all(report.ok for report in reports)
     if json_output:
-        typer.echo(json.dumps({"ok": ok, "runs": [report.to_json() for report in reports]}))
+        out = {"ok": ok, "registry": registry_check, "runs": [report.to_json() for report in reports]}
+        typer.echo(json.dumps(out))
     else:
+        code_line = "is" if registry_check["code_matches_artifact"] else "is NOT"
+        typer.echo(f"registry {registry}: its code {code_line} the committed Runs artifact")
+        if verify_source:
+            sourcify = registry_check["sourcify"]
+            typer.echo(f"  Sourcify verification: {sourcify}")
         for report in reports:
             finalised = sum(1 for row in report.rounds if row.status == "finalized")
             fulfilled = sum(1 for row in report.requests if row.status == "fulfilled")

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 from hexbytes import HexBytes
 
 from contracts import load_artifact
-from contracts.verify import VerificationError, verify_deployment
+from contracts.verify import VerificationError, deployed_code_matches, verify_deployment
 from ledger.chain import connect
 from ledger.deploy import deploy_contract
 from tests.fixtures.chain import AnvilChain
@@ -41,3 +46,20 @@ def test_other_code_at_the_address_is_not_verified_as_runs(anvil: AnvilChain) ->
 
     with pytest.raises(VerificationError, match="Runs"):
         verify_deployment(anvil.rpc_url, anvil.chain_id, address, creation_tx=creation_tx)
+
+
+def test_fedchain_audit_checks_the_registry_code_and_its_sourcify_match(
+    anvil: AnvilChain, tmp_path: Path
+) -> None:
+    runs, _ = _deploy(anvil, "Runs")
+    other, _ = _deploy(anvil, "EventFloor")
+    cmd = [str(Path(sys.executable).parent / "fedchain"), "audit", "--rpc", anvil.rpc_url, "--registry", runs]
+    cmd += ["--ipfs-api", f"local:{tmp_path / 'store'}", "--verify-source", "--json"]
+
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
+
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    report = json.loads(proc.stdout)
+    assert report["registry"]["code_matches_artifact"] is True
+    assert report["registry"]["sourcify"]["runtime_match"] == "perfect"
+    assert deployed_code_matches(connect(anvil.rpc_url), other) is False
