@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +71,28 @@ def test_demo_trains_finalises_and_audits_a_run_of_three_nodes() -> None:
     assert len({m["data"] for m in summary["members"]}) == 3
     for row in summary["losses"]:
         assert row["merged_loss"] < row["initial_loss"] and row["local_only_loss"] < row["initial_loss"]
+        check_other_distribution_scores(row, summary["members"])
+    comparison = summary["comparison"]
+    assert comparison["nodes"] == 3
+    assert comparison["federation_wins_others"] == sum(r["federation_wins_others"] for r in summary["losses"])
+    assert comparison["local_only_wins_own"] == [
+        r["node"] for r in summary["losses"] if not r["federation_wins_own"]
+    ]
+    assert f"lower loss on {comparison['federation_wins_others']} of 3 nodes" in comparison["note"]
     assert summary["audit"] == {"ok": True, "rounds_recomputed": 2, "recomputed_equal": 2, "mismatches": []}
+
+
+def check_other_distribution_scores(row: dict[str, Any], members: list[dict[str, Any]]) -> None:
+    """Each model is scored on the node's own held-out split and on the other members' (loss and F1)."""
+    assert row["others"] == [m["data"] for m in members if m["data"] != row["data"]]
+    assert row["others_held_out"] >= 2
+    for model in ("initial", "merged", "local_only"):
+        assert math.isfinite(row[f"{model}_others_loss"]) and row[f"{model}_others_loss"] > 0
+        assert row[f"{model}_others_loss"] != row[f"{model}_loss"]
+        assert 0.0 <= row[f"{model}_f1"] <= 1.0 and 0.0 <= row[f"{model}_others_f1"] <= 1.0
+    assert row["merged_others_loss"] < row["initial_others_loss"]
+    assert row["federation_wins_own"] == (row["merged_loss"] < row["local_only_loss"])
+    assert row["federation_wins_others"] == (row["merged_others_loss"] < row["local_only_others_loss"])
 
 
 def test_demo_rejects_bad_options() -> None:
@@ -78,3 +101,5 @@ def test_demo_rejects_bad_options() -> None:
     assert result.returncode == 2 and "`--nodes` must be >= 1, got 0" in result.stderr
     huge = fedchain("demo", "--nodes", "100000", "--model", "tiny")
     assert huge.returncode == 2 and "`--nodes` 100000 cannot run on this machine" in huge.stderr
+    seed = fedchain("demo", "--seed", "-1", "--model", "tiny")
+    assert seed.returncode == 2 and "`--seed` must be in [0, 2**63), got -1" in seed.stderr

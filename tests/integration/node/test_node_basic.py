@@ -9,6 +9,7 @@ then show and export it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import time
@@ -24,6 +25,8 @@ pytestmark = pytest.mark.integration
 
 SPEC = Path(__file__).resolve().parents[3] / "node" / "specs" / "tiny.toml"
 DATA = ["synthetic:arithmetic:40", "synthetic:reverse:40", "synthetic:capitals:40"]
+OTHERS = "synthetic:antonyms:12"
+"""Node 0's extra evaluation source (``--eval-data``): a distribution no member trains on."""
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +44,7 @@ def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     cluster.init()
     run_id = cluster.create_run(SPEC)
     try:
-        cluster.start(run_id, DATA)
+        cluster.start(run_id, DATA, extra={0: ["--eval-data", OTHERS]})
         cluster.wait_until(
             lambda: all(cluster.events(i, "run.done") for i in range(cluster.size)),
             300,
@@ -105,6 +108,25 @@ def test_rounds_finalise_on_chain_with_one_merged_hash_on_every_node(
         assert len(entry["submissions"]) >= 2
     assert {m["address"] for m in status["members"]} == {m.address for m in cluster.members}
     assert sum(m["accepted_contributions"] for m in status["members"]) >= 4
+
+
+def test_the_merged_model_is_scored_on_the_eval_sources_by_loss_and_token_f1(
+    finished: tuple[LocalCluster, int],
+) -> None:
+    cluster, _ = finished
+
+    ready = [e for i in range(cluster.size) for e in cluster.events(i, "node.ready")]
+    scored = [[e for e in cluster.events(i, "round.scored") if "merged_loss" in e] for i in range(2)]
+
+    assert [e["eval_others"] for e in ready] == [12, 0, 0]
+    assert all(scored)
+    with_others, without = scored[0][-1], scored[1][-1]
+    assert math.isfinite(with_others["merged_others_loss"]) and with_others["merged_others_loss"] > 0
+    assert with_others["merged_others_loss"] != with_others["merged_loss"]  # other data, other score
+    for event in (with_others, without):
+        assert 0.0 <= event["merged_f1"] <= 1.0
+    assert 0.0 <= with_others["merged_others_f1"] <= 1.0
+    assert without["merged_others_loss"] is None and without["merged_others_f1"] is None
 
 
 def test_updates_travel_between_nodes_over_the_blob_stream(finished: tuple[LocalCluster, int]) -> None:
