@@ -2,20 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError, RunMismatchError
 from node.fetch import Fetcher, Want
+from p2p.envelope import is_envelope
 
 
 def export_adapter(
-    client: Any, fetcher: Fetcher, run_id: int, round: int | None, out: Path
+    client: Any,
+    fetcher: Fetcher,
+    run_id: int,
+    round: int | None,
+    out: Path,
+    view_key: Callable[[], bytes] | None = None,
 ) -> dict[str, Any]:
     """Write the merged adapter of ``round`` (default: the latest finalised round) of ``run_id`` to ``out``.
 
     The state is fetched by its on-chain CID (own store -> peers -> IPFS), decoded strictly and checked
-    against the on-chain ``mergedSha256`` before anything is written.
+    against the on-chain ``mergedSha256`` before anything is written. A merged state that is an envelope
+    (a run with ``encrypt_merged``) is opened with ``view_key()`` (the node's own key, read only then).
 
     Raises
     ------
@@ -43,6 +51,16 @@ def export_adapter(
     data, source = fetcher.get(
         Want(result.merged_cid, None, 16 * runtime.flat_spec.numel + (1 << 22), "merged", run_id, round)
     )
+    if is_envelope(data):
+        from node.confidential import ConfidentialError, merged_label, open_artifact
+
+        try:
+            key = view_key() if view_key is not None else None
+            data = open_artifact(
+                data, key, merged_label(str(run_id), round), what=f"merged model {result.merged_cid}"
+            )
+        except ConfidentialError as exc:
+            raise RunMismatchError(str(exc)) from exc
     try:
         state = decode_state(data, flat_spec=runtime.flat_spec, merge_spec=spec.merge_spec())
     except StateFormatError as exc:

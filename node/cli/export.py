@@ -37,7 +37,12 @@ def export(
         try:
             from node.export import export_adapter
 
-            report = export_adapter(client, Fetcher(own, state, ipfs=ipfs), run, round, out)
+            def view_key() -> bytes:  # only an encrypted merged state needs the node's key decrypted
+                from node.runner import open_chain
+
+                return bytes(open_chain(node_home, config).account.key)
+
+            report = export_adapter(client, Fetcher(own, state, ipfs=ipfs), run, round, out, view_key)
         finally:
             state.close()
     except RunMismatchError as exc:

@@ -135,3 +135,17 @@ def test_audit_with_a_view_key_recomputes_the_round_and_without_says_what_it_ski
     assert row["recomputed_sha256"] is None
     assert len(row["included"]) == 2  # votes and the included set are still checked
     assert any("not recomputed" in line for line in keyless["unchecked"])
+
+
+def test_export_opens_the_encrypted_merged_model_with_the_nodes_key(
+    finished: tuple[Any, LocalCluster, int, Path], tmp_path: Path
+) -> None:
+    _, cluster, run_id, _ = finished
+    out = tmp_path / "adapter"
+
+    done = fedchain(
+        "export", "--run", str(run_id), "--out", str(out), "--home", str(cluster.members[0].home), "--json"
+    )
+
+    assert done.returncode == 0, done.stderr
+    assert (out / "adapter_model.safetensors").is_file()
