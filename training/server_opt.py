@@ -78,7 +78,8 @@ DEFAULTS: dict[str, ServerOptConfig] = {
     "fedyogi": ServerOptConfig(server_lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
     "fedadam": ServerOptConfig(server_lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
 }
-"""Default hyper-parameters of each optimiser (Reddi et al.'s suggested ranges)."""
+"""Default hyper-parameters of each optimiser under both conventions (Reddi et al.'s suggested ranges; the
+OpenFedLLM reference's, e.g. ``server_lr = 1e-3`` for the adaptive ones, are listed in docs/algorithms.md)."""
 
 _STATE_NAMES: dict[str, tuple[str, ...]] = {
     "fedavg": (),
