@@ -4,8 +4,9 @@ The artifacts in ``contracts/artifacts`` are produced by ``python -m contracts.b
 solcjs compiler and are shipped inside the wheel so that the ledger can deploy and call the contracts
 without a compiler.
 
-Modules: ``build`` (the reproducible compile step), ``verify`` (Sourcify verification of a deployment). Contracts: ``Runs`` (the run registry, interface
-``src/interfaces/IRuns.sol``) and ``EventFloor`` (an event-only gas baseline for ``bench/gas.py``).
+Modules: ``build`` (the reproducible compile step), ``verify`` (Sourcify verification of a deployment).
+Contracts: ``Runs`` (the run registry, interface ``src/interfaces/IRuns.sol``) and ``EventFloor`` (an
+event-only gas baseline for ``bench/gas.py``).
 """
 
 from __future__ import annotations

@@ -135,6 +135,7 @@ def loss_plot(traces: Sequence[NodeTrace]) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     if not any(t.losses for t in traces):
         return None
@@ -157,7 +158,7 @@ def loss_plot(traces: Sequence[NodeTrace]) -> str | None:
     ax.set_ylabel("held-out loss")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _svg(fig)
 
 
@@ -234,6 +235,7 @@ def phase_plot(traces: Sequence[NodeTrace]) -> str | None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     rounds = sorted({r for t in traces for r in t.phases})
     if not rounds:
@@ -250,7 +252,7 @@ def phase_plot(traces: Sequence[NodeTrace]) -> str | None:
     ax.set_xlabel("round")
     ax.set_ylabel("seconds (mean over nodes)")
     ax.legend(fontsize=8)
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return _svg(fig)
 
 
