@@ -64,6 +64,8 @@ class DemoConfig:
     seed
         The run's seed (adapter init and every member's training seed), replacing the spec's; ``None``
         keeps the spec's.
+    report
+        Where to write the run report (:mod:`node.report`); ``None`` writes none.
     """
 
     nodes: int = 3
@@ -71,6 +73,7 @@ class DemoConfig:
     model: str = "smollm2"
     timeout_s: float = 900.0
     seed: int | None = None
+    report: Path | None = None
 
     def __post_init__(self) -> None:
         if self.nodes < 1:
@@ -252,7 +255,8 @@ def run_demo(
                 raise DemoError(str(exc)) from exc
             report(DemoProgress("reading the chain and auditing", config.rounds, config.rounds, ()))
             rounds = _rounds(devnet, cluster, run_id, config.rounds)
-            audit = _audit(devnet, run_id)
+            audit, run_audit = _audit(devnet, run_id)
+            report_path = _write_report(config, devnet, cluster, run_id, run_audit)
             members = [
                 {"index": m.index, "address": m.address, "data": config.sources[m.index]}
                 for m in cluster.members
@@ -274,6 +278,7 @@ def run_demo(
         "losses": losses,
         "comparison": comparison(losses),
         "audit": audit,
+        "report": str(report_path) if report_path else None,
         "run_seconds": round(run_seconds, 1),
         "total_seconds": round(time.monotonic() - started, 1),
     }
@@ -313,7 +318,25 @@ def _rounds(devnet: Any, cluster: LocalCluster, run_id: int, count: int) -> list
     return rows
 
 
-def _audit(devnet: Any, run_id: int) -> dict[str, Any]:
+def _write_report(
+    config: DemoConfig, devnet: Any, cluster: LocalCluster, run_id: int, audit: Any
+) -> Path | None:
+    """Write the run report (chain, artifacts, the audit and every node's log) where ``config`` says."""
+    if config.report is None:
+        return None
+    from ledger.chain import connect
+    from ledger.client import RunsClient
+    from node.report import collect, render_html
+
+    client = RunsClient(connect(devnet.rpc_url), devnet.runs_address)
+    logs = [member.log_path for member in cluster.members]
+    data = collect(client, run_id, audit, logs, registry=devnet.runs_address)
+    config.report.parent.mkdir(parents=True, exist_ok=True)
+    config.report.write_text(render_html(data), encoding="utf-8")
+    return config.report.resolve()
+
+
+def _audit(devnet: Any, run_id: int) -> tuple[dict[str, Any], Any]:
     from ledger.chain import connect
     from ledger.client import RunsClient
     from node.audit import audit_registry, runspec_setup_loader
@@ -323,12 +346,13 @@ def _audit(devnet: Any, run_id: int) -> dict[str, Any]:
     store = open_store(f"ipfs:{devnet.ipfs_api}")
     report = audit_registry(client, store, runspec_setup_loader(), run_id)[0]
     finalised = [row for row in report.rounds if row.status == "finalized"]
-    return {
+    summary = {
         "ok": report.ok,
         "rounds_recomputed": len(finalised),
         "recomputed_equal": sum(1 for row in finalised if row.recomputed_sha256 == row.merged_sha256),
         "mismatches": [m.describe() for m in report.mismatches],
     }
+    return summary, report
 
 
 def _losses(

@@ -9,6 +9,7 @@ and stops everything it started.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -68,6 +69,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
     )
     for mismatch in audit["mismatches"]:
         console.print(f"  MISMATCH {mismatch}")
+    if summary.get("report"):
+        console.print(f"run report: {summary['report']} (open it in a browser; it needs no network)")
 
 
 def _fmt(value: float | None) -> str:
@@ -81,6 +84,9 @@ def demo(
     seed: int | None = typer.Option(
         None, "--seed", help="Run seed (adapter init, members' training), replacing the demo spec's."
     ),
+    report: Path = typer.Option(
+        Path(".fedchain/demo-report.html"), "--report", help="Where to write the run's HTML report."
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """Run a whole federated run on a fresh devnet: N nodes, R rounds on chain, losses, an audit.
@@ -89,7 +95,8 @@ def demo(
     from node/specs/demo-<model>.toml, starts N `fedchain node` processes each with its own chatterbot
     category, waits until R rounds are finalised, then prints the rounds, the held-out loss and token F1 of
     the merged model vs each node's local-only model on the node's own data and on the other members'
-    data, and the audit. Every process it started is stopped at the end.
+    data, and the audit, and writes the run report (`fedchain report`) to --report. Every process it
+    started is stopped at the end.
     """
     from node.cluster import check_capacity
     from node.demo import DemoConfig, DemoError, run_demo
@@ -97,7 +104,7 @@ def demo(
     from node.services import ServiceError
 
     try:
-        config = DemoConfig(nodes=nodes, rounds=rounds, model=model, seed=seed)
+        config = DemoConfig(nodes=nodes, rounds=rounds, model=model, seed=seed, report=report)
         check_capacity(config.nodes, config.node_memory_mib)
     except ValueError as exc:
         message = str(exc).replace("`nodes`", "`--nodes`").replace("`size`", "`--nodes`")

@@ -54,8 +54,10 @@ def test_devnet_up_deploys_and_down_stops(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_demo_trains_finalises_and_audits_a_run_of_three_nodes() -> None:
-    result = fedchain("demo", "--model", "tiny", "--nodes", "3", "--rounds", "2", "--json", timeout=420)
+def test_demo_trains_finalises_and_audits_a_run_of_three_nodes(tmp_path: Path) -> None:
+    report = tmp_path / "report.html"
+    args = ["demo", "--model", "tiny", "--nodes", "3", "--rounds", "2", "--report", str(report), "--json"]
+    result = fedchain(*args, timeout=420)
 
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -80,6 +82,10 @@ def test_demo_trains_finalises_and_audits_a_run_of_three_nodes() -> None:
     ]
     assert f"lower loss on {comparison['federation_wins_others']} of 3 nodes" in comparison["note"]
     assert summary["audit"] == {"ok": True, "rounds_recomputed": 2, "recomputed_equal": 2, "mismatches": []}
+    assert summary["report"] == str(report.resolve())
+    page = report.read_text()  # the run report, with every node's recorded losses
+    assert "Audit passed" in page
+    assert '<figure id="losses"><svg' in page and '<figure id="phases"><svg' in page
 
 
 def check_other_distribution_scores(row: dict[str, Any], members: list[dict[str, Any]]) -> None:
