@@ -153,7 +153,8 @@ def test_export_writes_a_peft_folder_of_the_finalised_model(
 
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert report["round"] == 1
+    # the run's last finalised round (round 0 fails when the nodes come up after its window on a busy machine)
+    assert report["round"] == max(e["round"] for e in cluster.events(1, "round.finalized"))
     assert (out / "adapter_config.json").is_file()
     assert (out / "adapter_model.safetensors").is_file()
     from peft import PeftModel
