@@ -1,6 +1,7 @@
 """A members-only run on a real devnet: anvil (1 s blocks), an IPFS daemon, two ``fedchain node`` processes.
 
-The run spec says ``artifacts = "members"`` with ``encrypt_merged`` and one named auditor. The run must
+The run spec says ``artifacts = "members"`` with ``encrypt_merged`` and one named auditor, and has
+client-level DP on (``[privacy]``: every member clips and noises its update before sealing it). The run must
 finalise; an update read back raw from the IPFS daemon by its on-chain CID is an envelope whose sha256 is the
 one on chain and that a non-member key cannot open; ``fedchain audit --view-key`` (a member's keystore, and
 the auditor's hex key file) recomputes the round, and without a key the audit says what it could not check.
@@ -40,6 +41,7 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Lo
         f'auditors = ["{public_key_of(AUDITOR_KEY).hex()}"]\n',
         1,
     )
+    spec += "\n[privacy]\nclip_norm = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n"  # and client-level DP
     (folder / "members.toml").write_text(spec)
     (folder / "auditor.key").write_text(AUDITOR_KEY.hex())
     with Devnet(folder / "devnet", AnvilConfig(block_time=1.0), ipfs=True) as devnet:
@@ -149,3 +151,14 @@ def test_export_opens_the_encrypted_merged_model_with_the_nodes_key(
 
     assert done.returncode == 0, done.stderr
     assert (out / "adapter_model.safetensors").is_file()
+
+
+def test_every_update_was_clipped_and_noised_before_it_was_sealed(
+    finished: tuple[Any, LocalCluster, int, Path],
+) -> None:
+    _, cluster, _, _ = finished
+    for i in range(cluster.size):
+        spent = cluster.events(i, "privacy.spent")
+        submitted = {e["round"] for e in cluster.events(i, "round.submitted")}
+        assert submitted and submitted <= {e["round"] for e in spent}, (submitted, spent)
+        assert all(0 < e["epsilon"] < float("inf") and e["delta"] == 1e-5 for e in spent), spent
