@@ -221,8 +221,17 @@ def run_node(
         spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec")
         if spec is None:
             return 130
+        # A KeyboardInterrupt raised inside a C extension's import (torch) can abort the process instead of
+        # unwinding; so a signal during these imports only sets ``stop``, and is acted on right after them.
+        interrupt.starting = False
+        import transformers  # noqa: F401  (imported here, under the deferred signal, rather than mid-load)
+
         from node.model import ModelRuntime, load_local_data
         from node.round import step
+
+        if stop.is_set():
+            raise KeyboardInterrupt  # the signal came during the imports; starting stays disarmed
+        interrupt.starting = True
 
         seed = int(hashlib.sha256(address.lower().encode()).hexdigest()[:8], 16)
         data = load_local_data(
