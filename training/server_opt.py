@@ -151,6 +151,15 @@ def _fedavgm(
     return x + m * cfg.server_lr, {"m": m}
 
 
+def _second_moment(kind: str, v: Tensor, sq: Tensor, beta2: float) -> Tensor:
+    """Update ``v`` from the squared term ``sq``: Adagrad's sum, Yogi's signed step or Adam's average."""
+    if kind == "adagrad":
+        return v + sq
+    if kind == "yogi":
+        return v - sq * (1.0 - beta2) * torch.sign(v - sq)
+    return v * beta2 + sq * (1.0 - beta2)
+
+
 def _adaptive(
     kind: str,
 ) -> Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]:
@@ -160,12 +169,7 @@ def _adaptive(
         m = _momentum(state, delta, cfg.beta1, dampen=True)
         v = state["v"].to(torch.float64)
         sq = delta * delta
-        if kind == "adagrad":
-            v = v + sq
-        elif kind == "yogi":
-            v = v - sq * (1.0 - cfg.beta2) * torch.sign(v - sq)
-        else:
-            v = v * cfg.beta2 + sq * (1.0 - cfg.beta2)
+        v = _second_moment(kind, v, sq, cfg.beta2)
         return x + m / (torch.sqrt(v) + cfg.tau) * cfg.server_lr, {"m": m, "v": v}
 
     return step
@@ -194,12 +198,7 @@ def _reference_adaptive(
         m = delta if kind == "adagrad" else _reference_momentum(state, delta, cfg.beta1)
         v = state["v"].to(torch.float64)
         sq = m * m
-        if kind == "adagrad":
-            v = v + sq
-        elif kind == "yogi":
-            v = v - sq * (1.0 - cfg.beta2) * torch.sign(v - sq)
-        else:
-            v = v * cfg.beta2 + sq * (1.0 - cfg.beta2)
+        v = _second_moment(kind, v, sq, cfg.beta2)
         return x + m / (torch.sqrt(v) + cfg.tau) * cfg.server_lr, {"m": m, "v": v}
 
     return step
