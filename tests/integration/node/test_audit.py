@@ -18,17 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from ledger.chain import connect, mine
-from ledger.client import RunsClient
-from ledger.deploy import deploy
 from ledger.types import RequestStatus, RoundId, included_set_hash
-from node.audit import runspec_setup_loader
 from node.history import read_history
 from node.replay import replay_unlearning
-from node.runspec import RunSpec
-from p2p.storage.ipfs import IpfsStore
 from tests.fixtures.chain import AnvilChain
-from tests.fixtures.fedrun import ToyRun
+from tests.fixtures.fedrun import ToyRun, toy_run_on_devnet
 from training.merge import ModelState, encode_state, state_hash
 
 pytestmark = pytest.mark.integration
@@ -36,20 +30,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def run_on_devnet(anvil: AnvilChain, ipfs_daemon: str) -> Iterator[tuple[ToyRun, str]]:
-    w3 = connect(anvil.rpc_url)
-    registry = deploy(w3, anvil.accounts[0]).runs
-    store = IpfsStore(ipfs_daemon, timeout=30.0)
-    toy = ToyRun([RunsClient(w3, registry, a) for a in anvil.accounts[:4]], store)
-    toy.load_setup = runspec_setup_loader()
-
-    def mine_to(block: int) -> None:
-        mine(w3, max(0, block - 1 - int(w3.eth.block_number)))
-
-    toy.create(mine_to, spec=RunSpec(name="audit-integration", rounds=8).canonical_bytes())
-    try:
-        yield toy, registry
-    finally:
-        store.close()
+    with toy_run_on_devnet(anvil.rpc_url, anvil.accounts, ipfs_daemon, "audit-integration", rounds=8) as run:
+        yield run
 
 
 def _audit(anvil: AnvilChain, registry: str, ipfs: str, run: int) -> tuple[int, dict]:  # type: ignore[type-arg]

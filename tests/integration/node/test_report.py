@@ -20,15 +20,9 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from ledger.chain import connect, mine
-from ledger.client import RunsClient
-from ledger.deploy import deploy
-from node.audit import runspec_setup_loader
 from node.logging import EventLog
-from node.runspec import RunSpec
-from p2p.storage.ipfs import IpfsStore
 from tests.fixtures.chain import AnvilChain
-from tests.fixtures.fedrun import ToyRun
+from tests.fixtures.fedrun import ToyRun, toy_run_on_devnet
 from training.merge import ModelState
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -73,20 +67,8 @@ def _console_errors(stderr: str) -> list[str]:
 
 @pytest.fixture
 def toy_run(anvil: AnvilChain, ipfs_daemon: str) -> Iterator[tuple[ToyRun, str]]:
-    w3 = connect(anvil.rpc_url)
-    registry = deploy(w3, anvil.accounts[0]).runs
-    store = IpfsStore(ipfs_daemon, timeout=30.0)
-    toy = ToyRun([RunsClient(w3, registry, a) for a in anvil.accounts[:4]], store)
-    toy.load_setup = runspec_setup_loader()
-
-    def mine_to(block: int) -> None:
-        mine(w3, max(0, block - 1 - int(w3.eth.block_number)))
-
-    toy.create(mine_to, spec=RunSpec(name="report-integration", rounds=4).canonical_bytes())
-    try:
-        yield toy, registry
-    finally:
-        store.close()
+    with toy_run_on_devnet(anvil.rpc_url, anvil.accounts, ipfs_daemon, "report-integration", rounds=4) as run:
+        yield run
 
 
 def _report(
