@@ -33,6 +33,10 @@ class IndexerError(LedgerError):
     """The event indexer's database or configuration is unusable."""
 
 
+class SignatureError(LedgerError, ValueError):
+    """A signature is malformed (length, ``v``, ``r``/``s`` range, high ``s``) or recovers no key."""
+
+
 class ContractRevertError(LedgerError):
     """A contract call reverted; subclasses map one custom error each (see :mod:`ledger.reverts`).
 

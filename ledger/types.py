@@ -22,6 +22,8 @@ RequestId = NewType("RequestId", int)
 Address = NewType("Address", str)
 
 MAX_BPS = 10_000
+MAX_COMMITTEE_WINDOW = 255
+"""Longest submit + vote window of a committee run: ``blockhash(startBlock)`` is readable 256 blocks."""
 
 
 class Admission(enum.IntEnum):
@@ -76,9 +78,20 @@ class RunConfig:
     start_block: int = field(default=0, metadata={"help": "first block of round 0 (0: the client picks)"})
     admission: Admission = field(default=Admission.OPEN, metadata={"help": "open or allowlist"})
     governance: str | None = field(default=None, metadata={"help": "governance address (default: creator)"})
+    committee_size: int = field(
+        default=0,
+        metadata={"help": "members drawn per round to verify and vote (0: every member votes)"},
+    )
 
     def __post_init__(self) -> None:
         _check_hash("spec_sha256", self.spec_sha256)
+        if not 0 <= self.committee_size < 2**32:
+            raise LedgerConfigError(f"`committee_size` must be in [0, 2**32), got {self.committee_size}")
+        if self.committee_size and self.submit_blocks + self.vote_blocks > MAX_COMMITTEE_WINDOW:
+            raise LedgerConfigError(
+                f"a committee run needs `submit_blocks` + `vote_blocks` <= {MAX_COMMITTEE_WINDOW} "
+                f"(the seed's blockhash must stay readable), got {self.submit_blocks} + {self.vote_blocks}"
+            )
         if not 1 <= self.quorum_bps <= MAX_BPS:
             raise LedgerConfigError(f"`quorum_bps` must be in [1, {MAX_BPS}], got {self.quorum_bps}")
         for name in ("submit_blocks", "vote_blocks"):
@@ -117,6 +130,8 @@ class RunInfo:
     current_round: RoundId
     member_count: int
     banned_count: int
+    committee_size: int = 0
+    """Members drawn per round to verify and vote; 0 for an ordinary run."""
 
 
 @dataclass(frozen=True)
@@ -222,6 +237,51 @@ class RoundResult:
     included_set_hash: bytes
     votes: int
     eligible: int
+    block_number: int
+
+
+@dataclass(frozen=True)
+class CommitteeResult:
+    """The result a committee signs and posts with ``finalizeCommitteeRound`` (``IRuns.CommitteeResult``).
+
+    ``included_bitmap``: bit ``i % 256`` of word ``i // 256`` is set when member index ``i`` is included
+    (:func:`ledger.committee.bitmap`); no trailing zero words.
+    """
+
+    run_id: int
+    round: int
+    merged_sha256: bytes
+    merged_cid: str
+    included_set_hash: bytes
+    manifest_cid: str
+    included_bitmap: list[int]
+
+    def __post_init__(self) -> None:
+        _check_hash("merged_sha256", self.merged_sha256)
+        _check_hash("included_set_hash", self.included_set_hash)
+
+    def as_tuple(self) -> tuple[object, ...]:
+        """Return the struct as the ABI encodes it (field order of ``IRuns.CommitteeResult``)."""
+        return (
+            self.run_id,
+            self.round,
+            self.merged_sha256,
+            self.merged_cid,
+            self.included_set_hash,
+            self.manifest_cid,
+            list(self.included_bitmap),
+        )
+
+
+@dataclass(frozen=True)
+class CommitteeFinalization:
+    """One ``CommitteeFinalized`` event: the manifest, the included bitmap and the signers of a round."""
+
+    run_id: RunId
+    round: RoundId
+    manifest_cid: str
+    included_bitmap: list[int]
+    signers: list[int]
     block_number: int
 
 
