@@ -6,7 +6,8 @@ A run spec is written as TOML by whoever creates the run (``fedchain run create 
                                # arithmetic (defaults to this version's), clients_per_round
     [aggregator_params]        # the aggregator's keyword parameters (e.g. f = 1)
     [server]                   # server optimiser overrides (server_lr, beta1, beta2, tau)
-    [chain]                    # quorum_bps, submit_blocks, vote_blocks, min_updates, admission, join_blocks
+    [chain]                    # quorum_bps, submit_blocks, vote_blocks, min_updates, admission, join_blocks,
+                               # committee_size (0: every member verifies; k: a committee of k, docs/scale.md)
     [model]                    # training.config.ModelConfig (name_or_path, dtype; device is per node)
     [adapter]                  # training.config.AdapterConfig
     [train]                    # training.config.TrainConfig (local training of every member): task =
@@ -39,6 +40,8 @@ from training.tomlconfig import build_section, check_tables, load_toml
 
 SPEC_FORMAT = "fedchain-runspec/1"
 MAX_SPEC_BYTES = 1 << 16
+MAX_COMMITTEE_WINDOW = 255
+"""Longest ``submit_blocks + vote_blocks`` of a committee run (``blockhash`` reaches 256 blocks back)."""
 
 
 class RunSpecError(NodeError, ValueError):
@@ -55,8 +58,24 @@ class ChainParams:
     min_updates: int = field(default=1, metadata={"help": "fewest updates a round needs to be voted on"})
     admission: str = field(default="open", metadata={"help": "open or allowlist"})
     join_blocks: int = field(default=20, metadata={"help": "blocks between run creation and round 0"})
+    committee_size: int = field(
+        default=0,
+        metadata={
+            "help": "0: every member verifies every round; k > 0: a committee of k members drawn per round "
+            "verifies and signs, the others adopt its result (docs/scale.md)"
+        },
+    )
 
     def __post_init__(self) -> None:
+        k = self.committee_size
+        if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < 2**32:
+            raise RunSpecError(f"`committee_size` must be an integer in [0, 2**32), got {k!r}")
+        if k > 0 and self.submit_blocks + self.vote_blocks > MAX_COMMITTEE_WINDOW:
+            raise RunSpecError(
+                f"a committee run (`committee_size` = {k}) needs `submit_blocks` + `vote_blocks` <= "
+                f"{MAX_COMMITTEE_WINDOW} (the committee is drawn from the start block's hash, which the "
+                f"chain keeps for 256 blocks), got {self.submit_blocks} + {self.vote_blocks}"
+            )
         if not 1 <= self.quorum_bps <= 10_000:
             raise RunSpecError(f"`quorum_bps` must be in [1, 10000], got {self.quorum_bps!r}")
         for name in ("submit_blocks", "vote_blocks", "join_blocks"):
@@ -200,12 +219,18 @@ class RunSpec:
             convention=self.convention,
         )
 
-    def train_config(self, seed: int) -> TrainConfig:
-        """Local training config for one member's round, with the run's client algorithm and ``seed``."""
+    def train_config(self, seed: int, round: int | None = None) -> TrainConfig:
+        """Local training config for one member's round, with the run's client algorithm and ``seed``.
+
+        With ``round`` (the chain's round number, 0-based), ``[train] lr_schedule`` is applied over the
+        run's ``rounds`` (:meth:`training.config.TrainConfig.for_round`); without it, ``lr`` is the first
+        round's rate.
+        """
         from training.algorithms import ALGORITHMS
 
         client = ALGORITHMS[self.algorithm].client
-        return dataclasses.replace(self.train, client_algorithm=client, seed=seed, convention=self.convention)
+        out = dataclasses.replace(self.train, client_algorithm=client, seed=seed, convention=self.convention)
+        return out if round is None else out.for_round(round, self.rounds)
 
     def to_dict(self) -> dict[str, Any]:
         """Return the spec as plain JSON-ready data (the canonical layout, with a ``format`` tag)."""
@@ -222,6 +247,12 @@ class RunSpec:
             top[section] = plain(dataclasses.asdict(getattr(self, section)))
         if top["clients_per_round"] is None:  # unsampled runs keep the bytes they had before the key
             del top["clients_per_round"]
+        if top["train"]["lr_schedule"] == "constant":  # constant-lr runs keep the bytes they had before
+            del top["train"]["lr_schedule"]
+            if top["train"]["min_lr"] == TrainConfig.min_lr:
+                del top["train"]["min_lr"]
+        if top["chain"]["committee_size"] == 0:  # ordinary runs keep the bytes they had before the key
+            del top["chain"]["committee_size"]
         if self.privacy is None:  # runs without DP keep the bytes they had before the table
             del top["privacy"]
         else:

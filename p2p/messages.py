@@ -72,6 +72,60 @@ class VoteAnnouncement(_Message):
     included_set_hash: Sha256Hex
 
 
+MAX_COMMITTEE_PROVIDERS = 2
+"""At most this many provider peer ids on a commit or proposal (their signature fields are large)."""
+
+MAX_BITMAP_WORDS = 2
+"""At most this many 256-bit words of an included-set bitmap on a committee vote (512 member indices)."""
+
+MemberIndex = Annotated[int, Field(ge=0, lt=2**32)]
+Signature65Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{130}$")]
+"""A 65-byte ``r || s || v`` secp256k1 signature in lowercase hex."""
+Word256Hex = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+"""One 256-bit bitmap word as 64 lowercase hex digits (big-endian)."""
+
+
+class CommitAnnouncement(_Message):
+    """Committee runs: member ``index`` signed an EIP-712 ``UpdateCommit`` of its update (no transaction).
+
+    The signature is over ``(run, round, sha256, keccak256(cid), num_samples)``; the committee checks it
+    against the member's address, and the leader copies the commit into the round's manifest.
+    """
+
+    type: Literal["commit"] = "commit"
+    index: MemberIndex
+    sha256: Sha256Hex
+    cid: CidStr
+    num_samples: Annotated[int, Field(ge=0, lt=2**64)]
+    size: Annotated[int, Field(ge=0, le=2**40)]
+    signature: Signature65Hex
+    providers: Annotated[tuple[PeerIdStr, ...], Field(max_length=MAX_COMMITTEE_PROVIDERS)] = ()
+
+
+class ProposalAnnouncement(_Message):
+    """Committee runs: the committee member of leader ``rank`` proposes the round's manifest (by CID)."""
+
+    type: Literal["proposal"] = "proposal"
+    rank: MemberIndex
+    manifest_cid: CidStr
+    manifest_sha256: Sha256Hex
+    commits: MemberIndex
+    providers: Annotated[tuple[PeerIdStr, ...], Field(max_length=MAX_COMMITTEE_PROVIDERS)] = ()
+
+
+class CommitteeVoteAnnouncement(_Message):
+    """Committee runs: committee member ``index`` signed an EIP-712 ``CommitteeVote`` on this result."""
+
+    type: Literal["committee_vote"] = "committee_vote"
+    index: MemberIndex
+    merged_sha256: Sha256Hex
+    merged_cid: CidStr
+    included_set_hash: Sha256Hex
+    manifest_cid: CidStr
+    included_bitmap: Annotated[tuple[Word256Hex, ...], Field(max_length=MAX_BITMAP_WORDS)]
+    signature: Signature65Hex
+
+
 class Heartbeat(_Message):
     """A member's liveness and round progress."""
 
@@ -79,7 +133,14 @@ class Heartbeat(_Message):
     phase: Phase
 
 
-AnyMessage = UpdateAnnouncement | VoteAnnouncement | Heartbeat
+AnyMessage = (
+    UpdateAnnouncement
+    | VoteAnnouncement
+    | Heartbeat
+    | CommitAnnouncement
+    | ProposalAnnouncement
+    | CommitteeVoteAnnouncement
+)
 """Any gossip message."""
 Message = Annotated[AnyMessage, Field(discriminator="type")]
 _ADAPTER: TypeAdapter[AnyMessage] = TypeAdapter(Message)

@@ -53,6 +53,7 @@ def create(
             vote_blocks=params.vote_blocks,
             min_updates=params.min_updates,
             admission=Admission.ALLOWLIST if params.admission == "allowlist" else Admission.OPEN,
+            committee_size=params.committee_size,
         )
         run_id = chain.client.create_run(run_config, join_blocks=params.join_blocks)
         start = chain.client.round_info(run_id, 0).start_block

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,9 @@ def test_merge_spec_follows_the_algorithm() -> None:
         ('[run]\nalgorithm = "sgd"\n', "algorithm"),
         ('[run]\naggregator = "nope"\n', "aggregator"),
         ("[chain]\nquorum_bps = 0\n", r"\[chain\].*quorum_bps"),
+        ("[chain]\ncommittee_size = -1\n", r"\[chain\].*committee_size"),
+        ('[chain]\ncommittee_size = "3"\n', r"\[chain\].*committee_size"),
+        ("[chain]\ncommittee_size = 3\nsubmit_blocks = 200\nvote_blocks = 56\n", r"committee run.*<= 255"),
         ("[train]\nlr = -1.0\n", r"\[train\].*lr"),
         ("[run]\ncolour = 1\n", "unknown key"),
         ("[runn]\n", "unknown table"),
@@ -154,6 +158,51 @@ def test_convention_defaults_to_the_reference_and_reaches_merge_and_training(tmp
 )
 def test_bad_convention_is_refused_naming_the_field(tmp_path: Path, toml: str, message: str) -> None:
     path = tmp_path / "run.toml"
+    path.write_text(toml)
+
+    with pytest.raises(RunSpecError, match=message):
+        RunSpec.from_toml(path)
+
+
+def test_committee_size_reaches_the_spec_and_ordinary_specs_keep_their_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text("[chain]\ncommittee_size = 3\n")
+    spec = RunSpec.from_toml(path)
+    assert spec.chain.committee_size == 3
+    assert RunSpec.from_bytes(spec.canonical_bytes()) == spec
+    assert b"committee_size" not in RunSpec().canonical_bytes()
+
+
+def test_a_cosine_spec_validates_round_trips_and_decays_the_members_lr(tmp_path: Path) -> None:
+    path = tmp_path / "cosine.toml"
+    path.write_text('[run]\nrounds = 4\n[train]\nlr = 5e-5\nlr_schedule = "cosine"\nmin_lr = 1e-6\n')
+
+    spec = RunSpec.from_toml(path)
+    back = RunSpec.from_bytes(spec.canonical_bytes())
+
+    assert back == spec and back.train.lr_schedule == "cosine"
+    assert json.loads(spec.canonical_bytes())["train"]["lr_schedule"] == "cosine"
+    rates = [spec.train_config(seed=1, round=r).lr for r in range(4)]
+    assert rates == [1e-6 + 0.5 * (5e-5 - 1e-6) * (1 + math.cos(math.pi * r / 4)) for r in range(4)]
+    assert spec.train_config(seed=1).lr == 5e-5
+
+
+def test_a_constant_lr_spec_keeps_its_canonical_bytes_free_of_the_schedule_keys() -> None:
+    train = json.loads(RunSpec().canonical_bytes())["train"]
+
+    assert "lr_schedule" not in train and "min_lr" not in train
+    assert RunSpec().train_config(seed=1, round=2).lr == RunSpec().train.lr
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('[train]\nlr_schedule = "step"\n', r"\[train\] `lr_schedule` must be one of constant, cosine"),
+        ('[train]\nlr = 1e-5\nlr_schedule = "cosine"\nmin_lr = 1e-4\n', r"\[train\] `min_lr` must be <= `lr`"),
+    ],
+)
+def test_bad_lr_schedules_name_the_train_table(tmp_path: Path, toml: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
     path.write_text(toml)
 
     with pytest.raises(RunSpecError, match=message):

@@ -11,7 +11,10 @@ from p2p.errors import MessageError
 from p2p.messages import (
     MAX_MESSAGE_BYTES,
     MAX_PROVIDERS,
+    CommitAnnouncement,
+    CommitteeVoteAnnouncement,
     Heartbeat,
+    ProposalAnnouncement,
     UpdateAnnouncement,
     VoteAnnouncement,
     decode,
@@ -46,6 +49,40 @@ VALID = [
         included_set_hash="2" * 64,
     ),
     Heartbeat(run="run-1", round=0, sender=SENDER, phase="training"),
+    CommitAnnouncement(
+        run="run-1",
+        round=3,
+        sender=SENDER,
+        index=2**32 - 1,
+        sha256="0" * 64,
+        cid=CID,
+        num_samples=2**64 - 1,
+        size=2**40,
+        signature="ab" * 65,
+        providers=(PEER, PEER),
+    ),
+    ProposalAnnouncement(
+        run="run-1",
+        round=3,
+        sender=SENDER,
+        rank=1,
+        manifest_cid=CID,
+        manifest_sha256="3" * 64,
+        commits=31,
+        providers=(PEER, PEER),
+    ),
+    CommitteeVoteAnnouncement(
+        run="run-1",
+        round=3,
+        sender=SENDER,
+        index=7,
+        merged_sha256="1" * 64,
+        merged_cid=CID,
+        included_set_hash="2" * 64,
+        manifest_cid=CID,
+        included_bitmap=("f" * 64, "f" * 64),
+        signature="cd" * 65,
+    ),
 ]
 
 
@@ -125,3 +162,23 @@ def test_mutated_valid_encodings_never_raise_anything_but_message_error(
 def test_arbitrary_json_values_never_raise_anything_but_message_error(value: object) -> None:
     with contextlib.suppress(MessageError):
         decode(json.dumps(value).encode())
+
+
+@pytest.mark.parametrize(
+    ("index", "change", "field"),
+    [
+        (3, {"signature": "ab" * 64}, "signature"),
+        (3, {"signature": "AB" * 65}, "signature"),
+        (3, {"index": -1}, "index"),
+        (3, {"providers": [PEER] * 3}, "providers"),
+        (4, {"rank": "0"}, "rank"),
+        (5, {"included_bitmap": ["f" * 64] * 3}, "included_bitmap"),
+        (5, {"included_bitmap": ["f" * 63]}, "included_bitmap"),
+    ],
+)
+def test_committee_messages_are_strict(index: int, change: dict[str, object], field: str) -> None:
+    doc = json.loads(encode(VALID[index]))
+    doc.update(change)
+
+    with pytest.raises(MessageError, match=field):
+        decode(json.dumps(doc).encode())
