@@ -13,7 +13,7 @@ held out; the demo spec's training settings by default): per client, the merged 
 local-only model (same adapter init, as many steps) on the client's own held-out split and on the other
 clients' held-out splits (the mean of their losses). It is how the demo specs were tuned.
 
-    python bench/experiments.py headline [--model tiny-llama|smollm2] [--json]
+    python bench/experiments.py headline [--model tiny-llama|smollm2] [--lr-schedule cosine] [--json]
     python bench/experiments.py robustness [--json]
     python bench/experiments.py federation --model smollm2 --lr 0.003 --local-steps 4 [--seed 1]
 
@@ -68,9 +68,17 @@ def headline_config(args: argparse.Namespace) -> SimulationConfig:
                 "local_steps": args.local_steps or 10,
                 "batch_size": args.batch_size,
                 "max_len": args.max_len,
+                **_schedule(args),
             },
         }
     )
+
+
+def _schedule(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[train]`` keys of ``--lr-schedule`` / ``--min-lr`` (none for the default constant rate)."""
+    if args.lr_schedule == "constant":
+        return {}
+    return {"lr_schedule": args.lr_schedule, "min_lr": args.min_lr}
 
 
 def headline(args: argparse.Namespace) -> dict[str, Any]:
@@ -104,6 +112,7 @@ def headline(args: argparse.Namespace) -> dict[str, Any]:
             "batch_size": cfg.train.batch_size,
             "max_len": cfg.train.max_len,
             "lr": cfg.train.lr,
+            **_schedule(args),
             "examples_per_client": cfg.data.examples_per_client,
             "max_eval_examples": cfg.data.max_eval_examples,
             "seed": cfg.seed,
@@ -149,7 +158,7 @@ DEMO_CATEGORIES = ["computers", "humor", "money"]
 
 def federation(args: argparse.Namespace) -> dict[str, Any]:
     from training.adapters import load_trainable_state
-    from training.simulate import _held_out_losses, _train, _train_config
+    from training.simulate import _held_out_losses, train_local_only
 
     rank = 8 if args.model == "smollm2" else 4  # the demo specs' adapters
     cfg = config_from_dict(
@@ -161,7 +170,7 @@ def federation(args: argparse.Namespace) -> dict[str, Any]:
             "model": {"name_or_path": args.model},
             "adapter": {"r": rank, "alpha": 2.0 * rank, "target_modules": ["q_proj", "v_proj"]},
             "train": {"lr": args.lr or 0.003, "local_steps": args.local_steps or 4, "batch_size": 4,
-                      "max_len": 64},
+                      "max_len": 64, **_schedule(args)},
         }
     )  # fmt: skip
     session = prepare(cfg)
@@ -172,7 +181,7 @@ def federation(args: argparse.Namespace) -> dict[str, Any]:
     for i, client in enumerate(session.clients):
         # the local-only model exactly as run_local_baseline trains it, scored on every client's split
         load_trainable_state(session.model, session.initial)
-        _train(session, client.train, _train_config(cfg, "local", cfg.seed * 1_000_003 + i, cfg.rounds))
+        train_local_only(session, client.train, cfg, cfg.seed * 1_000_003 + i)
         local = _held_out_losses(session, cfg)[0]
         others = [n for n in names if n != client.name]
         rows.append(
@@ -293,6 +302,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-len", type=int, default=128)
     parser.add_argument("--lr", type=float, default=None)
+    parser.add_argument(
+        "--lr-schedule",
+        choices=["constant", "cosine"],
+        default="constant",
+        help="headline, federation: local lr over rounds (cosine: the OpenFedLLM reference's decay)",
+    )
+    parser.add_argument("--min-lr", type=float, default=1e-6, help="with --lr-schedule cosine: the floor")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 avoids contention)")
     parser.add_argument("--algorithm", default="fedavg", help="federation: FL algorithm")
     parser.add_argument("--aggregator", default="trimmed_mean", help="federation: aggregator")

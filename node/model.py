@@ -222,10 +222,13 @@ class ModelRuntime:
         seed: int,
         client_control: dict[str, Tensor] | None = None,
         progress: ProgressFn | None = None,
+        round: int | None = None,
     ) -> TrainResult:
         """Train locally from ``state`` with the run's client algorithm (the model keeps the result).
 
         ``examples`` are SFT examples, or preference pairs when the run's ``[train] task`` is ``"dpo"``.
+        ``round`` (the chain's round number) applies the run's ``[train] lr_schedule``; without it every
+        call trains at ``[train] lr``.
         """
         from training.client import ScaffoldControls
         from training.dpo import train_dpo
@@ -241,7 +244,7 @@ class ModelRuntime:
             self.model,
             self.tokenizer,
             examples,
-            self.spec.train_config(seed),
+            self.spec.train_config(seed, round),
             controls=controls,
             progress=progress,
         )

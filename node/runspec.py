@@ -183,6 +183,11 @@ class RunSpec:
             raise RunSpecError(f"`clients_per_round` must be an integer in [1, 2**32), got {k!r}")
         _check_confidentiality(self)
         _check_privacy(self)
+        if self.chain.committee_size and (k is not None or self.artifacts != "public"):
+            raise RunSpecError(
+                "[chain] `committee_size` cannot be combined with `clients_per_round` or "
+                '`artifacts = "members"` (committee rounds do not implement them)'
+            )
         if self.arithmetic != _own_arithmetic():
             raise RunSpecError(
                 f"the run uses consensus arithmetic {self.arithmetic!r}, this fedchain computes "

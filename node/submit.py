@@ -83,7 +83,8 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
 
     base, base_sha = ctx.base_state(rnd)
     examples = ctx.data.train
-    ctx.log.event("round.training", run=ctx.run_id, round=rnd, base=base_sha, examples=len(examples))
+    lr = ctx.spec.train.for_round(rnd, ctx.spec.rounds).lr  # [train] lr_schedule
+    ctx.log.event("round.training", run=ctx.run_id, round=rnd, base=base_sha, examples=len(examples), lr=lr)
     control = _load_client_control(ctx)
     last = [0.0]
 
@@ -102,7 +103,9 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
         if get_attack(ctx.byzantine[0]).level == "data":
             dpo = ctx.spec.train.task == "dpo"
             examples = flip_preferences(examples) if dpo else flip_answers(examples, seed=seed)
-    result = ctx.runtime.train(base, examples, seed=seed, client_control=control, progress=progress)
+    result = ctx.runtime.train(
+        base, examples, seed=seed, client_control=control, progress=progress, round=rnd
+    )
     ctx.trained_round = rnd
     if ctx.spec.privacy is not None:  # clip and noise before anything leaves this function (node.privacy)
         from node.privacy import privatize

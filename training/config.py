@@ -6,11 +6,13 @@ bad value, so a typo in a node's TOML file fails before any model is loaded.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Literal
 
 from training.conventions import DEFAULT_CONVENTION, Convention, check_convention
 from training.errors import ConfigError
+from training.schedule import DEFAULT_MIN_LR, LR_SCHEDULES, LrSchedule, round_lr
 
 Dtype = Literal["float32", "bfloat16", "float16"]
 AdapterMethod = Literal["lora", "prompt_tuning"]
@@ -113,6 +115,11 @@ class TrainConfig:
         ``"sft"`` (instruction tuning, prompt masked from the loss) or ``"dpo"`` (preference pairs).
     optimizer, lr, weight_decay
         ``"adamw"`` or ``"sgd"`` (plain SGD, the setting SCAFFOLD's analysis assumes).
+    lr_schedule, min_lr
+        The local learning rate over rounds (:mod:`training.schedule`): ``"constant"`` (default) trains
+        every round at ``lr``; ``"cosine"`` is the OpenFedLLM reference's decay from ``lr`` in the first
+        round towards ``min_lr`` (default 1e-6, the reference's) over the run's rounds. The rate is
+        constant within a round. :meth:`for_round` gives the config that trains one round.
     local_steps
         Number of optimiser steps; when ``None``, ``epochs`` passes over the data are made instead.
     epochs
@@ -142,7 +149,11 @@ class TrainConfig:
 
     task: Task = field(default="sft", metadata={"help": "sft or dpo"})
     optimizer: OptimizerName = field(default="adamw", metadata={"help": "adamw or sgd"})
-    lr: float = field(default=1e-3, metadata={"help": "learning rate"})
+    lr: float = field(default=1e-3, metadata={"help": "learning rate (the first round's, with a schedule)"})
+    lr_schedule: LrSchedule = field(
+        default="constant", metadata={"help": "constant, or cosine (decay over rounds to min_lr)"}
+    )
+    min_lr: float = field(default=DEFAULT_MIN_LR, metadata={"help": "cosine: the rate it decays to"})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay"})
     local_steps: int | None = field(default=10, metadata={"help": "optimiser steps per round"})
     epochs: int = field(default=1, metadata={"help": "epochs when local_steps is None"})
@@ -162,6 +173,12 @@ class TrainConfig:
         _check_choice("task", self.task, ("sft", "dpo"))
         _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
         _check_positive("lr", self.lr)
+        _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _check_positive("min_lr", self.min_lr, allow_zero=True)
+        if self.lr_schedule == "cosine" and self.min_lr > self.lr:
+            raise ConfigError(
+                f"`min_lr` must be <= `lr` ({self.lr!r}) with a cosine schedule, got {self.min_lr!r}"
+            )
         _check_positive("weight_decay", self.weight_decay, allow_zero=True)
         if self.local_steps is not None and self.local_steps < 1:
             raise ConfigError(f"`local_steps` must be >= 1 or None, got {self.local_steps!r}")
@@ -179,3 +196,14 @@ class TrainConfig:
         if self.template is not None:
             _check_choice("template", self.template, TEMPLATES)
         check_convention(self.convention)
+
+    def for_round(self, current_round: int, total_rounds: int) -> TrainConfig:
+        """Return the config that trains round ``current_round`` (0-based) of ``total_rounds``.
+
+        Its ``lr`` is that round's rate (:func:`training.schedule.round_lr`) and its ``lr_schedule`` is
+        ``"constant"``, so applying it twice changes nothing. ``"constant"`` returns ``self``.
+        """
+        if self.lr_schedule == "constant":
+            return self
+        lr = round_lr(self.lr_schedule, self.lr, self.min_lr, current_round, total_rounds)
+        return dataclasses.replace(self, lr=lr, lr_schedule="constant")

@@ -14,8 +14,12 @@ the same examples).
 With DPO the clients hold preference pairs and the scores are held-out DPO loss (in the ``*_loss``
 fields) and reward accuracy (:func:`training.dpo.evaluate_dpo`).
 
+Round ``r`` (1-based here) trains at the local learning rate of round ``r - 1`` of ``[train]
+lr_schedule`` (:mod:`training.schedule`: constant, or the reference's cosine decay over rounds).
+
 The local-only baseline trains every client alone from the same initial adapter for
-``rounds * local_steps`` steps and scores it on the same union.
+``rounds * local_steps`` steps (with the cosine schedule: round by round at the same rates) and scores it
+on the same union.
 
 Configuration: :mod:`training.simconfig`; command line: ``fedchain simulate``.
 """
@@ -94,6 +98,8 @@ class RoundMetrics:
     """The clients that trained this round (all of them unless ``clients_per_round`` is set)."""
     epsilon: float | None = None
     """With ``[privacy]``: the largest epsilon any client has spent so far (``training.privacy``)."""
+    lr: float | None = None
+    """The local learning rate every client trained at this round (``[train] lr_schedule``)."""
 
 
 @dataclass(frozen=True)
@@ -314,7 +320,15 @@ def evaluate_model(session: Session, cfg: SimulationConfig) -> EvalMetrics:
     )
 
 
-def _train_config(cfg: SimulationConfig, client_algorithm: str, seed: int, steps_factor: int = 1) -> Any:
+def _train_config(
+    cfg: SimulationConfig,
+    client_algorithm: str,
+    seed: int,
+    steps_factor: int = 1,
+    *,
+    current_round: int | None = None,
+) -> Any:
+    """Return the TrainConfig of one local training; ``current_round`` (0-based) applies the lr schedule."""
     train = cfg.train
     changes: dict[str, Any] = {
         "client_algorithm": client_algorithm,
@@ -326,7 +340,23 @@ def _train_config(cfg: SimulationConfig, client_algorithm: str, seed: int, steps
             changes["local_steps"] = train.local_steps * steps_factor
         else:
             changes["epochs"] = train.epochs * steps_factor
-    return dataclasses.replace(train, **changes)
+    out = dataclasses.replace(train, **changes)
+    return out if current_round is None else out.for_round(current_round, cfg.rounds)
+
+
+def train_local_only(session: Session, records: list[Any], cfg: SimulationConfig, seed: int) -> None:
+    """Train the session's model (already at the initial adapter) as one client's local-only model.
+
+    With a constant learning rate: one training of ``rounds * local_steps`` steps (one optimiser). With
+    ``lr_schedule = "cosine"``: ``rounds`` trainings of ``local_steps`` steps in a row, round ``r`` at the
+    federated round's rate, each with a fresh optimiser as in a federated round (the reference's local
+    baseline runs the same round loop without aggregation).
+    """
+    if cfg.train.lr_schedule == "constant":
+        _train(session, records, _train_config(cfg, "local", seed, steps_factor=cfg.rounds))
+        return
+    for rnd in range(cfg.rounds):
+        _train(session, records, _train_config(cfg, "local", seed + rnd * 1009, current_round=rnd))
 
 
 def run_local_baseline(
@@ -341,8 +371,7 @@ def run_local_baseline(
     own: dict[str, float] = {}
     for i, client in enumerate(session.clients):
         load_trainable_state(session.model, session.initial)
-        train_cfg = _train_config(cfg, "local", cfg.seed * 1_000_003 + i, steps_factor=cfg.rounds)
-        _train(session, client.train, train_cfg)
+        train_local_only(session, client.train, cfg, cfg.seed * 1_000_003 + i)
         results, _ = _held_out_losses(session, cfg)
         union[client.name], own[client.name] = results[UNION], results[client.name]
         if progress is not None:
@@ -472,7 +501,8 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
             controls = None
             if control is not None:
                 controls = ScaffoldControls(server=spec.unflatten(control), client=client_controls.get(i))
-            train_cfg = _train_config(cfg, algorithm.client, cfg.seed * 1_000_003 + rnd * 1009 + i)
+            seed = cfg.seed * 1_000_003 + rnd * 1009 + i
+            train_cfg = _train_config(cfg, algorithm.client, seed, current_round=rnd - 1)
             update = _train(session, client.train, train_cfg, controls)
             deltas.append(flatten(update.delta)[0])
             if cfg.privacy is not None:  # clipped and noised before encoding, as every node does
@@ -538,6 +568,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
                 seconds=time.perf_counter() - round_start,
                 sampled=tuple(clients[i].name for i in chosen),
                 epsilon=_epsilon(cfg, releases),
+                lr=cfg.train.for_round(rnd - 1, cfg.rounds).lr,
             )
         )
     baseline = run_local_baseline(cfg, session=session) if cfg.local_baseline else None

@@ -21,7 +21,15 @@ def _print_table(result: Any) -> None:
     table = Table(title=f"{result.config.algorithm} / {result.config.aggregator} ({result.config.codec})")
     dpo = result.config.train.task == "dpo"
     scores = ("union DPO loss", "reward accuracy") if dpo else ("union loss", "perplexity", "exact match")
-    for column in ("round", *scores, "train loss", "accepted", "rejected"):
+    cosine = result.config.train.lr_schedule == "cosine"
+    for column in (
+        "round",
+        *scores,
+        "train loss",
+        *(("local lr",) if cosine else ()),
+        "accepted",
+        "rejected",
+    ):
         table.add_column(column, justify="right")
     for r in result.rounds:
         if dpo:
@@ -37,6 +45,7 @@ def _print_table(result: Any) -> None:
             str(r.round),
             *shown,
             "-" if r.train_loss is None else f"{r.train_loss:.4f}",
+            *((f"{r.lr:.3g}" if r.round and r.lr is not None else "-",) if cosine else ()),
             str(r.accepted) if r.round else "-",
             ", ".join(r.rejected) or "-",
         )
@@ -76,6 +85,9 @@ def simulate(
     byzantine: int | None = typer.Option(None, "--byzantine", help="Number of Byzantine clients."),
     attack: str | None = typer.Option(None, "--attack", help="Attack of the Byzantine clients."),
     local_steps: int | None = typer.Option(None, "--local-steps", help="Override the local steps per round."),
+    lr_schedule: str | None = typer.Option(
+        None, "--lr-schedule", help="Local lr over rounds: constant, or cosine (the reference's decay)."
+    ),
     threads: int | None = typer.Option(
         None, "--threads", help="torch threads (1 is fastest for tiny models)."
     ),
@@ -110,7 +122,7 @@ def simulate(
             threads=threads,
         )
         changes.update(_overrides(**{"byzantine.count": byzantine, "byzantine.attack": attack}))
-        changes.update(_overrides(**{"train.local_steps": local_steps}))
+        changes.update(_overrides(**{"train.local_steps": local_steps, "train.lr_schedule": lr_schedule}))
         cfg = cfg.replace(**changes) if changes else cfg
     except ConfigError as exc:
         typer.echo(f"error: {exc}", err=True)

@@ -198,7 +198,10 @@ def test_a_constant_lr_spec_keeps_its_canonical_bytes_free_of_the_schedule_keys(
     ("toml", "message"),
     [
         ('[train]\nlr_schedule = "step"\n', r"\[train\] `lr_schedule` must be one of constant, cosine"),
-        ('[train]\nlr = 1e-5\nlr_schedule = "cosine"\nmin_lr = 1e-4\n', r"\[train\] `min_lr` must be <= `lr`"),
+        (
+            '[train]\nlr = 1e-5\nlr_schedule = "cosine"\nmin_lr = 1e-4\n',
+            r"\[train\] `min_lr` must be <= `lr`",
+        ),
     ],
 )
 def test_bad_lr_schedules_name_the_train_table(tmp_path: Path, toml: str, message: str) -> None:
