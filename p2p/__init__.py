@@ -11,6 +11,10 @@ messages
     The versioned, strictly validated gossip messages (update, vote, heartbeat), at most 1 KiB each.
 gossip
     One topic per run, the gossipsub parameters, and the topic validator (membership, freshness, replay).
+guard
+    Abuse control: per-peer rate limits, penalties and graylisting, admission of run members only.
+router
+    py-libp2p's pubsub and gossipsub with the guard wired in.
 blob
     The ``/fedchain/blob/1.0.0`` stream protocol: framing, serving from a store, CID-verified receiving.
 fetch

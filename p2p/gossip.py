@@ -5,7 +5,9 @@ included) after checking the gossipsub signature (strict signing) and before any
 the message. A message is dropped — counted by reason and logged — when it is oversized or malformed, for
 another run, claims a sender address that is not the signing key's, comes from a non-member, names a round
 outside the freshness window, carries a timestamp too far from our clock, or replays a (sender, nonce) pair
-already accepted.
+already accepted. It also charges the signer's rate limit and reports every rejection to the node's
+:class:`~p2p.guard.PeerGuard` (rate limits, penalties, graylisting, membership of directly connected peers;
+wired into the router by :mod:`p2p.router`).
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from dataclasses import dataclass, field
 
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
-from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 
 from p2p.errors import IdentityError, MessageError
+from p2p.guard import GuardConfig, PeerGuard
 from p2p.identity import address_from_peer_id, normalize_address
 from p2p.messages import MAX_MESSAGE_BYTES, AnyMessage, decode
+from p2p.router import GuardedGossipSub
 
 log = logging.getLogger(__name__)
 
@@ -63,9 +66,10 @@ class GossipConfig:
     heartbeat_interval
         Seconds between mesh maintenance rounds. py-libp2p's default is 120 s, far too slow to repair
         the mesh after a member restarts; 1 s is the go-libp2p value.
-    max_messages_per_topic_per_second
-        Spam limit per peer and topic. A member sends a few messages per round (update, vote, heartbeat),
-        so 20/s leaves room for bursts while bounding what one peer can make us validate.
+    guard
+        Per-peer rate limits, penalties and graylisting (:class:`~p2p.guard.GuardConfig`). They replace
+        py-libp2p's own spam limit, which is off: it counts per forwarder after validation and local delivery,
+        so it throttles honest relays and our own publishing without sparing us the flood.
     round_tolerance
         Rounds accepted on either side of ``current_round(run)``: a neighbour may be one round ahead or
         behind at a boundary; anything older is stale.
@@ -80,7 +84,7 @@ class GossipConfig:
     degree_low: int = 4
     degree_high: int = 12
     heartbeat_interval: int = 1
-    max_messages_per_topic_per_second: float = 20.0
+    guard: GuardConfig = field(default_factory=GuardConfig)
     round_tolerance: int = 1
     max_clock_skew_s: float = 300.0
     seen_capacity: int = 8192
@@ -93,9 +97,6 @@ class GossipConfig:
             )
         if self.heartbeat_interval < 1:
             raise ValueError(f"`heartbeat_interval` must be >= 1 s, got {self.heartbeat_interval}")
-        if self.max_messages_per_topic_per_second <= 0:
-            rate = self.max_messages_per_topic_per_second
-            raise ValueError(f"`max_messages_per_topic_per_second` must be > 0, got {rate}")
         if self.round_tolerance < 0:
             raise ValueError(f"`round_tolerance` must be >= 0, got {self.round_tolerance}")
         if self.max_clock_skew_s <= 0:
@@ -104,9 +105,10 @@ class GossipConfig:
             raise ValueError(f"`seen_capacity` must be >= 1, got {self.seen_capacity}")
 
 
-def build_router(config: GossipConfig) -> GossipSub:
-    """Build the gossipsub router with the parameters of ``config``."""
-    return GossipSub(
+def build_router(config: GossipConfig, guard: PeerGuard) -> GuardedGossipSub:
+    """Build the gossipsub router with the parameters of ``config``, guarded by ``guard``."""
+    return GuardedGossipSub(
+        guard,
         protocols=GOSSIPSUB_PROTOCOLS,
         degree=config.degree,
         degree_low=config.degree_low,
@@ -117,8 +119,8 @@ def build_router(config: GossipConfig) -> GossipSub:
         do_px=False,
         # Short prune backoff so a restarted member is grafted back quickly.
         prune_back_off=10,
-        spam_protection_enabled=True,
-        max_messages_per_topic_per_second=config.max_messages_per_topic_per_second,
+        # Replaced by the guard's limits (see `GossipConfig.guard`).
+        spam_protection_enabled=False,
         # Eclipse protection demands meshes spanning >= 3 distinct IPs; membership (on chain) already
         # decides who may join, and devnets and tests run every member on 127.0.0.1.
         eclipse_protection_enabled=False,
@@ -141,6 +143,9 @@ class TopicValidator:
         Freshness, clock-skew and replay-window settings.
     clock
         Wall clock in seconds (injectable for tests).
+    guard
+        The node's peer guard: charged one token of the signer's rate limit per accepted message and told
+        every rejection (``None``: no rate limit, as in unit tests of the other rules).
     """
 
     run_id: str
@@ -148,6 +153,7 @@ class TopicValidator:
     current_round: CurrentRound
     config: GossipConfig = field(default_factory=GossipConfig)
     clock: Callable[[], float] = time.time
+    guard: PeerGuard | None = None
     dropped: Counter[str] = field(default_factory=Counter)
     accepted: int = 0
     _seen: OrderedDict[tuple[str, str], None] = field(default_factory=OrderedDict)
@@ -176,6 +182,9 @@ class TopicValidator:
         key = (signer, msg.nonce)
         if key in self._seen:
             raise MessageError(f"replay: nonce {msg.nonce} from {signer}")
+        if self.guard is not None and not self.guard.charge_origin(origin):
+            rate = self.guard.config.peer_rate
+            raise MessageError(f"rate limit: {signer} over {rate:g} messages/s")
         self._seen[key] = None
         if len(self._seen) > self.config.seen_capacity:
             self._seen.popitem(last=False)
@@ -188,7 +197,11 @@ class TopicValidator:
         except MessageError as exc:
             reason = str(exc).split(":", 1)[0]  # every rejection message starts with "<reason>:"
             self.dropped[reason] += 1
-            log.warning("dropped gossip message on run %s from %s: %s", self.run_id, forwarder, exc)
+            if self.guard is not None:
+                self.guard.rejected(forwarder, reason)
+            # over the rate limit: one line per graylisting (p2p.guard), not one per message of a flood
+            level = logging.DEBUG if reason == "rate limit" else logging.WARNING
+            log.log(level, "dropped gossip message on run %s from %s: %s", self.run_id, forwarder, exc)
             return False
         except Exception as exc:  # never let a bug in a check take the pubsub loop down
             self.dropped["error"] += 1

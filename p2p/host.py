@@ -25,7 +25,6 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
-from libp2p.pubsub.pubsub import Pubsub
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.tools.anyio_service import background_trio_service
@@ -35,10 +34,12 @@ from p2p.config import P2PConfig
 from p2p.errors import IdentityError, NodeError, P2PError
 from p2p.fetch import FetchRequest, fetch_many, fetch_one
 from p2p.gossip import CurrentRound, IsMember, TopicValidator, build_router, message_id, topic_for
+from p2p.guard import PeerGuard
 from p2p.identity import NodeIdentity, address_from_peer_id
 from p2p.messages import AnyMessage, decode, encode
 from p2p.noise import NoiseTransport
 from p2p.reconnect import keep_connected
+from p2p.router import GuardedPubsub
 from p2p.storage.base import Cid, Store
 from p2p.yamux import FastYamux, use_fast_yamux
 
@@ -119,6 +120,7 @@ class P2PNode:
         self._current_round = current_round
         self._cid_of = cid_of
         self.validators: dict[str, TopicValidator] = {}
+        self.guard = PeerGuard(config.gossip.guard, is_member, self_id=self.identity.peer_id)
         self._handlers: dict[str, list[Handler]] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -127,7 +129,7 @@ class P2PNode:
         self._stop: trio.Event | None = None
         self._serve_limiter: trio.CapacityLimiter | None = None
         self._host: IHost | None = None
-        self._pubsub: Pubsub | None = None
+        self._pubsub: GuardedPubsub | None = None
         self._nursery: trio.Nursery | None = None
         self._keep: dict[str, None] = dict.fromkeys(config.bootstrap)
 
@@ -277,8 +279,8 @@ class P2PNode:
         self._stop = trio.Event()
         self._serve_limiter = trio.CapacityLimiter(self.config.serve_parallelism)
         host = build_host(self.identity.key_pair, self.config.listen_multiaddr)
-        router = build_router(self.config.gossip)
-        pubsub = Pubsub(host, router, strict_signing=True, msg_id_constructor=message_id)
+        router = build_router(self.config.gossip, self.guard)
+        pubsub = GuardedPubsub(host, router, self.guard, strict_signing=True, msg_id_constructor=message_id)
         host.set_stream_handler(blob.BLOB_PROTOCOL, self._serve_blob)
         self._host, self._pubsub = host, pubsub
         async with (
@@ -342,8 +344,12 @@ class P2PNode:
             self._handlers[run_id].append(handler)
             return
         topic = topic_for(run_id)
-        validator = TopicValidator(run_id, self._is_member, self._current_round, self.config.gossip)
+        validator = TopicValidator(
+            run_id, self._is_member, self._current_round, self.config.gossip, guard=self.guard
+        )
         pubsub.set_topic_validator(topic, validator, is_async_validator=False)
+        self.guard.add_topic(topic, run_id)
+        pubsub.sync_admission()  # drop non-members that subscribed before we did, before we pick a mesh
         self.validators[run_id] = validator
         self._handlers[run_id] = [handler]
         subscription = await pubsub.subscribe(topic)

@@ -43,6 +43,17 @@ _NONCE_PREFIX = bytes(4)
 _MAX_NONCE = (1 << 64) - 1  # the Noise spec reserves 2^64-1
 
 
+class Traffic:
+    """Ciphertext bytes this process read from and wrote to the sockets of all its Noise sessions."""
+
+    received: int = 0
+    sent: int = 0
+
+
+TRAFFIC = Traffic()
+"""The process's totals (``bench/gossip_abuse.py`` reads them through ``peer_process``'s ``stats``)."""
+
+
 class _Direction:
     """One direction's ChaCha20-Poly1305 key and counter nonce, used directly (no per-message wrappers).
 
@@ -155,6 +166,7 @@ class NoiseSession(SecureSession):
         before = len(self._plain)
         while not self._eof and len(self._plain) == before:
             chunk = await self._raw.read(RECV_SIZE)
+            TRAFFIC.received += len(chunk)
             if not chunk:
                 self._eof = True
                 if self._cipher:
@@ -235,6 +247,7 @@ class NoiseSession(SecureSession):
             # The scratch buffer is reused: the socket write below has taken every byte when it returns.
             with seal_messages(self._encrypter.aead, first, messages, self._scratch) as sealed:
                 await self._raw.write(sealed)  # type: ignore[arg-type]
+                TRAFFIC.sent += len(sealed)
 
 
 if MAX_NOISE_MESSAGE_LEN != MAX_PLAINTEXT_LENGTH + 16:  # pragma: no cover - guards a py-libp2p upgrade

@@ -9,11 +9,17 @@ Commands arrive as JSON lines on stdin:
 ``put``      ``{"cmd": "put", "size": n, "seed": s}`` stores n pseudo-random bytes, replies with the CID
 ``fetch``    ``{"cmd": "fetch", "cid", "providers": [...], "max_size"}``, replies ``fetched``/``fetch_failed``
 ``fetch_many`` ``{"cmd": "fetch_many", "requests": [{"cid", "providers", "max_size"}, ...]}`` in parallel
-``peers``, ``stats`` (validator drop counters), ``exit``
+``series``   ``{"cmd": "series", "count": n, "interval": s, "type": …, "fields": {…}}`` publishes n messages
+             (fresh nonces), one every s seconds in the background: a ``published`` event each, then
+             ``series_done``
+``peers``, ``stats`` (validator drop counters, the peer guard's drops and graylistings, the Noise bytes
+received and sent, this process's CPU seconds), ``exit``
 
-With ``--adversary`` two more commands exist, used only by tests of the validators: ``inject`` publishes
-raw bytes bypassing this peer's own validator (optionally with a forged signature), and ``corrupt`` makes
-the store serve altered bytes for a CID.
+With ``--adversary`` three more commands exist, used only by tests and benchmarks of the defences:
+``inject`` publishes raw bytes bypassing this peer's own validator (optionally with a forged signature),
+``corrupt`` makes the store serve altered bytes for a CID, and ``flood`` (``{"cmd": "flood", "rate": r,
+"seconds": s, "round": n}``) signs r*s distinct heartbeats first, then sends them at r per second straight
+to every connected peer (``flooding`` when it starts, ``flooded`` when done).
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
+import trio
+from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.validators import PUBSUB_SIGNING_PREFIX
 
@@ -41,7 +49,8 @@ from p2p.fetch import FetchRequest
 from p2p.gossip import topic_for
 from p2p.host import P2PNode
 from p2p.identity import normalize_address
-from p2p.messages import AnyMessage, Heartbeat, UpdateAnnouncement, VoteAnnouncement
+from p2p.messages import AnyMessage, Heartbeat, UpdateAnnouncement, VoteAnnouncement, encode
+from p2p.noise import TRAFFIC
 from p2p.storage.base import Cid
 
 _out_lock = threading.Lock()
@@ -113,8 +122,8 @@ def _build_message(cmd: dict[str, Any], run: str, sender: str) -> AnyMessage:
     raise ValueError(f"unknown message type {kind!r}")
 
 
-async def _inject(node: P2PNode, run: str, data: bytes, forge_signature: bool) -> None:
-    """Publish ``data`` on ``run``'s topic straight to the router, skipping our own validator."""
+def _signed(node: P2PNode, run: str, data: bytes, forge_signature: bool = False) -> rpc_pb2.Message:
+    """Build a pubsub message carrying ``data`` on ``run``'s topic, signed by this node (or forged)."""
     pubsub = node._pubsub
     if pubsub is None:
         raise P2PError("node not running")
@@ -128,7 +137,34 @@ async def _inject(node: P2PNode, run: str, data: bytes, forge_signature: bool) -
         msg.data = data + b" "  # the signature now covers different bytes than the ones sent
     msg.key = node.identity.key_pair.public_key.serialize()
     msg.signature = signature
+    return msg
+
+
+async def _inject(node: P2PNode, run: str, data: bytes, forge_signature: bool) -> None:
+    """Publish ``data`` on ``run``'s topic straight to the router, skipping our own validator."""
+    msg = _signed(node, run, data, forge_signature)
+    pubsub = node._pubsub
+    if pubsub is None:
+        raise P2PError("node not running")
     await pubsub.router.publish(pubsub.my_id, msg)
+
+
+async def _flood(node: P2PNode, messages: list[rpc_pb2.Message], rate: float) -> int:
+    """Send ``messages`` at ``rate`` per second to every connected pubsub peer, in 10 ms batches."""
+    pubsub = node._pubsub
+    if pubsub is None or not isinstance(pubsub.router, GossipSub):
+        raise P2PError("node not running")
+    router = pubsub.router
+    start, sent = trio.current_time(), 0
+    while sent < len(messages):
+        due = min(len(messages), int((trio.current_time() - start) * rate) + 1)
+        if due > sent:
+            rpc = rpc_pb2.RPC(publish=messages[sent:due])
+            for peer_id in list(pubsub.peers):
+                router.send_rpc(peer_id, rpc)
+            sent = due
+        await trio.sleep(0.01)
+    return sent
 
 
 class Peer:
@@ -201,12 +237,25 @@ class Peer:
         elif name == "stats":
             validator = self.node.validators.get(self.run_id)
             dropped = dict(validator.dropped) if validator else {}
-            emit("stats", dropped=dropped, accepted=validator.accepted if validator else 0)
+            accepted = validator.accepted if validator else 0
+            traffic = {"received": TRAFFIC.received, "sent": TRAFFIC.sent}
+            emit(
+                "stats",
+                dropped=dropped,
+                accepted=accepted,
+                guard=self.node.guard.stats(),
+                traffic=traffic,
+                cpu_s=time.process_time(),
+            )
+        elif name == "series":
+            threading.Thread(target=self._series, args=(cmd,), daemon=True).start()
         elif name == "set_round":
             self.round = int(cmd["round"])
             emit("round", round=self.round)
-        elif name in ("inject", "corrupt") and self.args.adversary:
-            if name == "corrupt":
+        elif name in ("inject", "corrupt", "flood") and self.args.adversary:
+            if name == "flood":
+                threading.Thread(target=self._flood, args=(cmd,), daemon=True).start()
+            elif name == "corrupt":
                 self.store.corrupt(cmd["cid"])
                 emit("corrupted", cid=cmd["cid"])
             else:
@@ -216,6 +265,38 @@ class Peer:
         else:
             emit("error", error=f"unknown command {name!r}")
         return True
+
+    def _series(self, cmd: dict[str, Any]) -> None:
+        count, interval = int(cmd["count"]), float(cmd["interval"])
+        start = time.monotonic()
+        for i in range(count):
+            time.sleep(max(0.0, start + i * interval - time.monotonic()))
+            try:
+                message = _build_message(
+                    {**cmd, "fields": dict(cmd.get("fields", {}))}, self.run_id, self.node.address
+                )
+                self.node.publish(message)
+            except (P2PError, ValueError) as exc:
+                emit("error", error=f"series: {type(exc).__name__}: {exc}")
+                continue
+            emit("published", nonce=message.nonce, type=message.type, id=cmd.get("id"), sent_ms=message.ts_ms)
+        emit("series_done", id=cmd.get("id"), count=count)
+
+    def _flood(self, cmd: dict[str, Any]) -> None:
+        rate, seconds = float(cmd["rate"]), float(cmd["seconds"])
+        round_ = int(cmd.get("round", self.round))
+        messages = [
+            _signed(
+                self.node,
+                self.run_id,
+                encode(Heartbeat(run=self.run_id, round=round_, sender=self.node.address, phase="flood")),
+            )
+            for _ in range(int(rate * seconds))
+        ]
+        emit("flooding", start_ms=time.time_ns() // 1_000_000, count=len(messages), rate=rate)
+        started = time.monotonic()
+        sent = self.node._call(_flood, self.node, messages, rate, timeout=seconds * 3 + 30)
+        emit("flooded", sent=sent, seconds=time.monotonic() - started)
 
     def serve(self) -> None:
         """Start the node, announce readiness, and run commands from stdin until ``exit`` or EOF."""

@@ -111,7 +111,6 @@ def test_a_non_secp256k1_origin_is_dropped() -> None:
     [
         ("degree", 2),
         ("heartbeat_interval", 0),
-        ("max_messages_per_topic_per_second", 0),
         ("seen_capacity", 0),
     ],
 )

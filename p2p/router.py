@@ -1,0 +1,136 @@
+"""py-libp2p's pubsub and gossipsub with :class:`p2p.guard.PeerGuard` wired in.
+
+The guard acts at the points where py-libp2p gives a hook:
+
+* :meth:`GuardedPubsub.push_msg` (every published message a peer sends us, before the seen-cache, the
+  signature check and the topic validator): drops traffic of graylisted and non-member peers and what
+  goes over a relay budget, so a flood costs a dictionary lookup per message, not a signature check;
+* :meth:`GuardedPubsub.handle_subscription`: a peer's subscriptions are recorded, but it enters
+  ``peer_topics`` (the view every router path picks peers from: mesh, fanout, gossip, replay of recent
+  messages) only while the guard admits it on that topic; :meth:`GuardedPubsub.sync_admission`, run every
+  heartbeat, removes graylisted peers and peers no longer members, and restores them when that ends;
+* :class:`GuardedGossipSub`: ignores control messages (GRAFT, IHAVE, IWANT…) of peers it does not
+  admit, prunes them from the mesh and fanout each heartbeat, and never sends them a message.
+
+The topic validator (:class:`p2p.gossip.TopicValidator`) charges the signer's rate limit and reports its
+rejections to the guard.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from libp2p.abc import IHost
+from libp2p.peer.id import ID
+from libp2p.pubsub.gossipsub import GossipSub
+from libp2p.pubsub.pb import rpc_pb2
+from libp2p.pubsub.pubsub import Pubsub
+
+from p2p.guard import PeerGuard
+
+log = logging.getLogger(__name__)
+
+
+class GuardedPubsub(Pubsub):
+    """:class:`~libp2p.pubsub.pubsub.Pubsub` that consults ``guard`` before any work on a peer's traffic."""
+
+    def __init__(self, host: IHost, router: GuardedGossipSub, guard: PeerGuard, **kwargs: Any) -> None:
+        super().__init__(host, router, **kwargs)
+        self.guard = guard
+        self.recorded_topics: defaultdict[ID, set[str]] = defaultdict(set)
+
+    async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
+        """Drop a message the guard refuses, else hand it to py-libp2p (signature, validator, forwarding)."""
+        if msg_forwarder != self.my_id and not self.guard.inbound(
+            msg_forwarder, ID(msg.from_id), list(msg.topicIDs), seen=self._is_msg_seen(msg)
+        ):
+            return
+        await super().push_msg(msg_forwarder, msg)
+
+    def handle_subscription(self, origin_id: ID, sub_message: rpc_pb2.RPC.SubOpts) -> None:
+        """Record a peer's (un)subscription; let it into ``peer_topics`` only if the guard admits it."""
+        topic = sub_message.topicid
+        if not sub_message.subscribe:
+            self.recorded_topics.get(origin_id, set()).discard(topic)
+            super().handle_subscription(origin_id, sub_message)
+            return
+        recorded = self.recorded_topics[origin_id]
+        if topic not in recorded and len(recorded) >= self.max_subscriptions_per_peer:
+            return
+        recorded.add(topic)
+        if topic in self.guard.topics and not self.guard.admits(origin_id, [topic]):
+            return
+        super().handle_subscription(origin_id, sub_message)
+
+    def _handle_dead_peer(self, peer_id: ID) -> None:
+        self.recorded_topics.pop(peer_id, None)
+        super()._handle_dead_peer(peer_id)
+
+    def sync_admission(self) -> None:
+        """Make ``peer_topics`` match the guard's verdicts (graylistings, membership changes)."""
+        for peer, topics in list(self.recorded_topics.items()):
+            if not topics:
+                del self.recorded_topics[peer]
+                continue
+            for topic in [t for t in topics if t in self.guard.topics]:
+                admitted = self.guard.admits(peer, [topic])
+                in_view = peer in self.peer_topics.get(topic, ())
+                if admitted and not in_view:
+                    super().handle_subscription(peer, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
+                elif in_view and not admitted:
+                    self._forget_subscription(peer, topic)
+
+
+class GuardedGossipSub(GossipSub):
+    """GossipSub that never meshes with, gossips to or serves a peer the guard does not admit."""
+
+    def __init__(self, guard: PeerGuard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+
+    async def handle_rpc(self, rpc: rpc_pb2.RPC, sender_peer_id: ID) -> None:
+        """Ignore the control messages of a peer the guard does not admit on any run."""
+        if not self.guard.admits(sender_peer_id):
+            self.guard.dropped["control"] += 1
+            return
+        await super().handle_rpc(rpc, sender_peer_id)
+
+    async def handle_graft(self, graft_msg: rpc_pb2.ControlGraft, sender_peer_id: ID) -> None:
+        """Refuse (PRUNE) a GRAFT from a peer the guard does not admit on that topic."""
+        if not self.guard.admits(sender_peer_id, [graft_msg.topicID]):
+            await self.emit_prune(graft_msg.topicID, sender_peer_id, False, False)
+            return
+        await super().handle_graft(graft_msg, sender_peer_id)
+
+    def mesh_heartbeat(self) -> tuple[defaultdict[ID, list[str]], defaultdict[ID, list[str]]]:
+        """Tick the guard, resync admissions, maintain the mesh, then prune every peer not admitted."""
+        self.guard.on_heartbeat()
+        if isinstance(self.pubsub, GuardedPubsub):
+            self.pubsub.sync_admission()
+        graft, prune = super().mesh_heartbeat()
+        for topic, peers in self.mesh.items():
+            for peer in [p for p in peers if not self.guard.admits(p, [topic])]:
+                peers.discard(peer)
+                prune[peer].append(topic)
+                if topic in graft.get(peer, []):
+                    graft[peer].remove(topic)
+        for topic, peers in self.fanout.items():
+            peers.difference_update([p for p in peers if not self.guard.admits(p, [topic])])
+        for peer in [p for p, topics in graft.items() if not topics]:
+            del graft[peer]
+        return graft, prune
+
+    def _get_peers_to_send(
+        self,
+        topic_ids: Iterable[str],
+        msg_forwarder: ID,
+        origin: ID,
+        msg_id: bytes | None = None,
+    ) -> Iterator[ID]:
+        topics = list(topic_ids)
+        for peer in super()._get_peers_to_send(topics, msg_forwarder, origin, msg_id):
+            if self.guard.admits(peer, topics):
+                yield peer
