@@ -9,7 +9,10 @@ chain. Every fulfilled unlearning request is replayed (:func:`node.replay.replay
 compared the same way. Members' on-chain counters (submitted rounds, accepted contributions) are compared
 with the counts rebuilt from the events. A run that samples clients (``clients_per_round``) has every
 round's selection recomputed from the chain (:mod:`node.sampling`); an included update of a member that was
-not selected is a ``selection`` mismatch.
+not selected is a ``selection`` mismatch. Every round's votes are checked against membership, bans, one
+vote per member and the quorum of its eligible count (:mod:`node.audit_votes`). An included update that the
+store cannot return is ``unavailable`` (:class:`UnavailableArtifact`): its round is not recomputed (the
+audit goes on from the recorded model) and the report is not ``complete``, but it is no mismatch.
 
 A problem becomes a :class:`Mismatch` (what, round or request, expected, found) and the audit goes on; facts
 that are not faults (an update that honest peers could not use and left out, a dissenting vote) become
@@ -26,8 +29,9 @@ from typing import Any
 from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
-from ledger.types import RoundId, RoundStatus, RunId, RunInfo, included_set_hash
-from node.audit_report import MemberAudit, Mismatch, RequestAudit, RoundAudit, RunAudit
+from ledger.types import MemberInfo, RoundId, RoundStatus, RunId, RunInfo, included_set_hash
+from node.audit_report import MemberAudit, Mismatch, RequestAudit, RoundAudit, RunAudit, UnavailableArtifact
+from node.audit_votes import VoteFinding, ban_blocks, check_votes
 from node.confidential import merged_label, resealed_like
 from node.confidential import opener as make_opener
 from node.errors import NodeError
@@ -36,6 +40,7 @@ from node.replay import (
     DEFAULT_MAX_ARTIFACT_BYTES,
     ArtifactError,
     ArtifactReader,
+    ArtifactUnavailable,
     ReplayError,
     RunSetup,
     fetch_checked,
@@ -60,6 +65,12 @@ SetupLoader = Callable[[bytes, RunInfo], RunSetup]
 SelectionOf = Callable[[RoundRecord], Selection | None]
 """A round's client-sampling selection recomputed from the chain (``None`` before its start block)."""
 
+VoteChecker = Callable[[RoundRecord], tuple[dict[str, bool], list[VoteFinding]]]
+CommitteeCheck = Callable[[RoundRecord], tuple[RoundRecord, dict[str, bool], list[VoteFinding]]]
+"""A committee round's checks (:func:`node.audit_committee.check_committee_round`): the round with its
+manifest as the update set, ``{check: passed}`` and the failed checks."""
+"""A round's vote checks (:func:`node.audit_votes.check_votes` bound to the run's members and bans)."""
+
 
 class _Auditor:
     """Recomputes one run's lineage, memoising every model it rebuilt."""
@@ -71,9 +82,13 @@ class _Auditor:
         setup: RunSetup,
         report: RunAudit,
         selection_of: SelectionOf | None = None,
+        vote_checker: VoteChecker | None = None,
+        committee_check: CommitteeCheck | None = None,
     ) -> None:
         self.history = history
         self.selection_of = selection_of
+        self.vote_checker = vote_checker
+        self.committee_check = committee_check
         self.store = store
         self.setup = setup
         self.report = report
@@ -163,17 +178,31 @@ class _Auditor:
 
     def audit_round(self, rec: RoundRecord) -> None:
         r = int(rec.round)
+        committee = self.committee_check(rec) if self.committee_check is not None else None
+        if committee is not None:  # a committee round: its update set is its manifest (node.audit_committee)
+            rec = committee[0]
         row = RoundAudit(r, RoundStatus(rec.info.status).name.lower(), len(rec.submissions))
+        if committee is not None and committee[1]:
+            row.vote_checks = committee[1]
+            for finding in committee[2]:
+                self.mismatch(finding.check, r, finding.expected, finding.found, finding.detail)
         self.report.rounds.append(row)
         selection = self.selection_of(rec) if self.selection_of is not None else None
         if selection is not None:
             row.selected = list(selection.selected)
+        if self.vote_checker is not None:
+            row.vote_checks, findings = self.vote_checker(rec)
+            for finding in findings:
+                self.mismatch(finding.check, r, finding.expected, finding.found, finding.detail)
         usable: dict[str, str] = {}
+        missing: dict[str, tuple[str, str]] = {}
         for sub in rec.submissions:
             try:
                 fetch_checked(self.store, sub.cid, sub.sha256)
                 usable[to_checksum_address(sub.member)] = sub.sha256.hex()
             except ArtifactError as exc:
+                if isinstance(exc, ArtifactUnavailable):
+                    missing[to_checksum_address(sub.member)] = (sub.cid, str(exc))
                 self.report.notes.append(f"round {r}: update of {sub.member} is unusable: {exc}")
         if rec.result is None:
             return
@@ -222,6 +251,17 @@ class _Auditor:
             self.report.notes.append(
                 f"round {r}: updates of {', '.join(forgotten)} were unpinned after unlearning; "
                 "the round is not recomputed and its recorded model is used"
+            )
+            ref = ModelRef("round", r, rec.result.merged_sha256, rec.result.merged_cid)
+            self.rounds[r] = self.resolve_recorded(ref, start)
+            return
+        gone = [m for m, _ in errors if m in missing]
+        if gone:  # not a wrong merge: the store cannot return what the quorum merged
+            row.unavailable = gone
+            for m in gone:
+                self.report.unavailable.append(UnavailableArtifact(r, m, *missing[m]))
+            self.report.unchecked.append(
+                f"round {r}: not recomputed: the included update of {', '.join(gone)} is unavailable"
             )
             ref = ModelRef("round", r, rec.result.merged_sha256, rec.result.merged_cid)
             self.rounds[r] = self.resolve_recorded(ref, start)
@@ -334,6 +374,8 @@ class _Auditor:
                 for rec in self.history.rounds
                 if rec.info.contributions_recorded and int(rec.round) in included
             ]
+            if self.committee_check is not None:  # the contract counts the included bitmaps of the rounds
+                submitted, recorded = len(included), included
             row = MemberAudit(
                 address,
                 info.banned,
@@ -399,7 +441,15 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
         def selection_of(rec: RoundRecord) -> Selection | None:
             return read_selection(client, RunId(run), rec.info, k)
 
-    auditor = _Auditor(history, store, setup, report, selection_of)
+    auditor = _Auditor(
+        history,
+        store,
+        setup,
+        report,
+        selection_of,
+        _vote_checker(client, history),
+        _committee_check(client, history, store),
+    )
     for rec in history.rounds:
         auditor.audit_round(rec)
     for req in history.requests:
@@ -407,6 +457,32 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
     report.requests.sort(key=lambda row: row.request)
     auditor.audit_members(client)
     return report
+
+
+def _committee_check(client: RunsClient, history: RunHistory, store: ArtifactReader) -> CommitteeCheck | None:
+    """Return the run's committee-round checks (``None`` for an ordinary run)."""
+    k = int(history.info.committee_size)
+    if not k:
+        return None
+    from node.audit_committee import check_committee_round
+
+    bans = ban_blocks(history)
+    return lambda rec: check_committee_round(client, rec, store, bans, k, history.info.quorum_bps)
+
+
+def _vote_checker(client: RunsClient, history: RunHistory) -> VoteChecker | None:
+    """Return the run's vote checks (``None`` for a committee run, whose rounds are decided otherwise)."""
+    if history.info.committee_size:
+        return None
+    members: dict[str, MemberInfo] = {}
+    bans = ban_blocks(history)
+
+    def member_of(address: str) -> MemberInfo:
+        if address not in members:
+            members[address] = client.member_info(history.run_id, address)
+        return members[address]
+
+    return lambda rec: check_votes(rec, history.info.quorum_bps, member_of, bans)
 
 
 def runspec_setup_loader(view_key: bytes | None = None) -> SetupLoader:
@@ -458,6 +534,7 @@ __all__ = [
     "RoundAudit",
     "RunAudit",
     "SetupLoader",
+    "UnavailableArtifact",
     "audit_registry",
     "audit_run",
     "runspec_setup_loader",

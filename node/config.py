@@ -76,8 +76,36 @@ class ChainConfig:
             "gives values for L1s and L2s); transactions still go to the latest block"
         },
     )
+    proposal_timeout_blocks: int = field(
+        default=2,
+        metadata={
+            "help": "committee runs: blocks each fallback leader waits for a better-ranked leader's proposal"
+        },
+    )
+    finalize_grace_blocks: int = field(
+        default=2,
+        metadata={
+            "help": "committee runs: blocks a committee member with a quorum of votes waits per member "
+            "ahead of it (the proposer first) before sending the finalisation itself"
+        },
+    )
+    spot_checks: int = field(
+        default=0,
+        metadata={
+            "help": "committee runs, members outside the committee: included updates fetched and checked "
+            "against the manifest per round (0: none)"
+        },
+    )
 
     def __post_init__(self) -> None:
+        for name in ("proposal_timeout_blocks", "finalize_grace_blocks", "spot_checks"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 1_000:
+                raise NodeConfigError(f"`{name}` must be an integer in [0, 1000], got {value!r}")
+        if self.proposal_timeout_blocks < 1:
+            raise NodeConfigError(
+                f"`proposal_timeout_blocks` must be >= 1, got {self.proposal_timeout_blocks}"
+            )
         if not self.rpc_url.startswith(("http://", "https://")) and self.rpc_url != "py-evm":
             raise NodeConfigError(f"`rpc_url` must be an http(s):// URL or 'py-evm', got {self.rpc_url!r}")
         if self.registry and not (self.registry.startswith("0x") and len(self.registry) == 42):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -116,6 +117,12 @@ class NodeContext:
     """Examples of the other members' distributions (``[training] eval_sources``), scored, never trained."""
     view_key: bytes | None = field(default=None, repr=False)
     """This member's private key, to open the envelopes of an ``artifacts = "members"`` run."""
+    committee_size: int = 0
+    """The run's ``committeeSize`` on chain: 0 for an ordinary run, k for a committee run (docs/scale.md)."""
+    inbox: deque[Any] = field(default_factory=deque)
+    """Committee runs: gossip messages (commits, proposals, votes) received, checked by the next step."""
+    committee: Any = None
+    """Committee runs: the open round's bookkeeping (:class:`node.committee_round.RoundBook`)."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
     _bases: dict[int, tuple[str, str, int | None] | None] = field(default_factory=dict, repr=False)
 

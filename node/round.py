@@ -53,7 +53,11 @@ def step(ctx: NodeContext) -> bool:
     head = client.block_number()
     phase = info.phase(head + 1)
     _heartbeat(ctx, current, phase.value.replace("-", "_"))
-    if phase == Phase.NOT_STARTED:
+    if ctx.committee_size and phase in (Phase.SUBMIT, Phase.VOTE):  # docs/scale.md
+        from node.committee_round import committee_step
+
+        ctx.acted = committee_step(ctx, info, head)
+    elif phase == Phase.NOT_STARTED:
         _wait(ctx, current, f"round starts at block {info.start_block}")
     elif phase == Phase.SUBMIT:
         member = ctx.client.member_info(ctx.run_id, ctx.address)
@@ -213,6 +217,10 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
             if record.merged_sha is not None and record.merged_sha != sha:
                 ctx.load_state(sha, cid, round=rnd)  # adopt the agreed model now: fetched, hash-checked
                 ctx.log.event("round.adopted", run=ctx.run_id, round=rnd, sha=sha, cid=cid)
+            if ctx.committee_size and record.merged_sha is None:  # outside the committee: take its result
+                from node.committee_round import adopt
+
+                adopt(ctx, rnd, sha, cid)
             ctx.state.update_round(ctx.run_id, rnd, final_sha=sha, final_cid=cid, status="finalized")
             ctx.state.adopt(ctx.run_id, rnd, sha, cid, "finalized")
             if record.merged_sha is not None and record.merged_sha != sha:
@@ -231,7 +239,8 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 ours=record.merged_sha == sha,
                 timings=ctx.state.round(ctx.run_id, rnd).timing(),
             )
-            if not info.contributions_recorded and record.merged_sha == sha and record.included is not None:
+            counted = info.contributions_recorded or ctx.committee_size > 0  # committee runs: on chain
+            if not counted and record.merged_sha == sha and record.included is not None:
                 _queue_contributions(ctx, rnd, record.included)
         else:
             ctx.state.update_round(ctx.run_id, rnd, status="failed")

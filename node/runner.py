@@ -31,6 +31,7 @@ from typing import Any
 from node.config import NodeConfig
 from node.context import NodeContext
 from node.errors import NodeError, RunMismatchError
+from node.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from node.fetch import Fetcher, Want
 from node.home import NodeHome
 from node.logging import EventLog
@@ -38,6 +39,8 @@ from node.runspec import MAX_SPEC_BYTES, RunSpec, RunSpecError
 from node.state import NodeState
 
 MAX_BACKOFF_S = 15.0
+MAX_INBOX = 10_000
+"""Committee messages kept for the next step at most (the gossip rate limit bounds what arrives)."""
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ def _on_message(ctx: NodeContext) -> Callable[[Any], None]:
                     peers.append(peer)
         if kind in ("update", "vote"):  # sent after its transaction was mined: the round may have moved on
             ctx.wake.set()
+        if kind in ("commit", "proposal", "committee_vote") and ctx.committee_size:
+            if len(ctx.inbox) < MAX_INBOX:  # checked by the next step (node.committee_round)
+                ctx.inbox.append(message)
+            ctx.wake.set()
 
     return handle
 
@@ -205,7 +212,7 @@ def run_node(
         address = str(chain.account.address)
         # Join first: round 0's eligible set is fixed when it opens, so joining must not wait for imports.
         if _retry(log, stop, lambda: _join(chain.client, run_id, address, log), "join") is None:
-            return 130
+            return EXIT_INTERRUPTED
         own, ipfs = open_stores(home, config)
         holder: dict[str, NodeContext] = {}
         p2p = _start_p2p(holder, config, bytes(chain.account.key), own)
@@ -220,7 +227,7 @@ def run_node(
         fetcher = Fetcher(own, state, p2p=p2p, ipfs=ipfs, events=log.event)
         spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec")
         if spec is None:
-            return 130
+            return EXIT_INTERRUPTED
         # A KeyboardInterrupt raised inside a C extension's import (torch) can abort the process instead of
         # unwinding; so a signal during these imports only sets ``stop``, and is acted on right after them.
         interrupt.starting = False
@@ -260,6 +267,7 @@ def run_node(
             byzantine=byzantine,
             eval_others=others,
             view_key=bytes(chain.account.key),
+            committee_size=int(getattr(chain.client.run_info(run_id), "committee_size", 0)),
         )
         fetcher.providers = ctx.providers_of
         holder["ctx"] = ctx
@@ -281,17 +289,17 @@ def run_node(
         )
         interrupt.starting = False  # from here on a signal stops the loop after the current step
         if stop.is_set():
-            return 130
+            return EXIT_INTERRUPTED
         return _loop(ctx, step, _unlearn_hook(), _round_changed)
     except KeyboardInterrupt:  # a signal while starting (see _Interrupt): nothing to finish, just clean up
         log.event("node.interrupted", run=run_id, stage="starting")
-        return 130
+        return EXIT_INTERRUPTED
     except (NodeError, ValueError) as exc:  # configuration, key, spec or data problems: exit 2
         log.event("error", fatal=True, kind=type(exc).__name__, message=str(exc))
-        return 2
+        return EXIT_USAGE
     except Exception as exc:  # anything else while starting (the loop itself never raises)
         log.event("error", fatal=True, kind=type(exc).__name__, message=str(exc))
-        return 1
+        return EXIT_FAILURE
     finally:
         if p2p is not None:
             with contextlib.suppress(Exception):
@@ -356,7 +364,7 @@ def _loop(
             backoff = 0.0
             if done and ctx.state.get(f"unlearn:open:{ctx.run_id}") != "1":
                 ctx.log.event("run.done", run=ctx.run_id, rounds=ctx.spec.rounds)
-                return 0
+                return EXIT_OK
         except Exception as exc:  # never crash on a step: log, back off, retry from chain + state
             backoff = min(MAX_BACKOFF_S, max(1.0, backoff * 2))
             ctx.log.event(
@@ -374,7 +382,7 @@ def _loop(
         elif not ctx.acted:
             waited = wait_for_news(ctx, changed)
             ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", waited)
-    return 130
+    return EXIT_INTERRUPTED
 
 
 def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool]) -> float:
