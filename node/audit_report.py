@@ -18,7 +18,9 @@ class Mismatch:
     what
         A short label: ``spec``, ``update``, ``included-set``, ``merged-sha256``, ``merged-artifact``,
         ``merged-cid``, ``unlearning-sha256``, ``unlearning-artifact``, ``contributions``, ``base-model``,
-        ``selection`` (an included update from a member client sampling did not select).
+        ``selection`` (an included update from a member client sampling did not select), and the vote
+        checks of :mod:`node.audit_votes`: ``voters-eligible``, ``one-vote-each``, ``eligible-count``,
+        ``quorum``.
     round, request
         The round or unlearning request it concerns (``None`` when not applicable).
     expected, found
@@ -61,6 +63,21 @@ class RoundAudit:
     votes: int = 0
     selected: list[str] | None = None
     """The members client sampling selected (``None``: the run does not sample)."""
+    vote_checks: dict[str, bool] = field(default_factory=dict)
+    """Each check of :mod:`node.audit_votes` run on the round (``voters-eligible``, ``one-vote-each``,
+    ``eligible-count``, ``quorum``) and whether it passed; empty when not run (a committee run)."""
+    unavailable: list[str] = field(default_factory=list)
+    """Members whose included update the store could not return: the round was not recomputed."""
+
+
+@dataclass(frozen=True)
+class UnavailableArtifact:
+    """An artifact the chain names that the store could not return (not a wrong merge: unverifiable)."""
+
+    round: int
+    member: str
+    cid: str
+    detail: str
 
 
 @dataclass
@@ -103,11 +120,13 @@ class RunAudit:
     notes: list[str] = field(default_factory=list)
     unchecked: list[str] = field(default_factory=list)
     """What could not be checked (e.g. merges of encrypted updates audited without a view key)."""
+    unavailable: list[UnavailableArtifact] = field(default_factory=list)
+    """Included updates the store could not return (their rounds are in :attr:`unchecked` too)."""
 
     @property
     def complete(self) -> bool:
-        """Whether everything was checked (nothing left in :attr:`unchecked`)."""
-        return not self.unchecked
+        """Whether everything was checked (nothing left in :attr:`unchecked` or :attr:`unavailable`)."""
+        return not self.unchecked and not self.unavailable
 
     @property
     def ok(self) -> bool:

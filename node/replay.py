@@ -53,6 +53,10 @@ class ArtifactError(ReplayError):
     """An artifact is unavailable or its bytes do not match the hash the chain records."""
 
 
+class ArtifactUnavailable(ArtifactError):  # noqa: N818 - a kind of ArtifactError, named for what it is
+    """The store could not return an artifact at all (as opposed to returning other bytes)."""
+
+
 @dataclass(frozen=True)
 class RunSetup:
     """What recomputing a run's models needs besides the chain: its merge rules and initial state.
@@ -96,7 +100,7 @@ def fetch_checked(
     try:
         data = store.get(Cid(cid), max_size=max_size)
     except (StorageError, ValueError) as exc:
-        raise ArtifactError(f"artifact {cid} is unavailable: {exc}") from exc
+        raise ArtifactUnavailable(f"artifact {cid} is unavailable: {exc}") from exc
     found = hashlib.sha256(data).digest()
     if found != sha256:
         raise ArtifactError(f"artifact {cid} has sha256 {found.hex()}, the chain records {sha256.hex()}")
