@@ -1,4 +1,4 @@
-"""The audit's vote checks and its `unavailable` verdict on a real contract (py-evm) and the embedded store."""
+"""The audit's vote checks and its `unavailable` verdict on a real contract (py-evm) and the local store."""
 
 from __future__ import annotations
 
