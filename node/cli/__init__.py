@@ -4,8 +4,8 @@ One sub-module per command group, each exposing a Typer ``app`` (or a single com
 registered below. Heavy libraries (torch, web3, libp2p) are imported inside the commands, so that
 ``fedchain --help`` stays fast.
 
-Exit codes: 0 success, 1 a failure the message explains, 2 bad usage or configuration, 3 a consensus or
-audit mismatch, 130 interrupted.
+Exit codes: :mod:`node.exitcodes` (0 success, 1 a failure the message explains, 2 bad usage or
+configuration, 3 a consensus or audit mismatch, 130 interrupted).
 """
 
 from __future__ import annotations
@@ -28,11 +28,6 @@ from node.cli import status as status_cli
 from node.cli import store as store_cli
 from node.cli import unlearn as unlearn_cli
 from node.cli import version as version_cli
-
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_MISMATCH = 3
 
 app = typer.Typer(
     name="fedchain",

@@ -7,9 +7,9 @@ from typing import Any, NoReturn
 
 import typer
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_MISMATCH = 3
+from node.exitcodes import EXIT_FAILURE, EXIT_MISMATCH, EXIT_USAGE
+
+__all__ = ["EXIT_FAILURE", "EXIT_MISMATCH", "EXIT_USAGE", "fail", "load_home", "read_client"]
 
 HOME = typer.Option(Path(".fedchain"), "--home", help="Node home folder (see `fedchain init`).")
 RPC_URL = typer.Option(None, "--rpc-url", help="Override chain.rpc_url of config.toml.")

@@ -14,6 +14,8 @@ from typing import Any
 
 import typer
 
+from node.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_MISMATCH, EXIT_USAGE
+
 
 def _print_summary(summary: dict[str, Any]) -> None:
     from rich.console import Console
@@ -111,23 +113,23 @@ def demo(
         for name in ("rounds", "model", "seed"):
             message = message.replace(f"`{name}`", f"`--{name}`")
         typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_USAGE) from exc
     from ledger.errors import LedgerError
 
     try:
         summary = run_demo(config) if json_output else _run_with_progress(config)
     except KeyboardInterrupt:
         typer.echo("interrupted: every process the demo started was stopped", err=True)
-        raise typer.Exit(130) from None
+        raise typer.Exit(EXIT_INTERRUPTED) from None
     except (DemoError, LedgerError, ServiceError, NodeError) as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        raise typer.Exit(EXIT_FAILURE) from exc
     if json_output:
         typer.echo(json.dumps(summary))
     else:
         _print_summary(summary)
     if not summary["audit"]["ok"]:
-        raise typer.Exit(3)
+        raise typer.Exit(EXIT_MISMATCH)
 
 
 def _run_with_progress(config: Any) -> dict[str, Any]:

@@ -13,18 +13,19 @@ from typing import NoReturn
 
 import typer
 
+from node.exitcodes import EXIT_FAILURE
+
 app = typer.Typer(
     help="Start and stop a local devnet: anvil (contracts deployed) and an IPFS daemon on 127.0.0.1."
 )
 
 _DIR = typer.Option(Path(".devnet"), "--dir", help="Devnet folder: state.json, logs, IPFS repo.")
 _JSON = typer.Option(False, "--json", help="Print one JSON object instead of text.")
-_EXIT_FAILURE = 1
 
 
 def _fail(message: str) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(_EXIT_FAILURE)
+    raise typer.Exit(EXIT_FAILURE)
 
 
 def _print_state(state: object, as_json: bool) -> None:

@@ -16,11 +16,14 @@ import dataclasses
 import inspect
 import re
 import sys
+import textwrap
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from node.exitcodes import describe
 
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
 REGENERATE = "make docs"
@@ -79,9 +82,11 @@ def render_cli() -> str:
         "",
         _GENERATED.format(cmd=REGENERATE, source="the Typer app in `node/cli/`"),
         "",
-        "Every command of `fedchain`, with the arguments and options its `--help` prints. Exit codes: 0",
-        "success, 1 a failure the message explains, 2 bad usage or configuration, 3 a consensus or audit",
-        "mismatch, 130 interrupted. Commands that take `--json` print one JSON object on stdout.",
+        *textwrap.wrap(
+            "Every command of `fedchain`, with the arguments and options its `--help` prints. Exit codes "
+            f"(`node.exitcodes`): {describe()}. Commands that take `--json` print one JSON object on stdout.",
+            width=110,
+        ),
         "",
     ]
     lines += _command_section(root, ctx, ["fedchain"], 2)

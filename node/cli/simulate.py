@@ -103,7 +103,7 @@ def simulate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from node.cli import EXIT_FAILURE, EXIT_USAGE
+    from node.exitcodes import EXIT_FAILURE, EXIT_USAGE
     from training.errors import ConfigError, TrainingError
     from training.simconfig import load_config
     from training.simulate import run_simulation

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import typer
 
+from node.exitcodes import EXIT_FAILURE, EXIT_USAGE
+
 if TYPE_CHECKING:
     from p2p.storage import Cid, FileStore
 
@@ -29,8 +31,6 @@ _IPFS_API = typer.Option(
 )
 _STORE_DIR = typer.Option(None, "--store", help="Embedded store directory (default: $FEDCHAIN_HOME/store).")
 _JSON = typer.Option(False, "--json", help="Print one JSON object instead of text.")
-_EXIT_FAILURE = 1  # node.cli's exit codes: 1 a failure the message explains, 2 bad usage
-_EXIT_USAGE = 2
 
 
 def default_store_dir() -> Path:
@@ -43,14 +43,14 @@ def _open(ipfs_api: str | None, store_dir: Path | None) -> FileStore:
     from p2p.storage import open_store
 
     if ipfs_api and store_dir:
-        _fail("give either --ipfs-api or --store, not both", _EXIT_USAGE)
+        _fail("give either --ipfs-api or --store, not both", EXIT_USAGE)
     try:
         return open_store(f"ipfs:{ipfs_api}" if ipfs_api else (store_dir or default_store_dir()))
     except (ValueError, OSError) as exc:
-        _fail(str(exc), _EXIT_USAGE)
+        _fail(str(exc), EXIT_USAGE)
 
 
-def _fail(message: str, code: int = _EXIT_FAILURE) -> NoReturn:
+def _fail(message: str, code: int = EXIT_FAILURE) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -67,7 +67,7 @@ def _storage_errors(action: str) -> Iterator[None]:
     try:
         yield
     except InvalidCidError as exc:
-        _fail(f"{action}: {exc}", _EXIT_USAGE)
+        _fail(f"{action}: {exc}", EXIT_USAGE)
     except (StorageError, OSError) as exc:
         _fail(f"{action}: {exc}")
 
@@ -78,7 +78,7 @@ def _cid(text: str) -> Cid:
     try:
         return normalize_cid(text)
     except InvalidCidError as exc:
-        _fail(f"{text!r} is not a CID: {exc}", _EXIT_USAGE)
+        _fail(f"{text!r} is not a CID: {exc}", EXIT_USAGE)
 
 
 def _open_with_cid(cid_text: str, ipfs_api: str | None, store_dir: Path | None) -> tuple[Cid, FileStore]:

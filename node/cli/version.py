@@ -17,6 +17,8 @@ from importlib import metadata
 
 import typer
 
+from node.exitcodes import EXIT_OK
+
 
 def contract_code_sha256(name: str = "Runs") -> str:
     """Return the hex sha256 of contract ``name``'s committed deployed bytecode (hex-decoded bytes)."""
@@ -50,4 +52,4 @@ def print_version(value: bool) -> None:
     if value:
         for line in version_lines():
             typer.echo(line)
-        raise typer.Exit(0)
+        raise typer.Exit(EXIT_OK)
