@@ -25,6 +25,8 @@ from ledger.rpc import ChainReads, JsonRpc
 from ledger.tx import RetryPolicy, TxSender, call_view, with_retry
 from ledger.types import (
     Admission,
+    CommitteeFinalization,
+    CommitteeResult,
     MemberInfo,
     MergeVote,
     Phase,
@@ -113,6 +115,7 @@ class RunsClient:
             else None
         )
         self._sender = TxSender(w3, account, retry=retry) if account is not None else None
+        self._chain_id: int | None = None
 
     @property
     def account_address(self) -> str:
@@ -192,6 +195,7 @@ class RunsClient:
             config.min_updates,
             start,
             int(config.admission),
+            config.committee_size,
         )
         result = self._tx().send(self.contract.functions.createRun(params))
         events = self._events_in(result, "RunCreated")
@@ -229,6 +233,24 @@ class RunsClient:
             _hash32("included_set_hash", included_set_hash),
         )
         return self._send_vote(fn)
+
+    def finalize_committee_round(
+        self, result: CommitteeResult, signers: Sequence[int], signatures: Sequence[bytes]
+    ) -> TxResult:
+        """Finalise a committee run's open round with its committee's ``CommitteeVote`` signatures.
+
+        ``signers`` are committee member indices, strictly ascending; ``signatures[j]`` is the 65-byte
+        signature of ``signers[j]`` over :func:`ledger.eip712.vote_digest` of ``result``. Reverts are raised
+        as their typed errors (:mod:`ledger.reverts`).
+        """
+        if len(signers) != len(signatures):
+            raise LedgerConfigError(
+                f"`signers` and `signatures` differ in length: {len(signers)} and {len(signatures)}"
+            )
+        fn = self.contract.functions.finalizeCommitteeRound(
+            result.as_tuple(), [int(i) for i in signers], [bytes(sig) for sig in signatures]
+        )
+        return self._tx().send(fn)
 
     def close_failed(self, run: RunId, round: RoundId) -> TxResult:
         """Close the open round as failed (allowed once it can no longer finalise)."""
@@ -294,6 +316,7 @@ class RunsClient:
             current_round=RoundId(v[9]),
             member_count=v[10],
             banned_count=v[11],
+            committee_size=v[12],
         )
 
     def round_info(self, run: RunId, round: RoundId) -> RoundInfo:
@@ -371,6 +394,30 @@ class RunsClient:
         """Evaluate the contract's quorum rule on chain."""
         return int(self._view("quorumOf", eligible, quorum_bps))
 
+    @property
+    def chain_id(self) -> int:
+        """The chain id, read once (the EIP-712 domain of :mod:`ledger.eip712` needs it)."""
+        if self._chain_id is None:
+            self._chain_id = int(with_retry(lambda: self.w3.eth.chain_id, self.retry, "eth_chainId"))
+        return self._chain_id
+
+    def committee_of(self, run: RunId, round: RoundId) -> list[int]:
+        """Return a committee run's committee for ``round``: member indices, ascending (``committeeOf``).
+
+        Raises ``CommitteeNotDrawnError`` until the round's start block is mined (and once its hash is older
+        than 256 blocks); :func:`ledger.committee.select_committee` computes it from any block hash.
+        """
+        return [int(i) for i in self._view("committeeOf", run, round)]
+
+    def commit_digest(self, run: RunId, round: RoundId, sha256: bytes, cid: str, num_samples: int) -> bytes:
+        """Return the contract's EIP-712 ``UpdateCommit`` digest (cross-checks :mod:`ledger.eip712`)."""
+        cid_hash = Web3.keccak(text=cid)
+        return bytes(self._view("commitDigest", run, round, _hash32("sha256", sha256), cid_hash, num_samples))
+
+    def committee_vote_digest(self, result: CommitteeResult) -> bytes:
+        """Return the contract's EIP-712 ``CommitteeVote`` digest of ``result``."""
+        return bytes(self._view("committeeVoteDigest", result.as_tuple()))
+
     # ----- events -------------------------------------------------------------------------------------
 
     def submissions(self, run: RunId, round: RoundId, from_block: int = 0) -> list[Submission]:
@@ -392,6 +439,26 @@ class RunsClient:
         if not results:
             raise TransactionError(f"round {round} of run {run} is finalised but its event is missing")
         return results[0]
+
+    def committee_finalized(self, run: RunId, round: RoundId) -> CommitteeFinalization | None:
+        """Return a committee round's ``CommitteeFinalized`` event (``None`` unless it finalised that way)."""
+        info = self.round_info(run, round)
+        if info.status != RoundStatus.FINALIZED:
+            return None
+        logs = self.logs(
+            "CommitteeFinalized", {"runId": run, "round": round}, info.closed_block, info.closed_block
+        )
+        if not logs:
+            return None
+        args = logs[0]["args"]
+        return CommitteeFinalization(
+            run_id=run,
+            round=round,
+            manifest_cid=str(args["manifestCid"]),
+            included_bitmap=[int(w) for w in args["includedBitmap"]],
+            signers=[int(i) for i in args["signers"]],
+            block_number=int(logs[0]["blockNumber"]),
+        )
 
     def _round_events(
         self,

@@ -9,6 +9,7 @@ replace are never acted on, and a restart resumes from the cursor. Rows are keye
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 from collections.abc import Iterator
@@ -33,6 +34,7 @@ EVENTS = (
     "UpdateSubmitted",
     "MergeVoted",
     "RoundFinalized",
+    "CommitteeFinalized",
     "RoundFailed",
     "ContributionAccepted",
     "UnlearningRequested",
@@ -42,10 +44,14 @@ EVENTS = (
 
 
 def _sql_type(abi_type: str) -> str:
+    if abi_type.endswith("]"):
+        return "TEXT"  # arrays (a committee round's bitmap and signers) are stored as JSON lists
     return "INTEGER" if abi_type.startswith(("uint", "int", "bool")) else "TEXT"
 
 
 def _sql_value(value: Any) -> Any:
+    if isinstance(value, list | tuple):
+        return json.dumps([int(v) for v in value])
     if isinstance(value, bytes):
         return "0x" + value.hex()
     if isinstance(value, int) and not isinstance(value, bool) and value >= 2**63:

@@ -119,6 +119,34 @@ class RequestNotPendingError(ContractRevertError):
     """``RunsRequestNotPending``: the request is already fulfilled."""
 
 
+class NotCommitteeRunError(ContractRevertError):
+    """``RunsNotCommitteeRun``: the call needs a committee run and the run is an ordinary one."""
+
+
+class CommitteeRunError(ContractRevertError):
+    """``RunsCommitteeRun``: the run is a committee run; rounds close with ``finalizeCommitteeRound`` only."""
+
+
+class CommitteeNotDrawnError(ContractRevertError):
+    """``RunsCommitteeNotDrawn``: the round's start block is not mined yet, or its hash is too old."""
+
+
+class SignersMalformedError(ContractRevertError, ValueError):
+    """``RunsSignersMalformed``: signers not strictly ascending, or not one signature per signer."""
+
+
+class NotCommitteeError(ContractRevertError, PermissionError):
+    """``RunsNotCommittee``: a signer is not on the round's committee."""
+
+
+class BadSignatureError(ContractRevertError, ValueError):
+    """``RunsBadSignature``: a committee signature is malformed, high-s, or not by that member."""
+
+
+class NoQuorumError(ContractRevertError):
+    """``RunsNoQuorum``: fewer committee signatures than the committee's quorum."""
+
+
 ERROR_CLASSES: dict[str, type[ContractRevertError]] = {
     "RunsUnknownRun": UnknownRunError,
     "RunsInvalidQuorum": InvalidRunParamsError,
@@ -152,6 +180,13 @@ ERROR_CLASSES: dict[str, type[ContractRevertError]] = {
     "RunsInvalidFromRound": InvalidFromRoundError,
     "RunsUnknownRequest": UnknownRequestError,
     "RunsRequestNotPending": RequestNotPendingError,
+    "RunsNotCommitteeRun": NotCommitteeRunError,
+    "RunsCommitteeRun": CommitteeRunError,
+    "RunsCommitteeNotDrawn": CommitteeNotDrawnError,
+    "RunsSignersMalformed": SignersMalformedError,
+    "RunsNotCommittee": NotCommitteeError,
+    "RunsBadSignature": BadSignatureError,
+    "RunsNoQuorum": NoQuorumError,
 }
 
 _ERROR_STRING = bytes.fromhex("08c379a0")  # Error(string)

@@ -22,6 +22,12 @@ import {IRuns} from "./interfaces/IRuns.sol";
 /// - includedSetHash = keccak256(abi.encode(address[] members, bytes32[] sha256s)), members strictly
 ///   ascending. `recordContributions` checks a set against the finalised hash and counts each member's
 ///   accepted contributions on chain.
+/// - Committee runs (`committeeSize` k > 0): members sign EIP-712 `UpdateCommit`s off chain; the round's
+///   committee (the k smallest tickets of blockhash(startBlock)) signs a `CommitteeVote` on the result, and
+///   one `finalizeCommitteeRound` checks the signatures, stores the included bitmap (the contributions) and
+///   opens the next round. The result hashes live in events only (gas: docs/contract.md).
+/// - Bans are also a bitmap per run (bit = member index), so a bitmap of included members is checked
+///   against them one word at a time.
 contract Runs is IRuns {
     struct Run {
         uint32 currentRound;
@@ -33,6 +39,7 @@ contract Runs is IRuns {
         uint16 quorumBps;
         Admission admission;
         bool exists;
+        uint32 committeeSize;
     }
 
     struct RunMeta {
@@ -84,6 +91,18 @@ contract Runs is IRuns {
     }
 
     uint16 private constant _BPS = 10_000;
+    uint256 private constant _HALF_N = 0x7FFFFFFFFFFFFFFFFFFFFFFFFFFFFFFF5D576E7357A4501DDFE92F46681B20A0;
+    uint256 private constant _MAX_COMMITTEE_WINDOW = 255; // blockhash(startBlock) is readable for 256 blocks
+    bytes32 private constant _DOMAIN_TYPEHASH =
+        keccak256("EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)");
+    bytes32 private constant _NAME_HASH = keccak256("fedchain Runs");
+    bytes32 private constant _VERSION_HASH = keccak256("1");
+    bytes32 private constant _COMMIT_TYPEHASH =
+        keccak256("UpdateCommit(uint256 runId,uint256 round,bytes32 sha256,bytes32 cidHash,uint64 numSamples)");
+    bytes32 private constant _VOTE_TYPEHASH = keccak256(
+        "CommitteeVote(uint256 runId,uint256 round,bytes32 mergedSha256,bytes32 mergedCidHash,"
+        "bytes32 includedSetHash,bytes32 manifestCidHash,bytes32 includedBitmapHash)"
+    );
 
     uint256 private _runCount;
     uint256 private _requestCount;
@@ -97,6 +116,8 @@ contract Runs is IRuns {
     mapping(bytes32 resultKey => uint32) private _tally;
     mapping(uint256 requestId => Request) private _requests;
     mapping(uint256 requestId => mapping(address account => bool)) private _unlearningVoted;
+    mapping(uint256 runId => mapping(uint256 word => uint256 bits)) private _bans;
+    mapping(uint256 runId => mapping(uint256 round => mapping(uint256 word => uint256 bits))) private _included;
 
     /// @inheritdoc IRuns
     function createRun(RunParams calldata params) external returns (uint256 runId) {
@@ -106,6 +127,9 @@ contract Runs is IRuns {
         }
         if (params.startBlock < block.number) revert RunsStartInPast(params.startBlock, block.number);
         if (params.specSha256 == bytes32(0)) revert RunsZeroHash();
+        if (params.committeeSize != 0 && uint256(params.submitBlocks) + params.voteBlocks > _MAX_COMMITTEE_WINDOW) {
+            revert RunsInvalidWindow(params.submitBlocks, params.voteBlocks);
+        }
         runId = ++_runCount;
         address governance = params.governance == address(0) ? msg.sender : params.governance;
         _runs[runId] = Run({
@@ -117,7 +141,8 @@ contract Runs is IRuns {
             minUpdates: params.minUpdates,
             quorumBps: params.quorumBps,
             admission: params.admission,
-            exists: true
+            exists: true,
+            committeeSize: params.committeeSize
         });
         _meta[runId] = RunMeta({
             creator: msg.sender, governance: governance, specSha256: params.specSha256, specCid: params.specCid
@@ -173,7 +198,7 @@ contract Runs is IRuns {
         external
     {
         if (sha256Hash == bytes32(0)) revert RunsZeroHash();
-        Run storage run = _existingRun(runId);
+        Run storage run = _ordinaryRun(runId);
         Round storage rd = _currentRound(runId, run, round);
         uint64 start = rd.startBlock;
         if (block.number < start) revert RunsSubmitWindowNotOpen(runId, round, start);
@@ -196,7 +221,7 @@ contract Runs is IRuns {
         bytes32 includedSetHash
     ) external {
         if (mergedSha256 == bytes32(0)) revert RunsZeroHash();
-        Run storage run = _existingRun(runId);
+        Run storage run = _ordinaryRun(runId);
         Round storage rd = _currentRound(runId, run, round);
         uint64 submitEnd = rd.startBlock + run.submitBlocks;
         uint32 submissions = rd.submissions;
@@ -226,12 +251,56 @@ contract Runs is IRuns {
     }
 
     /// @inheritdoc IRuns
+    function finalizeCommitteeRound(
+        CommitteeResult calldata result,
+        uint32[] calldata signers,
+        bytes[] calldata signatures
+    ) external {
+        if (result.mergedSha256 == bytes32(0)) revert RunsZeroHash();
+        uint256 runId = result.runId;
+        uint256 round = result.round;
+        Run storage run = _committeeRun(runId);
+        Round storage rd = _currentRound(runId, run, round);
+        {
+            uint64 submitEnd = rd.startBlock + run.submitBlocks;
+            uint64 voteEnd = submitEnd + run.voteBlocks;
+            if (block.number >= voteEnd) revert RunsVoteWindowClosed(runId, round, voteEnd);
+            if (block.number < submitEnd && !(rd.snapshotTaken && _popcount(result.includedBitmap) == rd.eligible)) {
+                revert RunsVoteWindowNotOpen(runId, round, submitEnd);
+            }
+        }
+        uint32 included = _checkIncluded(runId, round, rd.memberSnapshot, result.includedBitmap);
+        if (included < run.minUpdates) revert RunsTooFewUpdates(runId, round, included, run.minUpdates);
+        uint32 committeeSize = _checkVotes(runId, round, run, rd, result, signers, signatures);
+
+        rd.status = RoundStatus.Finalized;
+        rd.closedBlock = uint64(block.number);
+        rd.submissions = included;
+        mapping(uint256 word => uint256 bits) storage words = _included[runId][round];
+        for (uint256 w = 0; w < result.includedBitmap.length; ++w) {
+            words[w] = result.includedBitmap[w];
+        }
+        emit RoundFinalized(
+            runId,
+            round,
+            result.mergedSha256,
+            result.mergedCid,
+            result.includedSetHash,
+            uint32(signers.length),
+            committeeSize
+        );
+        emit CommitteeFinalized(runId, round, result.manifestCid, result.includedBitmap, signers);
+        _openNextRound(runId, run, round);
+    }
+
+    /// @inheritdoc IRuns
     function closeFailedRound(uint256 runId, uint256 round) external {
         Run storage run = _existingRun(runId);
         Round storage rd = _currentRound(runId, run, round);
         uint64 submitEnd = rd.startBlock + run.submitBlocks;
         uint64 voteEnd = submitEnd + run.voteBlocks;
-        bool tooFew = rd.submissions < run.minUpdates;
+        // A committee run's submissions are off chain until finalisation: no early close for too few.
+        bool tooFew = run.committeeSize == 0 && rd.submissions < run.minUpdates;
         if (block.number < voteEnd && !(tooFew && block.number >= submitEnd)) {
             revert RunsRoundStillOpen(runId, round, tooFew ? submitEnd : voteEnd);
         }
@@ -248,7 +317,7 @@ contract Runs is IRuns {
         address[] calldata included,
         bytes32[] calldata sha256s
     ) external {
-        _existingRun(runId);
+        _ordinaryRun(runId);
         Round storage rd = _rounds[runId][round];
         if (rd.status != RoundStatus.Finalized) revert RunsRoundNotFinalized(runId, round);
         if (rd.contributionsRecorded) revert RunsContributionsAlreadyRecorded(runId, round);
@@ -287,6 +356,7 @@ contract Runs is IRuns {
         if (fromRound > run.currentRound) revert RunsInvalidFromRound(runId, fromRound, run.currentRound);
         _touchRound(run, _rounds[runId][run.currentRound]);
         member.banned = true;
+        _bans[runId][member.index >> 8] |= uint256(1) << (member.index & 255);
         run.bannedCount += 1;
         requestId = ++_requestCount;
         _requests[requestId] = Request({
@@ -346,7 +416,8 @@ contract Runs is IRuns {
             admission: run.admission,
             currentRound: run.currentRound,
             memberCount: run.memberCount,
-            bannedCount: run.bannedCount
+            bannedCount: run.bannedCount,
+            committeeSize: run.committeeSize
         });
     }
 
@@ -365,7 +436,7 @@ contract Runs is IRuns {
             voteEnd: submitEnd + run.voteBlocks,
             memberSnapshot: snapshot,
             eligible: eligible,
-            quorum: _quorum(eligible, run.quorumBps),
+            quorum: _quorum(run.committeeSize == 0 ? eligible : uint32(_min(run.committeeSize, snapshot)), run.quorumBps),
             submissions: rd.submissions,
             status: rd.status,
             closedBlock: rd.closedBlock,
@@ -377,8 +448,9 @@ contract Runs is IRuns {
 
     /// @inheritdoc IRuns
     function memberInfo(uint256 runId, address account) external view returns (MemberView memory info) {
-        _existingRun(runId);
+        Run storage run = _existingRun(runId);
         Member storage member = _members[runId][account];
+        if (run.committeeSize != 0 && member.exists) return _committeeMemberInfo(runId, run, member);
         info = MemberView({
             isMember: member.exists,
             index: member.index,
@@ -449,6 +521,219 @@ contract Runs is IRuns {
         return _quorum(eligible, quorumBps);
     }
 
+    /// @inheritdoc IRuns
+    function committeeOf(uint256 runId, uint256 round) external view returns (uint32[] memory indices) {
+        Run storage run = _committeeRun(runId);
+        if (round > run.currentRound) revert RunsRoundNotOpen(runId, round, run.currentRound);
+        Round storage rd = _rounds[runId][round];
+        uint32 snapshot = rd.snapshotTaken ? rd.memberSnapshot : run.memberCount;
+        uint256[] memory committee = _committee(runId, round, rd.startBlock, snapshot, run.committeeSize);
+        indices = new uint32[](committee.length);
+        for (uint256 j = 0; j < committee.length; ++j) {
+            indices[j] = uint32(committee[j]);
+        }
+    }
+
+    /// @inheritdoc IRuns
+    function commitDigest(uint256 runId, uint256 round, bytes32 sha256Hash, bytes32 cidHash, uint64 numSamples)
+        external
+        view
+        returns (bytes32)
+    {
+        return _typedDigest(keccak256(abi.encode(_COMMIT_TYPEHASH, runId, round, sha256Hash, cidHash, numSamples)));
+    }
+
+    /// @inheritdoc IRuns
+    function committeeVoteDigest(CommitteeResult calldata result) external view returns (bytes32) {
+        return _voteDigest(result);
+    }
+
+    function _voteDigest(CommitteeResult calldata result) private view returns (bytes32) {
+        return _typedDigest(
+            keccak256(
+                abi.encode(
+                    _VOTE_TYPEHASH,
+                    result.runId,
+                    result.round,
+                    result.mergedSha256,
+                    keccak256(bytes(result.mergedCid)),
+                    result.includedSetHash,
+                    keccak256(bytes(result.manifestCid)),
+                    keccak256(abi.encodePacked(result.includedBitmap))
+                )
+            )
+        );
+    }
+
+    function _typedDigest(bytes32 structHash) private view returns (bytes32) {
+        bytes32 domain =
+            keccak256(abi.encode(_DOMAIN_TYPEHASH, _NAME_HASH, _VERSION_HASH, block.chainid, address(this)));
+        return keccak256(abi.encodePacked("\x19\x01", domain, structHash));
+    }
+
+    /// @dev The committee of a round, ascending by index: the min(k, snapshot) smallest tickets
+    /// keccak256(abi.encode(seed, i)), ties to the smaller index (a later index replaces only a larger ticket).
+    function _committee(uint256 runId, uint256 round, uint64 startBlock, uint32 snapshot, uint32 k)
+        private
+        view
+        returns (uint256[] memory committee)
+    {
+        bytes32 blockHash = blockhash(startBlock);
+        if (blockHash == bytes32(0)) revert RunsCommitteeNotDrawn(runId, round);
+        uint256 size = _min(k, snapshot);
+        committee = new uint256[](size);
+        if (size == snapshot) {
+            for (uint256 i = 0; i < size; ++i) {
+                committee[i] = i;
+            }
+            return committee;
+        }
+        bytes32 seed = keccak256(abi.encode(blockHash, runId, round));
+        uint256[] memory tickets = new uint256[](size); // ascending; committee[j] holds tickets[j]'s index
+        uint256 filled = 0;
+        for (uint256 i = 0; i < snapshot; ++i) {
+            uint256 t = uint256(keccak256(abi.encode(seed, i)));
+            if (filled == size) {
+                if (t >= tickets[size - 1]) continue;
+            } else {
+                ++filled;
+            }
+            uint256 j = filled - 1;
+            while (j > 0 && tickets[j - 1] > t) {
+                tickets[j] = tickets[j - 1];
+                committee[j] = committee[j - 1];
+                --j;
+            }
+            tickets[j] = t;
+            committee[j] = i;
+        }
+        for (uint256 a = 1; a < size; ++a) {
+            uint256 v = committee[a];
+            uint256 b = a;
+            while (b > 0 && committee[b - 1] > v) {
+                committee[b] = committee[b - 1];
+                --b;
+            }
+            committee[b] = v;
+        }
+    }
+
+    /// @dev The number of included members, after checking the bitmap's shape and that no banned one is in it.
+    function _checkIncluded(uint256 runId, uint256 round, uint32 snapshot, uint256[] calldata bitmap)
+        private
+        view
+        returns (uint32)
+    {
+        uint256 words = bitmap.length;
+        if (words != 0 && bitmap[words - 1] == 0) revert RunsIncludedSetMalformed(runId, round, (words - 1) << 8);
+        for (uint256 w = 0; w < words; ++w) {
+            uint256 bits = bitmap[w];
+            uint256 base = w << 8;
+            if (base + 256 > snapshot && bits >> (snapshot > base ? snapshot - base : 0) != 0) {
+                revert RunsIncludedSetMalformed(runId, round, base + _highestBit(bits));
+            }
+            uint256 banned = bits & _bans[runId][w];
+            if (banned != 0) revert RunsMemberBanned(runId, _memberList[runId][base + _lowestBit(banned)]);
+        }
+        return _popcount(bitmap);
+    }
+
+    function _popcount(uint256[] calldata bitmap) private pure returns (uint32 count) {
+        unchecked {
+            for (uint256 w = 0; w < bitmap.length; ++w) {
+                uint256 bits = bitmap[w];
+                while (bits != 0) {
+                    bits &= bits - 1;
+                    ++count;
+                }
+            }
+        }
+    }
+
+    /// @dev Checks the committee signatures; returns the committee size.
+    function _checkVotes(
+        uint256 runId,
+        uint256 round,
+        Run storage run,
+        Round storage rd,
+        CommitteeResult calldata result,
+        uint32[] calldata signers,
+        bytes[] calldata signatures
+    ) private view returns (uint32) {
+        if (signers.length != signatures.length) {
+            revert RunsSignersMalformed(runId, round, _min(signers.length, signatures.length));
+        }
+        uint256[] memory committee = _committee(runId, round, rd.startBlock, rd.memberSnapshot, run.committeeSize);
+        bytes32 digest = _voteDigest(result);
+        address[] storage list = _memberList[runId];
+        uint256 c = 0;
+        for (uint256 j = 0; j < signers.length; ++j) {
+            uint32 index = signers[j];
+            if (j > 0 && index <= signers[j - 1]) revert RunsSignersMalformed(runId, round, j);
+            while (c < committee.length && committee[c] < index) ++c;
+            if (c == committee.length || committee[c] != index) revert RunsNotCommittee(runId, round, index);
+            address account = list[index];
+            if (!_validSignature(digest, signatures[j], account)) revert RunsBadSignature(runId, round, index);
+            if (_bans[runId][index >> 8] >> (index & 255) & 1 != 0) revert RunsMemberBanned(runId, account);
+        }
+        uint32 quorum = _quorum(uint32(committee.length), run.quorumBps);
+        if (signers.length < quorum) revert RunsNoQuorum(runId, round, signers.length, quorum);
+        return uint32(committee.length);
+    }
+
+    function _validSignature(bytes32 digest, bytes calldata signature, address account) private pure returns (bool) {
+        if (signature.length != 65) return false;
+        bytes32 r = bytes32(signature[0:32]);
+        bytes32 s = bytes32(signature[32:64]);
+        uint8 v = uint8(signature[64]);
+        if ((v != 27 && v != 28) || uint256(s) > _HALF_N) return false;
+        address signer = ecrecover(digest, v, r, s);
+        return signer != address(0) && signer == account;
+    }
+
+    /// @dev A committee run's member record: its submissions are the finalised rounds that included it.
+    function _committeeMemberInfo(uint256 runId, Run storage run, Member storage member)
+        private
+        view
+        returns (MemberView memory info)
+    {
+        uint256 index = member.index;
+        uint256 word = index >> 8;
+        uint256 bit = index & 255;
+        uint32 count = 0;
+        uint32 last = 0;
+        uint256 rounds = run.currentRound;
+        for (uint256 r = 0; r < rounds; ++r) {
+            if (_included[runId][r][word] >> bit & 1 != 0) {
+                ++count;
+                last = uint32(r);
+            }
+        }
+        info = MemberView({
+            isMember: true,
+            index: member.index,
+            joinBlock: member.joinBlock,
+            banned: member.banned,
+            submittedRounds: count,
+            acceptedContributions: count,
+            lastSubmittedRound: last,
+            hasSubmittedEver: count != 0
+        });
+    }
+
+    function _lowestBit(uint256 bits) private pure returns (uint256 i) {
+        while (bits >> i & 1 == 0) ++i;
+    }
+
+    function _highestBit(uint256 bits) private pure returns (uint256 i) {
+        i = 255;
+        while (bits >> i == 0) --i;
+    }
+
+    function _min(uint256 a, uint256 b) private pure returns (uint256) {
+        return a < b ? a : b;
+    }
+
     function _quorum(uint32 eligible, uint16 quorumBps) private pure returns (uint32) {
         uint256 needed = (uint256(eligible) * quorumBps + _BPS - 1) / _BPS;
         return needed == 0 ? 1 : uint32(needed);
@@ -457,6 +742,16 @@ contract Runs is IRuns {
     function _existingRun(uint256 runId) private view returns (Run storage run) {
         run = _runs[runId];
         if (!run.exists) revert RunsUnknownRun(runId);
+    }
+
+    function _ordinaryRun(uint256 runId) private view returns (Run storage run) {
+        run = _existingRun(runId);
+        if (run.committeeSize != 0) revert RunsCommitteeRun(runId);
+    }
+
+    function _committeeRun(uint256 runId) private view returns (Run storage run) {
+        run = _existingRun(runId);
+        if (run.committeeSize == 0) revert RunsNotCommitteeRun(runId);
     }
 
     /// @dev The open round `round` of the run, with its eligible-set snapshot taken if it has started.

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 pragma solidity ^0.8.28;
 
-/// @title IRuns - federated training runs, rounds, merge votes, contributions and unlearning
+/// @title IRuns - federated training runs, rounds, merge votes, committee rounds, contributions and unlearning
 /// @notice Events and custom errors of the fedchain run registry. Every state change emits exactly one
 /// event (plus `ContributionAccepted` per member), right after the change; the fields an explorer filters
 /// on (run, round, member, subject, merged hash) are indexed.
@@ -37,6 +37,10 @@ interface IRuns {
     /// @param minUpdates Fewest submitted updates a round needs before it can be voted on.
     /// @param startBlock First block of round 0's submit window (>= the creation block).
     /// @param admission Open (anyone joins) or Allowlist (governance allows accounts).
+    /// @param committeeSize 0 for an ordinary run (every member submits and votes on chain); k > 0 for a
+    /// committee run: each round a committee of min(k, memberSnapshot) members drawn from
+    /// blockhash(startBlock) signs the result off chain and one `finalizeCommitteeRound` closes the round
+    /// (needs submitBlocks + voteBlocks <= 255).
     struct RunParams {
         bytes32 specSha256;
         string specCid;
@@ -47,6 +51,27 @@ interface IRuns {
         uint32 minUpdates;
         uint64 startBlock;
         Admission admission;
+        uint32 committeeSize;
+    }
+
+    /// @notice The result of a committee round, signed by its committee (EIP-712 `CommitteeVote`).
+    /// @param runId The run.
+    /// @param round The open round.
+    /// @param mergedSha256 The merged model's state hash (docs/specification.md: a hash over the tensors,
+    /// not the sha256 of the artifact file).
+    /// @param mergedCid IPFS CID of the merged model artifact.
+    /// @param includedSetHash keccak256(abi.encode(address[] members, bytes32[] sha256s)), members ascending.
+    /// @param manifestCid IPFS CID of the round's manifest (the signed member commits it includes).
+    /// @param includedBitmap Bit (i % 256) of word (i / 256) is set iff member index i is included; no
+    /// trailing zero words.
+    struct CommitteeResult {
+        uint256 runId;
+        uint256 round;
+        bytes32 mergedSha256;
+        string mergedCid;
+        bytes32 includedSetHash;
+        string manifestCid;
+        uint256[] includedBitmap;
     }
 
     /// @notice A run as returned by `runInfo`.
@@ -63,9 +88,12 @@ interface IRuns {
         uint32 currentRound;
         uint32 memberCount;
         uint32 bannedCount;
+        uint32 committeeSize;
     }
 
-    /// @notice A round as returned by `roundInfo`.
+    /// @notice A round as returned by `roundInfo`. In a committee run `quorum` is the committee's quorum,
+    /// `submissions` the included count once finalised, and `mergedSha256`/`includedSetHash` are zero (the
+    /// result is in the round's `RoundFinalized` event).
     struct RoundView {
         uint64 startBlock;
         uint64 submitEnd;
@@ -138,7 +166,8 @@ interface IRuns {
         string cid,
         uint64 numSamples
     );
-    /// @notice A member voted the merged model of a round; `votes` counts equal votes so far.
+    /// @notice A member voted the merged model (state hash `mergedSha256`) of a round; `votes` counts equal
+    /// votes so far.
     event MergeVoted(
         uint256 indexed runId,
         uint256 indexed round,
@@ -148,7 +177,8 @@ interface IRuns {
         bytes32 includedSetHash,
         uint32 votes
     );
-    /// @notice A quorum of eligible members voted the same merged model; the round is final.
+    /// @notice A quorum voted the same merged model (state hash `mergedSha256`); the round is final. In a
+    /// committee run `votes` is the number of committee signatures and `eligible` the committee size.
     event RoundFinalized(
         uint256 indexed runId,
         uint256 indexed round,
@@ -157,6 +187,10 @@ interface IRuns {
         bytes32 includedSetHash,
         uint32 votes,
         uint32 eligible
+    );
+    /// @notice A committee finalised a round: its manifest, included members and signing committee members.
+    event CommitteeFinalized(
+        uint256 indexed runId, uint256 indexed round, string manifestCid, uint256[] includedBitmap, uint32[] signers
     );
     /// @notice A round was closed without a result (too few updates or no quorum in its windows).
     event RoundFailed(uint256 indexed runId, uint256 indexed round, uint32 submissions, address closedBy);
@@ -234,7 +268,8 @@ interface IRuns {
     error RunsContributionsAlreadyRecorded(uint256 runId, uint256 round);
     /// @notice The given included set does not hash to the finalised `includedSetHash`.
     error RunsIncludedSetMismatch(uint256 runId, uint256 round, bytes32 expected, bytes32 actual);
-    /// @notice The included set is not strictly ascending by address or its arrays differ in length.
+    /// @notice The included set is not strictly ascending by address or its arrays differ in length; for a
+    /// committee bitmap: a bit at `index` >= memberSnapshot, or a trailing zero word (`index` = its first bit).
     error RunsIncludedSetMalformed(uint256 runId, uint256 round, uint256 index);
     /// @notice An included account did not submit in this round as an eligible member.
     error RunsIncludedNotSubmitter(uint256 runId, uint256 round, address account);
@@ -250,6 +285,21 @@ interface IRuns {
     error RunsNotEligibleForRequest(uint256 requestId, address account);
     /// @notice The member already voted on this unlearning request.
     error RunsAlreadyVotedUnlearning(uint256 requestId, address account);
+    /// @notice The call needs a committee run and the run is an ordinary one.
+    error RunsNotCommitteeRun(uint256 runId);
+    /// @notice The run is a committee run: rounds close only with `finalizeCommitteeRound`.
+    error RunsCommitteeRun(uint256 runId);
+    /// @notice The round's committee is not drawn: its start block is not mined yet or its hash is no
+    /// longer available (older than 256 blocks).
+    error RunsCommitteeNotDrawn(uint256 runId, uint256 round);
+    /// @notice `signers` is not strictly ascending or its length differs from `signatures` at `position`.
+    error RunsSignersMalformed(uint256 runId, uint256 round, uint256 position);
+    /// @notice Member index `index` is not on the round's committee.
+    error RunsNotCommittee(uint256 runId, uint256 round, uint32 index);
+    /// @notice The signature of committee member `index` is malformed, high-s, or not by that member.
+    error RunsBadSignature(uint256 runId, uint256 round, uint32 index);
+    /// @notice Fewer committee signatures than the committee's quorum.
+    error RunsNoQuorum(uint256 runId, uint256 round, uint256 votes, uint32 quorum);
 
     /// @notice Create a run; returns its id (a counter starting at 1).
     /// @param params The run's specification hash/CID and consensus parameters.
@@ -277,11 +327,23 @@ interface IRuns {
     /// @notice Vote the merged model of the open round, inside its vote window, once; finalises on quorum.
     /// @param runId The run.
     /// @param round The open round.
-    /// @param mergedSha256 sha256 of the merged model artifact.
+    /// @param mergedSha256 State hash of the merged model (docs/specification.md: a hash over the tensors, not
+    /// the sha256 of the artifact file).
     /// @param mergedCid IPFS CID of the merged model artifact.
     /// @param includedSetHash keccak256(abi.encode(address[] members, bytes32[] sha256s)), members ascending.
     function vote(uint256 runId, uint256 round, bytes32 mergedSha256, string calldata mergedCid, bytes32 includedSetHash)
         external;
+
+    /// @notice Finalise the open round of a committee run with its committee's EIP-712 `CommitteeVote`
+    /// signatures (anyone may send it; committee members do). Counts each included member's contribution.
+    /// @param result The round's result; every signature is over `committeeVoteDigest(result)`.
+    /// @param signers Committee member indices, strictly ascending.
+    /// @param signatures 65-byte r || s || v (v 27 or 28, s in the lower half) of each signer.
+    function finalizeCommitteeRound(
+        CommitteeResult calldata result,
+        uint32[] calldata signers,
+        bytes[] calldata signatures
+    ) external;
 
     /// @notice Close the open round as failed once it can no longer finalise (anyone).
     /// @param runId The run.
@@ -311,7 +373,7 @@ interface IRuns {
 
     /// @notice Vote the recomputed model of a pending unlearning request, once; fulfils it on quorum.
     /// @param requestId The request.
-    /// @param modelSha256 sha256 of the recomputed model artifact.
+    /// @param modelSha256 State hash of the recomputed model (docs/specification.md), not the file's sha256.
     /// @param modelCid IPFS CID of the recomputed model artifact.
     function voteUnlearning(uint256 requestId, bytes32 modelSha256, string calldata modelCid) external;
 
@@ -338,4 +400,15 @@ interface IRuns {
     function requestCount() external view returns (uint256);
     /// @notice Votes needed for quorum: max(1, ceil(quorumBps * eligible / 10000)).
     function quorumOf(uint32 eligible, uint16 quorumBps) external pure returns (uint32);
+    /// @notice The committee of a committee run's round: the min(committeeSize, memberSnapshot) member
+    /// indices with the smallest tickets uint256(keccak256(abi.encode(seed, i))), ties to the smaller index,
+    /// seed = keccak256(abi.encode(blockhash(startBlock), runId, round)); returned in ascending index order.
+    function committeeOf(uint256 runId, uint256 round) external view returns (uint32[] memory indices);
+    /// @notice The EIP-712 digest of an `UpdateCommit` (cidHash = keccak256(bytes(cid))) in this registry.
+    function commitDigest(uint256 runId, uint256 round, bytes32 sha256Hash, bytes32 cidHash, uint64 numSamples)
+        external
+        view
+        returns (bytes32);
+    /// @notice The EIP-712 digest of a `CommitteeVote` on `result` in this registry (what committee members sign).
+    function committeeVoteDigest(CommitteeResult calldata result) external view returns (bytes32);
 }

@@ -40,7 +40,8 @@ abstract contract RunsFixture is Test {
             voteBlocks: VOTE_BLOCKS,
             minUpdates: minUpdates,
             startBlock: uint64(block.number + 5),
-            admission: admission
+            admission: admission,
+            committeeSize: 0
         });
     }
 

@@ -10,6 +10,8 @@ interface Vm {
     function assume(bool condition) external pure;
     function addr(uint256 privateKey) external pure returns (address);
     function deployCode(string calldata artifactPath) external returns (address deployed);
+    function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
+    function setBlockhash(uint256 blockNumber, bytes32 blockHash) external;
 }
 
 /// @title Test - a minimal base for forge tests (forge-std is not installable here)

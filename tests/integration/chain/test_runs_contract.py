@@ -70,11 +70,12 @@ def test_create_run_RevertWhen_ParamsInvalid(chain: ChainEnv) -> None:
     fn = chain.client(0).contract.functions.createRun
     head = chain.head()
     bad = [
-        (SPEC_SHA, "c", chain.address(0), 0, 5, 5, 1, head + 5, 0),  # quorum 0
-        (SPEC_SHA, "c", chain.address(0), 10_001, 5, 5, 1, head + 5, 0),  # quorum > 100 %
-        (SPEC_SHA, "c", chain.address(0), 5_000, 0, 5, 1, head + 5, 0),  # empty submit window
-        (SPEC_SHA, "c", chain.address(0), 5_000, 5, 5, 1, 0, 0),  # start in the past
-        (b"\0" * 32, "c", chain.address(0), 5_000, 5, 5, 1, head + 5, 0),  # zero spec hash
+        (SPEC_SHA, "c", chain.address(0), 0, 5, 5, 1, head + 5, 0, 0),  # quorum 0
+        (SPEC_SHA, "c", chain.address(0), 10_001, 5, 5, 1, head + 5, 0, 0),  # quorum > 100 %
+        (SPEC_SHA, "c", chain.address(0), 5_000, 0, 5, 1, head + 5, 0, 0),  # empty submit window
+        (SPEC_SHA, "c", chain.address(0), 5_000, 5, 5, 1, 0, 0, 0),  # start in the past
+        (b"\0" * 32, "c", chain.address(0), 5_000, 5, 5, 1, head + 5, 0, 0),  # zero spec hash
+        (SPEC_SHA, "c", chain.address(0), 5_000, 200, 56, 1, head + 5, 0, 3),  # committee window > 255
     ]
     for params in bad:
         with pytest.raises(InvalidRunParamsError) as info:
