@@ -23,6 +23,7 @@ block of the run: the ``gasUsed`` of each member's transactions to ``Runs`` exce
 
     python bench/scale.py                          # 4, 8, 16 and 32 members (32 if memory allows)
     python bench/scale.py --sizes 4 8 16 --json
+    python bench/scale.py --committee 3 --block-time 1 --sizes 4 8 16   # committee runs, bytes by role
 """
 
 from __future__ import annotations
@@ -191,21 +192,29 @@ def _gas(rpc_url: str, runs: str, members: set[str], first_block: int) -> dict[s
     return totals
 
 
-def spec_file(folder: Path, rounds: int, size: int, local_steps: int, block_time: float) -> Path:
+def spec_file(
+    folder: Path, rounds: int, size: int, local_steps: int, block_time: float, committee: int = 0
+) -> Path:
     """The tiny spec with the bench's rounds and local steps; windows in seconds, converted to blocks.
 
     The join window covers the join transactions (a node joins before it imports torch); the submit window
     is only an upper bound (voting opens once every eligible member committed), long enough that N node
-    processes that load the model at once on a few loaded cores still make round 0.
+    processes that load the model at once on a few loaded cores still make round 0. A committee run
+    (``committee`` > 0) caps the two windows at 255 blocks together (the committee's seed block hash must
+    stay readable), two thirds for submitting.
     """
     join_s, submit_s, vote_s = 45 + 4 * size, 120 + 8 * size + size * local_steps, 60 + 4 * size
+    submit_b, vote_b = math.ceil(submit_s / block_time), math.ceil(vote_s / block_time)
+    if committee:
+        submit_b, vote_b = min(submit_b, 170), min(vote_b, 85)
     text = (ROOT / "node" / "specs" / "tiny.toml").read_text()
+    join_line = f"join_blocks = {math.ceil(join_s / block_time)}"
     for old, new in (
         ("rounds = 2", f"rounds = {rounds}"),
         ("local_steps = 4", f"local_steps = {local_steps}"),
-        ("join_blocks = 45", f"join_blocks = {math.ceil(join_s / block_time)}"),
-        ("submit_blocks = 20", f"submit_blocks = {math.ceil(submit_s / block_time)}"),
-        ("vote_blocks = 20", f"vote_blocks = {math.ceil(vote_s / block_time)}"),
+        ("join_blocks = 45", join_line + (f"\ncommittee_size = {committee}" if committee else "")),
+        ("submit_blocks = 20", f"submit_blocks = {submit_b}"),
+        ("vote_blocks = 20", f"vote_blocks = {vote_b}"),
     ):
         if old not in text:
             raise RuntimeError(f"node/specs/tiny.toml no longer contains {old!r}")
@@ -216,7 +225,13 @@ def spec_file(folder: Path, rounds: int, size: int, local_steps: int, block_time
 
 
 def measure(
-    size: int, rounds: int, local_steps: int, block_time: float, sample_s: float, keep: Path | None = None
+    size: int,
+    rounds: int,
+    local_steps: int,
+    block_time: float,
+    sample_s: float,
+    keep: Path | None = None,
+    committee: int = 0,
 ) -> dict[str, Any]:
     """Run one cluster of ``size`` members for ``rounds`` rounds and return its per-member costs."""
     from node.cluster import LocalCluster
@@ -229,7 +244,7 @@ def measure(
         with Devnet(folder / "devnet", anvil, ipfs=True) as devnet:
             cluster = LocalCluster(folder / "nodes", devnet, size)
             cluster.init()
-            run_id = cluster.create_run(spec_file(folder, rounds, size, local_steps, block_time))
+            run_id = cluster.create_run(spec_file(folder, rounds, size, local_steps, block_time, committee))
             ipfs_port = int(str(devnet.ipfs_api).split("/tcp/")[1].split("/")[0]) if devnet.ipfs_api else -1
             sampler = Sampler({int(devnet.rpc_url.rsplit(":", 1)[1]): "chain", ipfs_port: "ipfs"}, sample_s)
             sampler.start()
@@ -264,7 +279,44 @@ def measure(
             addresses = {m.address.lower() for m in cluster.members}
             gas = _gas(devnet.rpc_url, devnet.runs_address, addresses, devnet.deploy_block)
             events = [cluster.events(i) for i in range(size)]
-    return _summary(size, rounds, events, pids, sampler, gas, wall)
+    summary = _summary(size, rounds, events, pids, sampler, gas, wall)
+    if committee:
+        summary["committee_size"] = committee
+        summary["by_role"] = _by_role(events, pids, sampler)
+    return summary
+
+
+def _by_role(
+    events: list[list[dict[str, Any]]], pids: Mapping[int, int | None], sampler: Sampler
+) -> dict[str, Any]:
+    """Committee runs: bytes per member per round, for the rounds a member was in the committee or not.
+
+    Round r's window for a node runs from its finalisation of round r - 1 to that of round r (its commit,
+    the committee's fetches and merge, the adoption of round r - 1's result); the node's role is its
+    ``committee.drawn`` of round r.
+    """
+    rows: dict[str, dict[str, list[float]]] = {
+        role: {"sent": [], "received": [], "p2p_received": []} for role in ("committee", "outside")
+    }
+    for i, ev in enumerate(events):
+        pid = pids.get(i)
+        finals = {int(e["round"]): float(e["ts"]) for e in ev if e.get("event") == "round.finalized"}
+        ours = {int(e["round"]): bool(e["ours"]) for e in ev if e.get("event") == "committee.drawn"}
+        for r in sorted(finals):
+            if r - 1 not in finals or r not in ours or pid is None:
+                continue
+            first, last = sampler.at(finals[r - 1]), sampler.at(finals[r])
+            if first is None or last is None or pid not in first.sent or pid not in last.sent:
+                continue
+            row = rows["committee" if ours[r] else "outside"]
+            row["sent"].append(sum(last.sent[pid][k] - first.sent[pid][k] for k in CLASSES))
+            row["received"].append(sum(last.received[pid][k] - first.received[pid][k] for k in CLASSES))
+            row["p2p_received"].append(last.received[pid]["p2p"] - first.received[pid]["p2p"])
+    return {
+        role: {name: round(statistics.fmean(v)) if v else None for name, v in row.items()}
+        | {"samples": len(row["sent"])}
+        for role, row in rows.items()
+    }
 
 
 def _summary(
@@ -342,6 +394,9 @@ def main() -> None:
     parser.add_argument("--sample-s", type=float, default=0.5, help="seconds between socket/CPU samples")
     parser.add_argument("--keep", type=Path, default=None, help="copy the nodes' logs into this folder")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--committee", type=int, default=0, help="committee size k (0: ordinary runs; docs/scale.md)"
+    )
     args = parser.parse_args()
     if min(args.sizes) < 1 or args.rounds < 2 or args.local_steps < 1 or args.block_time <= 0:
         parser.error("--sizes and --local-steps must be >= 1, --rounds >= 2 and --block-time > 0")
@@ -355,7 +410,9 @@ def main() -> None:
             results.append({"members": size, "skipped": str(exc)})
             continue
         try:
-            row = measure(size, args.rounds, args.local_steps, args.block_time, args.sample_s, args.keep)
+            row = measure(
+                size, args.rounds, args.local_steps, args.block_time, args.sample_s, args.keep, args.committee
+            )
         except (RuntimeError, OSError, ValueError) as exc:  # ServiceError too: report, go on with the next
             row = {"members": size, "error": f"{type(exc).__name__}: {str(exc)[:500]}"}
         results.append(row)
@@ -366,6 +423,7 @@ def main() -> None:
         "block_time_s": args.block_time,
         "local_steps": args.local_steps,
         "model": "tiny-llama",
+        "committee_size": args.committee,
         "results": results,
     }
     if args.json:
@@ -388,6 +446,12 @@ def main() -> None:
             f"{_fmt_bytes(r['received_bytes_per_round']['p2p']):>10} {r['cpu_s_per_round']:>6.2f} "
             f"{r['gas_per_round']:>8} {r['pss_mib_max']:>8}"
         )
+        for role, row in r.get("by_role", {}).items():
+            if row["sent"] is not None:
+                print(
+                    f"{'':>7} {role:>8} {_fmt_bytes(row['sent']):>10} {_fmt_bytes(row['received']):>10} "
+                    f"{_fmt_bytes(row['p2p_received']):>10}   ({row['samples']} member-rounds)"
+                )
 
 
 if __name__ == "__main__":

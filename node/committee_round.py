@@ -228,6 +228,8 @@ def _drain_inbox(ctx: NodeContext, book: RoundBook) -> None:
                     f"{message.type} of round {message.round}, the open round is {book.round}"
                 )
             if message.type == "commit":
+                if not book.in_committee:
+                    continue  # only the committee uses commits: outside it they are not even checked
                 eligibility = eligibility or _eligibility(ctx, book)
                 _take_commit(ctx, book, message, eligibility)
             elif message.type == "proposal":
@@ -402,7 +404,8 @@ def _regossip(ctx: NodeContext, book: RoundBook) -> None:
         return
     book.last_gossip = time.monotonic()
     commit = _own_commit(ctx, book.round)
-    if commit is not None:
+    proposed = any(key not in book.refused for key in book.proposals)
+    if commit is not None and not proposed:  # once a leader proposed, the commit is in or out for good
         _publish(ctx, _commit_message(ctx, book.round, commit))
     own = [p for p in book.proposals.values() if p.proposer == book.own_index]
     for proposal in own:
