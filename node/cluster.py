@@ -70,9 +70,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def fedchain(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
-    """Run the ``fedchain`` CLI in a child process and return its completed process (never raises on rc)."""
-    return subprocess.run([*_CLI, *args], capture_output=True, text=True, timeout=timeout, check=False)
+def fedchain(
+    *args: str, timeout: float = 120.0, prefix: Sequence[str] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run the ``fedchain`` CLI in a child process and return its completed process (never raises on rc).
+
+    ``prefix`` goes before the command, e.g. ``["ip", "netns", "exec", NS]`` (see :mod:`node.devnet.wan`).
+    """
+    argv = [*prefix, *_CLI, *args]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 @dataclass(frozen=True)
@@ -84,11 +90,13 @@ class Member:
     address: str
     peer_id: str
     port: int
+    host: str = "127.0.0.1"
+    prefix: tuple[str, ...] = ()  # command prefix of its processes (a network namespace)
 
     @property
     def multiaddr(self) -> str:
         """Where other members dial this one."""
-        return f"/ip4/127.0.0.1/tcp/{self.port}/p2p/{self.peer_id}"
+        return f"/ip4/{self.host}/tcp/{self.port}/p2p/{self.peer_id}"
 
     @property
     def log_path(self) -> Path:
@@ -114,6 +122,12 @@ class LocalCluster:
     node_memory_mib
         Memory one node process needs (about 450 MiB for the tiny model); the cluster refuses a size whose
         processes cannot fit into the machine's available memory (see :func:`check_capacity`).
+    hosts
+        Per member, the IPv4 address its libp2p host listens on and is dialled at (default 127.0.0.1).
+    prefixes
+        Per member, a command prefix for its ``fedchain`` processes, e.g. ``["ip", "netns", "exec", NS]``
+        to run each member in its own network namespace (:mod:`node.devnet.wan`); the devnet's URLs must
+        then be reachable from there.
 
     Raises
     ------
@@ -129,6 +143,8 @@ class LocalCluster:
         *,
         store: str = "local",
         node_memory_mib: int = TINY_NODE_MIB,
+        hosts: Sequence[str] | None = None,
+        prefixes: Sequence[Sequence[str]] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"`size` must be >= 1, got {size}")
@@ -146,6 +162,11 @@ class LocalCluster:
         self.devnet = devnet
         self.size = size
         self.store = store
+        for name, given in (("hosts", hosts), ("prefixes", prefixes)):
+            if given is not None and len(given) != size:
+                raise ValueError(f"`{name}` must have one entry per member ({size}), got {len(given)}")
+        self.hosts = list(hosts) if hosts is not None else ["127.0.0.1"] * size
+        self.prefixes = [tuple(p) for p in prefixes] if prefixes is not None else [()] * size
         self.members: list[Member] = []
         self.processes: dict[int, ManagedProcess] = {}
 
@@ -172,13 +193,14 @@ class LocalCluster:
                 store,
             ]
             args += ["--ipfs-api", self.devnet.ipfs_api or "", "--listen-port", str(ports[i])]
+            args += ["--listen-host", self.hosts[i]]
             # a loaded machine (N imports of the CLI at once, other jobs) can take minutes here
             done = fedchain(*args, "--kdf-iterations", "1024", "--json", timeout=CLI_TIMEOUT_S)
             key_file.unlink()
             if done.returncode != 0:
                 raise ServiceError(f"fedchain init for member {i} failed: {done.stderr.strip()}")
             out = json.loads(done.stdout)
-            return Member(i, home, out["address"], out["peer_id"], ports[i])
+            return Member(i, home, out["address"], out["peer_id"], ports[i], self.hosts[i], self.prefixes[i])
 
         with ThreadPoolExecutor(max_workers=min(self.size, INIT_PARALLELISM)) as pool:
             self.members = list(pool.map(init_one, range(self.size)))
@@ -186,8 +208,9 @@ class LocalCluster:
 
     def create_run(self, spec: Path) -> int:
         """Create a run from member 0's home; return its id."""
-        home = str(self.members[0].home)
-        done = fedchain("run", "create", "--spec", str(spec), "--home", home, "--json", timeout=CLI_TIMEOUT_S)
+        home, prefix = str(self.members[0].home), self.members[0].prefix
+        args = ("run", "create", "--spec", str(spec), "--home", home, "--json")
+        done = fedchain(*args, timeout=CLI_TIMEOUT_S, prefix=prefix)
         if done.returncode != 0:
             raise ServiceError(f"fedchain run create failed: {done.stderr.strip()}")
         return int(json.loads(done.stdout)["run_id"])
@@ -196,6 +219,7 @@ class LocalCluster:
         """Return a (not yet started) node process for member ``i``."""
         member = self.members[i]
         argv = [
+            *member.prefix,
             *_CLI,
             "node",
             "start",

@@ -15,8 +15,7 @@ from typing import NoReturn
 
 import typer
 
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
+from node.exitcodes import EXIT_USAGE
 
 
 def _fail(message: str, code: int = EXIT_USAGE) -> NoReturn:
@@ -39,7 +38,8 @@ def init(
     registry: str = typer.Option("", "--registry", help="Address of the deployed Runs contract."),
     store: str = typer.Option("local", "--store", help="'local' or 'ipfs:<multiaddr>' of an IPFS API."),
     ipfs_api: str = typer.Option("", "--ipfs-api", help="IPFS API multiaddr used as the last fetch source."),
-    listen_port: int = typer.Option(0, "--listen-port", help="libp2p TCP port on 127.0.0.1 (0: any)."),
+    listen_host: str = typer.Option("127.0.0.1", "--listen-host", help="IPv4 address libp2p listens on."),
+    listen_port: int = typer.Option(0, "--listen-port", help="libp2p TCP port (0: any)."),
     bootstrap: list[str] = typer.Option(
         [], "--bootstrap", help="Multiaddr of a member to dial (repeatable)."
     ),
@@ -87,6 +87,7 @@ def init(
                 "chain.registry": registry,
                 "storage.store": store,
                 "storage.ipfs_api": ipfs_api,
+                "p2p.listen_host": listen_host,
                 "p2p.listen_port": listen_port,
                 "p2p.bootstrap": list(bootstrap),
             }

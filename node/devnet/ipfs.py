@@ -17,6 +17,7 @@ import shutil
 import subprocess
 import time
 import urllib.request
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
@@ -74,6 +75,9 @@ class IpfsDaemon:
         File receiving the output of ``init`` and of the daemon.
     jsipfs
         The ``jsipfs`` executable (default: :func:`find_jsipfs`).
+    prefix
+        Command prefix of the daemon, e.g. ``["ip", "netns", "exec", NS]`` to run it inside a network
+        namespace (:mod:`node.devnet.wan`).
 
     Examples
     --------
@@ -82,8 +86,11 @@ class IpfsDaemon:
     /ip4/127.0.0.1/tcp/41235/http
     """
 
-    def __init__(self, repo_dir: Path, log_path: Path, jsipfs: Path | None = None) -> None:
+    def __init__(
+        self, repo_dir: Path, log_path: Path, jsipfs: Path | None = None, *, prefix: Sequence[str] = ()
+    ) -> None:
         self.repo_dir = Path(repo_dir)
+        self.prefix = list(prefix)
         self.log_path = Path(log_path)
         self._jsipfs = jsipfs
         self._proc: ManagedProcess | None = None
@@ -185,7 +192,13 @@ class IpfsDaemon:
         started = time.monotonic()
         self.init()
         self._clear_stale_state()
-        argv = [str(self._jsipfs or find_jsipfs()), "daemon", "--offline", "--enable-preload=false"]
+        argv = [
+            *self.prefix,
+            str(self._jsipfs or find_jsipfs()),
+            "daemon",
+            "--offline",
+            "--enable-preload=false",
+        ]
         self._proc = ManagedProcess(
             "ipfs", argv, self.log_path, ready=lambda _proc: self._responds(), env=self._env()
         )
