@@ -7,11 +7,26 @@ from pathlib import Path
 
 import typer
 
-from node.cli.common import EXIT_FAILURE, EXIT_MISMATCH, EXIT_USAGE, JSON, fail
+from node.cli.common import JSON, fail
+from node.exitcodes import EXIT_FAILURE, EXIT_MISMATCH, EXIT_UNAVAILABLE, EXIT_USAGE
+
+
+def _rpc_url(rpc_url: str | None, rpc: str | None) -> str:
+    """Return the chain URL from ``--rpc-url`` or its deprecated spelling ``--rpc`` (with a warning)."""
+    if rpc is not None:
+        typer.echo("warning: --rpc is deprecated, use --rpc-url", err=True)
+        if rpc_url is not None and rpc_url != rpc:
+            fail(f"--rpc-url {rpc_url} and --rpc {rpc} disagree: give --rpc-url only", EXIT_USAGE)
+        rpc_url = rpc
+    if not rpc_url:
+        fail("missing option --rpc-url: the chain's JSON-RPC URL, e.g. http://127.0.0.1:8545", EXIT_USAGE)
+    return rpc_url
 
 
 def audit(
-    rpc: str = typer.Option(..., "--rpc", help="JSON-RPC URL of the chain, e.g. http://127.0.0.1:8545."),
+    rpc_url: str | None = typer.Option(
+        None, "--rpc-url", help="JSON-RPC URL of the chain, e.g. http://127.0.0.1:8545. [required]"
+    ),
     registry: str = typer.Option(..., "--registry", help="Address of the Runs contract."),
     ipfs_api: str = typer.Option(
         ..., "--ipfs-api", help="IPFS HTTP API multiaddr (/ip4/127.0.0.1/tcp/5001/http) or a store folder."
@@ -34,13 +49,16 @@ def audit(
         help="Also verify the registry's source with Sourcify's library (recompiles it with solcjs, ~20 s).",
     ),
     json_output: bool = JSON,
+    rpc: str | None = typer.Option(None, "--rpc", hidden=True, help="Deprecated spelling of --rpc-url."),
 ) -> None:
     """Recompute every finalised round and fulfilled unlearning request from the chain and the artifacts.
 
     First the registry itself: its runtime code must be the committed ``Runs`` artifact's, byte for byte
     (with ``--verify-source`` also a perfect Sourcify match of the committed sources).
 
-    Exit 0 when everything matches, 3 when anything does not (each mismatch is named), 1 on an outage.
+    Exit 0 when everything matches, 3 when anything does not (each mismatch is named), 4 when nothing
+    disagrees but an included update is unavailable from the store (its round is not recomputed), 1 on an
+    outage. Every round's votes are checked: eligible voters, one vote each, the eligible count, quorum.
     In a members-only run without ``--view-key`` only what needs no plaintext is checked (ciphertext
     hashes, availability, votes, included sets); what was not is listed as ``not checked``.
     """
@@ -52,8 +70,9 @@ def audit(
     from p2p.errors import P2PError
     from p2p.storage import open_store
 
+    rpc_url = _rpc_url(rpc_url, rpc)
     try:
-        client = RunsClient(connect(rpc), registry)
+        client = RunsClient(connect(rpc_url), registry)
         store = open_store(
             ipfs_api if ipfs_api.startswith(("/", "ipfs:", "local:", ".")) else f"ipfs:{ipfs_api}"
         )
@@ -76,7 +95,7 @@ def audit(
         fail(f"cannot read the registry's code at {registry}: {exc}", EXIT_FAILURE)
     if verify_source:
         try:
-            result = verify_deployment(rpc, int(client.w3.eth.chain_id), registry)
+            result = verify_deployment(rpc_url, int(client.w3.eth.chain_id), registry)
             registry_check["sourcify"] = {
                 "runtime_match": result.runtime_match,
                 "compiler": result.compiler,
@@ -105,8 +124,11 @@ def audit(
             finalised = sum(1 for row in report.rounds if row.status == "finalized")
             fulfilled = sum(1 for row in report.requests if row.status == "fulfilled")
             verdict = "OK" if report.ok else f"{len(report.mismatches)} MISMATCH(ES)"
-            if report.unchecked:
-                verdict += f", {len(report.unchecked)} not checked (encrypted; give --view-key)"
+            if report.unavailable:
+                verdict += f", {len(report.unavailable)} UNAVAILABLE update(s)"
+            sealed = len(report.unchecked) - len({u.round for u in report.unavailable})
+            if sealed > 0:
+                verdict += f", {sealed} not checked (encrypted; give --view-key)"
             typer.echo(
                 f"run {report.run}: {finalised} finalised rounds recomputed, "
                 f"{fulfilled} fulfilled unlearning requests replayed — {verdict}"
@@ -114,9 +136,16 @@ def audit(
             for row in report.rounds:
                 if row.status == "finalized":
                     same = "=" if row.recomputed_sha256 == row.merged_sha256 else "≠"
+                    failed = [name for name, passed in row.vote_checks.items() if not passed]
+                    votes = (
+                        f"; votes FAIL {', '.join(failed)}"
+                        if failed
+                        else "; votes ok" * bool(row.vote_checks)
+                    )
+                    recomputed = "unavailable" if row.unavailable else f"{str(row.recomputed_sha256)[:16]}…"
                     typer.echo(
                         f"  round {row.round:>3} from {row.base}: {len(row.included)} included, merged "
-                        f"{str(row.merged_sha256)[:16]}… {same} recomputed {str(row.recomputed_sha256)[:16]}…"
+                        f"{str(row.merged_sha256)[:16]}… {same} recomputed {recomputed}{votes}"
                     )
             for req in report.requests:
                 typer.echo(
@@ -131,9 +160,15 @@ def audit(
                 )
             for mismatch in report.mismatches:
                 typer.echo(f"  MISMATCH {mismatch.describe()}")
+            for gone in report.unavailable:
+                typer.echo(
+                    f"  UNAVAILABLE round {gone.round}: update of {gone.member} at {gone.cid}: {gone.detail}"
+                )
             for note in report.notes:
                 typer.echo(f"  note: {note}")
             for item in report.unchecked:
                 typer.echo(f"  not checked: {item}")
     if not ok:
         raise typer.Exit(EXIT_MISMATCH)
+    if any(report.unavailable for report in reports):
+        raise typer.Exit(EXIT_UNAVAILABLE)
