@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,8 +95,28 @@ def _kill_after_round_1_commit_and_restart(cluster: LocalCluster, run_id: int) -
         raise RuntimeError("node process has no pid")
     os.kill(victim.pid, signal.SIGKILL)
     victim.stop(timeout=5.0)  # reaps it
-    time.sleep(0.5)
+    member = cluster.members[KILLED]
+    _wait_until_bindable(member.host, member.port, 10.0)  # its restart listens on the same libp2p port
     cluster.start(run_id, DATA, indices=[KILLED])
+
+
+def _wait_until_bindable(host: str, port: int, timeout: float) -> None:
+    """Poll until ``host:port`` can be bound, for at most ``timeout`` seconds.
+
+    The probe is the restarted node's own check (``p2p.host.ensure_port_free``), which refuses a port that
+    the killed process's listener still holds.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind((host, port))
+                return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    pytest.fail(f"{host}:{port} still in use {timeout:g} s after the node was killed: {exc}")
+        time.sleep(0.02)
 
 
 def _client(cluster: LocalCluster) -> RunsClient:

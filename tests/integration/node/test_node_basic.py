@@ -13,7 +13,7 @@ import math
 import os
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,23 @@ SPEC = Path(__file__).resolve().parents[3] / "node" / "specs" / "tiny.toml"
 DATA = ["synthetic:arithmetic:40", "synthetic:reverse:40", "synthetic:capitals:40"]
 OTHERS = "synthetic:antonyms:12"
 """Node 0's extra evaluation source (``--eval-data``): a distribution no member trains on."""
+
+
+def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 20 ms until it holds; fail naming ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def _has_mapped(pid: int, library: str) -> bool:
+    """Whether process ``pid`` has a file whose name contains ``library`` in its memory map (Linux)."""
+    try:
+        return library in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:  # the process is gone
+        return False
 
 
 @pytest.fixture(scope="module")
@@ -71,13 +88,14 @@ def test_a_node_stopped_while_starting_exits_before_loading_the_model(
     proc.start()
     try:
         cluster.wait_until(lambda: bool(cluster.events(0, "node.started")), 120, "node.started")
-        time.sleep(0.5)  # past the spec fetch, into importing and loading the model (seconds more)
         assert proc.pid is not None
-        os.kill(proc.pid, sig)
-        deadline = time.monotonic() + 15.0
-        while proc.is_running() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert not proc.is_running(), f"still running 15 s after {sig.name}:\n{proc.tail(20)}"
+        pid = proc.pid
+        # past the spec fetch, into importing torch and loading the model (seconds more): nothing before the
+        # spec fetch imports torch, so its shared library in the process's memory map marks that stage
+        _wait(lambda: not proc.is_running() or _has_mapped(pid, "libtorch"), 120, "the node importing torch")
+        assert proc.is_running(), proc.tail(20)
+        os.kill(pid, sig)
+        _wait(lambda: not proc.is_running(), 15, f"the node to exit after {sig.name}:\n{proc.tail(20)}")
     finally:
         code = proc.stop(timeout=5.0)
     assert code == 130
