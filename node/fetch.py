@@ -100,29 +100,33 @@ class Fetcher:
             self._publish(cid, data, kind)
         return cid
 
-    def publish(self, cid: str, kind: str) -> None:
-        """Add and pin an artifact of the own store to the IPFS daemon too (no-op without one; logged).
+    def publish(self, cid: str, kind: str) -> bool:
+        """Add and pin an artifact of the own store to the IPFS daemon too; return whether it is there now.
 
         For artifacts kept with ``publish=False`` whose mirroring should not delay what comes next (the
-        vote phase keeps the merged state and votes; the round loop's chores publish it later).
+        vote phase keeps the merged state and votes; the round loop's chores publish it later). Without an
+        IPFS daemon there is nothing to do (``False``); an artifact missing from the own store or a failing
+        daemon is logged, never raised (``False``).
         """
         if self.ipfs is None:
-            return
+            return False
         try:
             data = bytes(self.store.get(cid))
         except Exception as exc:
             log.warning("could not read %s %s to publish it: %s", kind, cid, exc)
-            return
-        self._publish(cid, data, kind)
+            return False
+        return self._publish(cid, data, kind)
 
-    def _publish(self, cid: str, data: bytes, kind: str) -> None:
+    def _publish(self, cid: str, data: bytes, kind: str) -> bool:
         if self.ipfs is None:
-            return
+            return False
         try:
             self.ipfs.put(data)
             self.ipfs.pin(cid)
         except Exception as exc:  # IPFS is a mirror here; the artifact is already kept locally
             log.warning("could not publish %s %s to IPFS: %s", kind, cid, exc)
+            return False
+        return True
 
     def _check(self, want: Want, data: bytes) -> bytes:
         if want.sha256 is not None and hashlib.sha256(data).hexdigest() != want.sha256:

@@ -110,18 +110,18 @@ def test_a_failing_event_sink_does_not_fail_the_fetch(tmp_path: Path) -> None:
     assert fetcher.get(_want(b"payload", cid)) == (b"payload", "ipfs")
 
 
-def test_an_artifact_kept_unpublished_is_mirrored_by_publish_and_a_missing_one_only_logs(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+def test_an_artifact_kept_unpublished_is_mirrored_by_publish_and_a_missing_one_is_reported(
+    tmp_path: Path,
 ) -> None:
     own, mirror = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "mirror")
     fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=mirror)
 
     cid = fetcher.keep(b"merged state", "merged", 1, 0, publish=False)
     assert own.has(cid) and not mirror.has(cid)
-    fetcher.publish(cid, "merged")
+    assert fetcher.publish(cid, "merged") is True
     assert mirror.get(cid) == b"merged state"
 
     gone = LocalStore(tmp_path / "elsewhere").put(b"never kept here")
-    fetcher.publish(gone, "merged")  # not in the own store: a warning, no exception
+    assert fetcher.publish(gone, "merged") is False  # not in the own store: reported, no exception
     assert not mirror.has(gone)
-    assert any("could not read merged" in r.getMessage() for r in caplog.records)
+    assert Fetcher(own, NodeState(tmp_path / "t.db")).publish(cid, "merged") is False  # no daemon
