@@ -53,7 +53,8 @@ def test_fedchain_audit_checks_the_registry_code_and_its_sourcify_match(
 ) -> None:
     runs, _ = _deploy(anvil, "Runs")
     other, _ = _deploy(anvil, "EventFloor")
-    cmd = [str(Path(sys.executable).parent / "fedchain"), "audit", "--rpc", anvil.rpc_url, "--registry", runs]
+    cmd = [str(Path(sys.executable).parent / "fedchain"), "audit", "--rpc-url", anvil.rpc_url]
+    cmd += ["--registry", runs]
     cmd += ["--ipfs-api", f"local:{tmp_path / 'store'}", "--verify-source", "--json"]
 
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)

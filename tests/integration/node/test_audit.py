@@ -38,7 +38,7 @@ def _audit(anvil: AnvilChain, registry: str, ipfs: str, run: int) -> tuple[int, 
     cmd = [
         str(Path(sys.executable).parent / "fedchain"),
         "audit",
-        "--rpc",
+        "--rpc-url",
         anvil.rpc_url,
         "--registry",
         registry,

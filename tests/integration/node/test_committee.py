@@ -125,7 +125,7 @@ def test_audit_rebuilds_the_committee_rounds_and_passes(finished: tuple[LocalClu
     cmd = [
         str(Path(sys.executable).parent / "fedchain"),
         "audit",
-        "--rpc",
+        "--rpc-url",
         cluster.devnet.rpc_url,
         "--registry",
         cluster.devnet.runs_address,

@@ -74,7 +74,7 @@ def _finalised_row(report: dict[str, Any]) -> dict[str, Any]:
 def _audit(devnet: Any, run: int, *extra: str) -> tuple[int, dict[str, Any]]:
     done = fedchain(
         "audit",
-        "--rpc",
+        "--rpc-url",
         devnet.rpc_url,
         "--registry",
         devnet.runs_address,

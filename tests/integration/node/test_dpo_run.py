@@ -89,7 +89,7 @@ def test_the_audit_recomputes_every_dpo_round(finished: tuple[LocalCluster, int]
     cmd = [
         str(Path(sys.executable).parent / "fedchain"),
         "audit",
-        "--rpc",
+        "--rpc-url",
         devnet.rpc_url,
         "--registry",
         devnet.runs_address,

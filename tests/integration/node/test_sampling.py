@@ -159,7 +159,7 @@ def test_audit_recomputes_the_selection_and_passes(
     cmd = [
         str(Path(sys.executable).parent / "fedchain"),
         "audit",
-        "--rpc",
+        "--rpc-url",
         cluster.devnet.rpc_url,
         "--registry",
         cluster.devnet.runs_address,

@@ -82,7 +82,7 @@ def test_a_request_filed_mid_run_is_fulfilled_and_the_audit_passes(devnet: Any, 
     assert voted == {row["result_sha256"]}
     assert all(cluster.events(i, "unlearning.adopted") for i in honest)
 
-    audit = fedchain("audit", "--rpc", devnet.rpc_url, "--registry", devnet.runs_address,
+    audit = fedchain("audit", "--rpc-url", devnet.rpc_url, "--registry", devnet.runs_address,
                      "--ipfs-api", devnet.ipfs_api, "--run", str(run_id), "--json", timeout=300)  # fmt: skip
 
     assert audit.returncode == 0, audit.stdout[-3000:] + audit.stderr[-3000:]
