@@ -12,6 +12,8 @@ router and pubsub:
   *not admitted* on that topic: what it publishes or forwards is dropped before the signature check and
   never forwarded, its subscriptions and control messages are ignored (so it is never in our mesh, never
   gossiped to, never sent a message), and messages that originate from it are dropped whoever relays them.
+  Each message it sends us adds ``view_penalty`` to its penalty (a member's early messages may arrive before
+  the node knows the member list), so a publishing Sybil is soon graylisted as well.
 * **Rate limits.** Token buckets per peer: every new, valid message a member *signs* costs a token of its
   origin bucket (``peer_rate`` per second, ``peer_burst`` deep); every not-yet-seen message a directly
   connected peer *sends us* costs a token of its relay bucket (``relay_rate``, ``relay_burst``: an honest
@@ -22,8 +24,10 @@ router and pubsub:
   sender; one that an honest relay may forward when views differ, i.e. stale round, clock skew, replay,
   unknown member: ``view_penalty``). The penalty decays by ``penalty_decay`` every heartbeat. When it
   reaches ``graylist_threshold`` the peer is graylisted for ``graylist_s`` (doubled at each repeat, at most
-  ``max_graylist_s``): all its traffic is dropped and nothing is forwarded to it, as for a non-member.
-  Each graylisting is logged once, with the penalty's reasons.
+  ``max_graylist_s``): all its traffic is dropped and nothing is forwarded to it, as for a non-member, and
+  its inbound pubsub streams are reset and refused while it lasts (a flood then costs us no parsing at all;
+  a py-libp2p peer reopens its stream with backoff of at most 10 s once the graylisting ended). Each
+  graylisting is logged once, with the penalty's reasons.
 
 Everything here is plain bookkeeping driven by the caller's clock, so it is tested without a network.
 """
@@ -196,6 +200,8 @@ class PeerGuard:
         self.history: list[Graylisting] = []
         self._peers: dict[ID, _PeerState] = {}
         self._noted: set[ID] = set()
+        self.on_graylisted: list[Callable[[ID], None]] = []
+        """Called with each newly graylisted peer (:mod:`p2p.router` closes its streams)."""
 
     # ---- membership ---------------------------------------------------------------------------------
 
@@ -254,8 +260,12 @@ class PeerGuard:
         topics = [t for t in topics if t in self.topics]
         if not topics:
             return True  # not a run topic: pubsub ignores topics we did not subscribe to
+        if self.is_graylisted(forwarder):
+            self.dropped["graylisted"] += 1
+            return False
         if not self.admits(forwarder, topics):
-            self.dropped["graylisted" if self.is_graylisted(forwarder) else "non-member peer"] += 1
+            self.dropped["non-member peer"] += 1
+            self.penalize(forwarder, self.config.view_penalty, "non-member peer")
             return False
         if origin != forwarder and origin != self.self_id:
             if self.is_graylisted(origin):
@@ -398,6 +408,11 @@ class PeerGuard:
         if len(self.history) > 1000:
             del self.history[:-1000]
         summary = ", ".join(f"{reason} {count}" for reason, count in state.reasons.most_common())
+        for callback in list(self.on_graylisted):
+            try:
+                callback(peer)
+            except Exception:  # a failing listener must not stop the accounting
+                log.exception("graylisting listener failed for %s", peer)
         log.warning(
             "graylisting peer %s (%s) for %g s: penalty %.1f (%s)",
             peer,

@@ -25,6 +25,7 @@ from libp2p.crypto.x25519 import create_new_key_pair as create_x25519_key_pair
 from libp2p.custom_types import TProtocol
 from libp2p.peer.id import ID
 from libp2p.peer.peerinfo import info_from_p2p_addr
+from libp2p.pubsub.pb import rpc_pb2
 from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.tools.anyio_service import background_trio_service
@@ -45,6 +46,8 @@ from p2p.yamux import FastYamux, use_fast_yamux
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+DELIVERY_QUEUE = 4096
+"""Validated messages of one run that may wait for its handlers (py-libp2p's own queue holds only 32)."""
 Handler = Callable[[AnyMessage], None]
 
 
@@ -352,11 +355,22 @@ class P2PNode:
         pubsub.sync_admission()  # drop non-members that subscribed before we did, before we pick a mesh
         self.validators[run_id] = validator
         self._handlers[run_id] = [handler]
-        subscription = await pubsub.subscribe(topic)
-        nursery.start_soon(self._deliver, run_id, subscription)
+        # py-libp2p hands validated messages over through a 32-message queue that drops when full (a burst
+        # fills it while handlers run in a worker thread); ours holds DELIVERY_QUEUE of them.
+        send, receive = trio.open_memory_channel[rpc_pb2.Message](DELIVERY_QUEUE)
 
-    async def _deliver(self, run_id: str, subscription: Any) -> None:
-        async for raw in subscription:
+        def enqueue(raw: rpc_pb2.Message) -> None:
+            try:
+                send.send_nowait(raw)
+            except trio.WouldBlock:
+                log.warning("run %s: %d messages await the handlers; dropping one", run_id, DELIVERY_QUEUE)
+
+        pubsub.sinks[topic] = enqueue
+        await pubsub.subscribe(topic)
+        nursery.start_soon(self._deliver, run_id, receive)
+
+    async def _deliver(self, run_id: str, queue: trio.MemoryReceiveChannel[rpc_pb2.Message]) -> None:
+        async for raw in queue:
             try:
                 message = decode(raw.data)  # already validated; decoding again is cheap and typed
             except P2PError:

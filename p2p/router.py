@@ -9,6 +9,10 @@ The guard acts at the points where py-libp2p gives a hook:
   ``peer_topics`` (the view every router path picks peers from: mesh, fanout, gossip, replay of recent
   messages) only while the guard admits it on that topic; :meth:`GuardedPubsub.sync_admission`, run every
   heartbeat, removes graylisted peers and peers no longer members, and restores them when that ends;
+* :meth:`GuardedPubsub.stream_handler`: the inbound pubsub streams of a peer are reset when it is
+  graylisted, and a graylisted peer's new streams are refused;
+* :meth:`GuardedPubsub.notify_subscriptions`: validated messages go to a per-topic sink (the node's own
+  queue) instead of py-libp2p's 32-message subscription queue, which drops messages when a burst fills it;
 * :class:`GuardedGossipSub`: ignores control messages (GRAFT, IHAVE, IWANT…) of peers it does not
   admit, prunes them from the mesh and fanout each heartbeat, and never sends them a message.
 
@@ -20,10 +24,11 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from libp2p.abc import IHost
+import trio
+from libp2p.abc import IHost, INetStream
 from libp2p.peer.id import ID
 from libp2p.pubsub.gossipsub import GossipSub
 from libp2p.pubsub.pb import rpc_pb2
@@ -41,6 +46,46 @@ class GuardedPubsub(Pubsub):
         super().__init__(host, router, **kwargs)
         self.guard = guard
         self.recorded_topics: defaultdict[ID, set[str]] = defaultdict(set)
+        self.inbound_streams: defaultdict[ID, set[INetStream]] = defaultdict(set)
+        guard.on_graylisted.append(self._cut)
+        self.sinks: dict[str, Callable[[rpc_pb2.Message], None]] = {}
+        """Per topic, where validated messages go instead of py-libp2p's 32-message subscription queue."""
+
+    def notify_subscriptions(self, publish_message: rpc_pb2.Message) -> None:
+        """Hand a validated message to its topic's sink (or to py-libp2p's queue for a topic without one)."""
+        for topic in publish_message.topicIDs:
+            if topic not in self.topic_ids:
+                continue
+            sink = self.sinks.get(topic)
+            if sink is not None:
+                sink(publish_message)
+                continue
+            try:
+                self.subscribed_topics_send[topic].send_nowait(publish_message)
+            except trio.WouldBlock:
+                log.warning("subscription queue of topic %s is full; message dropped", topic)
+
+    async def stream_handler(self, stream: INetStream) -> None:
+        """Read a peer's pubsub stream, unless the peer is graylisted (then reset it at once)."""
+        peer = stream.muxed_conn.peer_id
+        if self.guard.is_graylisted(peer):
+            self.guard.dropped["stream refused"] += 1
+            await _reset(stream)
+            return
+        streams = self.inbound_streams[peer]
+        streams.add(stream)
+        try:
+            await super().stream_handler(stream)
+        finally:
+            streams.discard(stream)
+            if not streams:
+                self.inbound_streams.pop(peer, None)
+
+    def _cut(self, peer: ID) -> None:
+        """Reset the inbound pubsub streams of a peer that was just graylisted."""
+        for stream in list(self.inbound_streams.get(peer, ())):
+            if self.manager.is_running:
+                self.manager.run_task(_reset, stream)
 
     async def push_msg(self, msg_forwarder: ID, msg: rpc_pb2.Message) -> None:
         """Drop a message the guard refuses, else hand it to py-libp2p (signature, validator, forwarding)."""
@@ -82,6 +127,14 @@ class GuardedPubsub(Pubsub):
                     super().handle_subscription(peer, rpc_pb2.RPC.SubOpts(subscribe=True, topicid=topic))
                 elif in_view and not admitted:
                     self._forget_subscription(peer, topic)
+
+
+async def _reset(stream: INetStream) -> None:
+    with trio.move_on_after(2):
+        try:
+            await stream.reset()
+        except Exception as exc:  # already closed or broken: nothing left to cut
+            log.debug("resetting a pubsub stream: %r", exc)
 
 
 class GuardedGossipSub(GossipSub):

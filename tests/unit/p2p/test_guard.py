@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
 
 from p2p.gossip import GossipConfig, TopicValidator, topic_for
@@ -150,7 +151,7 @@ def test_sybils_are_not_admitted_and_their_messages_not_relayed() -> None:
     assert not g.inbound(SYBIL.peer_id, SYBIL.peer_id, [TOPIC], seen=False)
     assert not g.inbound(ALICE.peer_id, SYBIL.peer_id, [TOPIC], seen=False)  # a member relaying a Sybil
     assert g.dropped == {"non-member peer": 1, "non-member origin": 1}
-    assert g.penalty(SYBIL.peer_id) == 0.0  # not admitted at all: nothing to score
+    assert g.penalty(SYBIL.peer_id) == pytest.approx(0.1)  # a publishing Sybil is graylisted in time
     assert g.penalty(ALICE.peer_id) == pytest.approx(0.1)
     assert g.admits(ME.peer_id) and g.admits(ALICE.peer_id)
 
@@ -219,3 +220,16 @@ def test_the_validator_charges_the_signer_only_for_new_valid_messages() -> None:
     assert v.dropped["rate limit"] == 2 and g.is_graylisted(ALICE.peer_id)
     assert g.penalty(BOB.peer_id) == pytest.approx(1.0)  # 10 view-dependent rejections x 0.1
     assert not g.is_graylisted(BOB.peer_id)
+
+
+def test_a_publishing_sybil_is_graylisted_and_listeners_hear_of_it_once() -> None:
+    clock = Clock()
+    g = guard(clock, view_penalty=0.5, graylist_threshold=10)
+    heard: list[ID] = []
+    g.on_graylisted.append(heard.append)
+
+    results = [g.inbound(SYBIL.peer_id, SYBIL.peer_id, [TOPIC], seen=False) for _ in range(100)]
+
+    assert not any(results)
+    assert heard == [SYBIL.peer_id]
+    assert g.dropped == {"non-member peer": 20, "graylisted": 80}
