@@ -30,6 +30,10 @@ TRANSIENT = frozenset(
         "round.evaluated",
         "fetch.progress",
         "fetch.done",
+        "committee.drawn",
+        "committee.committed",
+        "committee.voted",
+        "committee.quorum",
     }
 )
 """Events shown only in the live area; every other event also prints a lasting line."""
@@ -43,6 +47,11 @@ _PHASES = {
     "round.merged": "voting",
     "round.voted": "voted",
     "round.merge_failed": "merge failed",
+    "committee.committed": "committed (signed)",
+    "committee.proposed": "proposed",
+    "committee.voted": "voted (signed)",
+    "committee.quorum": "quorum",
+    "committee.finalized": "finalising",
 }
 _WAIT_PHASES = (
     ("round starts at block", "not started"),
@@ -52,6 +61,9 @@ _WAIT_PHASES = (
     ("too few updates", "vote window"),
     ("cannot merge", "vote window"),
     ("privacy budget", "budget spent"),
+    ("outside the committee", "outside committee"),
+    ("committee: waiting for votes", "committee vote"),
+    ("committee: ", "committee"),
 )
 _STARTS_AT = re.compile(r"^round starts at block (\d+)$")
 _OF_MEMBERS = re.compile(r"\((\d+)(?:/| of )(\d+) (?:submitted|equal votes)\)")
