@@ -363,7 +363,8 @@ def _losses(
     Each model is scored with :func:`node.scoring.score_model` on the node's held-out split and on the other
     members' held-out splits (the files the node was given as ``--eval-data``), by loss and token F1. The
     local-only model is the run's base model with the same run-seeded adapter init, trained only on the
-    node's training split with the run's training settings, for as many steps as the node made in the run.
+    node's training split with the run's training settings, for as many steps as the node made in the run
+    (with ``[train] lr_schedule = "cosine"``: one training per round at that round's rate).
     """
     from node.config import TrainingSection
     from node.model import ModelRuntime
@@ -396,8 +397,12 @@ def _losses(
 
         runtime.load(initial)
         base = score(data.held_out, others)
-        train_sft(runtime.model, runtime.tokenizer, data.train, dataclasses.replace(spec.train_config(seed),
-                  local_steps=steps))  # fmt: skip
+        if spec.train.lr_schedule == "constant":
+            whole = dataclasses.replace(spec.train_config(seed), local_steps=steps)
+            train_sft(runtime.model, runtime.tokenizer, data.train, whole)
+        else:  # round by round at the run's rates, as training.simulate's local-only baseline
+            for r in range(config.rounds):
+                train_sft(runtime.model, runtime.tokenizer, data.train, spec.train_config(seed + r * 1009, r))
         local = score(data.held_out, others)
         runtime.load(initial)
         row: dict[str, Any] = {
