@@ -189,7 +189,7 @@ def run(
         baseline = measure(peers, "baseline", seconds, interval)
 
         sybil_peers = [swarm.spawn(SYBIL_INDEX + j, adversary=True) for j in range(sybils)]
-        flood_seconds = seconds * 1.5 + 15  # lasts past the measured window on a loaded machine
+        flood_seconds = seconds * 1.5 + 10  # lasts past the measured window on a loaded machine
         floods = [(flooder, limit * flood_factor)] + [(s, sybil_rate) for s in sybil_peers]
         marks = {p.name: len(p.events()) for p, _ in floods}
         for peer, rate in floods:
