@@ -194,6 +194,7 @@ class RunSpec:
                 f"{_own_arithmetic()!r}: its merged models would not match the other members'; "
                 "join with the fedchain version the run was created with"
             )
+        _resolve_defaults(self)
         try:
             self.merge_spec()
         except TrainingError as exc:
@@ -329,6 +330,47 @@ def _check_convention(value: object) -> None:
 
     if value not in CONVENTIONS:
         raise RunSpecError(f"`convention` must be one of {', '.join(CONVENTIONS)}, got {value!r}")
+
+
+def _resolve_defaults(spec: RunSpec) -> None:
+    """Write the defaults that change merged bytes into ``spec``: its canonical form states every one.
+
+    ``server`` gets every hyper-parameter the algorithm's server optimiser reads
+    (``training.server_opt.USED_PARAMS``) and ``aggregator_params`` every keyword parameter of the
+    aggregator, with the default for each one the creator left out; unknown keys are errors.
+    """
+    import inspect
+
+    from training.aggregate import AGGREGATORS
+    from training.algorithms import ALGORITHMS
+    from training.errors import TrainingError
+    from training.server_opt import USED_PARAMS, make_config
+
+    if spec.algorithm in ALGORITHMS:
+        optimizer = ALGORITHMS[spec.algorithm].server_optimizer
+        try:
+            config = make_config(optimizer, **dict(spec.server))
+        except (TrainingError, TypeError, ValueError) as exc:
+            raise RunSpecError(f"[server] {exc}") from exc
+        server = {name: getattr(config, name) for name in USED_PARAMS[optimizer]}
+        object.__setattr__(spec, "server", MappingProxyType({**server, **dict(spec.server)}))
+    if spec.aggregator not in AGGREGATORS:
+        return  # merge_spec() names the unknown aggregator
+    params = {p.name: p for p in inspect.signature(AGGREGATORS[spec.aggregator]).parameters.values()}
+    keyword = {n: p for n, p in params.items() if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    given = dict(spec.aggregator_params)
+    unknown = sorted(set(given) - set(keyword))
+    if unknown:
+        known = ", ".join(sorted(keyword)) or "none"
+        raise RunSpecError(
+            f"[aggregator_params] {unknown[0]!r} is not a parameter of `{spec.aggregator}` "
+            f"(it takes: {known})"
+        )
+    missing = sorted(n for n, p in keyword.items() if p.default is inspect.Parameter.empty and n not in given)
+    if missing:
+        raise RunSpecError(f"[aggregator_params] `{spec.aggregator}` needs {missing[0]!r}")
+    resolved = {n: given.get(n, p.default) for n, p in keyword.items()}
+    object.__setattr__(spec, "aggregator_params", MappingProxyType(dict(sorted(resolved.items()))))
 
 
 def _check_confidentiality(spec: RunSpec) -> None:

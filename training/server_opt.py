@@ -81,6 +81,16 @@ DEFAULTS: dict[str, ServerOptConfig] = {
 """Default hyper-parameters of each optimiser under both conventions (Reddi et al.'s suggested ranges; the
 OpenFedLLM reference's, e.g. ``server_lr = 1e-3`` for the adaptive ones, are listed in docs/algorithms.md)."""
 
+USED_PARAMS: dict[str, tuple[str, ...]] = {
+    "fedavg": ("server_lr",),
+    "fedavgm": ("server_lr", "beta1"),
+    "fedadagrad": ("server_lr", "beta1", "tau"),
+    "fedyogi": ("server_lr", "beta1", "beta2", "tau"),
+    "fedadam": ("server_lr", "beta1", "beta2", "tau"),
+}
+"""The hyper-parameters each optimiser's step and initial state read (under both conventions): what a run
+spec states explicitly (``node.runspec`` writes their resolved values into the canonical spec)."""
+
 _STATE_NAMES: dict[str, tuple[str, ...]] = {
     "fedavg": (),
     "fedavgm": ("m",),
