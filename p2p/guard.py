@@ -226,7 +226,11 @@ class PeerGuard:
         runs = (
             self.topics.values() if topics is None else [self.topics[t] for t in topics if t in self.topics]
         )
-        return any(self.is_member(run, address) for run in runs)
+        try:
+            return any(self.is_member(run, address) for run in runs)
+        except Exception:  # the caller's oracle failed: admit nobody rather than take the router down
+            log.exception("membership oracle failed for %s", address)
+            return False
 
     def is_graylisted(self, peer: ID) -> bool:
         """Whether ``peer`` is graylisted now."""
@@ -243,7 +247,8 @@ class PeerGuard:
             return True
         if peer not in self._noted and len(self._noted) < 65536:
             self._noted.add(peer)
-            log.info("not admitting gossip of non-member peer %s (%s)", peer, self.address_of(peer))
+            # debug only: before the node knows the member list, every member is refused once too
+            log.debug("not admitting gossip of non-member peer %s (%s)", peer, self.address_of(peer))
         return False
 
     # ---- traffic ------------------------------------------------------------------------------------

@@ -233,3 +233,15 @@ def test_a_publishing_sybil_is_graylisted_and_listeners_hear_of_it_once() -> Non
     assert not any(results)
     assert heard == [SYBIL.peer_id]
     assert g.dropped == {"non-member peer": 20, "graylisted": 80}
+
+
+def test_a_failing_membership_oracle_admits_nobody_and_does_not_raise() -> None:
+    def broken(run: str, address: str) -> bool:
+        raise RuntimeError("chain index unavailable")
+
+    g = PeerGuard(GuardConfig(), broken, self_id=ME.peer_id)
+    g.add_topic(TOPIC, "run-1")
+
+    assert not g.admits(ALICE.peer_id, [TOPIC])
+    assert not g.inbound(ALICE.peer_id, ALICE.peer_id, [TOPIC], seen=False)
+    assert g.admits(ME.peer_id)
