@@ -26,8 +26,8 @@ import {IRuns} from "./interfaces/IRuns.sol";
 ///   committee (the k smallest tickets of blockhash(startBlock)) signs a `CommitteeVote` on the result, and
 ///   one `finalizeCommitteeRound` checks the signatures, stores the included bitmap (the contributions) and
 ///   opens the next round. The result hashes live in events only (gas: docs/contract.md).
-/// - Bans are also a bitmap per run (bit = member index), so a bitmap of included members is checked
-///   against them one word at a time.
+/// - In committee runs bans are also a bitmap per run (bit = member index), so a bitmap of included members
+///   is checked against them one word at a time.
 contract Runs is IRuns {
     struct Run {
         uint32 currentRound;
@@ -269,7 +269,7 @@ contract Runs is IRuns {
                 revert RunsVoteWindowNotOpen(runId, round, submitEnd);
             }
         }
-        uint32 included = _checkIncluded(runId, round, rd.memberSnapshot, result.includedBitmap);
+        uint32 included = _checkIncluded(runId, round, rd.memberSnapshot, run.bannedCount != 0, result.includedBitmap);
         if (included < run.minUpdates) revert RunsTooFewUpdates(runId, round, included, run.minUpdates);
         uint32 committeeSize = _checkVotes(runId, round, run, rd, result, signers, signatures);
 
@@ -356,7 +356,7 @@ contract Runs is IRuns {
         if (fromRound > run.currentRound) revert RunsInvalidFromRound(runId, fromRound, run.currentRound);
         _touchRound(run, _rounds[runId][run.currentRound]);
         member.banned = true;
-        _bans[runId][member.index >> 8] |= uint256(1) << (member.index & 255);
+        if (run.committeeSize != 0) _bans[runId][member.index >> 8] |= uint256(1) << (member.index & 255);
         run.bannedCount += 1;
         requestId = ++_requestCount;
         _requests[requestId] = Request({
@@ -590,36 +590,47 @@ contract Runs is IRuns {
         }
         bytes32 seed = keccak256(abi.encode(blockHash, runId, round));
         uint256[] memory tickets = new uint256[](size); // ascending; committee[j] holds tickets[j]'s index
-        uint256 filled = 0;
-        for (uint256 i = 0; i < snapshot; ++i) {
-            uint256 t = uint256(keccak256(abi.encode(seed, i)));
-            if (filled == size) {
-                if (t >= tickets[size - 1]) continue;
-            } else {
-                ++filled;
+        // Insertion into the k best so far, then by index; in assembly because the checked, bounds-checked
+        // version costs about three times as much gas (the loop runs over every member).
+        assembly ("memory-safe") {
+            let t0 := add(tickets, 0x20)
+            let c0 := add(committee, 0x20)
+            let filled := 0
+            for { let i := 0 } lt(i, snapshot) { i := add(i, 1) } {
+                mstore(0, seed)
+                mstore(0x20, i)
+                let t := keccak256(0, 0x40)
+                let j := filled
+                switch eq(filled, size)
+                case 1 {
+                    j := sub(size, 1)
+                    if iszero(lt(t, mload(add(t0, shl(5, j))))) { continue }
+                }
+                default { filled := add(filled, 1) }
+                for {} gt(j, 0) { j := sub(j, 1) } {
+                    let prev := mload(add(t0, shl(5, sub(j, 1))))
+                    if iszero(gt(prev, t)) { break }
+                    mstore(add(t0, shl(5, j)), prev)
+                    mstore(add(c0, shl(5, j)), mload(add(c0, shl(5, sub(j, 1)))))
+                }
+                mstore(add(t0, shl(5, j)), t)
+                mstore(add(c0, shl(5, j)), i)
             }
-            uint256 j = filled - 1;
-            while (j > 0 && tickets[j - 1] > t) {
-                tickets[j] = tickets[j - 1];
-                committee[j] = committee[j - 1];
-                --j;
+            for { let a := 1 } lt(a, size) { a := add(a, 1) } {
+                let v := mload(add(c0, shl(5, a)))
+                let b := a
+                for {} gt(b, 0) { b := sub(b, 1) } {
+                    let prev := mload(add(c0, shl(5, sub(b, 1))))
+                    if iszero(gt(prev, v)) { break }
+                    mstore(add(c0, shl(5, b)), prev)
+                }
+                mstore(add(c0, shl(5, b)), v)
             }
-            tickets[j] = t;
-            committee[j] = i;
-        }
-        for (uint256 a = 1; a < size; ++a) {
-            uint256 v = committee[a];
-            uint256 b = a;
-            while (b > 0 && committee[b - 1] > v) {
-                committee[b] = committee[b - 1];
-                --b;
-            }
-            committee[b] = v;
         }
     }
 
     /// @dev The number of included members, after checking the bitmap's shape and that no banned one is in it.
-    function _checkIncluded(uint256 runId, uint256 round, uint32 snapshot, uint256[] calldata bitmap)
+    function _checkIncluded(uint256 runId, uint256 round, uint32 snapshot, bool bans, uint256[] calldata bitmap)
         private
         view
         returns (uint32)
@@ -632,7 +643,7 @@ contract Runs is IRuns {
             if (base + 256 > snapshot && bits >> (snapshot > base ? snapshot - base : 0) != 0) {
                 revert RunsIncludedSetMalformed(runId, round, base + _highestBit(bits));
             }
-            uint256 banned = bits & _bans[runId][w];
+            uint256 banned = bans ? bits & _bans[runId][w] : 0;
             if (banned != 0) revert RunsMemberBanned(runId, _memberList[runId][base + _lowestBit(banned)]);
         }
         return _popcount(bitmap);
@@ -665,30 +676,43 @@ contract Runs is IRuns {
         }
         uint256[] memory committee = _committee(runId, round, rd.startBlock, rd.memberSnapshot, run.committeeSize);
         bytes32 digest = _voteDigest(result);
-        address[] storage list = _memberList[runId];
+        uint256 listData = _arrayData(_memberList[runId]);
+        bool bans = run.bannedCount != 0;
         uint256 c = 0;
         for (uint256 j = 0; j < signers.length; ++j) {
             uint32 index = signers[j];
             if (j > 0 && index <= signers[j - 1]) revert RunsSignersMalformed(runId, round, j);
             while (c < committee.length && committee[c] < index) ++c;
             if (c == committee.length || committee[c] != index) revert RunsNotCommittee(runId, round, index);
-            address account = list[index];
+            address account = _memberAt(listData, index); // index < memberSnapshot <= the list's length
             if (!_validSignature(digest, signatures[j], account)) revert RunsBadSignature(runId, round, index);
-            if (_bans[runId][index >> 8] >> (index & 255) & 1 != 0) revert RunsMemberBanned(runId, account);
+            if (bans && _bans[runId][index >> 8] >> (index & 255) & 1 != 0) revert RunsMemberBanned(runId, account);
         }
         uint32 quorum = _quorum(uint32(committee.length), run.quorumBps);
         if (signers.length < quorum) revert RunsNoQuorum(runId, round, signers.length, quorum);
         return uint32(committee.length);
     }
 
-    function _validSignature(bytes32 digest, bytes calldata signature, address account) private pure returns (bool) {
+    function _validSignature(bytes32 digest, bytes calldata signature, address account) private view returns (bool ok) {
         if (signature.length != 65) return false;
-        bytes32 r = bytes32(signature[0:32]);
-        bytes32 s = bytes32(signature[32:64]);
-        uint8 v = uint8(signature[64]);
-        if ((v != 27 && v != 28) || uint256(s) > _HALF_N) return false;
-        address signer = ecrecover(digest, v, r, s);
-        return signer != address(0) && signer == account;
+        assembly ("memory-safe") {
+            let r := calldataload(signature.offset)
+            let s := calldataload(add(signature.offset, 0x20))
+            let v := byte(0, calldataload(add(signature.offset, 0x40)))
+            if and(or(eq(v, 27), eq(v, 28)), iszero(gt(s, _HALF_N))) {
+                // ecrecover precompile: input digest || v || r || s in scratch memory, output over word 0
+                let free := mload(0x40)
+                mstore(free, digest)
+                mstore(add(free, 0x20), v)
+                mstore(add(free, 0x40), r)
+                mstore(add(free, 0x60), s)
+                mstore(0, 0)
+                if staticcall(gas(), 0x01, free, 0x80, 0, 0x20) {
+                    let signer := mload(0)
+                    ok := and(iszero(iszero(signer)), eq(signer, account))
+                }
+            }
+        }
     }
 
     /// @dev A committee run's member record: its submissions are the finalised rounds that included it.
@@ -719,6 +743,22 @@ contract Runs is IRuns {
             lastSubmittedRound: last,
             hasSubmittedEver: count != 0
         });
+    }
+
+    /// @dev The storage slot of element 0 of a dynamic storage array.
+    function _arrayData(address[] storage list) private pure returns (uint256 data) {
+        assembly ("memory-safe") {
+            mstore(0, list.slot)
+            data := keccak256(0, 0x20)
+        }
+    }
+
+    /// @dev Element `index` of the member list whose element 0 is at slot `data` (unchecked: callers pass
+    /// committee indices, which are below the round's snapshot and so below the list's length).
+    function _memberAt(uint256 data, uint256 index) private view returns (address account) {
+        assembly ("memory-safe") {
+            account := and(sload(add(data, index)), 0xffffffffffffffffffffffffffffffffffffffff)
+        }
     }
 
     function _lowestBit(uint256 bits) private pure returns (uint256 i) {
