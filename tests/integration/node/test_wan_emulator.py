@@ -3,8 +3,9 @@
 Each test builds its own namespaces with :class:`node.devnet.wan.WanNetwork` and runs probes
 (``tests/fixtures/netprobe.py``) inside them with ``ip netns exec``. Checked: TCP round trips take twice the
 link's configured one-way delay; UDP datagrams are lost at close to the configured rate; TCP throughput is
-capped near the configured rate; the namespaces are gone after ``stop`` and when the relay is killed by
-SIGTERM. Skipped, with the reason, where the machine refuses (not root, no iproute2, no /dev/net/tun).
+capped near the configured rate; the namespaces are gone after ``stop``, when the relay is killed by
+SIGTERM, and when the process that started it is killed by SIGKILL. Skipped, with the reason, where the
+machine refuses (not root, no iproute2, no /dev/net/tun).
 """
 
 from __future__ import annotations
@@ -87,7 +88,8 @@ def test_datagrams_are_lost_at_about_the_configured_rate(wan: WanNetwork) -> Non
 
 
 def test_throughput_is_capped_near_the_rate(tmp_path: Path) -> None:
-    net = _network(tmp_path, ["a", "b"], WanConfig(delay_ms=(0.0, 0.0), loss=0.0, rate_mbit=100.0))
+    # 20 Mbit/s: the relay (one Python process) keeps up with that even on a loaded machine
+    net = _network(tmp_path, ["a", "b"], WanConfig(delay_ms=(0.0, 0.0), loss=0.0, rate_mbit=20.0))
     try:
         sink = _server(net, "a", "sink", net.address("a"), "7003")
         _client(net, "b", "blast", net.address("a"), "7003", "3")
@@ -96,7 +98,7 @@ def test_throughput_is_capped_near_the_rate(tmp_path: Path) -> None:
         mbit = result["bytes"] * 8 / result["seconds"] / 1e6
     finally:
         net.stop()
-    assert 60.0 <= mbit <= 105.0, mbit
+    assert 12.0 <= mbit <= 21.0, mbit
 
 
 def test_namespaces_are_removed_on_stop_and_on_sigterm(tmp_path: Path) -> None:
@@ -119,6 +121,39 @@ def test_namespaces_are_removed_on_stop_and_on_sigterm(tmp_path: Path) -> None:
         assert net.stats()["dropped"] >= 0
     finally:
         net.stop()
+
+
+HARNESS = """
+import sys, time
+from pathlib import Path
+from node.devnet.wan import WanConfig, WanNetwork
+net = WanNetwork(Path(sys.argv[1]), ["a", "b"], WanConfig())
+net.start()
+print(net.netns("a"), net.netns("b"), flush=True)
+time.sleep(120)
+"""
+
+
+def test_the_relay_removes_its_namespaces_when_its_parent_is_killed(tmp_path: Path) -> None:
+    try:
+        from node.devnet.wan import check_available
+
+        check_available()
+    except WanUnavailableError as exc:
+        pytest.skip(str(exc))
+    harness = subprocess.Popen([sys.executable, "-c", HARNESS, str(tmp_path)], stdout=subprocess.PIPE,
+                               text=True, cwd=ROOT)  # fmt: skip
+    assert harness.stdout is not None
+    names = harness.stdout.readline().split()
+    assert len(names) == 2 and set(names) <= set(namespaces())
+
+    harness.kill()  # SIGKILL: no cleanup code of the harness runs
+    harness.wait()
+    deadline = time.monotonic() + 20
+    while set(names) & set(namespaces()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+    assert not set(names) & set(namespaces())
 
 
 def test_a_bad_config_is_refused_naming_the_field() -> None:
