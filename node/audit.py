@@ -66,7 +66,7 @@ SelectionOf = Callable[[RoundRecord], Selection | None]
 """A round's client-sampling selection recomputed from the chain (``None`` before its start block)."""
 
 VoteChecker = Callable[[RoundRecord], tuple[dict[str, bool], list[VoteFinding]]]
-CommitteeCheck = Callable[[RoundRecord], tuple[RoundRecord, dict[str, bool], list[VoteFinding]]]
+CommitteeCheck = Callable[[RoundRecord], tuple[RoundRecord, dict[str, bool], list[Any]]]
 """A committee round's checks (:func:`node.audit_committee.check_committee_round`): the round with its
 manifest as the update set, ``{check: passed}`` and the failed checks."""
 """A round's vote checks (:func:`node.audit_votes.check_votes` bound to the run's members and bans)."""
@@ -434,6 +434,7 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
             Mismatch("spec", None, "a run spec this auditor can load", "unusable", str(exc))
         )
         return report
+    _check_initial(spec_bytes, setup, report)
     selection_of: SelectionOf | None = None
     k = setup.clients_per_round
     if k is not None:
@@ -470,6 +471,26 @@ def _committee_check(client: RunsClient, history: RunHistory, store: ArtifactRea
     return lambda rec: check_committee_round(client, rec, store, bans, k, history.info.quorum_bps)
 
 
+def _check_initial(spec_bytes: bytes, setup: RunSetup, report: RunAudit) -> None:
+    """Compare round 0's rebuilt state with the ``initial_sha256`` the spec records (when it records one)."""
+    import json
+
+    try:
+        recorded = json.loads(spec_bytes).get("initial_sha256")
+    except (ValueError, AttributeError):
+        recorded = None
+    if not isinstance(recorded, str):
+        report.notes.append("the run spec records no initial_sha256: round 0's state is not on record")
+        return
+    rebuilt = state_hash(setup.initial)
+    if rebuilt != recorded:
+        report.mismatches.append(
+            Mismatch(
+                "initial-state", 0, recorded, rebuilt, "round 0's state rebuilt from the spec and the model"
+            )
+        )
+
+
 def _vote_checker(client: RunsClient, history: RunHistory) -> VoteChecker | None:
     """Return the run's vote checks (``None`` for a committee run, whose rounds are decided otherwise)."""
     if history.info.committee_size:
@@ -494,7 +515,7 @@ def runspec_setup_loader(view_key: bytes | None = None) -> SetupLoader:
     envelopes; without it the setup is ``sealed`` and the audit checks only what needs no plaintext.
     """
     from node.model import ModelRuntime
-    from node.runspec import RunSpec
+    from node.runspec import RunSpec, RunSpecError
 
     cache: dict[bytes, tuple[Any, ModelState]] = {}
 
@@ -502,7 +523,13 @@ def runspec_setup_loader(view_key: bytes | None = None) -> SetupLoader:
         key = hashlib.sha256(data).digest()
         if key not in cache:
             spec = RunSpec.from_bytes(data)
-            cache[key] = (spec, ModelRuntime(spec).initial_state())
+            runtime = ModelRuntime(spec)
+            if spec.base_model_sha256 not in (None, runtime.base_model_sha256):
+                raise RunSpecError(
+                    f"the auditor's {spec.model.name_or_path!r} has file digest {runtime.base_model_sha256}, "
+                    f"the run records base_model_sha256 = {spec.base_model_sha256}: give the run's base model"
+                )
+            cache[key] = (spec, runtime.initial_state())
         spec, initial = cache[key]
         label = str(int(info.run_id))
         if spec.artifacts != "members":

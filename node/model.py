@@ -19,6 +19,7 @@ accuracy (:func:`training.dpo.evaluate_dpo`).
 from __future__ import annotations
 
 import hashlib
+import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -186,12 +187,14 @@ class ModelRuntime:
     def __init__(self, spec: RunSpec, *, device: str = "cpu", threads: int = 1) -> None:
         from training.adapters import attach_adapter, trainable_state
         from training.flat import flatten
-        from training.models import load_model
+        from training.models import load_model, model_digest
 
         if threads:
             torch.set_num_threads(threads)
         self.spec = spec
         model, self.tokenizer = load_model(spec.model.name_or_path, spec.model.dtype, device)
+        self.base_model_sha256 = model_digest(spec.model.name_or_path)
+        """This process's base model file digest (what ``base_model_sha256`` records)."""
         self.model = attach_adapter(model, spec.adapter, spec.seed)
         self.initial_flat, self.flat_spec = flatten(trainable_state(self.model))
         if spec.privacy is not None:  # the run's norm bound must admit noised updates of this dimension
@@ -207,6 +210,57 @@ class ModelRuntime:
         from training.merge import initial_state
 
         return initial_state(self.spec.merge_spec(), self.initial_flat, self.flat_spec)
+
+    def adapter_sha256(self) -> str:
+        """State hash of every adapter tensor as initialised (frozen ones included): ``adapter_sha256``."""
+        from peft import get_peft_model_state_dict
+
+        from training.adapters import snapshot
+        from training.determinism import state_sha256
+
+        return state_sha256(snapshot(get_peft_model_state_dict(self.model)))
+
+    def recorded_start(self) -> dict[str, str]:
+        """Return the values ``fedchain run create`` records for this model, adapter and seed."""
+        from training.merge import state_hash
+
+        return {
+            "base_model_sha256": self.base_model_sha256,
+            "initial_sha256": state_hash(self.initial_state()),
+            "adapter_sha256": self.adapter_sha256(),
+        }
+
+    def check_recorded(self) -> bool:
+        """Refuse a run whose recorded base model or round-0 state is not this process's.
+
+        Returns ``False`` (after a warning) for a spec written before those keys existed: nothing to check.
+
+        Raises
+        ------
+        RunSpecError
+            Naming both hashes, if ``base_model_sha256`` or ``initial_sha256`` differs from what this
+            process computes: its merges would start from another model than the other members'.
+        """
+        spec = self.spec
+        if spec.base_model_sha256 is None or spec.initial_sha256 is None or spec.adapter_sha256 is None:
+            logging.getLogger(__name__).warning(
+                "the run spec does not record base_model_sha256, initial_sha256 and adapter_sha256 (written "
+                "before they existed): the base model and round 0's state are not checked"
+            )
+            return False
+        if spec.base_model_sha256 != self.base_model_sha256:
+            raise RunSpecError(
+                f"[model] {spec.model.name_or_path!r} here has file digest {self.base_model_sha256}, the run "
+                f"records base_model_sha256 = {spec.base_model_sha256}: not the run's base model"
+            )
+        local = self.recorded_start()
+        for name, what in (("initial_sha256", "round 0's state"), ("adapter_sha256", "the initial adapter")):
+            if local[name] != getattr(spec, name):
+                raise RunSpecError(
+                    f"{what} here hashes to {local[name]}, the run records {name} = {getattr(spec, name)}: "
+                    "another adapter initialisation than the run's"
+                )
+        return True
 
     def load(self, state: ModelState) -> None:
         """Put ``state``'s adapter parameters into the model."""
@@ -306,3 +360,31 @@ class ModelRuntime:
             codec=self.spec.codec,  # type: ignore[arg-type]  # validated by RunSpec
             extra=extra,
         )
+
+
+def record_start(spec: RunSpec) -> RunSpec:
+    """Return ``spec`` with its starting point on record, as ``fedchain run create`` stores it.
+
+    Loads the base model, attaches the run-seeded adapter, and fills ``base_model_sha256`` (the model's
+    file digest), ``initial_sha256`` (round 0's state hash) and ``adapter_sha256`` (every initial adapter
+    tensor, frozen ones included). A value the creator already wrote must be
+    the one computed here.
+
+    Raises
+    ------
+    RunSpecError
+        If a value given in the spec differs from the computed one (naming both).
+    """
+    import dataclasses
+
+    computed = ModelRuntime(spec).recorded_start()
+    for name, value in computed.items():
+        given = getattr(spec, name)
+        if given is not None and given != value:
+            raise RunSpecError(f"`{name}` is {given} in the spec, but this model and seed give {value}")
+    return dataclasses.replace(
+        spec,
+        base_model_sha256=computed["base_model_sha256"],
+        initial_sha256=computed["initial_sha256"],
+        adapter_sha256=computed["adapter_sha256"],
+    )

@@ -250,6 +250,7 @@ def run_node(
         )
         others = _eval_others(home, config, spec, seed)
         runtime = ModelRuntime(spec, device=config.training.device, threads=config.training.threads)
+        runtime.check_recorded()  # the run's base model and round-0 state, or a RunSpecError naming both
         ctx = NodeContext(
             run_id=run_id,
             spec=spec,

@@ -127,6 +127,13 @@ class RunSpec:
     clients_per_round
         Client sampling: how many of a round's eligible members are selected to train and submit
         (:mod:`node.sampling`, docs/sampling.md); ``None`` (the default): every eligible member.
+    base_model_sha256, initial_sha256, adapter_sha256
+        The run's starting point on record, written by ``fedchain run create``: the base model's file digest
+        (:func:`training.models.model_digest`), the state hash of round 0's model state and the state hash
+        of every adapter tensor at initialisation, the frozen LoRA ``A`` matrices included (both from
+        ``seed`` and ``[adapter]``; a merged state holds only what trains). A node whose own differ refuses
+        the run
+        (:meth:`node.model.ModelRuntime.check_recorded`); ``None`` in specs written before the keys.
     arithmetic
         Version of the consensus arithmetic (:data:`training.merge.ARITHMETIC`). A node whose own version
         differs refuses the spec: it would compute other merged bytes than its peers.
@@ -153,6 +160,15 @@ class RunSpec:
     encrypt_merged: bool = False
     auditors: tuple[str, ...] = ()
     arithmetic: str = field(default_factory=lambda: _own_arithmetic())
+    base_model_sha256: str | None = field(
+        default=None, metadata={"help": "digest of the base model's files (written by run create)"}
+    )
+    initial_sha256: str | None = field(
+        default=None, metadata={"help": "state hash of round 0's model (written by run create)"}
+    )
+    adapter_sha256: str | None = field(
+        default=None, metadata={"help": "state hash of every initial adapter tensor, frozen A included"}
+    )
     chain: ChainParams = field(default_factory=ChainParams)
     model: ModelConfig = field(default_factory=lambda: ModelConfig(name_or_path="tiny-llama"))
     adapter: AdapterConfig = field(default_factory=AdapterConfig)
@@ -195,6 +211,12 @@ class RunSpec:
                 "join with the fedchain version the run was created with"
             )
         _resolve_defaults(self)
+        for name in ("base_model_sha256", "initial_sha256", "adapter_sha256"):
+            value = getattr(self, name)
+            if value is not None and not (
+                isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+            ):
+                raise RunSpecError(f"`{name}` must be 64 lower-case hex digits (a sha256), got {value!r:.80}")
         try:
             self.merge_spec()
         except TrainingError as exc:
@@ -259,6 +281,9 @@ class RunSpec:
                 del top["train"]["min_lr"]
         if top["chain"]["committee_size"] == 0:  # ordinary runs keep the bytes they had before the key
             del top["chain"]["committee_size"]
+        for name in ("base_model_sha256", "initial_sha256", "adapter_sha256"):
+            if top[name] is None:  # not on record (a spec written before the keys, or not yet created)
+                del top[name]
         if self.privacy is None:  # runs without DP keep the bytes they had before the table
             del top["privacy"]
         else:

@@ -243,3 +243,58 @@ def load_model(
     model.eval()
     moved: torch.nn.Module = model.to(device)
     return moved, tokenizer
+
+
+def model_folder(name_or_path: str, cache_dir: Path | None = None) -> Path:
+    """Return the local folder of a model's files (alias, folder, or hub id already in the local HF cache).
+
+    Raises
+    ------
+    ModelLoadError
+        If the model has no local folder.
+    """
+    path = Path(resolve_model_path(name_or_path, cache_dir))
+    if path.is_dir():
+        return path
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(name_or_path, local_files_only=True))
+    except Exception as exc:  # the hub client's own errors for an id that is not cached
+        raise ModelLoadError(f"model {name_or_path!r} has no local folder to hash: {exc}") from exc
+
+
+def model_digest(name_or_path: str, cache_dir: Path | None = None) -> str:
+    r"""Hex sha256 naming a base model by its files: what a run spec records as ``base_model_sha256``.
+
+    The files are ``config.json`` and every ``*.safetensors`` file at the top of the model's folder; the
+    digest is the sha256 of one line per file, ``"<sha256 hex of the file>  <file name>\n"``, in byte order
+    of the names: ``LC_ALL=C sha256sum config.json *.safetensors | LC_ALL=C sort -k2 | sha256sum`` in
+    that folder.
+
+    Raises
+    ------
+    ModelLoadError
+        If the model has no local folder, or the folder holds no ``config.json`` or no safetensors file.
+    """
+    import hashlib
+
+    folder = model_folder(name_or_path, cache_dir)
+    names = sorted(
+        (
+            p.name
+            for p in folder.iterdir()
+            if p.is_file() and (p.name == "config.json" or p.suffix == ".safetensors")
+        ),
+        key=lambda n: n.encode(),
+    )
+    if "config.json" not in names or len(names) < 2:
+        raise ModelLoadError(f"model folder {folder} needs config.json and a *.safetensors file, has {names}")
+    lines = []
+    for name in names:
+        h = hashlib.sha256()
+        with open(folder / name, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        lines.append(f"{h.hexdigest()}  {name}\n")
+    return hashlib.sha256("".join(lines).encode()).hexdigest()

@@ -26,14 +26,16 @@ def create(
     from ledger.errors import LedgerError
     from ledger.types import Admission, RunConfig
     from node.errors import NodeError
+    from node.model import record_start
     from node.runner import open_chain, open_stores
     from node.runspec import RunSpec, RunSpecError
     from p2p.errors import P2PError
+    from training.errors import TrainingError
 
     node_home, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)
     try:
-        spec = RunSpec.from_toml(spec_path)
-    except RunSpecError as exc:
+        spec = record_start(RunSpec.from_toml(spec_path))
+    except (RunSpecError, TrainingError) as exc:
         fail(str(exc), EXIT_USAGE)
     data = spec.canonical_bytes()
     try:
