@@ -38,7 +38,7 @@ def _spec(folder: Path) -> Path:
     text = SPEC.read_text()
     for old, new in (
         ("local_steps = 4", "local_steps = 1"),
-        ("join_blocks = 45", "join_blocks = 90"),
+        ("join_blocks = 45", "join_blocks = 75"),  # a node joins before it imports torch
         ("submit_blocks = 20", "submit_blocks = 240"),  # an upper bound: voting opens once all committed
         ("vote_blocks = 20", "vote_blocks = 90"),
     ):
