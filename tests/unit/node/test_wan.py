@@ -96,3 +96,29 @@ def test_without_root_or_tools_it_refuses_naming_what_is_missing(monkeypatch: py
 
     with pytest.raises(WanUnavailableError, match=r"root .*the `tc` command"):
         wan.check_available()
+
+
+def test_a_cluster_takes_one_listen_host_and_prefix_per_member(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from node.cluster import LocalCluster, Member
+
+    devnet = SimpleNamespace(accounts=["0x"] * 3)
+    with pytest.raises(ValueError, match=r"`hosts` must have one entry per member \(2\), got 1"):
+        LocalCluster(tmp_path, devnet, 2, hosts=["10.77.0.2"], node_memory_mib=1)
+    with pytest.raises(ValueError, match=r"`prefixes` must have one entry per member \(2\), got 3"):
+        LocalCluster(tmp_path, devnet, 2, prefixes=[[], [], []], node_memory_mib=1)
+    cluster = LocalCluster(tmp_path, devnet, 2, hosts=["10.77.0.2", "10.77.0.3"],
+                           prefixes=[["ip", "netns", "exec", "x"], []], node_memory_mib=1)  # fmt: skip
+    cluster.members = [
+        Member(
+            i, tmp_path / f"node{i}", "0x", f"16Uiu2peer{i}", 4000 + i, cluster.hosts[i], cluster.prefixes[i]
+        )
+        for i in range(2)
+    ]
+
+    argv = cluster.process(0, 1, "synthetic:arithmetic:4").argv
+
+    assert argv[:4] == ["ip", "netns", "exec", "x"]
+    assert argv[argv.index("--bootstrap") + 1] == "/ip4/10.77.0.3/tcp/4001/p2p/16Uiu2peer1"
+    assert cluster.process(1, 1, "synthetic:arithmetic:4").argv[0] != "ip"
