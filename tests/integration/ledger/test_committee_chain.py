@@ -4,14 +4,17 @@ signatures made by ``ledger.eip712`` finalise rounds, and every refusal comes ba
 from __future__ import annotations
 
 import hashlib
+import json
+from pathlib import Path
 
 import pytest
 
 from ledger.chain import connect
-from ledger.committee import bitmap, committee_seed, quorum, select_committee
+from ledger.committee import bitmap, bitmap_indices, committee_seed, quorum, select_committee
 from ledger.deploy import deploy
 from ledger.eip712 import commit_digest, sign_digest, vote_digest
 from ledger.errors import LedgerConfigError
+from ledger.indexer import EventIndexer
 from ledger.reverts import (
     BadSignatureError,
     CommitteeRunError,
@@ -169,3 +172,26 @@ def test_committee_of_refuses_an_ordinary_run(anvil_env: ChainEnv) -> None:
         anvil_env.client(0).committee_of(run, RoundId(0))
     with pytest.raises(LedgerConfigError, match="<= 255"):
         RunConfig(spec_sha256=SPEC_SHA, spec_cid="c", committee_size=3, submit_blocks=200, vote_blocks=56)
+
+
+def test_indexer_stores_committee_finalized_arrays_as_json(anvil_env: ChainEnv, tmp_path: Path) -> None:
+    env = anvil_env
+    client = env.client(0)
+    run = _committee_run(env, 3)
+    committee = client.committee_of(run, RoundId(0))
+    env.mine_to(client.round_info(run, RoundId(0)).submit_end)
+    included = [0, 2, 3, 8]
+    result = _result(run, 0, included)
+    client.finalize_committee_round(result, committee, _sign(env, result, committee))
+    indexer = EventIndexer(env.w3, env.runs_address, tmp_path / "index.db", confirmations=0)
+
+    indexer.sync()
+
+    columns = '"runId", "manifestCid", "includedBitmap", "signers"'
+    rows = indexer.query(f'SELECT {columns} FROM "CommitteeFinalized"')
+    assert len(rows) == 1
+    run_id, manifest, words, signers = rows[0]
+    assert (run_id, manifest) == (run, result.manifest_cid)
+    assert bitmap_indices(json.loads(words)) == included
+    assert json.loads(signers) == committee
+    indexer.close()
