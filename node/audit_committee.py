@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from eth_utils.address import to_checksum_address
 
 from ledger.types import CommitteeResult, RoundId, RunId, Submission
-from node.audit_votes import VoteFinding
 from node.committee import MAX_MANIFEST_BYTES, CommitteeError, Eligibility, Manifest
 from node.history import RoundRecord
 from node.replay import ReplayError, named_included_set
@@ -44,9 +44,19 @@ COMMITTEE_CHECKS = (
 """The names of the checks, as they appear in the audit's JSON (``rounds[].vote_checks``) and mismatches."""
 
 
+@dataclass(frozen=True)
+class CommitteeFinding:
+    """One failed check of a committee round."""
+
+    check: str
+    expected: str
+    found: str
+    detail: str = ""
+
+
 def check_committee_round(
     client: Any, rec: RoundRecord, store: Any, bans: Mapping[str, int], k: int, quorum_bps: int
-) -> tuple[RoundRecord, dict[str, bool], list[VoteFinding]]:
+) -> tuple[RoundRecord, dict[str, bool], list[CommitteeFinding]]:
     """Run the checks of the module docstring on one finalised committee round.
 
     Returns the round record with the manifest's commits as ``submissions``, ``{check: passed}`` and the
@@ -58,11 +68,11 @@ def check_committee_round(
         return rec, {}, []
     run, r = RunId(int(rec.info.run_id)), RoundId(int(rec.round))
     checks = dict.fromkeys(COMMITTEE_CHECKS, True)
-    findings: list[VoteFinding] = []
+    findings: list[CommitteeFinding] = []
 
     def fail(check: str, expected: str, found: str, detail: str = "") -> None:
         checks[check] = False
-        findings.append(VoteFinding(check, expected, found, detail))
+        findings.append(CommitteeFinding(check, expected, found, detail))
 
     event = client.committee_finalized(run, r)
     if event is None:

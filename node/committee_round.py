@@ -59,8 +59,11 @@ from node.committee import (
 from node.context import NodeContext
 from node.state import round_s
 
-REGOSSIP_S = 3.0
-"""Seconds between re-publications of this member's own commit, proposal and vote (gossip may be lost)."""
+REGOSSIP_S = 4.0
+"""Seconds between re-publications of this member's own commit, proposal and vote (gossip may be lost).
+
+Each reaches every member (gossip), so they stop as soon as they are no longer needed: the commit once a
+proposal is seen, the proposal and the vote once this member sees a quorum of equal votes."""
 
 
 @dataclass
@@ -407,6 +410,8 @@ def _regossip(ctx: NodeContext, book: RoundBook) -> None:
     proposed = any(key not in book.refused for key in book.proposals)
     if commit is not None and not proposed:  # once a leader proposed, the commit is in or out for good
         _publish(ctx, _commit_message(ctx, book.round, commit))
+    if book.votes.quorum(book.needed) is not None:
+        return  # a quorum is out: the finaliser has it or gets it from those who hold it
     own = [p for p in book.proposals.values() if p.proposer == book.own_index]
     for proposal in own:
         _publish(ctx, _proposal_message(ctx, book.round, proposal, len(book.commits)))

@@ -140,8 +140,12 @@ def _wait(ctx: NodeContext, round: int, why: str) -> None:
 
 
 def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) -> None:
-    """Publish this member's phase on gossip when it changes, else at most every ``every_s`` seconds."""
-    if ctx.p2p is None:
+    """Publish this member's phase on gossip when it changes, else at most every ``every_s`` seconds.
+
+    Not in committee runs: every member's heartbeat reaches every member, the per-member traffic that a
+    committee run keeps from growing with the federation (docs/scale.md).
+    """
+    if ctx.p2p is None or ctx.committee_size:
         return
     what, last = ctx.heartbeat
     key = f"{round}:{phase}"

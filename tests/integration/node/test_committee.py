@@ -4,7 +4,8 @@ anvil (1 s blocks) + an IPFS daemon; each node keeps its own store and fetches f
 model, two rounds, quorum two thirds of the committee (2 of 3). Checked: both rounds finalise with one
 ``finalizeCommitteeRound`` each, signed by at least a quorum of that round's committee; every member ends on
 the chain's hash; a member outside a round's committee fetches no update and merges nothing in that round
-(it only commits and then adopts the result by CID); ``fedchain audit`` passes the run, rebuilding every
+(it only commits and then adopts the result by CID; one member also spot-checks two included updates per
+round, after adopting); ``fedchain audit`` passes the run, rebuilding every
 round from its ``CommitteeFinalized`` event and manifest.
 """
 
@@ -29,6 +30,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(150
 SPEC = Path(__file__).resolve().parents[3] / "node" / "specs" / "tiny.toml"
 SKILLS = ("arithmetic", "reverse", "capitals")
 SIZE, K, ROUNDS = 6, 3, 2
+SPOT, SPOT_CHECKS = 5, 2  # node 5 fetches 2 included updates of each round it adopts, after adopting
 DATA = [f"synthetic:{SKILLS[i % 3]}:40" for i in range(SIZE)]
 
 
@@ -57,6 +59,10 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCl
         folder = tmp_path_factory.mktemp("nodes")
         cluster = LocalCluster(folder, devnet, SIZE)
         cluster.init()
+        config = cluster.members[SPOT].home / "config.toml"  # one member spot-checks the committee
+        text = config.read_text()
+        assert "spot_checks = 0" in text
+        config.write_text(text.replace("spot_checks = 0", f"spot_checks = {SPOT_CHECKS}"))
         run_id = cluster.create_run(_spec(folder))
         try:
             cluster.start(run_id, DATA)
@@ -109,14 +115,23 @@ def test_committee_rounds_finalise_and_only_the_committee_fetches_updates(
             assert [e["sha"] for e in final] == [result.merged_sha256.hex()], f"node{i} round {r}"
             fetched = [e for e in cluster.events(i, "round.fetched") if e["round"] == r]
             merged = [e for e in cluster.events(i, "round.merged") if e["round"] == r]
-            update_fetches = [
-                e for e in cluster.events(i) if e.get("kind") == "update" and e.get("round") == r
-            ]
+            log = cluster.events(i)
+            adopted = [n for n, e in enumerate(log) if e.get("event") == "round.adopted" and e["round"] == r]
+            before = log[: adopted[0]] if adopted else log  # spot checks fetch updates after adopting
+            update_fetches = [e for e in before if e.get("kind") == "update" and e.get("round") == r]
             if i in ours:
                 assert merged, f"node{i} (committee) did not merge round {r}"
             else:
                 assert not fetched and not merged and not update_fetches, f"node{i} fetched updates in {r}"
                 assert not [e for e in cluster.events(i, "committee.voted") if e["round"] == r]
+                assert adopted, f"node{i} did not adopt round {r}"
+                checked = [e for e in cluster.events(i, "round.spot_checked") if e["round"] == r]
+                if i == SPOT:
+                    included = len(bitmap_indices(event.included_bitmap))
+                    assert [e["updates"] for e in checked] == [min(SPOT_CHECKS, included)], f"round {r}"
+                else:
+                    assert not checked
+                assert not [e for e in cluster.events(i, "round.spot_check_failed") if e["round"] == r]
     assert len(finalized) == ROUNDS
 
 

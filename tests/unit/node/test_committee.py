@@ -218,3 +218,11 @@ def test_bitmap_hex_round_trip_and_trailing_zero_refused() -> None:
     assert bitmap_from_hex(bitmap_to_hex(words)) == words
     with pytest.raises(CommitteeError, match="trailing zero"):
         bitmap_from_hex(bitmap_to_hex([1, 0]))
+
+
+def test_audit_bitmap_must_name_exactly_the_included_members() -> None:
+    from node.audit_committee import bitmap_matches
+
+    assert bitmap_matches(bitmap([0, 3]), MEMBERS, [MEMBERS[3].lower(), MEMBERS[0]])
+    assert not bitmap_matches(bitmap([0, 3]), MEMBERS, [MEMBERS[0]])
+    assert not bitmap_matches(bitmap([0]), MEMBERS, [MEMBERS[0], MEMBERS[1]])
