@@ -18,8 +18,9 @@ received and sent, this process's CPU seconds), ``exit``
 With ``--adversary`` three more commands exist, used only by tests and benchmarks of the defences:
 ``inject`` publishes raw bytes bypassing this peer's own validator (optionally with a forged signature),
 ``corrupt`` makes the store serve altered bytes for a CID, and ``flood`` (``{"cmd": "flood", "rate": r,
-"seconds": s, "round": n}``) signs r*s distinct heartbeats first, then sends them at r per second straight
-to every connected peer (``flooding`` when it starts, ``flooded`` when done).
+"seconds": s, "round": n, "distinct_s": d}``) signs r*d distinct heartbeats first (d defaults to s), then
+sends r*s of them, cycling, at r per second straight to every connected peer (``flooding`` when it starts,
+``flooded`` when done).
 """
 
 from __future__ import annotations
@@ -149,17 +150,17 @@ async def _inject(node: P2PNode, run: str, data: bytes, forge_signature: bool) -
     await pubsub.router.publish(pubsub.my_id, msg)
 
 
-async def _flood(node: P2PNode, messages: list[rpc_pb2.Message], rate: float) -> int:
-    """Send ``messages`` at ``rate`` per second to every connected pubsub peer, in 10 ms batches."""
+async def _flood(node: P2PNode, messages: list[rpc_pb2.Message], rate: float, total: int) -> int:
+    """Send ``total`` of ``messages`` (cycling) at ``rate`` per second to every pubsub peer, 10 ms apart."""
     pubsub = node._pubsub
     if pubsub is None or not isinstance(pubsub.router, GossipSub):
         raise P2PError("node not running")
     router = pubsub.router
     start, sent = trio.current_time(), 0
-    while sent < len(messages):
-        due = min(len(messages), int((trio.current_time() - start) * rate) + 1)
+    while sent < total:
+        due = min(total, int((trio.current_time() - start) * rate) + 1)
         if due > sent:
-            rpc = rpc_pb2.RPC(publish=messages[sent:due])
+            rpc = rpc_pb2.RPC(publish=[messages[i % len(messages)] for i in range(sent, due)])
             for peer_id in list(pubsub.peers):
                 router.send_rpc(peer_id, rpc)
             sent = due
@@ -284,6 +285,8 @@ class Peer:
 
     def _flood(self, cmd: dict[str, Any]) -> None:
         rate, seconds = float(cmd["rate"]), float(cmd["seconds"])
+        total = int(rate * seconds)
+        pool = min(total, int(rate * float(cmd.get("distinct_s", seconds))))
         round_ = int(cmd.get("round", self.round))
         messages = [
             _signed(
@@ -291,11 +294,11 @@ class Peer:
                 self.run_id,
                 encode(Heartbeat(run=self.run_id, round=round_, sender=self.node.address, phase="flood")),
             )
-            for _ in range(int(rate * seconds))
+            for _ in range(max(1, pool))
         ]
-        emit("flooding", start_ms=time.time_ns() // 1_000_000, count=len(messages), rate=rate)
+        emit("flooding", start_ms=time.time_ns() // 1_000_000, count=total, distinct=len(messages), rate=rate)
         started = time.monotonic()
-        sent = self.node._call(_flood, self.node, messages, rate, timeout=seconds * 3 + 30)
+        sent = self.node._call(_flood, self.node, messages, rate, total, timeout=seconds * 3 + 30)
         emit("flooded", sent=sent, seconds=time.monotonic() - started)
 
     def serve(self) -> None:

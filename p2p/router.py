@@ -14,7 +14,8 @@ The guard acts at the points where py-libp2p gives a hook:
 * :meth:`GuardedPubsub.notify_subscriptions`: validated messages go to a per-topic sink (the node's own
   queue) instead of py-libp2p's 32-message subscription queue, which drops messages when a burst fills it;
 * :class:`GuardedGossipSub`: ignores control messages (GRAFT, IHAVE, IWANT…) of peers it does not
-  admit, prunes them from the mesh and fanout each heartbeat, and never sends them a message.
+  admit, prunes them from the mesh and fanout each heartbeat, never sends them a message, and keeps no
+  pending messages for them (py-libp2p queues each message for every connected peer not yet subscribed).
 
 The topic validator (:class:`p2p.gossip.TopicValidator`) charges the signer's rate limit and reports its
 rejections to the guard.
@@ -175,6 +176,21 @@ class GuardedGossipSub(GossipSub):
         for peer in [p for p, topics in graft.items() if not topics]:
             del graft[peer]
         return graft, prune
+
+    def _prune_pending_messages(self, peer_id: ID) -> None:
+        # py-libp2p queues every message for a connected peer that has not subscribed yet and flushes the
+        # queue once it does (or once our stream to it reopens): never for a peer the guard refuses.
+        if not self.guard.admits(peer_id):
+            self._pending_messages.pop(peer_id, None)
+            return
+        super()._prune_pending_messages(peer_id)
+
+    async def flush_pending_messages(self, peer_id: ID) -> None:
+        """Send a newly subscribed peer what it missed, unless the guard refuses it (then forget it)."""
+        if not self.guard.admits(peer_id):
+            self._pending_messages.pop(peer_id, None)
+            return
+        await super().flush_pending_messages(peer_id)
 
     def _get_peers_to_send(
         self,

@@ -19,10 +19,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def test_honest_announcements_reach_every_honest_peer_while_a_member_floods_and_a_sybil_publishes(
     tmp_path: Path,
 ) -> None:
-    result = run(honest=3, sybils=1, seconds=6.0, interval=0.25, log_dir=tmp_path)
+    result = run(honest=3, sybils=1, seconds=8.0, interval=0.5, log_dir=tmp_path)
 
     attack, outcome = result["attack"], result["outcome"]
-    assert attack["announcements"] == attack["expected"] == 72
+    assert attack["announcements"] == attack["expected"] == 48
     assert attack["delivered_fraction"] >= 0.999, attack
     assert result["baseline"]["delivered_fraction"] >= 0.999, result["baseline"]
     limits = GuardConfig()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import trio
 from libp2p.pubsub.pb import rpc_pb2
 from libp2p.pubsub.pubsub import SUBSCRIPTION_CHANNEL_SIZE
@@ -75,3 +77,17 @@ def test_validated_messages_go_to_the_sink_not_to_the_32_message_queue() -> None
 
     assert queued == SUBSCRIPTION_CHANNEL_SIZE  # py-libp2p's queue drops the rest of a burst
     assert sunk == messages
+
+
+def test_no_message_is_kept_pending_for_a_refused_peer() -> None:
+    _, router, _ = guarded()
+    message = rpc_pb2.RPC(publish=[rpc_pb2.Message(data=b"x", topicIDs=[TOPIC])])
+    for identity in (SYBIL, BOB):
+        router._pending_messages[identity.peer_id].append((time.time(), message))
+
+    router._prune_pending_messages(SYBIL.peer_id)
+    router._prune_pending_messages(BOB.peer_id)
+    trio.run(router.flush_pending_messages, SYBIL.peer_id)
+
+    assert SYBIL.peer_id not in router._pending_messages  # would be sent to it once its stream reopens
+    assert len(router._pending_messages[BOB.peer_id]) == 1
