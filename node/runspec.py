@@ -111,6 +111,10 @@ class RunSpec:
         Updates with a larger L2 norm are rejected by every peer (``None``: no bound).
     max_samples
         Largest sample count a member may claim (bounds its weight).
+    weighting
+        Aggregation weights: ``"samples"`` (default) weighs each update by the ``num_samples`` its member
+        committed, self-reported and unchecked; ``"equal"`` weighs every accepted update 1
+        (:data:`training.merge.WEIGHTINGS`).
     seed
         Run seed: adapter initialisation and every member's local training seeds derive from it.
     server
@@ -153,6 +157,9 @@ class RunSpec:
     codec: str = "fp32"
     max_norm: float | None = None
     max_samples: int = 1_000_000
+    weighting: str = field(
+        default="samples", metadata={"help": "samples (self-reported num_samples) or equal"}
+    )
     seed: int = 0
     server: Mapping[str, float] = field(default_factory=dict)
     clients_per_round: int | None = None
@@ -245,6 +252,7 @@ class RunSpec:
             scaffold=algorithm.control_variates,
             max_samples=self.max_samples,
             convention=self.convention,
+            weighting=self.weighting,
         )
 
     def train_config(self, seed: int, round: int | None = None) -> TrainConfig:

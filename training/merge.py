@@ -58,6 +58,8 @@ refuses the run (:class:`node.runspec.RunSpec` checks it) instead of voting for 
 LEGACY_ARITHMETIC = "fedchain-arith/1"
 """What a run spec without an ``arithmetic`` key was written for."""
 DEFAULT_MAX_SAMPLES = 1_000_000
+WEIGHTINGS = ("samples", "equal")
+"""Aggregation weights of accepted updates: their self-reported ``num_samples``, or 1 each."""
 _MAX_HEADER_BYTES = 1 << 22
 
 
@@ -138,6 +140,9 @@ class MergeSpec:
     convention
         Which formulas the server optimiser follows (:mod:`training.conventions`): ``openfedllm`` (default)
         or ``reddi``; under ``openfedllm`` the adaptive optimisers aggregate with equal weights.
+    weighting
+        ``"samples"`` (default): each accepted update weighs its committed ``num_samples``, a number its
+        sender reports and nobody checks; ``"equal"``: every accepted update weighs 1, whatever it claims.
     """
 
     aggregator: str = "mean"
@@ -149,6 +154,7 @@ class MergeSpec:
     scaffold: bool = False
     max_samples: int = DEFAULT_MAX_SAMPLES
     convention: str = DEFAULT_CONVENTION
+    weighting: str = "samples"
 
     def __post_init__(self) -> None:
         from training.aggregate import AGGREGATORS
@@ -174,6 +180,8 @@ class MergeSpec:
             raise MergeError(f"`max_norm` must be a finite number > 0 or None, got {self.max_norm!r}")
         if not isinstance(self.max_samples, int) or not 1 <= self.max_samples <= 1 << 30:
             raise MergeError(f"`max_samples` must be an integer in [1, 2**30], got {self.max_samples!r}")
+        if self.weighting not in WEIGHTINGS:
+            raise MergeError(f"`weighting` must be one of {', '.join(WEIGHTINGS)}, got {self.weighting!r}")
 
 
 @dataclass(frozen=True)
@@ -432,8 +440,8 @@ def merge(
         return MergeOutcome(state, (), MappingProxyType(rejected), None)
     if len(deltas) > eligible:
         raise MergeError(f"{len(deltas)} accepted updates but only `eligible`={eligible} members")
-    if server_opt.unweighted(spec.server_optimizer, spec.convention):
-        weights = [1] * len(weights)  # the reference's adaptive optimisers take the plain client mean
+    if spec.weighting == "equal" or server_opt.unweighted(spec.server_optimizer, spec.convention):
+        weights = [1] * len(weights)  # equal weights; the reference's adaptive optimisers take the plain mean
     try:
         agg = aggregate(
             spec.aggregator,

@@ -29,6 +29,17 @@ def test_a_minimal_fedavg_spec_is_stored_with_its_resolved_defaults(tmp_path: Pa
         1_000_000,
     )
     assert (doc["seed"], doc["arithmetic"], doc["algorithm"]) == (0, ARITHMETIC, "fedavg")
+    assert doc["weighting"] == "samples"
+
+
+def test_equal_weighting_reaches_the_merge(tmp_path: Path) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text('[run]\nweighting = "equal"\n')
+
+    assert RunSpec.from_toml(path).merge_spec().weighting == "equal"
+    path.write_text('[run]\nweighting = "votes"\n')
+    with pytest.raises(RunSpecError, match="`weighting` must be one of samples, equal, got 'votes'"):
+        RunSpec.from_toml(path)
 
 
 @pytest.mark.parametrize(

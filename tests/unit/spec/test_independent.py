@@ -104,6 +104,25 @@ def test_merge_of_wide_range_updates_is_rebuilt_bit_for_bit(codec: str, samples:
     assert set_hash == included_set_hash(pairs)
 
 
+def test_equal_weighting_ignores_the_claimed_samples() -> None:
+    rows = _wide_rows(4, len(MEMBERS), LAYOUT.numel)
+    claims = (7, 1_000_000, 3, 12_345)
+    blobs = [
+        (m, encode(torch.from_numpy(r), LAYOUT, run="9", round=4), n)
+        for m, r, n in zip(MEMBERS, rows, claims, strict=True)
+    ]
+    params = _wide_rows(5, 1, LAYOUT.numel)[0]
+    spec = MergeSpec(weighting="equal")
+    base = initial_state(spec, torch.from_numpy(params.copy()), LAYOUT)
+    outcome = merge(base, [UpdateInput(k, b, n) for k, b, n in blobs], spec, run="9", round=4, eligible=4)
+
+    layout = reimpl.Layout(LAYOUT.names, LAYOUT.shapes, LAYOUT.dtypes)
+    state, _ = _independent_merge(params, [(k, b, 1) for k, b, _ in blobs], layout, "9", 4)
+    assert reimpl.state_hash(state) == state_hash(outcome.state)
+    weighted, _ = _independent_merge(params, blobs, layout, "9", 4)
+    assert reimpl.state_hash(weighted) != state_hash(outcome.state)
+
+
 def _correctly_rounded(value: Fraction) -> np.float32:
     """The float32 nearest to ``value`` (ties to even)."""
     guess = np.float32(float(value))

@@ -2,7 +2,8 @@
 ``torch.set_num_threads``, ``ATEN_CPU_CAPABILITY`` in {default, avx2, avx512} and the numba kernels compiled
 for the host CPU or for ``NUMBA_CPU_NAME=generic`` (baseline x86-64), run as subprocesses. The server
 optimisers run under both conventions (``reddi`` and ``openfedllm``, three steps each), with the unweighted
-mean the ``openfedllm`` adaptive optimisers aggregate, and SCAFFOLD's control step with ``N`` eligible."""
+mean the ``openfedllm`` adaptive optimisers aggregate, SCAFFOLD's control step with ``N`` eligible, and the
+whole merge with ``weighting = "samples"`` and ``"equal"``."""
 
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ from training.aggregate import AGGREGATORS
 from training.codec import decode
 from training.determinism import state_sha256
 from training.flat import flatten
+from training.merge import MergeSpec, UpdateInput, initial_state, merge, state_hash
 from training.robust import tile_ir
 from training.robust.exact import gram
 from training.scaffold import server_control_step
@@ -64,6 +66,11 @@ for threads, perm in ((1, ident), (2, rev), (4, shuffled), (4, ident), (1, shuff
             for step in range(3):  # the first step and two later ones (the openfedllm round-0 branch)
                 p, state = server_step(opt, p, agg * (1.0 - 0.25 * step), state, cfg, convention=convention)
             row["server_" + opt + suffix] = state_sha256(dict(state, params=p))
+    for weighting in ("samples", "equal"):  # the whole merge, sample-weighted and with equal weights
+        mspec = MergeSpec(codec="int8", weighting=weighting)
+        ups = [UpdateInput(f"m{i}", blobs[i], int(weights[i])) for i in perm]
+        merged = merge(initial_state(mspec, params, spec), ups, mspec, run="r", round=1, eligible=n)
+        row["merge_" + weighting] = state_hash(merged.state)
     row["scaffold"] = hashlib.sha256(server_control_step(params, x).numpy().tobytes()).hexdigest()
     scaffold_n = server_control_step(params, x, eligible=20)  # c + sum / N, 7 of 20 took part
     row["scaffold_eligible"] = hashlib.sha256(scaffold_n.numpy().tobytes()).hexdigest()
@@ -157,7 +164,8 @@ def test_same_hashes_for_any_order_threads_and_instruction_set(
         # Baseline x86-64 has no FMA unit: the Gram tile calls the C library's fmaf there, and must agree.
         assert run["tile"] == {"cpu": "generic", "fma_unit": False, "fmaf_call": True}
     reference = default_run["hashes"]
-    assert isinstance(reference, dict) and len(reference) == 23
+    assert isinstance(reference, dict) and len(reference) == 25
+    assert reference["merge_equal"] != reference["merge_samples"]  # the weighting changes the merge
     for name, table in (("default", default_run["hashes"]), (lane, run["hashes"])):
         assert isinstance(table, dict) and table.keys() == reference.keys()
         for key, values in table.items():
