@@ -55,8 +55,8 @@ def test_audit_checks_votes_and_reports_an_unavailable_update(
 
     proc = _audit(anvil, registry, ipfs_daemon, toy.run, "--json")
 
-    assert proc.returncode == 4, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = json.loads(proc.stdout)
+    assert proc.returncode == 4, (out["registry"], out["runs"][0]["mismatch_lines"], proc.stderr[-2000:])
     run = out["runs"][0]
     assert out["ok"] and not run["complete"]
     assert [(u["round"], u["member"], u["cid"]) for u in run["unavailable"]] == [(1, gone.member, gone.cid)]
@@ -69,6 +69,6 @@ def test_audit_checks_votes_and_reports_an_unavailable_update(
     assert not whats & set(VOTE_CHECKS), run["mismatch_lines"]
 
     text = _audit(anvil, registry, ipfs_daemon, toy.run)
-    assert text.returncode == 4
+    assert text.returncode == 4, text.stdout[-3000:]
     assert f"UNAVAILABLE round 1: update of {gone.member} at {gone.cid}" in text.stdout
     assert "votes ok" in text.stdout
