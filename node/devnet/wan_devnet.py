@@ -52,6 +52,8 @@ class _NamespacedIpfs(IpfsDaemon):
         path.write_text(json.dumps(config, indent=2))
 
     def _responds(self) -> bool:
+        if not (self.repo_dir / "api").exists():  # it answers a moment before it writes its address
+            return False
         request = urllib.request.Request(self._probe_url + "/api/v0/id", method="POST")
         with urllib.request.urlopen(request, timeout=5.0) as response:
             return bool(response.status == 200)
