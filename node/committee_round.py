@@ -703,6 +703,7 @@ def _finalize(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
     if got is None:
         return False
     result, signers, signatures = got
+    signers, signatures = signers[:needed], signatures[:needed]  # each signature beyond quorum costs ~9k gas
     if book.quorum_block is None:
         book.quorum_block = head
         ctx.log.event("committee.quorum", run=ctx.run_id, round=rnd, votes=len(signers), needed=needed)
