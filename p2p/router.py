@@ -11,6 +11,7 @@ The guard acts at the points where py-libp2p gives a hook:
   heartbeat, removes graylisted peers and peers no longer members, and restores them when that ends;
 * :meth:`GuardedPubsub.stream_handler`: the inbound pubsub streams of a peer are reset when it is
   graylisted, and a graylisted peer's new streams are refused;
+* :meth:`GuardedPubsub._handle_new_peer`: a peer's outbound queue holds :data:`OUTBOUND_QUEUE` RPCs;
 * :meth:`GuardedPubsub.notify_subscriptions`: validated messages go to a per-topic sink (the node's own
   queue) instead of py-libp2p's 32-message subscription queue, which drops messages when a burst fills it;
 * :class:`GuardedGossipSub`: ignores control messages (GRAFT, IHAVE, IWANT…) of peers it does not
@@ -38,6 +39,11 @@ from libp2p.pubsub.pubsub import Pubsub
 from p2p.guard import PeerGuard
 
 log = logging.getLogger(__name__)
+
+OUTBOUND_QUEUE = 1024
+"""RPCs that may wait to be written to one peer. py-libp2p's 32 (go-libp2p's default) silently drops the
+next RPC when full, for every peer at once when a burst arrives (each accepted message is forwarded and
+announced with IDONTWANT to every mesh peer): an honest announcement published then reached nobody."""
 
 
 class GuardedPubsub(Pubsub):
@@ -81,6 +87,13 @@ class GuardedPubsub(Pubsub):
             streams.discard(stream)
             if not streams:
                 self.inbound_streams.pop(peer, None)
+
+    async def _handle_new_peer(self, peer_id: ID) -> None:
+        await super()._handle_new_peer(peer_id)
+        queue = self.peer_queues.get(peer_id)
+        inner = getattr(queue, "_queue", None)
+        if inner is not None and getattr(inner, "max_size", OUTBOUND_QUEUE) < OUTBOUND_QUEUE:
+            inner.max_size = OUTBOUND_QUEUE
 
     def _cut(self, peer: ID) -> None:
         """Reset the inbound pubsub streams of a peer that was just graylisted."""

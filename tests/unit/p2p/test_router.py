@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import trio
+from libp2p.peer.id import ID
 from libp2p.pubsub.pb import rpc_pb2
-from libp2p.pubsub.pubsub import SUBSCRIPTION_CHANNEL_SIZE
+from libp2p.pubsub.pubsub import SUBSCRIPTION_CHANNEL_SIZE, Pubsub
+from libp2p.pubsub.rpc_queue import RpcQueue
 
 from p2p.gossip import GossipConfig, build_router, message_id, topic_for
 from p2p.guard import GuardConfig, PeerGuard
 from p2p.host import build_host
 from p2p.identity import NodeIdentity
-from p2p.router import GuardedGossipSub, GuardedPubsub
+from p2p.router import OUTBOUND_QUEUE, GuardedGossipSub, GuardedPubsub
 
 ME = NodeIdentity.from_private_key((9).to_bytes(32, "big"))
 ALICE = NodeIdentity.from_private_key((1).to_bytes(32, "big"))
@@ -91,3 +94,17 @@ def test_no_message_is_kept_pending_for_a_refused_peer() -> None:
 
     assert SYBIL.peer_id not in router._pending_messages  # would be sent to it once its stream reopens
     assert len(router._pending_messages[BOB.peer_id]) == 1
+
+
+def test_a_new_peers_outbound_queue_holds_a_burst(monkeypatch: pytest.MonkeyPatch) -> None:
+    pubsub, _, _ = guarded()
+
+    async def register(self: Pubsub, peer_id: ID) -> None:  # what py-libp2p does once the stream is open
+        self.peer_queues[peer_id] = RpcQueue()
+
+    monkeypatch.setattr(Pubsub, "_handle_new_peer", register)
+    trio.run(pubsub._handle_new_peer, BOB.peer_id)
+    queue = pubsub.peer_queues[BOB.peer_id]
+    pushed = [queue.push(rpc_pb2.RPC()) for _ in range(OUTBOUND_QUEUE + 1)]
+
+    assert pushed.count(True) == OUTBOUND_QUEUE > 32  # py-libp2p's default drops the 33rd
