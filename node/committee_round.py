@@ -7,8 +7,9 @@ non-eligible or non-committee member or for another round is dropped with ``comm
 the one thing this member owes the round:
 
 1. **Commit** (every eligible member): train, store and pin the update as in an ordinary run, sign its
-   EIP-712 ``UpdateCommit``, record the commit in the state database, then gossip it. A recorded commit
-   is gossiped again as is after a restart: a member never signs two commits for a round.
+   EIP-712 ``UpdateCommit``, record the commit in the state database, then send it to each committee
+   member directly (``P2PNode.send``; gossip only for a committee member it cannot reach). A recorded
+   commit is sent again as is after a restart: a member never signs two commits for a round.
 2. **Propose** (committee members, in leader order): once the submit window closed (or every eligible
    member's commit is in hand) the leader stores the manifest of the commits it holds and gossips the
    proposal; fallback leader ``j`` proposes only after ``j * proposal_timeout_blocks`` blocks without a
@@ -62,8 +63,12 @@ from node.state import round_s
 REGOSSIP_S = 4.0
 """Seconds between re-publications of this member's own commit, proposal and vote (gossip may be lost).
 
-Each reaches every member (gossip), so they stop as soon as they are no longer needed: the commit once a
-proposal is seen, the proposal and the vote once this member sees a quorum of equal votes."""
+They stop as soon as they are no longer needed: the commit once a proposal is seen (or every committee
+member accepted it), the proposal and the vote once this member sees a quorum of equal votes."""
+DIRECT_TRIES = 3
+"""Re-sends of the commit to a committee member that did not accept it before it is gossiped instead."""
+DIRECT_TIMEOUT_S = 5.0
+"""Seconds one direct send of the commit to one committee member may take."""
 
 
 @dataclass
@@ -88,6 +93,8 @@ class RoundBook:
     last_gossip: float = 0.0
     manifests: dict[str, Manifest] = field(default_factory=dict)
     stale: set[tuple[str, str, int]] = field(default_factory=set)
+    delivered: set[int] = field(default_factory=set)
+    direct_tries: int = 0
 
     @property
     def in_committee(self) -> bool:
@@ -409,7 +416,7 @@ def _regossip(ctx: NodeContext, book: RoundBook) -> None:
     commit = _own_commit(ctx, book.round)
     proposed = any(key not in book.refused for key in book.proposals)
     if commit is not None and not proposed:  # once a leader proposed, the commit is in or out for good
-        _publish(ctx, _commit_message(ctx, book.round, commit))
+        _send_commit(ctx, book, commit)
     if book.votes.quorum(book.needed) is not None:
         return  # a quorum is out: the finaliser has it or gets it from those who hold it
     own = [p for p in book.proposals.values() if p.proposer == book.own_index]
@@ -424,7 +431,7 @@ def _regossip(ctx: NodeContext, book: RoundBook) -> None:
 
 
 def _commit(ctx: NodeContext, info: Any, book: RoundBook) -> bool:
-    """Train, store, sign and gossip this member's commit once; ``True`` if it did so now."""
+    """Train, store, sign and send this member's commit once; ``True`` if it did so now."""
     from node.round import _privacy_refusal, _wait
     from node.submit import _train_and_store
 
@@ -464,9 +471,49 @@ def _commit(ctx: NodeContext, info: Any, book: RoundBook) -> bool:
         sha=commit.sha256,
         cid=commit.cid,
     )
-    _publish(ctx, _commit_message(ctx, rnd, commit))
+    _send_commit(ctx, book, commit)
     book.last_gossip = time.monotonic()
     return True
+
+
+def _send_commit(ctx: NodeContext, book: RoundBook, commit: Commit) -> None:
+    """Send this member's commit to the committee members that have not accepted it yet.
+
+    Only the committee uses commits, so they go to its members directly (``P2PNode.send``), not by gossip
+    to every member: a member's traffic then does not grow with the run's size. A committee member whose
+    peer id this node does not know, or that did not accept the commit in :data:`DIRECT_TRIES` tries, gets
+    it by gossip instead (everyone does then).
+    """
+    if ctx.p2p is None:
+        return
+    message = _commit_message(ctx, book.round, commit)
+    wanted = [i for i in book.committee if i != book.own_index and i not in book.delivered]
+    if not wanted:
+        return
+    book.direct_tries += 1
+    if book.direct_tries > DIRECT_TRIES:
+        _publish(ctx, message)
+        return
+    known = ctx.p2p.peer_ids()
+    peers = {known[a]: i for i in wanted if (a := to_checksum_address(book.members[i])) in known}
+    unknown = [i for i in wanted if i not in peers.values()]
+    try:
+        results = ctx.p2p.send(message, list(peers), timeout_s=DIRECT_TIMEOUT_S) if peers else {}
+    except Exception as exc:  # the p2p node stopped or timed out: the next re-send tries again
+        results = {peer: str(exc)[:200] for peer in peers}
+    book.delivered.update(peers[peer] for peer, why in results.items() if why is None)
+    failed = {str(peers[peer]): why for peer, why in results.items() if why is not None}
+    ctx.log.event(
+        "committee.commit_sent",
+        run=ctx.run_id,
+        round=book.round,
+        delivered=sorted(book.delivered),
+        failed=failed,
+        unknown=unknown,
+        attempt=book.direct_tries,
+    )
+    if unknown:
+        _publish(ctx, message)  # no way to reach them directly: gossip reaches them through others
 
 
 def _key_bytes(ctx: NodeContext) -> bytes:

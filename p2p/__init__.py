@@ -17,6 +17,8 @@ router
     py-libp2p's pubsub and gossipsub with the guard wired in.
 blob
     The ``/fedchain/blob/1.0.0`` stream protocol: framing, serving from a store, CID-verified receiving.
+direct
+    The ``/fedchain/direct/1.0.0`` stream protocol: one message to one chosen peer, checked as gossip is.
 fetch
     Fetching one artifact from a list of providers, or a round's artifacts in parallel, with fallback.
 reconnect

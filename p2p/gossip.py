@@ -192,8 +192,16 @@ class TopicValidator:
 
     def __call__(self, forwarder: ID, msg: rpc_pb2.Message) -> bool:
         """Run as libp2p's synchronous topic validator: ``True`` accepts, ``False`` drops."""
+        return self.admit(forwarder, ID(msg.from_id), msg.data)
+
+    def admit(self, forwarder: ID, origin: ID, data: bytes) -> bool:
+        """Check one message signed by ``origin`` and received from ``forwarder``; count and log a rejection.
+
+        The gossip path (:meth:`__call__`) and the direct-message protocol (:mod:`p2p.direct`, where the
+        origin is the stream's authenticated peer) both come here.
+        """
         try:
-            self.check(ID(msg.from_id), msg.data)
+            self.check(origin, data)
         except MessageError as exc:
             reason = str(exc).split(":", 1)[0]  # every rejection message starts with "<reason>:"
             self.dropped[reason] += 1

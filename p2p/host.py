@@ -30,7 +30,7 @@ from libp2p.security.noise.transport import PROTOCOL_ID as NOISE_PROTOCOL_ID
 from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID as YAMUX_PROTOCOL_ID
 from libp2p.tools.anyio_service import background_trio_service
 
-from p2p import blob
+from p2p import blob, direct
 from p2p.config import P2PConfig
 from p2p.errors import IdentityError, NodeError, P2PError
 from p2p.fetch import FetchRequest, fetch_many, fetch_one
@@ -127,6 +127,7 @@ class P2PNode:
         self.validators: dict[str, TopicValidator] = {}
         self.guard = PeerGuard(config.gossip.guard, is_member, self_id=self.identity.peer_id)
         self._handlers: dict[str, list[Handler]] = {}
+        self._sinks: dict[str, Callable[[rpc_pb2.Message], None]] = {}
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -219,6 +220,37 @@ class P2PNode:
         """Publish a message on its run's topic (the node must be subscribed to that run)."""
         self._call(self._publish, encode(message), message.run)
 
+    def send(
+        self, message: AnyMessage, peers: Sequence[str], attempts: int = 2, timeout_s: float = 5.0
+    ) -> dict[str, str | None]:
+        """Send ``message`` to each of ``peers`` (peer ids) over the direct protocol, in parallel.
+
+        Each peer runs the gossip checks on it and hands it to its handlers of the run, as if it had
+        arrived by gossip; nobody else sees it. Each peer is tried at most ``attempts`` times (a refusal is
+        not retried), each try bounded by ``timeout_s``. Returns, per peer, ``None`` if it accepted the
+        message, else why not.
+        """
+        if attempts < 1 or timeout_s <= 0:
+            raise ValueError(f"`attempts` must be >= 1 and `timeout_s` > 0, got {attempts}, {timeout_s}")
+        data = encode(message)
+        targets = tuple(dict.fromkeys(peers))
+        return dict(
+            self._call(self._send, data, targets, attempts, timeout_s, timeout=timeout_s * attempts + 5)
+        )
+
+    def peer_ids(self) -> dict[str, str]:
+        """Peer ids of the members this node is connected to or keeps dialling, by checksummed address."""
+        host = self._require_host()
+        ids = {pid.to_base58() for pid in host.get_connected_peers()}
+        for addr in list(self._keep):
+            with contextlib.suppress(Exception):  # a malformed bootstrap address names nobody
+                ids.add(info_from_p2p_addr(multiaddr.Multiaddr(addr)).peer_id.to_base58())
+        found: dict[str, str] = {}
+        for peer in sorted(ids):
+            with contextlib.suppress(IdentityError):
+                found[address_from_peer_id(peer)] = peer
+        return found
+
     def fetch(self, cid: Cid, providers: Sequence[str], max_size: int | None = None) -> bytes:
         """Fetch ``cid`` from the first provider that delivers bytes matching it, and store them locally.
 
@@ -287,6 +319,7 @@ class P2PNode:
         router = build_router(self.config.gossip, self.guard)
         pubsub = GuardedPubsub(host, router, self.guard, strict_signing=True, msg_id_constructor=message_id)
         host.set_stream_handler(blob.BLOB_PROTOCOL, self._serve_blob)
+        host.set_stream_handler(direct.DIRECT_PROTOCOL, self._serve_direct)
         self._host, self._pubsub = host, pubsub
         async with (
             host.run(listen_addrs=[multiaddr.Multiaddr(self.config.listen_multiaddr)]),
@@ -368,6 +401,7 @@ class P2PNode:
                 log.warning("run %s: %d messages await the handlers; dropping one", run_id, DELIVERY_QUEUE)
 
         pubsub.sinks[topic] = enqueue
+        self._sinks[run_id] = enqueue
         await pubsub.subscribe(topic)
         nursery.start_soon(self._deliver, run_id, receive)
 
@@ -403,6 +437,66 @@ class P2PNode:
         if self._pubsub is None or run_id not in self.validators:
             raise NodeError(f"subscribe to run {run_id!r} before publishing on it")
         await self._pubsub.publish(topic_for(run_id), data)
+
+    async def _send(
+        self, data: bytes, peers: tuple[str, ...], attempts: int, timeout_s: float
+    ) -> dict[str, str | None]:
+        host = self._require_host()
+        results: dict[str, str | None] = {}
+
+        async def one(peer: str) -> None:
+            why = "not tried"
+            for _ in range(attempts):
+                try:
+                    with trio.fail_after(timeout_s):
+                        await direct.send_to_peer(host, peer, data)
+                    results[peer] = None
+                    return
+                except direct.DirectRefusedError as exc:
+                    why = str(exc)
+                    break  # the peer checked it and said no: sending it again cannot change that
+                except direct.DirectError as exc:
+                    why = str(exc)
+                except trio.TooSlowError:
+                    why = f"{peer} did not answer within {timeout_s:g} s"
+            results[peer] = why[:300]
+
+        async with trio.open_nursery() as nursery:
+            for peer in peers:
+                nursery.start_soon(one, peer)
+        return results
+
+    def _take_direct(self, peer: ID, data: bytes) -> direct.DirectStatus:
+        """Check a direct message as the gossip validator would and queue it for the run's handlers."""
+        if self.guard.is_graylisted(peer):
+            return direct.DirectStatus.REFUSED
+        try:
+            run_id = decode(data).run
+        except P2PError:
+            self.guard.rejected(peer, "malformed")
+            return direct.DirectStatus.REFUSED
+        validator, sink = self.validators.get(run_id), self._sinks.get(run_id)
+        if validator is None or sink is None or not validator.admit(peer, peer, data):
+            return direct.DirectStatus.REFUSED
+        sink(rpc_pb2.Message(data=data, from_id=peer.to_bytes()))
+        return direct.DirectStatus.OK
+
+    async def _serve_direct(self, stream: INetStream) -> None:
+        peer = stream.muxed_conn.peer_id
+        try:
+            with trio.fail_after(self.config.fetch_timeout_s):
+                data = await direct.read_request(stream)
+                await stream.write(bytes([self._take_direct(peer, data)]))
+        except (P2PError, trio.TooSlowError) as exc:
+            log.warning("direct message from %s failed: %r", peer, exc)
+        except Exception as exc:  # a peer resetting the stream, among others
+            log.warning("direct stream with %s broke: %r", peer, exc)
+        finally:
+            with trio.move_on_after(2):
+                try:
+                    await stream.close()
+                except Exception as exc:
+                    log.debug("closing direct stream with %s: %r", peer, exc)
 
     def _may_serve(self, peer: ID) -> bool:
         try:

@@ -119,3 +119,31 @@ def test_a_node_that_cannot_listen_fails_clearly(pair: tuple[P2PNode, P2PNode]) 
     clash.stop()
     with pytest.raises(NodeError, match="not running"):
         clash.peers()
+
+
+def test_a_direct_message_reaches_only_its_peer_after_the_gossip_checks(
+    pair: tuple[P2PNode, P2PNode],
+) -> None:
+    first, second = pair
+    got, ignored = Inbox(), Inbox()
+    first.subscribe("run-1", ignored)
+    second.subscribe("run-1", got)
+    deadline = time.monotonic() + 10
+    while second.peer_id not in first.peers() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.peer_ids()[second.address] == second.peer_id  # connected: known by address
+    assert second.peer_ids()[first.address] == first.peer_id  # dialled (bootstrap): known by address
+    message = Heartbeat(run="run-1", round=0, sender=first.address, phase="committing")
+
+    sent = first.send(message, [second.peer_id])
+    replayed = first.send(message, [second.peer_id])  # the same nonce again: the replay check refuses it
+    stale = first.send(message.model_copy(update={"round": 5, "nonce": "00112233aabbccdd"}), [second.peer_id])
+
+    assert sent == {second.peer_id: None}
+    assert got.event.wait(5)
+    assert got.messages == [message]
+    assert ignored.messages == []  # no gossip: the sender's own handlers saw nothing either
+    assert "refused" in str(replayed[second.peer_id])
+    assert "refused" in str(stale[second.peer_id])
+    assert second.validators["run-1"].dropped["replay"] == 1
+    assert second.validators["run-1"].dropped["stale round"] == 1
