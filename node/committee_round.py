@@ -1,22 +1,23 @@
 """The open round of a committee run (``committeeSize = k > 0`` on chain): the node's side of docs/scale.md.
 
 :func:`committee_step` replaces the submit and vote phases of :func:`node.round.step` in a committee run.
-It draws the round's committee from the start block's hash, checks the gossip that arrived since the last
+It draws the round's committee from the start block's hash, checks the messages that arrived since the last
 step (:attr:`NodeContext.inbox`: commits, proposals, votes; anything malformed, unsigned, from a
 non-eligible or non-committee member or for another round is dropped with ``committee.dropped``), then does
-the one thing this member owes the round:
+the one thing this member owes the round. Only the committee uses these messages, so each goes to the
+committee members directly (``P2PNode.send``, :func:`_send_committee`), by gossip only to a committee member
+whose peer id this node does not know: a member's traffic does not grow with the run's size.
 
 1. **Commit** (every eligible member): train, store and pin the update as in an ordinary run, sign its
-   EIP-712 ``UpdateCommit``, record the commit in the state database, then send it to each committee
-   member directly (``P2PNode.send``; gossip only for a committee member it cannot reach). A recorded
-   commit is sent again as is after a restart: a member never signs two commits for a round.
+   EIP-712 ``UpdateCommit``, record the commit in the state database, then send it to the committee. A
+   recorded commit is sent again as is after a restart: a member never signs two commits for a round.
 2. **Propose** (committee members, in leader order): once the submit window closed (or every eligible
-   member's commit is in hand) the leader stores the manifest of the commits it holds and gossips the
+   member's commit is in hand) the leader stores the manifest of the commits it holds and sends the
    proposal; fallback leader ``j`` proposes only after ``j * proposal_timeout_blocks`` blocks without a
    valid better-ranked proposal.
 3. **Vote** (committee members, once): take the best-ranked valid proposal, fetch and check the manifest
    and every update it names, merge exactly as an ordinary round does, store the merged state, sign the
-   ``CommitteeVote`` and gossip the signature (recorded before it leaves).
+   ``CommitteeVote`` and send the signature (recorded before it leaves).
 4. **Finalise** (committee members holding a quorum of equal signatures): the proposer sends
    ``finalizeCommitteeRound`` first; each other committee member waits ``finalize_grace_blocks`` more per
    member ahead of it.
@@ -61,7 +62,7 @@ from node.context import NodeContext
 from node.state import round_s
 
 REGOSSIP_S = 4.0
-"""Seconds between re-publications of this member's own commit, proposal and vote (gossip may be lost).
+"""Seconds between re-publications of this member's own commit, proposal and vote (a send may fail).
 
 They stop as soon as they are no longer needed: the commit once a proposal is seen (or every committee
 member accepted it), the proposal and the vote once this member sees a quorum of equal votes."""
@@ -421,10 +422,10 @@ def _regossip(ctx: NodeContext, book: RoundBook) -> None:
         return  # a quorum is out: the finaliser has it or gets it from those who hold it
     own = [p for p in book.proposals.values() if p.proposer == book.own_index]
     for proposal in own:
-        _publish(ctx, _proposal_message(ctx, book.round, proposal, len(book.commits)))
+        _send_committee(ctx, book, _proposal_message(ctx, book.round, proposal, len(book.commits)))
     vote = _own_vote(ctx, book.round)
     if vote is not None:
-        _publish(ctx, _vote_message(ctx, vote))
+        _send_committee(ctx, book, _vote_message(ctx, vote))
 
 
 # ---- 1. commit -------------------------------------------------------------------------------------------
@@ -479,10 +480,8 @@ def _commit(ctx: NodeContext, info: Any, book: RoundBook) -> bool:
 def _send_commit(ctx: NodeContext, book: RoundBook, commit: Commit) -> None:
     """Send this member's commit to the committee members that have not accepted it yet.
 
-    Only the committee uses commits, so they go to its members directly (``P2PNode.send``), not by gossip
-    to every member: a member's traffic then does not grow with the run's size. A committee member whose
-    peer id this node does not know, or that did not accept the commit in :data:`DIRECT_TRIES` tries, gets
-    it by gossip instead (everyone does then).
+    A committee member that did not accept it in :data:`DIRECT_TRIES` tries gets it by gossip instead
+    (everyone does then); see :func:`_send_committee`.
     """
     if ctx.p2p is None:
         return
@@ -494,6 +493,26 @@ def _send_commit(ctx: NodeContext, book: RoundBook, commit: Commit) -> None:
     if book.direct_tries > DIRECT_TRIES:
         _publish(ctx, message)
         return
+    book.delivered |= _send_committee(ctx, book, message, wanted, attempt=book.direct_tries)
+
+
+def _send_committee(
+    ctx: NodeContext, book: RoundBook, message: Any, wanted: list[int] | None = None, attempt: int = 1
+) -> set[int]:
+    """Send a commit, proposal or vote to committee members (``wanted``: all but this one); who accepted it.
+
+    Only the committee uses these messages (members outside it adopt the result from the chain), so they
+    go to its members directly (``P2PNode.send``), not by gossip to every member: a member's traffic then
+    does not grow with the run's size. A committee member whose peer id this node does not know gets the
+    message by gossip (everyone does then); one that did not accept it gets it again at the next
+    re-publication (:data:`REGOSSIP_S`). Logged as ``committee.sent``.
+    """
+    if ctx.p2p is None:
+        return set()
+    if wanted is None:
+        wanted = [i for i in book.committee if i != book.own_index]
+    if not wanted:
+        return set()
     known = ctx.p2p.peer_ids()
     peers = {known[a]: i for i in wanted if (a := to_checksum_address(book.members[i])) in known}
     unknown = [i for i in wanted if i not in peers.values()]
@@ -501,19 +520,20 @@ def _send_commit(ctx: NodeContext, book: RoundBook, commit: Commit) -> None:
         results = ctx.p2p.send(message, list(peers), timeout_s=DIRECT_TIMEOUT_S) if peers else {}
     except Exception as exc:  # the p2p node stopped or timed out: the next re-send tries again
         results = {peer: str(exc)[:200] for peer in peers}
-    book.delivered.update(peers[peer] for peer, why in results.items() if why is None)
-    failed = {str(peers[peer]): why for peer, why in results.items() if why is not None}
+    accepted = {peers[peer] for peer, why in results.items() if why is None}
     ctx.log.event(
-        "committee.commit_sent",
+        "committee.sent",
         run=ctx.run_id,
         round=book.round,
-        delivered=sorted(book.delivered),
-        failed=failed,
+        type=message.type,
+        accepted=sorted(accepted),
+        failed={str(peers[peer]): why for peer, why in results.items() if why is not None},
         unknown=unknown,
-        attempt=book.direct_tries,
+        attempt=attempt,
     )
     if unknown:
         _publish(ctx, message)  # no way to reach them directly: gossip reaches them through others
+    return accepted
 
 
 def _key_bytes(ctx: NodeContext) -> bytes:
@@ -558,7 +578,7 @@ def _propose(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
         commits=len(manifest.commits),
         indices=manifest.indices,
     )
-    _publish(ctx, _proposal_message(ctx, rnd, proposal, len(manifest.commits)))
+    _send_committee(ctx, book, _proposal_message(ctx, rnd, proposal, len(manifest.commits)))
     return True
 
 
@@ -591,7 +611,7 @@ def _manifest_of(ctx: NodeContext, book: RoundBook, proposal: Proposal) -> Manif
 
 
 def _vote(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
-    """Merge the best valid proposal's manifest, sign the result and gossip the vote, once per round."""
+    """Merge the best valid proposal's manifest, sign the result and send the vote, once per round."""
     from node.errors import ArtifactUnavailableError
 
     rnd = book.round
@@ -650,7 +670,7 @@ def _vote(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
         rank=proposal.rank,
         included=len(_indices(result.included_bitmap)),
     )
-    _publish(ctx, _vote_message(ctx, vote))
+    _send_committee(ctx, book, _vote_message(ctx, vote))
     return True
 
 

@@ -119,6 +119,15 @@ def test_committee_rounds_finalise_and_only_the_committee_fetches_updates(
             adopted = [n for n, e in enumerate(log) if e.get("event") == "round.adopted" and e["round"] == r]
             before = log[: adopted[0]] if adopted else log  # spot checks fetch updates after adopting
             update_fetches = [e for e in before if e.get("kind") == "update" and e.get("round") == r]
+            own = drawn[i][0]["index"]
+            sent = [e for e in cluster.events(i, "committee.sent") if e["round"] == r]
+            # commits, proposals and votes go to the committee directly, each member known by its peer id
+            assert all(e["unknown"] == [] for e in sent), f"node{i} round {r}: {sent}"
+            assert all(set(e["accepted"]) <= committee - {own} for e in sent), f"node{i} round {r}: {sent}"
+            if [e for e in cluster.events(i, "committee.committed") if e["round"] == r] and committee - {own}:
+                assert [e for e in sent if e["type"] == "commit" and e["accepted"]], f"node{i} round {r}"
+            if i not in ours:
+                assert {e["type"] for e in sent} <= {"commit"}, f"node{i} round {r}: {sent}"
             if i in ours:
                 assert merged, f"node{i} (committee) did not merge round {r}"
             else:
