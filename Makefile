@@ -40,7 +40,7 @@ demo: setup
 	$(VENV)/bin/fedchain demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=30
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow"
