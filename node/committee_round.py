@@ -60,6 +60,7 @@ from node.committee import (
 )
 from node.context import NodeContext
 from node.state import round_s
+from node.vote import record_merge
 
 REGOSSIP_S = 4.0
 """Seconds between re-publications of this member's own commit, proposal and vote (a send may fail).
@@ -717,35 +718,12 @@ def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, pro
     data = encode_state(outcome.state)
     sha = state_hash(outcome.state)
     merge_s = time.perf_counter() - started
-    ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
-    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
-    ctx.unpublished.append((cid, "merged"))
-    ctx.remember(sha, outcome.state)
     by_member = {c.member: c for c in manifest.commits}
     chosen = [by_member[m] for m in outcome.included]
     included = [[c.member, c.sha256] for c in chosen]
     rejected = {**unavailable, **dict(outcome.rejected)}
-    if ctx.config.training.evaluate:
-        ctx.state.set(f"score_due:{ctx.run_id}", str(rnd))
-    ctx.log.event(
-        "round.merged",
-        run=ctx.run_id,
-        round=rnd,
-        sha=sha,
-        cid=cid,
-        base=base_sha,
-        included=len(included),
-        rejected=rejected,
-        seconds=round_s(merge_s),
-    )
-    ctx.state.update_round(
-        ctx.run_id,
-        rnd,
-        merged_sha=sha,
-        merged_cid=cid,
-        included=json.dumps(included),
-        rejected=json.dumps(rejected, sort_keys=True),
-    )
+    record = record_merge(ctx, rnd, data, sha, outcome.state, base_sha, included, rejected, merge_s)
+    cid = str(record.merged_cid)
     return CommitteeResult(
         run_id=ctx.run_id,
         round=rnd,

@@ -16,7 +16,7 @@ from typing import Any
 from node.confirm import still_on_chain
 from node.context import NodeContext
 from node.fetch import Want
-from node.state import round_s
+from node.state import RoundRecord, round_s
 
 
 def _tx_hex(result: Any) -> str:
@@ -208,13 +208,32 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
             ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
             return None
     merge_s = time.perf_counter() - started
-    ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
-    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
-    ctx.unpublished.append((cid, "merged"))  # mirrored to IPFS as a chore, off the vote's critical path
-    ctx.remember(sha, outcome.state)
     by_member = {s.member: s.sha256.hex() for s in wanted}
     included = [[m, by_member[m]] for m in outcome.included]
     rejected = {**unavailable, **unopened, **dict(outcome.rejected)}
+    return record_merge(ctx, rnd, data, sha, outcome.state, base_sha, included, rejected, merge_s)
+
+
+def record_merge(
+    ctx: NodeContext,
+    rnd: int,
+    data: bytes,
+    sha: str,
+    state: Any,
+    base_sha: str,
+    included: list[list[str]],
+    rejected: dict[str, str],
+    merge_s: float,
+) -> RoundRecord:
+    """Keep a merged state this member computed and record it (state DB, ``round.merged``).
+
+    The artifact is stored before anything refers to it and mirrored to IPFS later as a chore, off the
+    vote's critical path. Shared by the ordinary vote and the committee's.
+    """
+    ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
+    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
+    ctx.unpublished.append((cid, "merged"))
+    ctx.remember(sha, state)
     if ctx.config.training.evaluate:
         ctx.state.set(f"score_due:{ctx.run_id}", str(rnd))
     ctx.log.event(
