@@ -50,11 +50,23 @@ PHASES = ("train", "transfer", "aggregate", "chain", "wait")
 SKILLS = ("arithmetic", "reverse", "capitals")
 
 
-def _spec(folder: Path, rounds: int, size: int, local_steps: int, block_time: float) -> Path:
-    """The tiny spec with the bench's rounds and local steps, windows scaled to ``block_time`` blocks."""
+def _spec(
+    folder: Path,
+    rounds: int,
+    size: int,
+    local_steps: int,
+    block_time: float,
+    windows_s: tuple[float, float, float] | None = None,
+) -> Path:
+    """The tiny spec with the bench's rounds and local steps, windows scaled to ``block_time`` blocks.
+
+    ``windows_s`` (join, submit, vote seconds) overrides the loopback windows computed from ``size``.
+    """
     join_s = 45 + 8 * size  # node processes start (and import torch) inside this window
     submit_s = 20 + 0.5 * size * local_steps  # only an upper bound: voting opens once all have submitted
     vote_s = 20 + 2 * size
+    if windows_s is not None:
+        join_s, submit_s, vote_s = windows_s
     text = (ROOT / "node" / "specs" / "tiny.toml").read_text()
     for old, new in (
         ("rounds = 2", f"rounds = {rounds}"),

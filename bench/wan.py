@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import platform
 import signal
@@ -36,28 +35,17 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.round import PHASES, SKILLS, _round_rows, summarise  # noqa: E402
+from bench.round import _spec as round_spec  # noqa: E402
 
 COLUMNS = (*PHASES, "other", "round")
 
 
 def _spec(folder: Path, rounds: int, size: int, local_steps: int, block_time: float) -> Path:
+    """bench/round.py's spec with windows wide enough for WAN round trips."""
     join_s = 90 + 10 * size  # node processes start (and import torch) inside this window
     submit_s = 240 + 2 * size * local_steps  # an upper bound: voting opens once all have submitted
     vote_s = 90 + 5 * size
-    text = (ROOT / "node" / "specs" / "tiny.toml").read_text()
-    for old, new in (
-        ("rounds = 2", f"rounds = {rounds}"),
-        ("local_steps = 4", f"local_steps = {local_steps}"),
-        ("join_blocks = 45", f"join_blocks = {math.ceil(join_s / block_time)}"),
-        ("submit_blocks = 20", f"submit_blocks = {math.ceil(submit_s / block_time)}"),
-        ("vote_blocks = 20", f"vote_blocks = {math.ceil(vote_s / block_time)}"),
-    ):
-        if old not in text:
-            raise RuntimeError(f"node/specs/tiny.toml no longer contains {old!r}")
-        text = text.replace(old, new, 1)
-    path = folder / "bench.toml"
-    path.write_text(text)
-    return path
+    return round_spec(folder, rounds, size, local_steps, block_time, (join_s, submit_s, vote_s))
 
 
 def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[dict[str, float]]]:
