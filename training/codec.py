@@ -3,13 +3,21 @@
 Layout (safetensors, never pickle; canonical: equal updates encode to equal bytes). Header metadata
 (str -> str): ``format`` (:data:`FORMAT`), ``run``,
 ``round``, ``codec``, ``spec`` (:meth:`training.flat.FlatSpec.digest`), ``shapes`` (JSON list, spec order),
-``numel`` and ``extra`` (JSON ``{key: shape}``). Tensors: ``delta/<name>`` for each tensor of the spec,
-float32 (``fp32``) or int8 (``int8``, with a float32 ``scale/<name>`` of shape ``[1]``), and ``extra/<key>``
-float32 tensors (e.g. SCAFFOLD's ``control_delta``), always fp32.
+``numel``, ``extra`` (JSON ``{key: shape}``) and, for ``int4``, ``block``. Tensors by codec:
+
+- ``fp32``: ``delta/<name>`` float32 of the tensor's shape, for each tensor of the spec;
+- ``int8``: ``delta/<name>`` int8 of the tensor's shape and a float32 ``scale/<name>`` of shape ``[1]``;
+- ``int4``: ``delta/<name>`` uint8 ``[ceil(n / 2)]`` (two values per byte) and float32 ``scale/<name>``
+  ``[ceil(n / block)]`` (:mod:`training.compress`);
+- ``topk``: ``topk/indices`` int32 ``[k]`` (ascending, into the flat vector) and ``topk/values`` float32
+  ``[k]``, ``k <= CodecParams.max_k(numel)``;
+
+and ``extra/<key>`` float32 tensors (e.g. SCAFFOLD's ``control_delta``), always fp32, with every codec.
 
 int8: per tensor, ``scale = max|x| / 127`` (float32) and ``q = clamp(round(x / scale), -127, 127)``. Decoding
 is ``q * scale`` in float32, one correctly rounded multiply, so every peer decodes the same bytes to the
-same floats (how a peer quantised its own update is its own business).
+same floats (how a peer quantised its own update is its own business). int4 decodes the same way per block;
+top-k decoding only places values (:mod:`training.compress`).
 
 :func:`decode` treats its input as hostile: it caps the size before parsing, reads the JSON header itself,
 checks format, run, round, codec, spec digest, the exact tensor set, dtypes and shapes before loading any
@@ -30,14 +38,18 @@ import torch
 from safetensors.torch import load as st_load
 from torch import Tensor
 
+from training import compress
+from training.compress import CodecParams
 from training.errors import TrainingError
 from training.flat import FlatSpec
 from training.robust.exact import sq_norms
 from training.safetensors_io import read_header, write
 
 FORMAT = "fedchain-update/1"
-CODECS = ("fp32", "int8")
-Codec = Literal["fp32", "int8"]
+CODECS = ("fp32", "int8", "int4", "topk")
+Codec = Literal["fp32", "int8", "int4", "topk"]
+FEEDBACK_CODECS = ("topk",)
+"""Codecs whose senders keep an error-feedback residual (:func:`encode_with_feedback`)."""
 MAX_HEADER_BYTES = 1 << 22
 
 
@@ -97,6 +109,7 @@ def encode(
     round: int,
     codec: Codec = "fp32",
     extra: Mapping[str, Tensor] | None = None,
+    params: CodecParams | None = None,
 ) -> bytes:
     """Encode an update as safetensors bytes.
 
@@ -109,9 +122,12 @@ def encode(
     run, round
         Run id and round number, written to the header and checked by :func:`decode`.
     codec
-        ``"fp32"`` (lossless) or ``"int8"`` (per-tensor scale).
+        ``"fp32"`` (lossless), ``"int8"`` (per-tensor scale), ``"int4"`` (per-block scale) or ``"topk"``
+        (the ``params.max_k(d)`` largest-magnitude values; see :func:`encode_with_feedback`).
     extra
         Extra tensors sent along (always fp32), e.g. ``{"control_delta": c_delta}`` for SCAFFOLD.
+    params
+        The run's int4 block size and top-k fraction (default :class:`training.compress.CodecParams`).
 
     Raises
     ------
@@ -123,14 +139,23 @@ def encode(
     flat = _as_flat(delta, spec)
     if not bool(torch.isfinite(flat).all()):
         raise TrainingError("delta contains NaN or Inf")
+    params = params or CodecParams()
     tensors: dict[str, Tensor] = {}
-    for name, shape, piece in zip(spec.names, spec.shapes, torch.split(flat, list(spec.sizes)), strict=True):
+    if codec == "topk":
+        indices, values = compress.topk_select(flat, params.max_k(spec.numel))
+        tensors["topk/indices"], tensors["topk/values"] = indices, values
+    pieces = torch.split(flat, list(spec.sizes))
+    for name, shape, piece in zip(spec.names, spec.shapes, pieces, strict=True):
+        if codec == "topk":
+            break
         if codec == "fp32":
             tensors[f"delta/{name}"] = piece.reshape(shape).contiguous()
-        else:
+        elif codec == "int8":
             q, scale = _int8(piece)
             tensors[f"delta/{name}"] = q.reshape(shape).contiguous()
             tensors[f"scale/{name}"] = scale
+        else:
+            tensors[f"delta/{name}"], tensors[f"scale/{name}"] = compress.int4_encode(piece, params.block)
     extra_shapes: dict[str, list[int]] = {}
     for key, value in sorted((extra or {}).items()):
         tensors[f"extra/{key}"] = value.detach().to(torch.float32).contiguous()
@@ -145,7 +170,49 @@ def encode(
         "shapes": json.dumps([list(s) for s in spec.shapes], separators=(",", ":")),
         "extra": json.dumps(extra_shapes, sort_keys=True, separators=(",", ":")),
     }
+    if codec == "int4":
+        metadata["block"] = str(params.block)
     return write(tensors, metadata)
+
+
+def encode_with_feedback(
+    delta: Tensor | Mapping[str, Tensor],
+    residual: Tensor | None,
+    spec: FlatSpec,
+    *,
+    run: str,
+    round: int,
+    codec: Codec,
+    extra: Mapping[str, Tensor] | None = None,
+    params: CodecParams | None = None,
+) -> tuple[bytes, Tensor | None]:
+    """Encode ``delta`` plus the sender's error-feedback ``residual``; return the bytes and the new residual.
+
+    For a codec in :data:`FEEDBACK_CODECS` the member encodes ``u = delta + residual`` and keeps
+    ``u - decode(bytes)`` (what it did not send) for the next round, so nothing is dropped for good, only
+    delayed. Other codecs encode ``delta`` as :func:`encode` does and return ``None`` as the residual.
+    ``residual`` ``None`` is a zero residual (the first round).
+
+    Raises
+    ------
+    TrainingError
+        As :func:`encode`, or if ``residual`` is not a finite float32 vector of length ``spec.numel``.
+    """
+    if codec not in FEEDBACK_CODECS:
+        return encode(delta, spec, run=run, round=round, codec=codec, extra=extra, params=params), None
+    flat = _as_flat(delta, spec)
+    if residual is not None:
+        if residual.dtype != torch.float32 or tuple(residual.shape) != (spec.numel,):
+            raise TrainingError(
+                f"error-feedback residual must be float32 of shape ({spec.numel},), got "
+                f"{residual.dtype} {tuple(residual.shape)}"
+            )
+        if not bool(torch.isfinite(residual).all()):
+            raise TrainingError("error-feedback residual contains NaN or Inf")
+        flat = flat + residual
+    data = encode(flat, spec, run=run, round=round, codec=codec, extra=extra, params=params)
+    sent = decode(data, spec, params=params, max_bytes=len(data)).delta
+    return data, flat - sent
 
 
 def _header(data: bytes) -> tuple[dict[str, str], dict[str, Any]]:
@@ -162,7 +229,11 @@ def _expect(meta: Mapping[str, str], key: str, want: str) -> None:
 
 
 def _check_metadata(
-    meta: Mapping[str, str], spec: FlatSpec, expect_run: str | None, expect_round: int | None
+    meta: Mapping[str, str],
+    spec: FlatSpec,
+    expect_run: str | None,
+    expect_round: int | None,
+    params: CodecParams,
 ) -> tuple[str, int, dict[str, list[int]]]:
     _expect(meta, "format", FORMAT)
     codec = meta.get("codec")
@@ -174,6 +245,8 @@ def _check_metadata(
         _expect(meta, "run", expect_run)
     if expect_round is not None:
         _expect(meta, "round", str(expect_round))
+    if codec == "int4":
+        _expect(meta, "block", str(params.block))
     try:
         rnd = int(meta.get("round", ""))
         extra = json.loads(meta.get("extra", ""))
@@ -187,15 +260,42 @@ def _check_metadata(
     return codec, rnd, extra
 
 
+def _topk_count(header: Mapping[str, Any], spec: FlatSpec, params: CodecParams) -> int:
+    """``k`` of a top-k update, from its header: both tensors one-dimensional of one length, at most max_k."""
+    info = header.get("topk/indices")
+    shape = info.get("shape") if isinstance(info, dict) else None
+    if not (isinstance(shape, list) and len(shape) == 1 and isinstance(shape[0], int) and shape[0] >= 0):
+        raise UpdateRejected(f"tensor 'topk/indices' must have shape [k], got {shape!r:.80}")
+    k: int = shape[0]
+    cap = params.max_k(spec.numel)
+    if k > cap:
+        raise UpdateRejected(
+            f"top-k update carries {k} values, over the {cap} allowed for {spec.numel} "
+            f"(`topk_fraction` {params.topk_fraction})"
+        )
+    return k
+
+
 def _check_tensors(
-    header: Mapping[str, Any], spec: FlatSpec, codec: str, extra: Mapping[str, list[int]]
+    header: Mapping[str, Any],
+    spec: FlatSpec,
+    codec: str,
+    extra: Mapping[str, list[int]],
+    params: CodecParams,
 ) -> None:
     want: dict[str, tuple[str, list[int]]] = {}
     shape: list[int]
-    for name, spec_shape in zip(spec.names, spec.shapes, strict=True):
-        want[f"delta/{name}"] = ("F32" if codec == "fp32" else "I8", list(spec_shape))
+    if codec == "topk":
+        k = _topk_count(header, spec, params)
+        want["topk/indices"], want["topk/values"] = ("I32", [k]), ("F32", [k])
+    for name, spec_shape, n in zip(spec.names, spec.shapes, spec.sizes, strict=True):
+        if codec in ("fp32", "int8"):
+            want[f"delta/{name}"] = ("F32" if codec == "fp32" else "I8", list(spec_shape))
         if codec == "int8":
             want[f"scale/{name}"] = ("F32", [1])
+        if codec == "int4":
+            want[f"delta/{name}"] = ("U8", [-(-n // 2)])
+            want[f"scale/{name}"] = ("F32", [compress.int4_blocks(n, params.block)])
     for key, shape in extra.items():
         want[f"extra/{key}"] = ("F32", shape)
     if set(header) != set(want):
@@ -208,6 +308,51 @@ def _check_tensors(
             raise UpdateRejected(f"tensor {key!r} must be {dtype} of shape {shape}, got {got}")
 
 
+def _check_scales(scales: Tensor, name: str) -> None:
+    bad = ~(torch.isfinite(scales) & (scales >= 0))
+    if bool(bad.any()):
+        at = int(bad.nonzero()[0, 0])
+        raise UpdateRejected(f"scale {at} of {name!r} must be finite and >= 0, got {float(scales[at])}")
+
+
+def _decode_piece(
+    tensors: Mapping[str, Tensor], name: str, n: int, codec: str, params: CodecParams
+) -> Tensor:
+    piece = tensors[f"delta/{name}"].reshape(-1)
+    if codec == "fp32":
+        return piece
+    scales = tensors[f"scale/{name}"]
+    _check_scales(scales, name)
+    if codec == "int8":
+        return piece.to(torch.float32) * scales
+    if n % 2 and int(piece[-1]) >> 4:
+        raise UpdateRejected(f"int4 tensor {name!r}: the padding nibble of its odd length must be 0")
+    q = compress.int4_unpack(piece, n)
+    if bool((q == -8).any()):
+        at = int((q == -8).nonzero()[0, 0])
+        raise UpdateRejected(f"int4 value {at} of {name!r} is -8; values must be in [-7, 7]")
+    return compress.int4_decode(q, scales, params.block)
+
+
+def _decode_topk(indices: Tensor, values: Tensor, numel: int) -> Tensor:
+    if indices.numel():
+        wide = indices.to(torch.int64)
+        if int(wide[0]) < 0 or int(wide[-1]) >= numel:
+            raise UpdateRejected(
+                f"top-k indices must be in [0, {numel}), got {int(wide.min())}..{int(wide.max())}"
+            )
+        steps = wide[1:] - wide[:-1]
+        if bool((steps <= 0).any()):
+            at = int((steps <= 0).nonzero()[0, 0]) + 1
+            raise UpdateRejected(
+                f"top-k indices must be strictly ascending (sorted, no duplicates); index {at} is "
+                f"{int(wide[at])} after {int(wide[at - 1])}"
+            )
+    if not bool(torch.isfinite(values).all()):
+        raise UpdateRejected("top-k values contain NaN or Inf")
+    return compress.topk_scatter(indices, values, numel)
+
+
 def decode(
     data: bytes,
     spec: FlatSpec,
@@ -216,6 +361,7 @@ def decode(
     expect_run: str | None = None,
     expect_round: int | None = None,
     max_bytes: int | None = None,
+    params: CodecParams | None = None,
 ) -> DecodedUpdate:
     """Decode and check an update produced by :func:`encode`.
 
@@ -231,6 +377,9 @@ def decode(
         Reject updates for another run or round (``None``: accept any).
     max_bytes
         Reject larger inputs before parsing (default :func:`default_max_bytes`).
+    params
+        The run's int4 block size and top-k fraction (default :class:`training.compress.CodecParams`):
+        an int4 update must have this block size, a top-k update at most ``params.max_k(d)`` values.
 
     Raises
     ------
@@ -243,23 +392,22 @@ def decode(
     cap = default_max_bytes(spec) if max_bytes is None else max_bytes
     if len(data) > cap:
         raise UpdateRejected(f"update is {len(data)} bytes, over the {cap}-byte cap")
+    params = params or CodecParams()
     meta, header = _header(data)
-    codec, rnd, extra_shapes = _check_metadata(meta, spec, expect_run, expect_round)
-    _check_tensors(header, spec, codec, extra_shapes)
+    codec, rnd, extra_shapes = _check_metadata(meta, spec, expect_run, expect_round, params)
+    _check_tensors(header, spec, codec, extra_shapes, params)
     try:
         tensors = st_load(data)
     except Exception as exc:  # the parser's own errors on hostile bytes
         raise UpdateRejected(f"safetensors payload is malformed: {exc}") from exc
-    pieces = []
-    for name in spec.names:
-        piece = tensors[f"delta/{name}"].reshape(-1)
-        if codec == "int8":
-            scale = tensors[f"scale/{name}"]
-            if not (math.isfinite(float(scale)) and float(scale) >= 0.0):
-                raise UpdateRejected(f"scale of {name!r} must be finite and >= 0, got {float(scale)}")
-            piece = piece.to(torch.float32) * scale
-        pieces.append(piece)
-    delta = torch.cat(pieces) if pieces else torch.zeros(0)
+    if codec == "topk":
+        delta = _decode_topk(tensors["topk/indices"], tensors["topk/values"], spec.numel)
+    else:
+        pieces = [
+            _decode_piece(tensors, name, n, codec, params)
+            for name, n in zip(spec.names, spec.sizes, strict=True)
+        ]
+        delta = torch.cat(pieces) if pieces else torch.zeros(0)
     if not bool(torch.isfinite(delta).all()):
         raise UpdateRejected("delta contains NaN or Inf")
     extra = {key: tensors[f"extra/{key}"] for key in sorted(extra_shapes)}

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from training.compress import CodecParams
 from training.conventions import DEFAULT_CONVENTION
 from training.errors import TrainingError
 from training.flat import FlatSpec
@@ -130,7 +131,9 @@ class MergeSpec:
     server_optimizer, server_params
         Server optimiser name (``training.server_opt.SERVER_OPTIMIZERS``) and overrides of its defaults.
     codec
-        The update codec every update of the run must use (``fp32`` or ``int8``).
+        The update codec every update of the run must use (``training.codec.CODECS``).
+    codec_params
+        The int4 block size and top-k fraction the run's updates must have (:mod:`training.compress`).
     max_norm
         Updates whose L2 norm exceeds this are rejected (``None``: no bound).
     scaffold
@@ -150,6 +153,7 @@ class MergeSpec:
     server_optimizer: str = "fedavg"
     server_params: Mapping[str, float] = field(default_factory=dict)
     codec: str = "fp32"
+    codec_params: CodecParams = field(default_factory=CodecParams)
     max_norm: float | None = None
     scaffold: bool = False
     max_samples: int = DEFAULT_MAX_SAMPLES
@@ -351,7 +355,14 @@ def _decode_one(
 
     if not isinstance(update.num_samples, int) or not 1 <= update.num_samples <= spec.max_samples:
         raise UpdateRejected(f"`num_samples` must be in [1, {spec.max_samples}], got {update.num_samples!r}")
-    decoded = decode(update.data, state.spec, max_norm=spec.max_norm, expect_run=run, expect_round=round)
+    decoded = decode(
+        update.data,
+        state.spec,
+        max_norm=spec.max_norm,
+        expect_run=run,
+        expect_round=round,
+        params=spec.codec_params,
+    )
     if decoded.codec != spec.codec:
         raise UpdateRejected(f"codec must be {spec.codec!r}, got {decoded.codec!r}")
     want_extra = {"control_delta"} if spec.scaffold else set()

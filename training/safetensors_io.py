@@ -16,11 +16,16 @@ from typing import Any
 import torch
 from torch import Tensor
 
-DTYPE_NAMES: dict[torch.dtype, str] = {torch.float32: "F32", torch.int8: "I8"}
+DTYPE_NAMES: dict[torch.dtype, str] = {
+    torch.float32: "F32",
+    torch.int8: "I8",
+    torch.uint8: "U8",
+    torch.int32: "I32",
+}
 
 
 def write(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> bytes:
-    """Return canonical safetensors bytes of ``tensors`` (float32 or int8, on the CPU) with ``metadata``."""
+    """Return canonical safetensors bytes of ``tensors`` (F32, I8, U8, I32; on the CPU) with ``metadata``."""
     header: dict[str, Any] = {"__metadata__": dict(metadata)}
     chunks: list[bytes] = []
     offset = 0

@@ -88,7 +88,7 @@ def test_int8_of_a_zero_delta_decodes_to_zeros(spec_and_delta: tuple[FlatSpec, t
     ("changes", "message"),
     [
         ({"format": "other/1"}, "`format` must be 'fedchain-update/1'"),
-        ({"codec": "fp16"}, "`codec` must be one of fp32, int8, got 'fp16'"),
+        ({"codec": "fp16"}, "`codec` must be one of fp32, int8, int4, topk, got 'fp16'"),
         ({"spec": "00" * 32}, "`spec` must be"),
         ({"run": "other"}, "`run` must be 'r'"),
         ({"round": "8"}, "`round` must be '7'"),
