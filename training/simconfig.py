@@ -21,7 +21,7 @@ import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from training.config import AdapterConfig, ModelConfig, TrainConfig
 from training.conventions import DEFAULT_CONVENTION, Convention, check_convention
@@ -29,8 +29,11 @@ from training.errors import ConfigError
 from training.privacy import PrivacyConfig
 from training.tomlconfig import build_section, check_tables, load_toml
 
-DataSource = Literal["synthetic", "chatterbot", "jsonl", "hf"]
-Codec = Literal["fp32", "int8"]
+if TYPE_CHECKING:
+    from training.compress import CodecParams
+
+DataSource = Literal["synthetic", "chatterbot", "jsonl", "hf", "text"]
+Codec = Literal["fp32", "int8", "int4", "topk"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,9 @@ class DataConfig:
         chatterbot-corpus category per client) or ``"jsonl"`` (one SFT JSONL file per client, ``paths``).
         ``"hf"``: one local Hugging Face dataset per client (``paths``: a ``save_to_disk`` folder,
         ``.parquet``, ``.json`` or ``.jsonl``; :mod:`training.datasets.hf`), with ``columns`` and ``split``.
+        ``"text"`` (``[train] task = "pretrain"``): one plain UTF-8 text file or ``save_to_disk`` folder with a
+        ``text`` column per client (``paths``; :mod:`training.text`); pre-training also takes
+        ``"chatterbot"`` (each category's conversations as text).
         With ``[train] task = "dpo"`` the clients hold preference pairs instead: synthetic pairs (the right
         answer chosen, a wrong one rejected), preference JSONL files or datasets; chatterbot has none.
     examples_per_client
@@ -80,9 +86,9 @@ class DataConfig:
     exact_match: bool | None = field(default=None, metadata={"help": "measure exact-match accuracy"})
 
     def __post_init__(self) -> None:
-        if self.source not in ("synthetic", "chatterbot", "jsonl", "hf"):
+        if self.source not in ("synthetic", "chatterbot", "jsonl", "hf", "text"):
             raise ConfigError(
-                f"`source` must be one of synthetic, chatterbot, jsonl, hf, got {self.source!r}"
+                f"`source` must be one of synthetic, chatterbot, jsonl, hf, text, got {self.source!r}"
             )
         if self.examples_per_client < 0 or (self.source == "synthetic" and self.examples_per_client < 2):
             raise ConfigError(f"`examples_per_client` must be >= 2, got {self.examples_per_client!r}")
@@ -90,7 +96,7 @@ class DataConfig:
             raise ConfigError(f"`held_out_fraction` must be in (0, 1), got {self.held_out_fraction!r}")
         if self.max_eval_examples < 0:
             raise ConfigError(f"`max_eval_examples` must be >= 0, got {self.max_eval_examples!r}")
-        if self.source in ("jsonl", "hf") and not self.paths:
+        if self.source in ("jsonl", "hf", "text") and not self.paths:
             raise ConfigError(f"`paths` must list one file per client when `source` is {self.source!r}")
         if not isinstance(self.columns, Mapping) or not all(
             isinstance(k, str) and isinstance(v, str) and v for k, v in self.columns.items()
@@ -157,7 +163,10 @@ class SimulationConfig:
     aggregator, aggregator_params
         A name in :data:`training.aggregate.AGGREGATORS` and its keyword parameters.
     codec
-        Update codec every update goes through (``"fp32"`` or ``"int8"``), exactly as on the network.
+        Update codec every update goes through (``"fp32"``, ``"int8"``, ``"int4"`` or ``"topk"``), exactly as
+        on the network; ``topk`` clients keep an error-feedback residual (:mod:`training.compress`).
+    codec_block, topk_fraction
+        int4's values per scale and top-k's share of values sent (:class:`training.compress.CodecParams`).
     max_update_norm
         Norm bound the decoder enforces (updates above it are rejected); ``None`` for none.
     server
@@ -181,7 +190,9 @@ class SimulationConfig:
     convention: Convention = field(default=DEFAULT_CONVENTION, metadata={"help": "openfedllm or reddi"})
     aggregator: str = field(default="mean", metadata={"help": "robust aggregator"})
     aggregator_params: Mapping[str, Any] = field(default_factory=dict, metadata={"help": "its parameters"})
-    codec: Codec = field(default="fp32", metadata={"help": "fp32 or int8"})
+    codec: Codec = field(default="fp32", metadata={"help": "fp32, int8, int4 or topk"})
+    codec_block: int = field(default=64, metadata={"help": "int4: values per float32 scale"})
+    topk_fraction: float = field(default=0.01, metadata={"help": "topk: share of the values sent, in (0, 1]"})
     max_update_norm: float | None = field(default=None, metadata={"help": "decoder norm bound"})
     local_baseline: bool = field(default=False, metadata={"help": "also run local-only training"})
     seed: int = field(default=0, metadata={"help": "simulation seed"})
@@ -207,8 +218,9 @@ class SimulationConfig:
             raise ConfigError(
                 f"`clients_per_round` is {k}, above the federation's `clients` = {self.clients}"
             )
-        if self.codec not in ("fp32", "int8"):
-            raise ConfigError(f"`codec` must be one of fp32, int8, got {self.codec!r}")
+        if self.codec not in ("fp32", "int8", "int4", "topk"):
+            raise ConfigError(f"`codec` must be one of fp32, int8, int4, topk, got {self.codec!r}")
+        self.codec_params()  # checks `codec_block` and `topk_fraction`
         if self.threads is not None and self.threads < 1:
             raise ConfigError(f"`threads` must be >= 1 or unset, got {self.threads!r}")
         if self.max_update_norm is not None and not self.max_update_norm > 0:
@@ -218,7 +230,7 @@ class SimulationConfig:
             raise ConfigError(
                 f"`byzantine` makes {bad} of {self.clients} clients Byzantine; at least one must be honest"
             )
-        if self.data.source in ("jsonl", "hf") and len(self.data.paths) != self.clients:
+        if self.data.source in ("jsonl", "hf", "text") and len(self.data.paths) != self.clients:
             raise ConfigError(f"`paths` lists {len(self.data.paths)} files for {self.clients} clients")
         if self.data.categories and len(self.data.categories) != self.clients:
             raise ConfigError(
@@ -230,11 +242,28 @@ class SimulationConfig:
                 "use 'synthetic' or preference files"
             )
         _check_privacy(self)
+        _check_task_source(self)
         _check_known("algorithm", self.algorithm, "training.algorithms", "ALGORITHMS")
         _check_known("aggregator", self.aggregator, "training.aggregate", "AGGREGATORS")
         check_convention(self.convention)
         if self.train.convention != self.convention:  # one convention per simulation, training included
             object.__setattr__(self, "train", dataclasses.replace(self.train, convention=self.convention))
+
+    def codec_params(self) -> CodecParams:
+        """Return the int4 block size and top-k fraction of every update (``CodecParams``).
+
+        Raises
+        ------
+        ConfigError
+            If ``codec_block`` or ``topk_fraction`` is out of range.
+        """
+        from training.compress import CodecParams
+        from training.errors import TrainingError
+
+        try:
+            return CodecParams(block=self.codec_block, topk_fraction=self.topk_fraction)
+        except TrainingError as exc:
+            raise ConfigError(str(exc)) from exc
 
     @property
     def num_byzantine(self) -> int:
@@ -284,6 +313,34 @@ def _check_privacy(cfg: SimulationConfig) -> None:
         raise ConfigError(f"[privacy] {str(exc).replace('`max_norm`', '`max_update_norm`')}") from exc
 
 
+def _check_task_source(cfg: SimulationConfig) -> None:
+    """Pre-training reads plain text from a model config; the other tasks read examples."""
+    if cfg.train.task != "pretrain":
+        if cfg.data.source == "text":
+            raise ConfigError(
+                f"[data] `source` 'text' is plain text for [train] task = 'pretrain', not {cfg.train.task!r}"
+            )
+        return
+    from training.pretrain import check_model_name, check_pretrain_tables
+
+    if cfg.data.source not in ("text", "chatterbot"):
+        raise ConfigError(
+            f"[data] `source` {cfg.data.source!r} has no plain text for [train] task = 'pretrain'; "
+            "use 'text' (files in `paths`) or 'chatterbot'"
+        )
+    if cfg.privacy is not None:
+        raise ConfigError("[privacy] is not implemented for [train] task = 'pretrain'; remove the table")
+    check_model_name(cfg.model.name_or_path)
+    check_pretrain_tables(None, cfg.train)
+    from training.algorithms import ALGORITHMS
+
+    if cfg.algorithm in ALGORITHMS and ALGORITHMS[cfg.algorithm].client != "local":
+        raise ConfigError(
+            f"`algorithm` {cfg.algorithm!r} does not apply to [train] task = 'pretrain' (its local steps are "
+            "plain AdamW); use diloco, fedavg, fedavgm, fedadagrad, fedyogi or fedadam"
+        )
+
+
 def _check_known(name: str, value: str, module: str, registry: str) -> None:
     import importlib
 
@@ -322,6 +379,10 @@ def config_from_dict(doc: Mapping[str, Any]) -> SimulationConfig:
         sim[name] = build_section(cls, doc.get(name, {}), name, error=ConfigError)
     model = {"name_or_path": "tiny-llama", **doc.get("model", {})}
     sim["model"] = build_section(ModelConfig, model, "model", error=ConfigError)
+    if sim["train"].task == "pretrain":  # every parameter trains: an [adapter] table is a mistake
+        from training.pretrain import check_pretrain_tables
+
+        check_pretrain_tables(doc.get("adapter") or None, sim["train"])
     if "privacy" in doc:
         sim["privacy"] = build_section(PrivacyConfig, doc["privacy"], "privacy", error=ConfigError)
     return build_section(SimulationConfig, sim, "simulation", error=ConfigError)

@@ -11,6 +11,9 @@ the same bytes. After every round the model is evaluated on each client's held-o
 (all clients' genuine held-out data, also for Byzantine clients, so clean and attacked runs are scored on
 the same examples).
 
+With ``[train] task = "pretrain"`` the run is handed to :mod:`training.simulate_pretrain` (DiLoCo-style
+pre-training of every parameter on plain text).
+
 With DPO the clients hold preference pairs and the scores are held-out DPO loss (in the ``*_loss``
 fields) and reward accuracy (:func:`training.dpo.evaluate_dpo`).
 
@@ -100,6 +103,8 @@ class RoundMetrics:
     """With ``[privacy]``: the largest epsilon any client has spent so far (``training.privacy``)."""
     lr: float | None = None
     """The local learning rate every client trained at this round (``[train] lr_schedule``)."""
+    update_bytes: int = 0
+    """Encoded bytes of the round's updates, summed over the clients that sent one (the codec's cost)."""
 
 
 @dataclass(frozen=True)
@@ -416,6 +421,11 @@ def run_simulation(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
+        if cfg.train.task == "pretrain":  # every parameter of a model built from a config, on plain text
+            from training.simulate_pretrain import run_pretrain
+
+            result: SimulationResult = run_pretrain(cfg, progress)
+            return result
         return _run(cfg, session, progress)
     finally:
         torch.set_num_threads(threads)
@@ -463,10 +473,12 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         server_optimizer=algorithm.server_optimizer,
         server_params=cfg.server,
         codec=cfg.codec,
+        codec_params=cfg.codec_params(),
         max_norm=cfg.max_update_norm,
         scaffold=algorithm.control_variates,
         convention=cfg.convention,
     )
+    residuals: dict[int, Tensor] = {}  # top-k error feedback: what each client has not sent yet
     server_state = server_opt.init_state(
         algorithm.server_optimizer,
         spec.numel,
@@ -536,7 +548,18 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         for j, i in enumerate(chosen):
             own_control = control_deltas[j]
             extra = None if own_control is None else {"control_delta": own_control}
-            blob = codec.encode(sent[j], spec, run=run_id, round=rnd, codec=cfg.codec, extra=extra)
+            blob, residual = codec.encode_with_feedback(
+                sent[j],
+                residuals.get(i),
+                spec,
+                run=run_id,
+                round=rnd,
+                codec=cfg.codec,
+                extra=extra,
+                params=merge_spec.codec_params,
+            )
+            if residual is not None:
+                residuals[i] = residual
             updates.append(UpdateInput(clients[i].name, blob, len(clients[i].train)))
         try:  # the very merge every node runs (decode + checks, robust aggregate, server step, SCAFFOLD c)
             outcome = merge(
@@ -569,6 +592,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
                 sampled=tuple(clients[i].name for i in chosen),
                 epsilon=_epsilon(cfg, releases),
                 lr=cfg.train.for_round(rnd - 1, cfg.rounds).lr,
+                update_bytes=sum(len(u.data) for u in updates),
             )
         )
     baseline = run_local_baseline(cfg, session=session) if cfg.local_baseline else None

@@ -94,6 +94,25 @@ def test_scaffold_and_fedadam_run_through_the_codec_with_int8(session: Session) 
         assert result.final.eval.union_loss < result.rounds[0].eval.union_loss + 0.5
 
 
+def test_every_codec_runs_the_simulation_and_the_lossy_ones_send_fewer_bytes(session: Session) -> None:
+    results = {
+        codec: run_simulation(
+            _config(simulation={"codec": codec, "rounds": 1, "topk_fraction": 0.05, "codec_block": 32}),
+            session=session,
+        )
+        for codec in ("fp32", "int8", "int4", "topk")
+    }
+
+    sizes = {codec: r.final.update_bytes for codec, r in results.items()}
+    assert sizes["fp32"] > sizes["int8"] > sizes["int4"] > sizes["topk"] > 0
+    assert results["fp32"].rounds[0].update_bytes == 0  # round 0 sends nothing
+    for codec, result in results.items():
+        assert result.final.accepted == 6, codec
+        assert result.final.eval.union_loss < result.rounds[0].eval.union_loss, codec
+    with pytest.raises(ConfigError, match="`topk_fraction` must be a number in"):
+        _config(simulation={"codec": "topk", "topk_fraction": 0.0})
+
+
 def test_local_baseline_scores_every_client_on_the_union(session: Session) -> None:
     result = run_simulation(_config(simulation={"rounds": 1, "local_baseline": True}), session=session)
 
