@@ -1,4 +1,7 @@
-"""The seven FL algorithms of the research line, each a pair (client algorithm, server optimiser).
+"""The FL algorithms, each a pair (client algorithm, server optimiser).
+
+The seven of the research line, and DiLoCo (local AdamW steps, then a Nesterov-momentum outer step; the
+pre-training algorithm of ``task = "pretrain"``, usable for adapters too).
 
 The client side lives in :mod:`training.client` (``local``, ``fedprox``, ``scaffold``); the server side
 is a name in the server-optimiser registry (``training.server_opt.SERVER_OPTIMIZERS``). SCAFFOLD also
@@ -35,6 +38,7 @@ ALGORITHMS: Mapping[str, Algorithm] = MappingProxyType(
         "fedadagrad": Algorithm("fedadagrad", "local", "fedadagrad"),
         "fedyogi": Algorithm("fedyogi", "local", "fedyogi"),
         "fedadam": Algorithm("fedadam", "local", "fedadam"),
+        "diloco": Algorithm("diloco", "local", "diloco"),
     }
 )
 

@@ -17,7 +17,7 @@ from training.schedule import DEFAULT_MIN_LR, LR_SCHEDULES, LrSchedule, round_lr
 Dtype = Literal["float32", "bfloat16", "float16"]
 AdapterMethod = Literal["lora", "prompt_tuning"]
 LoraMode = Literal["ffa", "standard"]
-Task = Literal["sft", "dpo"]
+Task = Literal["sft", "dpo", "pretrain"]
 OptimizerName = Literal["adamw", "sgd"]
 ClientAlgorithm = Literal["local", "fedprox", "scaffold"]
 TEMPLATES = ("alpaca", "vicuna")
@@ -112,7 +112,9 @@ class TrainConfig:
     Attributes
     ----------
     task
-        ``"sft"`` (instruction tuning, prompt masked from the loss) or ``"dpo"`` (preference pairs).
+        ``"sft"`` (instruction tuning, prompt masked from the loss), ``"dpo"`` (preference pairs) or
+        ``"pretrain"`` (every parameter of a model built from a config, on packed blocks of ``max_len``
+        tokens of plain text; :mod:`training.pretrain`).
     optimizer, lr, weight_decay
         ``"adamw"`` or ``"sgd"`` (plain SGD, the setting SCAFFOLD's analysis assumes).
     lr_schedule, min_lr
@@ -147,7 +149,7 @@ class TrainConfig:
         own ``convention``.
     """
 
-    task: Task = field(default="sft", metadata={"help": "sft or dpo"})
+    task: Task = field(default="sft", metadata={"help": "sft, dpo or pretrain"})
     optimizer: OptimizerName = field(default="adamw", metadata={"help": "adamw or sgd"})
     lr: float = field(default=1e-3, metadata={"help": "learning rate (the first round's, with a schedule)"})
     lr_schedule: LrSchedule = field(
@@ -170,7 +172,7 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
-        _check_choice("task", self.task, ("sft", "dpo"))
+        _check_choice("task", self.task, ("sft", "dpo", "pretrain"))
         _check_choice("optimizer", self.optimizer, ("adamw", "sgd"))
         _check_positive("lr", self.lr)
         _check_choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)

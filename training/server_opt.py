@@ -15,6 +15,16 @@ update, ``lr`` the server learning rate, ``first`` the optimiser's first step.
 - adaptive ones: ``x <- x + lr * m / (sqrt(v) + tau)``, ``v`` starting at ``tau^2``, and ``delta`` the
   *unweighted* mean of the client updates (:func:`unweighted`; the merge passes equal weights).
 
+``diloco`` (DiLoCo's outer optimiser, Douillard et al. 2023: SGD with Nesterov momentum, lr 0.7, momentum
+0.9), the same under both conventions. DiLoCo writes it on the pseudo-gradient ``g = start - end``:
+``b <- beta1 * b + g``; ``x <- x - lr * (g + beta1 * b)`` (PyTorch's ``SGD(nesterov=True)``). Updates here are
+``delta = end - start = -g``, so the step is written with ``m = -b``:
+
+- ``diloco``: ``m <- beta1 * m + delta``; ``x <- x + lr * (delta + beta1 * m)``
+
+Negation is exact and commutes with every correctly rounded operation, so this gives the very bytes of
+DiLoCo's form applied to ``g``.
+
 ``first`` is recognised from the state: the momentum ``m`` is still exactly its initial zero (it is the
 reference's ``round_idx == 0`` unless every earlier aggregate was exactly zero, and it does not count rounds
 that merged nothing).
@@ -77,6 +87,7 @@ DEFAULTS: dict[str, ServerOptConfig] = {
     "fedadagrad": ServerOptConfig(server_lr=0.1, beta1=0.0, tau=1e-3),
     "fedyogi": ServerOptConfig(server_lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
     "fedadam": ServerOptConfig(server_lr=0.01, beta1=0.9, beta2=0.99, tau=1e-3),
+    "diloco": ServerOptConfig(server_lr=0.7, beta1=0.9),
 }
 """Default hyper-parameters of each optimiser under both conventions (Reddi et al.'s suggested ranges; the
 OpenFedLLM reference's, e.g. ``server_lr = 1e-3`` for the adaptive ones, are listed in docs/algorithms.md)."""
@@ -87,6 +98,7 @@ USED_PARAMS: dict[str, tuple[str, ...]] = {
     "fedadagrad": ("server_lr", "beta1", "tau"),
     "fedyogi": ("server_lr", "beta1", "beta2", "tau"),
     "fedadam": ("server_lr", "beta1", "beta2", "tau"),
+    "diloco": ("server_lr", "beta1"),
 }
 """The hyper-parameters each optimiser's step and initial state read (under both conventions): what a run
 spec states explicitly (``node.runspec`` writes their resolved values into the canonical spec)."""
@@ -97,6 +109,7 @@ _STATE_NAMES: dict[str, tuple[str, ...]] = {
     "fedadagrad": ("m", "v"),
     "fedyogi": ("m", "v"),
     "fedadam": ("m", "v"),
+    "diloco": ("m",),
 }
 
 
@@ -161,6 +174,12 @@ def _fedavgm(
     return x + m * cfg.server_lr, {"m": m}
 
 
+def _diloco(x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig) -> tuple[Tensor, ServerState]:
+    """Nesterov momentum SGD on ``-delta`` (DiLoCo's outer step), unfused float64."""
+    m = _momentum(state, delta, cfg.beta1, dampen=False)
+    return x + (delta + m * cfg.beta1) * cfg.server_lr, {"m": m}
+
+
 def _second_moment(kind: str, v: Tensor, sq: Tensor, beta2: float) -> Tensor:
     """Update ``v`` from the squared term ``sq``: Adagrad's sum, Yogi's signed step or Adam's average."""
     if kind == "adagrad":
@@ -223,6 +242,7 @@ SERVER_OPTIMIZERS: dict[str, Step] = {
     "fedadagrad": _adaptive("adagrad"),
     "fedyogi": _adaptive("yogi"),
     "fedadam": _adaptive("adam"),
+    "diloco": _diloco,
 }
 """Server optimiser steps by name under the ``reddi`` convention; use :func:`server_step`."""
 
@@ -232,6 +252,7 @@ OPENFEDLLM_STEPS: dict[str, Step] = {
     "fedadagrad": _reference_adaptive("adagrad"),
     "fedyogi": _reference_adaptive("yogi"),
     "fedadam": _reference_adaptive("adam"),
+    "diloco": _diloco,
 }
 """The same optimisers under the ``openfedllm`` convention (same names, same state tensors)."""
 

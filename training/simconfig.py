@@ -47,8 +47,8 @@ class DataConfig:
         chatterbot-corpus category per client) or ``"jsonl"`` (one SFT JSONL file per client, ``paths``).
         ``"hf"``: one local Hugging Face dataset per client (``paths``: a ``save_to_disk`` folder,
         ``.parquet``, ``.json`` or ``.jsonl``; :mod:`training.datasets.hf`), with ``columns`` and ``split``.
-        ``"text"`` (``[train] task = "pretrain"``): one plain UTF-8 text file or ``save_to_disk`` folder with a
-        ``text`` column per client (``paths``; :mod:`training.text`); pre-training also takes
+        ``"text"`` (``[train] task = "pretrain"``): one plain UTF-8 text file or ``save_to_disk`` folder with
+        a ``text`` column per client (``paths``; :mod:`training.text`); pre-training also takes
         ``"chatterbot"`` (each category's conversations as text).
         With ``[train] task = "dpo"`` the clients hold preference pairs instead: synthetic pairs (the right
         answer chosen, a wrong one rejected), preference JSONL files or datasets; chatterbot has none.

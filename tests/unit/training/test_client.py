@@ -135,6 +135,7 @@ def test_algorithms_table() -> None:
         "fedadagrad": ("local", "fedadagrad"),
         "fedyogi": ("local", "fedyogi"),
         "fedadam": ("local", "fedadam"),
+        "diloco": ("local", "diloco"),
     }
     assert [n for n, a in ALGORITHMS.items() if a.control_variates] == ["scaffold"]
     assert get_algorithm("fedyogi").server_optimizer == "fedyogi"

@@ -83,6 +83,10 @@ def _by_hand(algorithm: str, convention: str) -> dict[str, np.ndarray]:
             x = x + weighted  # sum_k n_k / n * w_k, the sample-weighted model average
             if algorithm == "scaffold":  # c += sum_k dc_k / N, N all clients
                 c = c + np.stack([_control_delta(r, k).double().numpy() for k in keys]).sum(0) / N
+        elif algorithm == "diloco":  # DiLoCo: Nesterov SGD on g = start - end, lr 0.7, momentum 0.9
+            g = -weighted
+            m = 0.9 * m + g
+            x = x - 0.7 * (g + 0.9 * m)
         elif algorithm == "fedavgm":
             if ref:
                 m = weighted if r == 0 else 0.9 * m + (1 - 0.9) * weighted
@@ -109,6 +113,8 @@ def _by_hand(algorithm: str, convention: str) -> dict[str, np.ndarray]:
     out = {"x": x}
     if algorithm == "fedavgm":
         out["m"] = m
+    elif algorithm == "diloco":
+        out["m"] = -m  # stored as the momentum of end - start
     elif algorithm.startswith("fedad") or algorithm == "fedyogi":
         out.update(m=m, v=v)
     if algorithm == "scaffold":

@@ -1,4 +1,4 @@
-"""Determinism: decode + aggregate + server step give the same sha256 under any input order, any
+"""Determinism: decode (int8, int4, topk) + aggregate + server step give one sha256 under any input order, any
 ``torch.set_num_threads``, ``ATEN_CPU_CAPABILITY`` in {default, avx2, avx512} and the numba kernels compiled
 for the host CPU or for ``NUMBA_CPU_NAME=generic`` (baseline x86-64), run as subprocesses. The server
 optimisers run under both conventions (``reddi`` and ``openfedllm``, three steps each), with the unweighted
@@ -55,6 +55,10 @@ for threads, perm in ((1, ident), (2, rev), (4, shuffled), (4, ident), (1, shuff
     decoded = [decode(blobs[i], spec, max_norm=1e6).delta for i in perm]
     digests = sorted(hashlib.sha256(v.numpy().tobytes()).digest() for v in decoded)
     row["decode"] = hashlib.sha256(b"".join(digests)).hexdigest()
+    for codec in ("int4", "topk"):  # the lossy codecs' decode (per-block multiply; placing values)
+        lossy = [open(f"{folder}/update{i}.{codec}.bin", "rb").read() for i in perm]
+        vectors = [decode(blob, spec, max_norm=1e6).delta.numpy().tobytes() for blob in lossy]
+        row["decode_" + codec] = hashlib.sha256(b"".join(sorted(vectors))).hexdigest()
     for name, fn in AGGREGATORS.items():
         row[name] = hashlib.sha256(fn(x, w, **PARAMS[name]).numpy().tobytes()).hexdigest()
     agg = AGGREGATORS["trimmed_mean"](torch.stack(decoded), w, trim_ratio=0.2)
@@ -88,7 +92,7 @@ print(json.dumps(dict(report, hashes=out)))
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Seven updates (one far off, some -0.0 and ties) with their int8 encodings, written once."""
+    """Seven updates (one far off, some -0.0 and ties) in int8, int4 and topk encodings, written once."""
     folder = tmp_path_factory.mktemp("determinism")
     gen = torch.Generator().manual_seed(2024)
     d = 70_001
@@ -103,6 +107,9 @@ def inputs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     _, spec = flatten({"w": params})
     for i in range(7):
         (folder / f"update{i}.bin").write_bytes(encode(updates[i], spec, run="r", round=1, codec="int8"))
+        for codec in ("int4", "topk"):
+            blob = encode(updates[i], spec, run="r", round=1, codec=codec)  # type: ignore[arg-type]
+            (folder / f"update{i}.{codec}.bin").write_bytes(blob)
     return folder
 
 
@@ -164,7 +171,9 @@ def test_same_hashes_for_any_order_threads_and_instruction_set(
         # Baseline x86-64 has no FMA unit: the Gram tile calls the C library's fmaf there, and must agree.
         assert run["tile"] == {"cpu": "generic", "fma_unit": False, "fmaf_call": True}
     reference = default_run["hashes"]
-    assert isinstance(reference, dict) and len(reference) == 25
+    assert (
+        isinstance(reference, dict) and len(reference) == 29
+    )  # diloco under both conventions, int4 and topk decode too
     assert reference["merge_equal"] != reference["merge_samples"]  # the weighting changes the merge
     for name, table in (("default", default_run["hashes"]), (lane, run["hashes"])):
         assert isinstance(table, dict) and table.keys() == reference.keys()

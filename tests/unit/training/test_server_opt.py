@@ -27,6 +27,9 @@ def _np_step(
     """Reference in numpy float64, one correctly rounded operation at a time (the documented formulas)."""
     if name == "fedavg":
         return x + d * lr, {}
+    if name == "diloco":
+        m = st["m"] * b1 + d
+        return x + (d + m * b1) * lr, {"m": m}
     if convention == "openfedllm":
         m = d if first or name == "fedadagrad" else st["m"] * b1 + d * (1.0 - b1)
         if name == "fedavgm":
@@ -97,6 +100,24 @@ def test_fedavg_with_unit_lr_adds_the_delta() -> None:
 
     assert out.tolist() == [1.25, 0.0, -1.0]
     assert state == {}
+
+
+def test_diloco_is_torch_nesterov_sgd_on_the_pseudo_gradient() -> None:
+    gen = torch.Generator().manual_seed(3)
+    start = torch.randn(50, generator=gen, dtype=torch.float64)
+    ref = start.clone().requires_grad_(True)
+    opt = torch.optim.SGD([ref], lr=0.7, momentum=0.9, nesterov=True)
+    cfg = make_config("diloco")
+    params, state = start.to(torch.float32), init_state("diloco", 50, cfg)
+    for _ in range(4):
+        delta = torch.randn(50, generator=gen).to(torch.float64) * 0.1  # end - start of the local steps
+        ref.grad = -delta  # DiLoCo's pseudo-gradient: start - end
+        opt.step()
+        params, state = server_step("diloco", params, delta.to(torch.float32), state, cfg)
+
+    assert (cfg.server_lr, cfg.beta1) == (0.7, 0.9)
+    assert torch.allclose(params.double(), ref.detach(), atol=1e-5)
+    assert set(state) == {"m"}
 
 
 def test_inputs_are_not_modified() -> None:
