@@ -27,6 +27,7 @@ from ledger.types import (
     Admission,
     CommitteeFinalization,
     CommitteeResult,
+    LateVote,
     MemberInfo,
     MergeVote,
     Phase,
@@ -36,9 +37,11 @@ from ledger.types import (
     RoundInfo,
     RoundResult,
     RoundStatus,
+    RunCompletion,
     RunConfig,
     RunId,
     RunInfo,
+    RunStatus,
     Submission,
     TxResult,
     UnlearningRequest,
@@ -53,7 +56,7 @@ another member's vote lands first in the same block; deciding costs more (finali
 next). Unused gas is refunded, so the floor costs nothing but the balance it must cover."""
 
 _LOG_FIELDS = frozenset({"run_id", "round", "block_number"})  # event records' fields not taken from args
-E = TypeVar("E", Submission, MergeVote, RoundResult)  # the records of a round's events
+E = TypeVar("E", Submission, MergeVote, RoundResult, LateVote)  # the records of a round's events
 
 
 def _camel(name: str) -> str:
@@ -196,6 +199,7 @@ class RunsClient:
             start,
             int(config.admission),
             config.committee_size,
+            config.rounds,
         )
         result = self._tx().send(self.contract.functions.createRun(params))
         events = self._events_in(result, "RunCreated")
@@ -224,7 +228,11 @@ class RunsClient:
     def vote(
         self, run: RunId, round: RoundId, merged_sha256: bytes, merged_cid: str, included_set_hash: bytes
     ) -> TxResult:
-        """Vote the merged model of the open round (finalises it when this vote reaches quorum)."""
+        """Vote the merged model of the open round (finalises it when this vote reaches quorum).
+
+        On a round that is already finalised the vote is late: the contract records it as a ``LateVoteCast``
+        event (agreeing or not) until :attr:`~ledger.types.RoundInfo.late_vote_end`, changing nothing else.
+        """
         fn = self.contract.functions.vote(
             run,
             round,
@@ -317,6 +325,9 @@ class RunsClient:
             member_count=v[10],
             banned_count=v[11],
             committee_size=v[12],
+            rounds=v[13],
+            finalized_rounds=v[14],
+            status=RunStatus(v[15]),
         )
 
     def round_info(self, run: RunId, round: RoundId) -> RoundInfo:
@@ -427,6 +438,24 @@ class RunsClient:
     def votes(self, run: RunId, round: RoundId, from_block: int = 0) -> list[MergeVote]:
         """Return the round's merge votes (its ``MergeVoted`` events), in chain order."""
         return self._round_events("MergeVoted", MergeVote, run, round, from_block)
+
+    def late_votes(self, run: RunId, round: RoundId, from_block: int = 0) -> list[LateVote]:
+        """Return the votes cast on the round after it finalised (``LateVoteCast`` events), in chain order."""
+        return self._round_events("LateVoteCast", LateVote, run, round, from_block)
+
+    def run_completion(self, run: RunId, from_block: int = 0) -> RunCompletion | None:
+        """Return the run's ``RunCompleted`` event, or ``None`` while the run is active."""
+        logs = self.logs("RunCompleted", {"runId": run}, from_block)
+        if not logs:
+            return None
+        args = logs[0]["args"]
+        return RunCompletion(
+            run_id=run,
+            rounds=int(args["rounds"]),
+            last_round=RoundId(int(args["lastRound"])),
+            final_merged_sha256=bytes(args["finalMergedSha256"]),
+            block_number=int(logs[0]["blockNumber"]),
+        )
 
     def round_result(self, run: RunId, round: RoundId) -> RoundResult | None:
         """Return a round's finalised result (``None`` unless finalised), read from its finalising block."""

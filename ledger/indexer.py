@@ -36,6 +36,8 @@ EVENTS = (
     "RoundFinalized",
     "CommitteeFinalized",
     "RoundFailed",
+    "LateVoteCast",
+    "RunCompleted",
     "ContributionAccepted",
     "UnlearningRequested",
     "UnlearningVoted",

@@ -87,6 +87,14 @@ class AlreadyVotedError(ContractRevertError):
     """``RunsAlreadyVoted`` / ``RunsAlreadyVotedUnlearning``: one vote per member."""
 
 
+class LaterRoundVotedError(AlreadyVotedError):
+    """``RunsLaterRoundVoted``: a late vote from a member that already voted in a later round."""
+
+
+class RunCompletedError(ContractRevertError):
+    """``RunsRunCompleted``: the run is complete; no round opens and nothing but a late vote is taken."""
+
+
 class TooFewUpdatesError(ContractRevertError):
     """``RunsTooFewUpdates``: the round has fewer updates than the run's minimum."""
 
@@ -169,6 +177,8 @@ ERROR_CLASSES: dict[str, type[ContractRevertError]] = {
     "RunsAlreadySubmitted": AlreadySubmittedError,
     "RunsAlreadyVoted": AlreadyVotedError,
     "RunsAlreadyVotedUnlearning": AlreadyVotedError,
+    "RunsLaterRoundVoted": LaterRoundVotedError,
+    "RunsRunCompleted": RunCompletedError,
     "RunsTooFewUpdates": TooFewUpdatesError,
     "RunsRoundStillOpen": RoundStillOpenError,
     "RunsRoundNotFinalized": RoundNotFinalizedError,

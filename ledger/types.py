@@ -41,6 +41,13 @@ class RoundStatus(enum.IntEnum):
     FAILED = 2
 
 
+class RunStatus(enum.IntEnum):
+    """Life cycle of a run: active until its ``rounds``-th round finalises (never, for ``rounds = 0``)."""
+
+    ACTIVE = 0
+    COMPLETED = 1
+
+
 class RequestStatus(enum.IntEnum):
     """Life cycle of an unlearning request."""
 
@@ -82,9 +89,15 @@ class RunConfig:
         default=0,
         metadata={"help": "members drawn per round to verify and vote (0: every member votes)"},
     )
+    rounds: int = field(
+        default=0,
+        metadata={"help": "finalised rounds after which the run is complete on chain (0: open-ended)"},
+    )
 
     def __post_init__(self) -> None:
         _check_hash("spec_sha256", self.spec_sha256)
+        if not 0 <= self.rounds < 2**32:
+            raise LedgerConfigError(f"`rounds` must be in [0, 2**32), got {self.rounds}")
         if not 0 <= self.committee_size < 2**32:
             raise LedgerConfigError(f"`committee_size` must be in [0, 2**32), got {self.committee_size}")
         if self.committee_size and self.submit_blocks + self.vote_blocks > MAX_COMMITTEE_WINDOW:
@@ -132,6 +145,17 @@ class RunInfo:
     banned_count: int
     committee_size: int = 0
     """Members drawn per round to verify and vote; 0 for an ordinary run."""
+    rounds: int = 0
+    """Finalised rounds after which the run is complete; 0 for an open-ended run."""
+    finalized_rounds: int = 0
+    """Rounds finalised so far."""
+    status: RunStatus = RunStatus.ACTIVE
+    """``COMPLETED`` once the ``rounds``-th round finalised; ``current_round`` is then the last round."""
+
+    @property
+    def completed(self) -> bool:
+        """Whether the run is complete on chain (no round opens any more)."""
+        return self.status == RunStatus.COMPLETED
 
 
 @dataclass(frozen=True)
@@ -165,6 +189,15 @@ class RoundInfo:
         if block < self.vote_end:
             return Phase.VOTE
         return Phase.EXPIRED
+
+    @property
+    def late_vote_end(self) -> int:
+        """First block at which a late vote on this (finalised) round is refused (exclusive end).
+
+        The contract's rule: ``max(vote_end, closed_block + voteBlocks)``, where
+        ``voteBlocks = vote_end - submit_end``.
+        """
+        return max(self.vote_end, self.closed_block + self.vote_end - self.submit_end)
 
 
 @dataclass(frozen=True)
@@ -223,6 +256,31 @@ class MergeVote:
     merged_cid: str
     included_set_hash: bytes
     votes: int
+    block_number: int
+
+
+@dataclass(frozen=True)
+class LateVote:
+    """One ``LateVoteCast`` event: a vote on a round after it finalised; ``agrees`` with its result or not."""
+
+    run_id: RunId
+    round: RoundId
+    voter: str
+    merged_sha256: bytes
+    merged_cid: str
+    included_set_hash: bytes
+    agrees: bool
+    block_number: int
+
+
+@dataclass(frozen=True)
+class RunCompletion:
+    """The ``RunCompleted`` event: the run's ``rounds``-th round (``last_round``) finalised."""
+
+    run_id: RunId
+    rounds: int
+    last_round: RoundId
+    final_merged_sha256: bytes
     block_number: int
 
 

@@ -16,7 +16,11 @@ import {IRuns} from "./interfaces/IRuns.sol";
 ///   joined before the round opened; `eligible` (the quorum base) is that count minus banned members.
 ///   Round 0 takes its snapshot lazily, at the first transaction touching the run at or after `startBlock`.
 /// - Quorum is max(1, ceil(quorumBps * eligible / 10000)) equal votes over
-///   (mergedSha256, keccak256(mergedCid), includedSetHash).
+///   (mergedSha256, keccak256(mergedCid), includedSetHash). A vote on a finalised round is late: recorded as a
+///   `LateVoteCast` event until max(voteEnd, closedBlock + voteBlocks), counted nowhere.
+/// - A run with `rounds` > 0 completes when its `rounds`-th round finalises (failed rounds are retried by the
+///   next round): no round opens after it and `currentRound` stays on it; a current round that is not Open
+///   therefore means Completed.
 /// - Update hashes and CIDs live in events only; storage keeps what the logic needs: one packed slot per
 ///   member (index, last submitted/voted round, counters, ban flag) and one per round.
 /// - includedSetHash = keccak256(abi.encode(address[] members, bytes32[] sha256s)), members strictly
@@ -44,6 +48,8 @@ contract Runs is IRuns {
 
     struct RunMeta {
         address creator;
+        uint32 rounds; // 0: open-ended
+        uint32 finalizedRounds;
         address governance;
         bytes32 specSha256;
         string specCid;
@@ -145,7 +151,12 @@ contract Runs is IRuns {
             committeeSize: params.committeeSize
         });
         _meta[runId] = RunMeta({
-            creator: msg.sender, governance: governance, specSha256: params.specSha256, specCid: params.specCid
+            creator: msg.sender,
+            rounds: params.rounds,
+            finalizedRounds: 0,
+            governance: governance,
+            specSha256: params.specSha256,
+            specCid: params.specCid
         });
         _rounds[runId][0].startBlock = params.startBlock;
         emit RunCreated(
@@ -183,7 +194,9 @@ contract Runs is IRuns {
         Member storage member = _members[runId][msg.sender];
         if (member.exists) revert RunsAlreadyMember(runId, msg.sender);
         // Take round 0's snapshot first, so that a join at or after its start is not counted in it.
-        _touchRound(run, _rounds[runId][run.currentRound]);
+        Round storage rd = _rounds[runId][run.currentRound];
+        if (rd.status != RoundStatus.Open) _revertCompleted(runId, run.currentRound);
+        _touchRound(run, rd);
         uint32 index = run.memberCount;
         run.memberCount = index + 1;
         member.exists = true;
@@ -222,6 +235,10 @@ contract Runs is IRuns {
     ) external {
         if (mergedSha256 == bytes32(0)) revert RunsZeroHash();
         Run storage run = _ordinaryRun(runId);
+        if (round <= run.currentRound && _rounds[runId][round].status == RoundStatus.Finalized) {
+            _lateVote(runId, run, round, mergedSha256, mergedCid, includedSetHash);
+            return;
+        }
         Round storage rd = _currentRound(runId, run, round);
         uint64 submitEnd = rd.startBlock + run.submitBlocks;
         uint32 submissions = rd.submissions;
@@ -246,7 +263,7 @@ contract Runs is IRuns {
             rd.closedBlock = uint64(block.number);
             _results[runId][round] = RoundResult({mergedSha256: mergedSha256, includedSetHash: includedSetHash});
             emit RoundFinalized(runId, round, mergedSha256, mergedCid, includedSetHash, votes, eligible);
-            _openNextRound(runId, run, round);
+            _afterFinalized(runId, run, round, mergedSha256);
         }
     }
 
@@ -290,7 +307,7 @@ contract Runs is IRuns {
             committeeSize
         );
         emit CommitteeFinalized(runId, round, result.manifestCid, result.includedBitmap, signers);
-        _openNextRound(runId, run, round);
+        _afterFinalized(runId, run, round, result.mergedSha256);
     }
 
     /// @inheritdoc IRuns
@@ -417,7 +434,10 @@ contract Runs is IRuns {
             currentRound: run.currentRound,
             memberCount: run.memberCount,
             bannedCount: run.bannedCount,
-            committeeSize: run.committeeSize
+            committeeSize: run.committeeSize,
+            rounds: meta.rounds,
+            finalizedRounds: meta.finalizedRounds,
+            status: _rounds[runId][run.currentRound].status == RoundStatus.Open ? RunStatus.Active : RunStatus.Completed
         });
     }
 
@@ -797,10 +817,55 @@ contract Runs is IRuns {
     /// @dev The open round `round` of the run, with its eligible-set snapshot taken if it has started.
     function _currentRound(uint256 runId, Run storage run, uint256 round) private returns (Round storage rd) {
         uint256 current = run.currentRound;
-        if (round > current) revert RunsRoundNotOpen(runId, round, current);
+        if (round > current) {
+            if (_rounds[runId][current].status != RoundStatus.Open) _revertCompleted(runId, current);
+            revert RunsRoundNotOpen(runId, round, current);
+        }
         rd = _rounds[runId][round];
         if (round < current) revert RunsRoundClosed(runId, round, rd.status);
+        if (rd.status != RoundStatus.Open) _revertCompleted(runId, current); // the current round closes only last
         _touchRound(run, rd);
+    }
+
+    function _revertCompleted(uint256 runId, uint256 lastRound) private view {
+        revert RunsRunCompleted(runId, _meta[runId].rounds, lastRound);
+    }
+
+    /// @dev A late vote on the finalised round `round`: checked like a vote (eligible, once), emitted, not counted.
+    function _lateVote(
+        uint256 runId,
+        Run storage run,
+        uint256 round,
+        bytes32 mergedSha256,
+        string calldata mergedCid,
+        bytes32 includedSetHash
+    ) private {
+        Round storage rd = _rounds[runId][round];
+        uint64 voteEnd = rd.startBlock + run.submitBlocks + run.voteBlocks;
+        uint64 lateEnd = rd.closedBlock + run.voteBlocks;
+        if (lateEnd < voteEnd) lateEnd = voteEnd;
+        if (block.number >= lateEnd) revert RunsVoteWindowClosed(runId, round, lateEnd);
+        Member storage member = _eligibleMember(runId, round, rd.memberSnapshot);
+        uint32 last = member.lastVoted;
+        if (last == round + 1) revert RunsAlreadyVoted(runId, round, msg.sender);
+        if (last > round + 1) revert RunsLaterRoundVoted(runId, round, msg.sender, last - 1);
+        member.lastVoted = uint32(round + 1);
+        RoundResult storage result = _results[runId][round];
+        bool agrees = mergedSha256 == result.mergedSha256 && includedSetHash == result.includedSetHash;
+        emit LateVoteCast(runId, round, msg.sender, mergedSha256, mergedCid, includedSetHash, agrees);
+    }
+
+    /// @dev Counts the finalised round; the run's `rounds`-th completes it, any other opens the next round.
+    function _afterFinalized(uint256 runId, Run storage run, uint256 round, bytes32 mergedSha256) private {
+        RunMeta storage meta = _meta[runId];
+        uint32 finalized = meta.finalizedRounds + 1;
+        meta.finalizedRounds = finalized;
+        uint32 rounds = meta.rounds;
+        if (finalized == rounds) {
+            emit RunCompleted(runId, rounds, round, mergedSha256);
+        } else {
+            _openNextRound(runId, run, round);
+        }
     }
 
     function _touchRound(Run storage run, Round storage rd) private {

@@ -259,6 +259,32 @@ contract RunsCommitteeTest is RunsFixture {
         runs.recordContributions(runId, 0, new address[](0), new bytes32[](0));
     }
 
+    function test_finalizeCommitteeRound_LastRoundCompletesTheRun() public {
+        IRuns.RunParams memory p = committeeParams(3, 6_666, 1);
+        p.rounds = 1;
+        uint256 runId = runs.createRun(p);
+        for (uint256 i = 0; i < 4; ++i) {
+            vm.prank(member(i));
+            runs.join(runId);
+        }
+        vm.roll(runs.roundInfo(runId, 0).submitEnd);
+        IRuns.CommitteeResult memory result = resultOf(runId, 0, bitmapOf(firstN(4)));
+        (uint32[] memory signers, bytes[] memory signatures) = committeeVotes(result, 2);
+        vm.expectEmit(true, false, false, true, address(runs));
+        emit IRuns.RunCompleted(runId, 1, 0, MERGED);
+        runs.finalizeCommitteeRound(result, signers, signatures);
+        assertTrue(runs.runInfo(runId).status == IRuns.RunStatus.Completed, "completed");
+        assertEq(runs.runInfo(runId).finalizedRounds, 1, "one finalised round");
+
+        bytes memory completed = abi.encodeWithSelector(IRuns.RunsRunCompleted.selector, runId, uint32(1), uint256(0));
+        expectFinalizeRevert(result, signers, signatures, completed);
+        expectFinalizeRevert(resultOf(runId, 1, bitmapOf(firstN(4))), signers, signatures, completed);
+        // no late votes in a committee run: `vote` stays refused after finalisation too
+        vm.prank(member(3));
+        vm.expectRevert(abi.encodeWithSelector(IRuns.RunsCommitteeRun.selector, runId));
+        runs.vote(runId, 0, MERGED, MERGED_CID, bytes32(0));
+    }
+
     function test_committeeOf_RevertWhen_NotDrawn() public {
         uint256 runId = runs.createRun(committeeParams(2, 6_666, 1));
         vm.prank(member(0));

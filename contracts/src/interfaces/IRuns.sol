@@ -19,6 +19,12 @@ interface IRuns {
         Failed
     }
 
+    /// @notice Life cycle of a run: Active until its `rounds`-th round finalises, then Completed.
+    enum RunStatus {
+        Active,
+        Completed
+    }
+
     /// @notice Life cycle of an unlearning request.
     enum RequestStatus {
         None,
@@ -41,6 +47,8 @@ interface IRuns {
     /// committee run: each round a committee of min(k, memberSnapshot) members drawn from
     /// blockhash(startBlock) signs the result off chain and one `finalizeCommitteeRound` closes the round
     /// (needs submitBlocks + voteBlocks <= 255).
+    /// @param rounds Finalised rounds the run has: the round whose finalisation is the `rounds`-th completes the
+    /// run (failed rounds do not count; the next round retries); 0 for an open-ended run that never completes.
     struct RunParams {
         bytes32 specSha256;
         string specCid;
@@ -52,6 +60,7 @@ interface IRuns {
         uint64 startBlock;
         Admission admission;
         uint32 committeeSize;
+        uint32 rounds;
     }
 
     /// @notice The result of a committee round, signed by its committee (EIP-712 `CommitteeVote`).
@@ -74,7 +83,8 @@ interface IRuns {
         uint256[] includedBitmap;
     }
 
-    /// @notice A run as returned by `runInfo`.
+    /// @notice A run as returned by `runInfo`. `currentRound` is the open round, or the last round once the
+    /// run is Completed; `finalizedRounds` counts the finalised rounds so far.
     struct RunView {
         bytes32 specSha256;
         string specCid;
@@ -89,6 +99,9 @@ interface IRuns {
         uint32 memberCount;
         uint32 bannedCount;
         uint32 committeeSize;
+        uint32 rounds;
+        uint32 finalizedRounds;
+        RunStatus status;
     }
 
     /// @notice A round as returned by `roundInfo`. In a committee run `quorum` is the committee's quorum,
@@ -177,6 +190,18 @@ interface IRuns {
         bytes32 includedSetHash,
         uint32 votes
     );
+    /// @notice A member voted on a round after it was finalised (a late vote): recorded, the round's status,
+    /// result and contributions unchanged. `agrees` is whether (`mergedSha256`, `includedSetHash`) equal the
+    /// finalised result's.
+    event LateVoteCast(
+        uint256 indexed runId,
+        uint256 indexed round,
+        address indexed voter,
+        bytes32 mergedSha256,
+        string mergedCid,
+        bytes32 includedSetHash,
+        bool agrees
+    );
     /// @notice A quorum voted the same merged model (state hash `mergedSha256`); the round is final. In a
     /// committee run `votes` is the number of committee signatures and `eligible` the committee size.
     event RoundFinalized(
@@ -194,6 +219,9 @@ interface IRuns {
     );
     /// @notice A round was closed without a result (too few updates or no quorum in its windows).
     event RoundFailed(uint256 indexed runId, uint256 indexed round, uint32 submissions, address closedBy);
+    /// @notice The run's `rounds`-th round finalised (round id `lastRound`, state hash `finalMergedSha256`):
+    /// the run is Completed and no further round opens.
+    event RunCompleted(uint256 indexed runId, uint32 rounds, uint256 lastRound, bytes32 finalMergedSha256);
     /// @notice A member's update was part of a finalised round's included set.
     event ContributionAccepted(
         uint256 indexed runId, uint256 indexed round, address indexed member, bytes32 sha256
@@ -258,6 +286,11 @@ interface IRuns {
     error RunsVoteWindowClosed(uint256 runId, uint256 round, uint64 closedAt);
     /// @notice The member already voted in this round.
     error RunsAlreadyVoted(uint256 runId, uint256 round, address account);
+    /// @notice A late vote on `round` from a member that already voted in the later round `votedRound`.
+    error RunsLaterRoundVoted(uint256 runId, uint256 round, address account, uint256 votedRound);
+    /// @notice The run is Completed after `rounds` finalised rounds (the last one `lastRound`): no round opens,
+    /// and no update, vote (other than a late one), finalisation, close or join is taken.
+    error RunsRunCompleted(uint256 runId, uint32 rounds, uint256 lastRound);
     /// @notice The round has fewer updates than the run's minimum.
     error RunsTooFewUpdates(uint256 runId, uint256 round, uint32 submissions, uint32 minUpdates);
     /// @notice The round can still finalise until block `closesAt`.
@@ -311,7 +344,8 @@ interface IRuns {
     /// @param allowed New allowlist state.
     function setAllowed(uint256 runId, address[] calldata accounts, bool allowed) external;
 
-    /// @notice Join a run as the caller; eligible from the first round that opens after this block.
+    /// @notice Join a run as the caller; eligible from the first round that opens after this block (an Active
+    /// run only).
     /// @param runId The run.
     function join(uint256 runId) external;
 
@@ -325,6 +359,9 @@ interface IRuns {
         external;
 
     /// @notice Vote the merged model of the open round, inside its vote window, once; finalises on quorum.
+    /// On a finalised round of an ordinary run the vote is late: taken from an eligible member that has not
+    /// voted in it (nor in a later round) until max(voteEnd, closedBlock + voteBlocks), it emits
+    /// `LateVoteCast` and changes nothing else.
     /// @param runId The run.
     /// @param round The open round.
     /// @param mergedSha256 State hash of the merged model (docs/specification.md: a hash over the tensors, not

@@ -41,7 +41,8 @@ abstract contract RunsFixture is Test {
             minUpdates: minUpdates,
             startBlock: uint64(block.number + 5),
             admission: admission,
-            committeeSize: 0
+            committeeSize: 0,
+            rounds: 0
         });
     }
 

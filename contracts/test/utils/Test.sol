@@ -3,6 +3,13 @@ pragma solidity ^0.8.28;
 
 /// @notice The forge cheatcodes these tests use (forge serves them at the address below).
 interface Vm {
+    /// @notice A log recorded since `recordLogs`.
+    struct Log {
+        bytes32[] topics;
+        bytes data;
+        address emitter;
+    }
+
     function roll(uint256 blockNumber) external;
     function prank(address sender) external;
     function expectRevert(bytes calldata revertData) external;
@@ -12,6 +19,10 @@ interface Vm {
     function deployCode(string calldata artifactPath) external returns (address deployed);
     function sign(uint256 privateKey, bytes32 digest) external pure returns (uint8 v, bytes32 r, bytes32 s);
     function setBlockhash(uint256 blockNumber, bytes32 blockHash) external;
+    function expectEmit(bool checkTopic1, bool checkTopic2, bool checkTopic3, bool checkData, address emitter)
+        external;
+    function recordLogs() external;
+    function getRecordedLogs() external returns (Log[] memory logs);
 }
 
 /// @title Test - a minimal base for forge tests (forge-std is not installable here)

@@ -20,7 +20,6 @@ from ledger.reverts import (
     NotMemberError,
     NotSubjectOrGovernanceError,
     RequestNotPendingError,
-    RoundClosedError,
     RoundNotFinalizedError,
     RoundNotOpenError,
     RoundStillOpenError,
@@ -70,12 +69,12 @@ def test_create_run_RevertWhen_ParamsInvalid(chain: ChainEnv) -> None:
     fn = chain.client(0).contract.functions.createRun
     head = chain.head()
     bad = [
-        (SPEC_SHA, "c", chain.address(0), 0, 5, 5, 1, head + 5, 0, 0),  # quorum 0
-        (SPEC_SHA, "c", chain.address(0), 10_001, 5, 5, 1, head + 5, 0, 0),  # quorum > 100 %
-        (SPEC_SHA, "c", chain.address(0), 5_000, 0, 5, 1, head + 5, 0, 0),  # empty submit window
-        (SPEC_SHA, "c", chain.address(0), 5_000, 5, 5, 1, 0, 0, 0),  # start in the past
-        (b"\0" * 32, "c", chain.address(0), 5_000, 5, 5, 1, head + 5, 0, 0),  # zero spec hash
-        (SPEC_SHA, "c", chain.address(0), 5_000, 200, 56, 1, head + 5, 0, 3),  # committee window > 255
+        (SPEC_SHA, "c", chain.address(0), 0, 5, 5, 1, head + 5, 0, 0, 0),  # quorum 0
+        (SPEC_SHA, "c", chain.address(0), 10_001, 5, 5, 1, head + 5, 0, 0, 0),  # quorum > 100 %
+        (SPEC_SHA, "c", chain.address(0), 5_000, 0, 5, 1, head + 5, 0, 0, 0),  # empty submit window
+        (SPEC_SHA, "c", chain.address(0), 5_000, 5, 5, 1, 0, 0, 0, 0),  # start in the past
+        (b"\0" * 32, "c", chain.address(0), 5_000, 5, 5, 1, head + 5, 0, 0, 0),  # zero spec hash
+        (SPEC_SHA, "c", chain.address(0), 5_000, 200, 56, 1, head + 5, 0, 3, 0),  # committee window > 255
     ]
     for params in bad:
         with pytest.raises(InvalidRunParamsError) as info:
@@ -193,7 +192,7 @@ def test_vote_quorum_exactly_reached_and_one_short(chain: ChainEnv) -> None:
     next_round = chain.client(0).round_info(run, R1)
     assert (next_round.start_block, next_round.eligible) == (final.block_number, 4)
     assert [v.member for v in chain.client(0).votes(run, R0)] == [chain.address(i) for i in (1, 2, 3, 4)]
-    with pytest.raises(RoundClosedError):  # vote after finalisation
+    with pytest.raises(AlreadyVotedError):  # a late vote is taken once per member, and 2 voted already
         chain.client(2).vote(run, R0, merged, "bafym", set_hash)
 
 
