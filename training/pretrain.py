@@ -315,3 +315,55 @@ def split_blocks(blocks: Tensor, held_out_fraction: float, *, where: str) -> tup
     if n - held < 1:
         raise ConfigError(f"{where}: {n} blocks of text, too few to train and hold out; add text")
     return blocks[: n - held], blocks[n - held :]
+
+
+def config_digest(config: Any, tokenizer: Any) -> str:
+    """Hex sha256 naming a pre-training model's starting point: its config and its tokenizer's vocabulary.
+
+    What a pre-training run records as ``base_model_sha256`` (there are no base weights): the sha256 of the
+    compact sorted-key JSON of ``{"config": config.to_dict() without "transformers_version", "vocab": the
+    tokenizer's token -> id map}``.
+    """
+    import json
+
+    body = {k: v for k, v in config.to_dict().items() if k != "transformers_version"}
+    doc = {"config": body, "vocab": dict(sorted(tokenizer.get_vocab().items()))}
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+class PretrainModel:
+    """A pre-training model in one process: built from its config with the run seed, trained, scored.
+
+    What a node's model runtime holds for ``task = "pretrain"``: ``model`` (a plain causal LM),
+    ``tokenizer``, the round-0 flat parameters ``initial_flat`` with their layout ``flat_spec``, and
+    ``base_digest`` (:func:`config_digest`).
+    """
+
+    def __init__(self, name_or_path: str, seed: int, *, max_len: int, device: str = "cpu") -> None:
+        self.tokenizer = load_pretrain_tokenizer(name_or_path)
+        self.model = build_model(name_or_path, self.tokenizer, seed, max_len=max_len).to(device)
+        self.initial_flat, self.flat_spec = flat_params(self.model)
+        self.base_digest = config_digest(self.model.config, self.tokenizer)
+        self.max_len = max_len
+
+    def load(self, params: Tensor) -> None:
+        """Put flat parameters into the model."""
+        load_flat(self.model, params, self.flat_spec)
+
+    def train(self, params: Tensor, blocks: Tensor, cfg: TrainConfig) -> tuple[Tensor, PretrainMetrics]:
+        """Train ``cfg.local_steps`` steps from ``params``; return ``delta = end - start`` and metrics."""
+        self.load(params)
+        return local_update(self.model, blocks, cfg)
+
+    def loss(self, blocks: Tensor) -> float | None:
+        """Mean next-token loss of the model as it is on ``blocks`` (``None`` without blocks)."""
+        if blocks.shape[0] == 0:
+            return None
+        return block_loss(self.model, blocks)[0]
+
+    def blocks(self, source: str) -> Tensor:
+        """Packed ``max_len`` blocks of a text source (see :func:`training.text.source_blocks`)."""
+        from training.text import source_blocks
+
+        return source_blocks(source, self.tokenizer, self.max_len)

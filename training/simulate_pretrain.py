@@ -46,16 +46,6 @@ class TextClient:
     held_out: Tensor
 
 
-def chatterbot_texts(categories: list[str]) -> dict[str, str]:
-    """Each chatterbot category's conversations as plain text (one turn per line, a blank line between)."""
-    from training.datasets.chatterbot import chatterbot_clients
-
-    out = {}
-    for name, examples in chatterbot_clients(categories).items():
-        out[name] = "\n\n".join(f"{e.prompt}\n{e.response}" for e in examples)
-    return out
-
-
 def load_text_clients(cfg: SimulationConfig, tokenizer: Any) -> list[TextClient]:
     """Every client's blocks, split into train and held out (see the module docstring).
 
@@ -68,7 +58,7 @@ def load_text_clients(cfg: SimulationConfig, tokenizer: Any) -> list[TextClient]
     """
     from training.datasets.chatterbot import chatterbot_categories
     from training.pretrain import split_blocks
-    from training.text import load_blocks, pack_blocks, tokenize_documents
+    from training.text import chatterbot_texts, load_blocks, pack_blocks, tokenize_documents
 
     data, block = cfg.data, cfg.train.max_len
     raw: dict[str, Tensor] = {}

@@ -94,6 +94,37 @@ def read_documents(path: str | Path) -> list[str]:
     return [read_text_file(path)]
 
 
+def chatterbot_texts(categories: Sequence[str]) -> dict[str, str]:
+    """Each chatterbot-corpus category's conversations as plain text (a turn per line, blank line between).
+
+    Raises
+    ------
+    DataFormatError
+        If a category is unknown or the corpus is not installed.
+    """
+    from training.datasets.chatterbot import chatterbot_clients
+
+    out = {}
+    for name, examples in chatterbot_clients(list(categories)).items():
+        out[name] = "\n\n".join(f"{e.prompt}\n{e.response}" for e in examples)
+    return out
+
+
+def source_blocks(source: str, tokenizer: Any, block_size: int) -> Tensor:
+    """Blocks of one member's text source: ``chatterbot:<category>``, a UTF-8 file or a dataset folder.
+
+    Raises
+    ------
+    DataFormatError
+        As :func:`load_blocks`, or for an unknown chatterbot category.
+    """
+    if source.startswith("chatterbot:"):
+        name = source.split(":", 1)[1]
+        text = chatterbot_texts([name])[name]
+        return pack_blocks(tokenize_documents([text], tokenizer), block_size, where=source)
+    return load_blocks([source], tokenizer, block_size)
+
+
 def tokenize_documents(documents: Sequence[str], tokenizer: Any) -> list[int]:
     """Token ids of ``documents`` concatenated, each document followed by the EOS token."""
     eos = tokenizer.eos_token_id

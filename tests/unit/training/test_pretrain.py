@@ -253,3 +253,22 @@ def test_example_config_loads() -> None:
     cfg = load_config(ROOT / "training" / "configs" / "pretrain-tiny.toml")
 
     assert cfg.train.task == "pretrain" and cfg.algorithm == "diloco" and cfg.clients == 4
+
+
+def test_pretrain_model_trains_and_names_its_config(tmp_path: Path) -> None:
+    from training.pretrain import PretrainModel, config_digest
+
+    a = PretrainModel("tiny-llama", seed=0, max_len=32)
+    b = PretrainModel("tiny-llama", seed=9, max_len=32)
+    text = tmp_path / "t.txt"
+    text.write_text(TEXT)
+    blocks = a.blocks(str(text))
+    cfg = TrainConfig(task="pretrain", local_steps=2, batch_size=2, max_len=32)
+
+    delta, metrics = a.train(a.initial_flat, blocks, cfg)
+
+    assert a.base_digest == b.base_digest  # the seed changes the weights, not the model's definition
+    assert a.base_digest != config_digest(build_model("llama-30m", a.tokenizer, 0).config, a.tokenizer)
+    assert delta.shape == a.initial_flat.shape and metrics.steps == 2
+    assert a.loss(blocks[:0]) is None and a.loss(blocks) is not None
+    assert a.blocks("chatterbot:ai").shape[1] == 32
