@@ -443,6 +443,23 @@ class RunsClient:
         """Return the votes cast on the round after it finalised (``LateVoteCast`` events), in chain order."""
         return self._round_events("LateVoteCast", LateVote, run, round, from_block)
 
+    def late_vote_in(self, result: TxResult) -> LateVote | None:
+        """Return the ``LateVoteCast`` of a mined ``vote`` transaction (``None``: the vote was on time)."""
+        events = self._events_in(result, "LateVoteCast")
+        if not events:
+            return None
+        args = events[0]["args"]
+        return LateVote(
+            run_id=RunId(int(args["runId"])),
+            round=RoundId(int(args["round"])),
+            voter=str(args["voter"]),
+            merged_sha256=bytes(args["mergedSha256"]),
+            merged_cid=str(args["mergedCid"]),
+            included_set_hash=bytes(args["includedSetHash"]),
+            agrees=bool(args["agrees"]),
+            block_number=int(events[0]["blockNumber"]),
+        )
+
     def run_completion(self, run: RunId, from_block: int = 0) -> RunCompletion | None:
         """Return the run's ``RunCompleted`` event, or ``None`` while the run is active."""
         logs = self.logs("RunCompleted", {"runId": run}, from_block)

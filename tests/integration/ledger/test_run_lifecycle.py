@@ -41,11 +41,14 @@ def test_a_late_vote_is_an_event_and_changes_nothing(env: ChainEnv) -> None:
     r0 = RoundId(0)
     set_hash = _submit_all(env, run, r0, 3)
     env.client(1).vote(run, r0, MERGED, CID, set_hash)
-    env.client(2).vote(run, r0, MERGED, CID, set_hash)  # 2 of 3: finalised
+    deciding = env.client(2).vote(run, r0, MERGED, CID, set_hash)  # 2 of 3: finalised
+    assert env.client(0).late_vote_in(deciding) is None
     before = env.client(0).round_info(run, r0)
     assert before.status == RoundStatus.FINALIZED
 
-    env.client(3).vote(run, r0, OTHER, CID, set_hash)  # the dissent reaches the chain
+    tx = env.client(3).vote(run, r0, OTHER, CID, set_hash)  # the dissent reaches the chain
+    mined = env.client(0).late_vote_in(tx)
+    assert mined is not None and (mined.voter, mined.agrees, mined.round) == (env.address(3), False, 0)
 
     late = env.client(0).late_votes(run, r0)
     assert [(v.voter, v.merged_sha256, v.agrees) for v in late] == [(env.address(3), OTHER, False)]
