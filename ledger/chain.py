@@ -15,6 +15,7 @@ from web3.providers.rpc import HTTPProvider
 from web3.types import RPCEndpoint
 
 from ledger.errors import LedgerConfigError
+from ledger.rpc import CALLS
 
 PY_EVM = "py-evm"
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"
@@ -23,6 +24,15 @@ PY_EVM_ACCOUNTS = 10
 """Accounts eth-tester funds (the keys 1..10)."""
 
 Backend = Literal["py-evm", "anvil"]
+
+
+class CountingHTTPProvider(HTTPProvider):
+    """web3's ``HTTPProvider`` that records each request in :data:`ledger.rpc.CALLS` (method, body bytes)."""
+
+    def _make_request(self, method: RPCEndpoint, request_data: bytes) -> bytes:
+        raw = super()._make_request(method, request_data)
+        CALLS.record(str(method), len(request_data), len(raw))
+        return raw
 
 
 def connect(url: str, timeout: float = 30.0) -> Web3:
@@ -38,7 +48,7 @@ def connect(url: str, timeout: float = 30.0) -> Web3:
     if url.startswith(("http://", "https://")):
         # web3's request validation asks eth_chainId twice per call; an endpoint's chain id never changes,
         # so caching it (and nothing else) turns every view call into one HTTP request instead of three.
-        provider = HTTPProvider(
+        provider = CountingHTTPProvider(
             url,
             request_kwargs={"timeout": timeout},
             cache_allowed_requests=True,

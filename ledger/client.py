@@ -20,6 +20,7 @@ from web3.contract import Contract
 from web3.logs import DISCARD
 
 from contracts import load_artifact
+from ledger.activity import RunActivity, activity_filter, decode_activity
 from ledger.errors import LedgerConfigError, TransactionError
 from ledger.rpc import ChainReads, JsonRpc
 from ledger.tx import RetryPolicy, TxSender, call_view, with_retry
@@ -558,6 +559,27 @@ class RunsClient:
                 f"eth_getLogs {event}",
             )
         )
+
+    def run_activity(self, run: RunId, from_block: int, head: int) -> tuple[int, list[RunActivity]]:
+        """Return the run's :data:`~ledger.activity.ACTIVITY_EVENTS` logs from ``from_block`` on, in one call.
+
+        Logs are read up to the block ``confirmations`` deep below ``head``; returns that block (where the
+        next call starts, plus one) and the logs in chain order. Nothing is asked when that block lies
+        before ``from_block``.
+        """
+        to_block = head - self.confirmations
+        if to_block < from_block:
+            return from_block - 1, []
+        params = activity_filter(self.address, run, from_block, to_block)
+        reads = self._reads
+        if reads is not None:
+            request = reads.rpc.request
+            entries = with_retry(lambda: request("eth_getLogs", [params]), self.retry, "eth_getLogs")
+            if not isinstance(entries, list):
+                raise TransactionError("eth_getLogs run activity: result is not a list")
+        else:
+            entries = list(with_retry(lambda: self.w3.eth.get_logs(params), self.retry, "eth_getLogs"))  # type: ignore[arg-type]
+        return to_block, decode_activity(entries, run)
 
     def _events_in(self, result: TxResult, event: str) -> list[Any]:
         receipt = with_retry(

@@ -44,6 +44,56 @@ class RpcReplyError(LedgerError):
     """The endpoint answered with a JSON-RPC error that is not a revert (or with a malformed reply)."""
 
 
+@dataclass(frozen=True)
+class MethodCalls:
+    """Requests of one JSON-RPC method: how many, and their JSON bodies' bytes each way."""
+
+    calls: int
+    sent: int
+    received: int
+
+
+class CallCounter:
+    """The JSON-RPC requests this process sent through :mod:`ledger`, by method (thread-safe).
+
+    One per process, :data:`CALLS`: :class:`JsonRpc` and the web3 provider of :func:`ledger.chain.connect`
+    record every request into it, so a node can say what it asked its endpoint per round. Bytes are the
+    JSON bodies; HTTP headers (about 130 bytes a request and 200 an answer with anvil) are not counted.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._calls: dict[str, list[int]] = {}
+
+    def record(self, method: str, sent: int, received: int) -> None:
+        """Count one request of ``method`` with ``sent`` and ``received`` body bytes."""
+        with self._lock:
+            row = self._calls.setdefault(method, [0, 0, 0])
+            row[0] += 1
+            row[1] += sent
+            row[2] += received
+
+    def snapshot(self) -> dict[str, MethodCalls]:
+        """Totals so far, by method."""
+        with self._lock:
+            return {m: MethodCalls(*row) for m, row in sorted(self._calls.items())}
+
+    def since(self, earlier: dict[str, MethodCalls]) -> dict[str, MethodCalls]:
+        """Totals since the :meth:`snapshot` ``earlier``, by method (methods without a request left out)."""
+        out: dict[str, MethodCalls] = {}
+        for method, now in self.snapshot().items():
+            was = earlier.get(method, MethodCalls(0, 0, 0))
+            if now.calls > was.calls:
+                out[method] = MethodCalls(
+                    now.calls - was.calls, now.sent - was.sent, now.received - was.received
+                )
+        return out
+
+
+CALLS = CallCounter()
+"""Every JSON-RPC request this process sent through :mod:`ledger` (:class:`CallCounter`)."""
+
+
 class JsonRpc:
     """Minimal JSON-RPC 2.0 client over HTTP(S) with one kept-alive connection per thread.
 
@@ -126,6 +176,7 @@ class JsonRpc:
                 self._drop()
                 if attempt == 2 or isinstance(exc, TimeoutError):
                     raise ConnectionError(f"{method} to {self.url} failed: {exc}") from exc
+        CALLS.record(method, len(body), len(raw))
         if len(raw) > MAX_REPLY_BYTES:
             self._drop()
             raise RpcReplyError(f"{method}: answer larger than {MAX_REPLY_BYTES} bytes")
