@@ -6,7 +6,7 @@ from eth_utils import keccak
 
 from ledger.errors import ContractRevertError, LedgerConfigError
 from ledger.reverts import ERROR_CLASSES, NotMemberError, decode_revert, revert_data_of
-from ledger.types import RunConfig, included_set_hash, quorum_of
+from ledger.types import RoundId, RoundInfo, RoundStatus, RunConfig, RunId, included_set_hash, quorum_of
 
 A = "0x00000000000000000000000000000000000000aa"
 B = "0x0000000000000000000000000000000000000Bb0"
@@ -40,6 +40,18 @@ def test_run_config_validation_names_the_field() -> None:
         RunConfig(spec_sha256=b"\0" * 32, spec_cid="c", submit_blocks=0)
     with pytest.raises(LedgerConfigError, match="`spec_sha256` must be 32 bytes"):
         RunConfig(spec_sha256=b"\0", spec_cid="c")
+    with pytest.raises(LedgerConfigError, match="`rounds` must be in \\[0, 2\\*\\*32\\), got -1"):
+        RunConfig(spec_sha256=b"\0" * 32, spec_cid="c", rounds=-1)
+
+
+def test_late_vote_end_is_the_later_of_vote_end_and_vote_blocks_after_finalisation() -> None:
+    def info(closed: int) -> RoundInfo:
+        return RoundInfo(
+            RunId(1), RoundId(0), 100, 110, 130, 3, 3, 2, 3, RoundStatus.FINALIZED, closed, b"", b"", False
+        )
+
+    assert info(105).late_vote_end == 130  # finalised early: the vote window's end
+    assert info(125).late_vote_end == 145  # closed_block + voteBlocks (20)
 
 
 def test_decode_revert_maps_selectors_to_typed_errors() -> None:
