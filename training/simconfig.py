@@ -167,6 +167,9 @@ class SimulationConfig:
         on the network; ``topk`` clients keep an error-feedback residual (:mod:`training.compress`).
     codec_block, topk_fraction
         int4's values per scale and top-k's share of values sent (:class:`training.compress.CodecParams`).
+    error_feedback
+        Whether ``topk`` clients keep their residual (what they did not send) for the next round, as every
+        node does; ``false`` drops it (to measure what error feedback is worth).
     max_update_norm
         Norm bound the decoder enforces (updates above it are rejected); ``None`` for none.
     server
@@ -193,6 +196,9 @@ class SimulationConfig:
     codec: Codec = field(default="fp32", metadata={"help": "fp32, int8, int4 or topk"})
     codec_block: int = field(default=64, metadata={"help": "int4: values per float32 scale"})
     topk_fraction: float = field(default=0.01, metadata={"help": "topk: share of the values sent, in (0, 1]"})
+    error_feedback: bool = field(
+        default=True, metadata={"help": "topk: keep what was not sent (as nodes do)"}
+    )
     max_update_norm: float | None = field(default=None, metadata={"help": "decoder norm bound"})
     local_baseline: bool = field(default=False, metadata={"help": "also run local-only training"})
     seed: int = field(default=0, metadata={"help": "simulation seed"})

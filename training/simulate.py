@@ -558,7 +558,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
                 extra=extra,
                 params=merge_spec.codec_params,
             )
-            if residual is not None:
+            if residual is not None and cfg.error_feedback:
                 residuals[i] = residual
             updates.append(UpdateInput(clients[i].name, blob, len(clients[i].train)))
         try:  # the very merge every node runs (decode + checks, robust aggregate, server step, SCAFFOLD c)

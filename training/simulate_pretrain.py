@@ -239,7 +239,7 @@ def run_pretrain(cfg: SimulationConfig, progress: ProgressFn | None = None) -> A
                 codec=cfg.codec,
                 params=merge_spec.codec_params,
             )
-            if residual is not None:
+            if residual is not None and cfg.error_feedback:
                 residuals[i] = residual
             updates.append(UpdateInput(clients[i].name, blob, int(clients[i].train.shape[0])))
         try:
