@@ -1,7 +1,7 @@
 """Canary experiment: does unlearning remove what only the subject's data taught the model?
 
 A secret sentence (the canary) is planted only in the subject's data. Three clients train a federated run
-with the node's own code path (``node.model.ModelRuntime`` local training, the update codec, and
+with the node's own code path (``node.protocol.model.ModelRuntime`` local training, the update codec, and
 ``training.merge.merge`` for every round). The canary's exposure is measured in three models:
 
 (a) ``with``       — the run's final model, the subject taking part in every round;
@@ -75,9 +75,9 @@ def exposure(runtime: Any, state: Any, canary: str, alternatives: list[str]) -> 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from node.model import ModelRuntime, member_seed
-    from node.replay import RunSetup, merge_round
+    from node.protocol.model import ModelRuntime, member_seed
     from node.runspec import RunSpec
+    from node.unlearning.replay import RunSetup, merge_round
     from training.config import TrainConfig
     from training.data import Example
     from training.datasets.chatterbot import load_chatterbot_category

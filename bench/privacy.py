@@ -1,9 +1,9 @@
 """Privacy bench: what client-level DP costs and buys, at epsilon = infinity, 8 and 2, in one run.
 
 Three members (one chatterbot category each; a canary sentence planted only in the subject's data) train a
-federated run with the node's own code path: ``node.model.ModelRuntime`` local training, the node's DP step
-(:func:`training.privacy.privatize`: clip to ``clip_norm``, Gaussian noise from the OS CSPRNG), the update
-codec and ``training.merge.merge``. For each target epsilon the noise multiplier is the one Opacus's
+federated run with the node's own code path: ``node.protocol.model.ModelRuntime`` local training, the node's
+DP step (:func:`training.privacy.privatize`: clip to ``clip_norm``, Gaussian noise from the OS CSPRNG), the
+update codec and ``training.merge.merge``. For each target epsilon the noise multiplier is the one Opacus's
 accountant gives for the run's rounds (every member releases one update per round;
 :func:`training.privacy.noise_for_epsilon`); epsilon = infinity is the run without DP. Per setting:
 
@@ -46,9 +46,9 @@ def dp_section(args: argparse.Namespace) -> dict[str, Any]:
 
     import torch
 
-    from node.model import ModelRuntime, member_seed
-    from node.replay import RunSetup, merge_round
+    from node.protocol.model import ModelRuntime, member_seed
     from node.runspec import RunSpec
+    from node.unlearning.replay import RunSetup, merge_round
     from training.config import TrainConfig
     from training.data import Example, split_held_out
     from training.datasets.chatterbot import load_chatterbot_category
@@ -148,7 +148,7 @@ def encryption_section(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from safetensors.torch import save
 
-    from node.model import ModelRuntime
+    from node.protocol.model import ModelRuntime
     from node.runspec import RunSpec
     from p2p.envelope import open_envelope, parse, public_key_of, seal
     from training.codec import encode

@@ -130,8 +130,8 @@ def measure(
     size: int, rounds: int, local_steps: int, block_time: float, keep: Path | None = None
 ) -> dict[str, Any]:
     """Run one cluster of ``size`` nodes for ``rounds`` rounds and return its mean time split."""
-    from node.cluster import LocalCluster
     from node.devnet.anvil import AnvilConfig
+    from node.devnet.cluster import LocalCluster
     from node.devnet.harness import Devnet
 
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-round-") as tmp:

@@ -234,8 +234,8 @@ def measure(
     committee: int = 0,
 ) -> dict[str, Any]:
     """Run one cluster of ``size`` members for ``rounds`` rounds and return its per-member costs."""
-    from node.cluster import LocalCluster
     from node.devnet.anvil import AnvilConfig
+    from node.devnet.cluster import LocalCluster
     from node.devnet.harness import Devnet
 
     with tempfile.TemporaryDirectory(prefix="fedchain-bench-scale-") as tmp:
@@ -400,7 +400,7 @@ def main() -> None:
     args = parser.parse_args()
     if min(args.sizes) < 1 or args.rounds < 2 or args.local_steps < 1 or args.block_time <= 0:
         parser.error("--sizes and --local-steps must be >= 1, --rounds >= 2 and --block-time > 0")
-    from node.cluster import TINY_NODE_MIB, check_capacity
+    from node.devnet.cluster import TINY_NODE_MIB, check_capacity
 
     results: list[dict[str, Any]] = []
     for size in args.sizes:

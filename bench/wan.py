@@ -65,8 +65,8 @@ def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[
 
 def measure(condition: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
     """Run one cluster of ``size`` nodes under ``condition`` (``loopback`` or ``wan``); its time split."""
-    from node.cluster import LocalCluster
     from node.devnet.anvil import AnvilConfig
+    from node.devnet.cluster import LocalCluster
     from node.devnet.harness import Devnet
     from node.devnet.wan import WanConfig, WanNetwork
     from node.devnet.wan_devnet import WanDevnet

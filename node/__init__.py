@@ -1,27 +1,30 @@
 """The fedchain node: joins the chain, p2p and training layers into the federated round protocol.
 
-Modules
--------
+Subpackages
+-----------
+protocol
+    The round protocol: the run loop, one step of the round state machine, submit, vote, committee rounds,
+    artifact fetching, the node's context and durable state, sampling, privacy spend, the model.
+unlearning
+    Honouring unlearning requests, and recomputing a run's models (shared with the audit).
+audit
+    Checking a run from only the chain and the artifacts, and the HTML run report built on it.
+console
+    The event log and its listener interface, the live terminal view, a run's status.
+devnet
+    The local network (anvil, IPFS, emulated WAN), managed child processes, a cluster of node processes
+    and the ``fedchain demo``.
 cli
     The ``fedchain`` command-line interface (one sub-module per command group).
+
+Modules
+-------
 config, home, runspec
     The node's TOML configuration, its home folder, and the run specification every member agrees on.
-runner, context, round, submit, vote
-    The round state machine (DESIGN.md "A round"): train, store, commit, announce, fetch, merge, vote, adopt.
-state, logging
-    Durable SQLite state (restart safety) and the JSON-lines event log.
-progress, progress_state
-    The live terminal view of ``fedchain node start`` (training and transfer bars, waiting reason).
-model, fetch
-    The run's base model with its adapter and local data; artifact retrieval (own store, peers, IPFS).
-history, replay, unlearn
-    The run's on-chain history and lineage rule, recomputation of models, and unlearning requests.
-audit, audit_report
-    Recomputing and checking every round and unlearning result from only the chain and the artifacts.
-status, export
-    A run's state for ``fedchain status``; the merged adapter as a PEFT folder.
-cluster, demo, devnet, services
-    Local multi-process harness, the ``fedchain demo``, the devnet (anvil + IPFS), managed child processes.
-errors
-    ``NodeError`` and its subclasses.
+confidential
+    Sealing and opening the artifacts of an ``artifacts = "members"`` run.
+export
+    A finalised merged adapter as a standard PEFT folder.
+errors, exitcodes
+    ``NodeError`` and its subclasses; the exit codes of ``fedchain`` and the node process.
 """

@@ -1,7 +1,7 @@
 """The exit codes of ``fedchain`` and of the node process: the one place they are defined.
 
 Every command returns one of these (``raise typer.Exit(EXIT_USAGE)``, ``fail(message, EXIT_MISMATCH)``);
-the node's run loop (:func:`node.runner.run_node`) returns them too, and the CLI reference
+the node's run loop (:func:`node.protocol.runner.run_node`) returns them too, and the CLI reference
 (``docs/cli.md``) lists them from :data:`EXIT_CODES`.
 """
 

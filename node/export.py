@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError, RunMismatchError
-from node.fetch import Fetcher, Want
+from node.protocol.fetch import Fetcher, Want
 from p2p.envelope import is_envelope
 
 
@@ -31,8 +31,8 @@ def export_adapter(
         If the round is not finalised (or no round is), or the artifact does not match the chain.
     """
     from ledger.types import RoundStatus
-    from node.model import ModelRuntime
-    from node.runner import fetch_spec
+    from node.protocol.model import ModelRuntime
+    from node.protocol.runner import fetch_spec
     from training.merge import StateFormatError, decode_state, state_hash
 
     spec = fetch_spec(client, fetcher, run_id)

@@ -4,8 +4,8 @@ Layout::
 
     <home>/config.toml     node configuration (node.config)
     <home>/key.json        encrypted keystore
-    <home>/state.db        SQLite state (node.state)
-    <home>/node.jsonl      structured event log (node.logging)
+    <home>/state.db        SQLite state (node.protocol.state)
+    <home>/node.jsonl      structured event log (node.console.eventlog)
     <home>/store/          embedded content store, when [storage] store = "local"
     <home>/runs/<id>/      per-run files (SCAFFOLD client control variate)
 """

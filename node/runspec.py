@@ -130,14 +130,14 @@ class RunSpec:
         enough: encryption needs the key itself, and an address is only its hash.
     clients_per_round
         Client sampling: how many of a round's eligible members are selected to train and submit
-        (:mod:`node.sampling`, docs/sampling.md); ``None`` (the default): every eligible member.
+        (:mod:`node.protocol.sampling`, docs/sampling.md); ``None`` (the default): every eligible member.
     base_model_sha256, initial_sha256, adapter_sha256
         The run's starting point on record, written by ``fedchain run create``: the base model's file digest
         (:func:`training.models.model_digest`), the state hash of round 0's model state and the state hash
         of every adapter tensor at initialisation, the frozen LoRA ``A`` matrices included (both from
         ``seed`` and ``[adapter]``; a merged state holds only what trains). A node whose own differ refuses
         the run
-        (:meth:`node.model.ModelRuntime.check_recorded`); ``None`` in specs written before the keys.
+        (:meth:`node.protocol.model.ModelRuntime.check_recorded`); ``None`` in specs written before the keys.
     arithmetic
         Version of the consensus arithmetic (:data:`training.merge.ARITHMETIC`). A node whose own version
         differs refuses the spec: it would compute other merged bytes than its peers.

@@ -1,8 +1,8 @@
 """Client sampling in simulation: which clients train in a round (``clients_per_round``).
 
-The rule is the network's (``node.sampling``, docs/sampling.md): every client draws a sha256 ticket from the
-round's seed and the ``k`` smallest tickets train. The simulation has no chain, so the simulation seed
-stands in for the start block's hash and the client index for the member address::
+The rule is the network's (``node.protocol.sampling``, docs/sampling.md): every client draws a sha256 ticket
+from the round's seed and the ``k`` smallest tickets train. The simulation has no chain, so the simulation
+seed stands in for the start block's hash and the client index for the member address::
 
     seed   = sha256("fedchain-sim-sample/1" || uint64(simulation seed) || uint64(round))
     ticket = sha256(seed || uint64(client index))        (all integers big-endian)

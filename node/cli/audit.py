@@ -65,7 +65,7 @@ def audit(
     from ledger.chain import connect
     from ledger.client import RunsClient
     from ledger.errors import LedgerError
-    from node.audit import audit_registry, runspec_setup_loader
+    from node.audit.auditor import audit_registry, runspec_setup_loader
     from node.errors import NodeError
     from p2p.errors import P2PError
     from p2p.storage import open_store

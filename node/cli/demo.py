@@ -1,4 +1,4 @@
-"""``fedchain demo``: a whole federated run on a fresh local devnet (logic in :mod:`node.demo`).
+"""``fedchain demo``: a whole federated run on a fresh local devnet (logic in :mod:`node.devnet.demo`).
 
 Starts anvil + IPFS, deploys, creates a run, starts N node processes each with its own chatterbot
 category, waits for R finalised rounds, prints the rounds, the merged model's and each node's local-only
@@ -100,10 +100,10 @@ def demo(
     data, and the audit, and writes the run report (`fedchain report`) to --report. Every process it
     started is stopped at the end.
     """
-    from node.cluster import check_capacity
-    from node.demo import DemoConfig, DemoError, run_demo
+    from node.devnet.cluster import check_capacity
+    from node.devnet.demo import DemoConfig, DemoError, run_demo
+    from node.devnet.services import ServiceError
     from node.errors import NodeError
-    from node.services import ServiceError
 
     try:
         config = DemoConfig(nodes=nodes, rounds=rounds, model=model, seed=seed, report=report)
@@ -138,7 +138,7 @@ def _run_with_progress(config: Any) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
     from rich.text import Text
 
-    from node.demo import DemoProgress, run_demo
+    from node.devnet.demo import DemoProgress, run_demo
 
     bar = Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                    TimeElapsedColumn())  # fmt: skip

@@ -60,7 +60,7 @@ def up(
     """Start anvil and IPFS on 127.0.0.1 (free ports), deploy the contracts, print addresses and accounts."""
     from node.devnet.anvil import AnvilConfig
     from node.devnet.harness import devnet_up
-    from node.services import ServiceError
+    from node.devnet.services import ServiceError
 
     try:
         config = AnvilConfig(accounts=accounts, block_time=block_time)
@@ -74,7 +74,7 @@ def up(
 def down(folder: Path = _DIR, json_output: bool = _JSON) -> None:
     """Stop the devnet recorded in the devnet folder."""
     from node.devnet.harness import devnet_down
-    from node.services import ServiceError
+    from node.devnet.services import ServiceError
 
     try:
         state = devnet_down(folder)
@@ -102,7 +102,7 @@ def down(folder: Path = _DIR, json_output: bool = _JSON) -> None:
 def status(folder: Path = _DIR, json_output: bool = _JSON) -> None:
     """Show the devnet recorded in the devnet folder (exit code 1 if none is running)."""
     from node.devnet.harness import read_state
-    from node.services import ServiceError, pid_alive
+    from node.devnet.services import ServiceError, pid_alive
 
     try:
         state = read_state(folder)

@@ -22,9 +22,9 @@ def export(
     """Write the merged adapter of a finalised round as a standard PEFT folder (hash-checked first)."""
     from ledger.errors import LedgerError
     from node.errors import NodeError, RunMismatchError
-    from node.fetch import Fetcher
-    from node.runner import open_stores
-    from node.state import NodeState
+    from node.protocol.fetch import Fetcher
+    from node.protocol.runner import open_stores
+    from node.protocol.state import NodeState
     from p2p.errors import P2PError
 
     node_home, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)
@@ -38,7 +38,7 @@ def export(
             from node.export import export_adapter
 
             def view_key() -> bytes:  # only an encrypted merged state needs the node's key decrypted
-                from node.runner import open_chain
+                from node.protocol.runner import open_chain
 
                 return bytes(open_chain(node_home, config).account.key)
 

@@ -56,7 +56,7 @@ def start(
     Safe to kill at any point: restarted with the same command it resumes from its state and the chain.
     """
     from node.cli.common import EXIT_USAGE, fail
-    from node.runner import run_node
+    from node.protocol.runner import run_node
 
     attack: tuple[str, float | None] | None = None
     if byzantine:
@@ -83,7 +83,7 @@ def start(
     )
     import sys
 
-    from node.progress import choose_console
+    from node.console.progress import choose_console
 
     console = choose_console(
         quiet=quiet, json_log=json_log, progress=progress, stdout=sys.stdout, stderr=sys.stderr
@@ -93,6 +93,6 @@ def start(
 
 def _absolute(source: str) -> str:
     """Resolve a JSONL path given on the command line against the working directory, not the node home."""
-    from node.scoring import resolve_source
+    from node.protocol.scoring import resolve_source
 
     return resolve_source(source, Path.cwd())

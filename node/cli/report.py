@@ -43,9 +43,9 @@ def report(
     from ledger.chain import connect
     from ledger.client import RunsClient
     from ledger.errors import LedgerError
-    from node.audit import audit_run, runspec_setup_loader
+    from node.audit.auditor import audit_run, runspec_setup_loader
+    from node.audit.report import collect, render_html
     from node.errors import NodeError
-    from node.report import collect, render_html
     from p2p.errors import P2PError
     from p2p.storage import open_store
 

@@ -26,8 +26,8 @@ def create(
     from ledger.errors import LedgerError
     from ledger.types import Admission, RunConfig
     from node.errors import NodeError
-    from node.model import record_start
-    from node.runner import open_chain, open_stores
+    from node.protocol.model import record_start
+    from node.protocol.runner import open_chain, open_stores
     from node.runspec import RunSpec, RunSpecError
     from p2p.errors import P2PError
     from training.errors import TrainingError

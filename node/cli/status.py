@@ -1,7 +1,7 @@
 """``fedchain status``: a run's rounds, sets, votes, finalised hashes, contributions, unlearning.
 
 With ``--home`` of a member of a run with ``[privacy]``, also every member's (epsilon, delta) from its updates
-on chain and this node's own spend from its state database (:mod:`node.privacy`).
+on chain and this node's own spend from its state database (:mod:`node.protocol.privacy`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ def status(
     """Show run RUN as recorded on chain (read-only; no key needed)."""
     from ledger.errors import LedgerError
     from node.cli.common import load_home
-    from node.status import run_status
+    from node.console.status import run_status
 
     own = None
     if home is not None:
@@ -69,8 +69,8 @@ def status(
 
 def _own_privacy(state_path: Path, run: int) -> tuple[Any, dict[str, Any]] | None:
     """Return the run's privacy config and this node's own spend, from the node's state database (if any)."""
-    from node.privacy import read_ledger
-    from node.state import NodeState
+    from node.protocol.privacy import read_ledger
+    from node.protocol.state import NodeState
     from training.privacy import PrivacyConfig, epsilon_spent
 
     if not state_path.exists():

@@ -36,7 +36,7 @@ def request(
     from ledger.errors import LedgerError
     from ledger.types import RoundId, RunId
     from node.errors import NodeError
-    from node.runner import open_chain
+    from node.protocol.runner import open_chain
 
     if not is_address(subject):
         fail(f"`--subject` must be an address (0x + 40 hex digits), got {subject!r}", EXIT_USAGE)
@@ -76,7 +76,7 @@ def status(
     """List unlearning requests with their status, quorum and agreed model (read-only; no key needed)."""
     from ledger.errors import LedgerError
     from node.cli.common import read_client
-    from node.unlearn import request_rows
+    from node.unlearning.requests import request_rows
 
     if home is not None:
         _, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)

@@ -1,7 +1,18 @@
-"""The local development network: anvil and an IPFS daemon with the contracts deployed, and its state folder.
+"""The local development network and what runs on it: anvil, IPFS, emulated WAN, node clusters, the demo.
 
-Modules: ``anvil`` (the anvil service on a free port), ``ipfs`` (the js-ipfs daemon), ``harness``
-(``devnet up/down`` with a state folder), ``wan`` (network namespaces joined by emulated WAN links),
-``relay`` (the link emulator process), ``forward`` (a loopback TCP forward into a namespace) and
-``wan_devnet`` (anvil and IPFS inside a namespace of an emulated network).
+Modules
+-------
+services
+    Managed child processes: start, wait until ready by polling, stop gracefully then by force.
+anvil, ipfs
+    The anvil service on a free port; the js-ipfs daemon.
+harness
+    ``fedchain devnet up/down``: anvil and IPFS with the contracts deployed, and their state folder.
+wan, relay, forward, wan_devnet
+    Network namespaces joined by emulated WAN links, the link emulator process, a loopback TCP forward
+    into a namespace, and anvil and IPFS inside a namespace of an emulated network.
+cluster
+    :class:`~node.devnet.cluster.LocalCluster`: N ``fedchain node`` processes on loopback over a devnet.
+demo
+    The ``fedchain demo``: a whole federated run on a fresh devnet, from nothing to an audit that passes.
 """

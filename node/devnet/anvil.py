@@ -9,7 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from node.services import ManagedProcess, ServiceError
+from node.devnet.services import ManagedProcess, ServiceError
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 ANVIL_MNEMONIC = "test test test test test test test test test test test junk"

@@ -15,7 +15,7 @@ from types import TracebackType
 
 from node.devnet.anvil import ANVIL_MNEMONIC, AnvilConfig, AnvilService
 from node.devnet.ipfs import IpfsDaemon
-from node.services import ServiceError, pid_alive, stop_pid
+from node.devnet.services import ServiceError, pid_alive, stop_pid
 
 log = logging.getLogger(__name__)
 STATE_FILE = "state.json"

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 
-from node.services import ManagedProcess, ServiceError
+from node.devnet.services import ManagedProcess, ServiceError
 
 log = logging.getLogger(__name__)
 
@@ -224,7 +224,7 @@ class IpfsDaemon:
             lock.unlink(missing_ok=True)
 
     def wait_until_ready(self, timeout: float = 60.0) -> None:
-        """Poll the API until it answers (see :meth:`node.services.ManagedProcess.wait_until_ready`)."""
+        """Poll the API until it answers (see :meth:`ManagedProcess.wait_until_ready`)."""
         if self._proc is None:
             raise ServiceError("ipfs: not started")
         self._proc.wait_until_ready(timeout=timeout)

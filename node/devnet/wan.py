@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from node.services import ManagedProcess, ServiceError, pid_alive
+from node.devnet.services import ManagedProcess, ServiceError, pid_alive
 
 PREFIX = "fcwan"
 _COUNTER = itertools.count()

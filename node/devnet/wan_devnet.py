@@ -21,8 +21,8 @@ from types import TracebackType
 from node.devnet.anvil import ANVIL_MNEMONIC, AnvilConfig, find_anvil, rpc_answers
 from node.devnet.harness import DevnetState
 from node.devnet.ipfs import IpfsDaemon
+from node.devnet.services import ManagedProcess, ServiceError
 from node.devnet.wan import WanNetwork
-from node.services import ManagedProcess, ServiceError
 
 log = logging.getLogger(__name__)
 ANVIL_PORT = 8545

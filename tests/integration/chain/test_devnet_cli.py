@@ -13,7 +13,7 @@ import pytest
 
 from ledger.chain import connect
 from ledger.client import RunsClient
-from node.services import pid_alive
+from node.devnet.services import pid_alive
 from p2p.storage.ipfs import IpfsStore
 
 pytestmark = pytest.mark.integration

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from ledger.types import RequestStatus, RoundId, included_set_hash
-from node.history import read_history
-from node.replay import replay_unlearning
+from node.protocol.history import read_history
+from node.unlearning.replay import replay_unlearning
 from tests.fixtures.chain import AnvilChain
 from tests.fixtures.fedrun import ToyRun, toy_run_on_devnet
 from training.merge import ModelState, encode_state, state_hash

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 from ledger.types import RoundId
-from node.audit_votes import VOTE_CHECKS
-from node.history import read_history
+from node.audit.votes import VOTE_CHECKS
+from node.protocol.history import read_history
 from p2p.storage import Cid
 from tests.fixtures.chain import AnvilChain
 from tests.fixtures.fedrun import ToyRun, toy_run_on_devnet

@@ -26,7 +26,7 @@ import torch
 from ledger.chain import connect
 from ledger.client import RunsClient
 from ledger.types import RoundId, RoundStatus, RunId
-from node.cluster import LocalCluster
+from node.devnet.cluster import LocalCluster
 from p2p.storage.base import Cid
 
 pytestmark = pytest.mark.integration
@@ -166,7 +166,7 @@ def test_a_node_killed_mid_round_resumes_without_training_committing_or_voting_t
 def test_a_scaling_attacker_neither_stops_the_run_nor_drags_the_robust_merge(
     finished: tuple[LocalCluster, int, Path],
 ) -> None:
-    from node.model import ModelRuntime
+    from node.protocol.model import ModelRuntime
     from node.runspec import RunSpec
     from p2p.storage.ipfs import IpfsStore
     from training.merge import UpdateInput, decode_state, merge

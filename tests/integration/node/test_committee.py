@@ -23,7 +23,7 @@ from ledger.chain import connect
 from ledger.client import RunsClient
 from ledger.committee import bitmap_indices, committee_seed, quorum, select_committee
 from ledger.types import RoundId, RunId
-from node.cluster import LocalCluster
+from node.devnet.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1500)]
 

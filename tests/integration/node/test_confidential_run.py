@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from node.cluster import LocalCluster, fedchain
+from node.devnet.cluster import LocalCluster, fedchain
 from p2p.envelope import MissingWrapError, is_envelope, open_envelope, parse, public_key_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

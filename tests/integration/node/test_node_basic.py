@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from node.cluster import LocalCluster, fedchain
+from node.devnet.cluster import LocalCluster, fedchain
 
 pytestmark = pytest.mark.integration
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from node.cluster import LocalCluster, fedchain
+from node.devnet.cluster import LocalCluster, fedchain
 from node.runspec import RunSpec
 from training.privacy import epsilon_spent
 

@@ -20,7 +20,7 @@ import pytest
 from ledger.chain import connect
 from ledger.client import RunsClient
 from ledger.types import RoundId, RunId
-from node.cluster import LocalCluster
+from node.devnet.cluster import LocalCluster
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1800)]
 

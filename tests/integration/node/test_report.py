@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageStat
 
-from node.logging import EventLog
+from node.console.eventlog import EventLog
 from tests.fixtures.chain import AnvilChain
 from tests.fixtures.fedrun import ToyRun, toy_run_on_devnet
 from training.merge import ModelState

@@ -22,8 +22,8 @@ import pytest
 from ledger.chain import connect, dev_accounts
 from ledger.client import RunsClient
 from ledger.types import RoundId, RunId, included_set_hash
-from node.cluster import LocalCluster
-from node.sampling import Selection, read_selection
+from node.devnet.cluster import LocalCluster
+from node.protocol.sampling import Selection, read_selection
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.timeout(1200)]
 

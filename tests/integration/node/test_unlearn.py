@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from node.cluster import LocalCluster, fedchain
+from node.devnet.cluster import LocalCluster, fedchain
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

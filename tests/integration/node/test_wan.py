@@ -20,7 +20,7 @@ import pytest
 from ledger.chain import connect
 from ledger.client import RunsClient
 from ledger.types import RoundId, RoundStatus, RunId
-from node.cluster import LocalCluster
+from node.devnet.cluster import LocalCluster
 from node.devnet.harness import DevnetState
 from node.devnet.wan import WanConfig, WanNetwork, WanUnavailableError, namespaces
 

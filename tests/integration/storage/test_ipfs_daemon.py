@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from node.devnet.ipfs import IpfsDaemon, multiaddr_to_url
-from node.services import ServiceError
+from node.devnet.services import ServiceError
 from p2p.storage.ipfs import IpfsStore
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -14,17 +14,17 @@ from typing import Any
 import coincurve
 import pytest
 
-from node.audit import audit_run, runspec_setup_loader
+from node.audit.auditor import audit_run, runspec_setup_loader
 from node.confidential import open_artifact, update_label
 from node.config import NodeConfig
-from node.context import NodeContext
-from node.fetch import Fetcher
+from node.console.eventlog import EventLog, read_events
 from node.home import NodeHome
-from node.logging import EventLog, read_events
-from node.model import LocalData, ModelRuntime
-from node.round import step
+from node.protocol.context import NodeContext
+from node.protocol.fetch import Fetcher
+from node.protocol.model import LocalData, ModelRuntime
+from node.protocol.round import step
+from node.protocol.state import NodeState
 from node.runspec import ChainParams, RunSpec, RunSpecError
-from node.state import NodeState
 from p2p.envelope import MissingWrapError, is_envelope, open_envelope, parse, public_key_of, seal
 from training.config import AdapterConfig, ModelConfig, TrainConfig
 from training.data import Example

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from node.audit import _check_initial
-from node.audit_report import RunAudit
-from node.model import ModelRuntime, record_start
+from node.audit.auditor import _check_initial
+from node.audit.records import RunAudit
+from node.protocol.model import ModelRuntime, record_start
 from node.runspec import RunSpec, RunSpecError
 from tests.fixtures.fedrun import toy_setup, toy_spec_bytes
 from training.merge import state_hash
@@ -64,7 +64,7 @@ def test_run_create_records_the_start_and_nodes_refuse_another_one(caplog: pytes
 
     legacy = RunSpec(seed=3)  # a spec written before the keys: accepted, with a warning
     assert "initial_sha256" not in json.loads(legacy.canonical_bytes())
-    with caplog.at_level(logging.WARNING, logger="node.model"):
+    with caplog.at_level(logging.WARNING, logger="node.protocol.model"):
         assert not ModelRuntime(legacy).check_recorded()
     assert "not checked" in caplog.text
 

@@ -19,7 +19,7 @@ import torch
 from eth_utils.address import to_checksum_address
 
 from ledger.types import included_set_hash
-from node.history import base_of_round, read_history
+from node.protocol.history import base_of_round, read_history
 from p2p.storage import LocalStore, compute_cid
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.fedrun import ToyRun, toy_setup

@@ -1,0 +1,301 @@
+"""One step of the round state machine (DESIGN.md "A round"), re-entrant after any crash.
+
+:func:`step` reads the run's open round and its phase from the chain and does the next thing this member
+owes it: train, store and commit an update (submit phase); fetch the on-chain set, merge, store and vote
+(vote phase); close an expired round as failed. Before that it settles every earlier round: a finalised
+round's result is adopted (and a divergence from this node's own vote logged), its contributions recorded
+on chain; a failed round is noted (the next one restarts from the last finalised state).
+
+Each action first checks the chain (has this member already submitted / voted?) and the state database
+(is the update already trained and stored?), so repeating a step after a crash never trains twice,
+submits twice or votes twice; the contract's "already" reverts are treated as done.
+
+Recording a finalised round's contributions is bookkeeping, not part of the next round's critical path:
+settling queues it in the state database, and a later step sends it while this member waits anyway (or
+before the run ends). :func:`observe` is the loop's cheap per-block check for whether stepping again can
+lead anywhere (the open round's status, submission count or phase changed).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from node.protocol.context import NodeContext
+from node.protocol.submit import score_local, submit
+from node.protocol.vote import prefetch, score_merged, vote
+
+
+def _tx_hex(result: Any) -> str:
+    return bytes(result.tx_hash).hex()
+
+
+def step(ctx: NodeContext) -> bool:
+    """Advance the run by at most one action; return ``True`` once the run's rounds are all finalised."""
+    from ledger.types import Phase, RoundStatus
+
+    client = ctx.client
+    ctx.acted = False
+    # The run's current round only moves when that round closes: while the last one seen is open, one
+    # round read answers both "which round" and "where it stands".
+    info = client.round_info(ctx.run_id, ctx.current_round) if ctx.watched is not None else None
+    if info is None or info.status != RoundStatus.OPEN:
+        ctx.current_round = int(client.run_info(ctx.run_id).current_round)
+        info = None
+    current = ctx.current_round
+    settle_closed_rounds(ctx, current)
+    finalized = sum(1 for r in ctx.state.rounds(ctx.run_id) if r.status == "finalized")
+    if finalized >= ctx.spec.rounds:
+        do_chores(ctx)
+        return True
+    info = info or client.round_info(ctx.run_id, current)
+    head = client.block_number()
+    phase = info.phase(head + 1)
+    _heartbeat(ctx, current, phase.value.replace("-", "_"))
+    if ctx.committee_size and phase in (Phase.SUBMIT, Phase.VOTE):  # docs/scale.md
+        from node.protocol.committee_round import committee_step
+
+        ctx.acted = committee_step(ctx, info, head)
+    elif phase == Phase.NOT_STARTED:
+        _wait(ctx, current, f"round starts at block {info.start_block}")
+    elif phase == Phase.SUBMIT:
+        member = ctx.client.member_info(ctx.run_id, ctx.address)
+        ctx.eligible_round = current if _eligible(member, info) else -1
+        unselected = _not_selected(ctx, info) if ctx.eligible_round == current else None
+        if ctx.eligible_round != current:
+            _wait(ctx, current, "not eligible for this round (joined after it opened); waiting for the next")
+        elif unselected is not None:
+            prefetch(ctx, info)
+            _wait(ctx, current, unselected)
+        elif (refused := _privacy_refusal(ctx, current, member)) is not None:
+            prefetch(ctx, info)  # over budget: no update of its own, but it still merges and votes
+            _wait(ctx, current, refused)
+        elif submit(ctx, info, member):
+            ctx.acted = True
+        else:
+            prefetch(ctx, info)
+            _wait(ctx, current, f"waiting for the vote phase ({info.submissions}/{info.eligible} submitted)")
+    elif phase == Phase.VOTE:
+        # Eligible at submit time stays eligible (a ban in between makes the contract refuse the vote).
+        if ctx.eligible_round != current and not _eligible(
+            ctx.client.member_info(ctx.run_id, ctx.address), info
+        ):
+            _wait(ctx, current, "not eligible for this round; waiting for the next")
+        elif not _update_set_confirmed(ctx, info, head):
+            deep = info.submit_end - 1 + int(getattr(client, "confirmations", 0))
+            _wait(ctx, current, f"waiting for the update set to be confirmed (block {deep})")
+        elif info.submissions < ctx.spec.chain.min_updates:
+            _wait(
+                ctx,
+                current,
+                f"too few updates ({info.submissions} < {ctx.spec.chain.min_updates}); round will fail",
+            )
+        elif vote(ctx, info):
+            ctx.acted = True
+        else:
+            failed = ctx.state.get(f"merge_failed:{ctx.run_id}:{current}")
+            why = f"cannot merge ({failed}); waiting for the round to end" if failed else ""
+            _wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
+    else:
+        ctx.acted = close_failed(ctx, current)
+    ctx.watched = _watch_key(current, info, head)
+    if not ctx.acted:
+        do_chores(ctx)
+    return False
+
+
+def do_chores(ctx: NodeContext) -> None:
+    """Work no round waits for, done while this member waits anyway: mirroring, scoring, contributions."""
+    while ctx.unpublished:  # the merged states this member voted for, to the IPFS daemon (for auditors)
+        cid, kind = ctx.unpublished.pop(0)
+        ctx.fetcher.publish(cid, kind)
+    score_local(ctx)  # first: scoring the merged model replaces the trained adapter in the model
+    score_merged(ctx)
+    record_due_contributions(ctx)
+
+
+def _watch_key(current: int, info: Any, head: int) -> tuple[int, int, int, str]:
+    return (current, int(info.status), int(info.submissions), info.phase(head + 1).value)
+
+
+def observe(ctx: NodeContext, head: int) -> bool:
+    """Whether the open round looks different at block ``head`` than at the last step (one chain read).
+
+    The loop calls this on every new block while it waits: a changed status (finalised or failed), a new
+    submission or a phase boundary means the next step has something to do.
+    """
+    if ctx.watched is None:
+        return True
+    info = ctx.client.round_info(ctx.run_id, ctx.current_round)
+    return _watch_key(ctx.current_round, info, head) != ctx.watched
+
+
+def _wait(ctx: NodeContext, round: int, why: str) -> None:
+    """Log a wait reason once per change (the loop sleeps between steps)."""
+    key = f"wait:{ctx.run_id}:{round}"
+    if ctx.state.get(key) != why:
+        ctx.state.set(key, why)
+        ctx.log.event("round.waiting", run=ctx.run_id, round=round, why=why)
+
+
+def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) -> None:
+    """Publish this member's phase on gossip when it changes, else at most every ``every_s`` seconds.
+
+    Not in committee runs: every member's heartbeat reaches every member, the per-member traffic that a
+    committee run keeps from growing with the federation (docs/scale.md).
+    """
+    if ctx.p2p is None or ctx.committee_size:
+        return
+    what, last = ctx.heartbeat
+    key = f"{round}:{phase}"
+    if key == what and time.monotonic() - last < every_s:
+        return
+    from p2p.messages import Heartbeat
+
+    ctx.heartbeat = (key, time.monotonic())
+    try:
+        ctx.p2p.publish(Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
+    except Exception as exc:  # liveness information only
+        ctx.log.event("gossip.failed", run=ctx.run_id, round=round, why=str(exc)[:200])
+
+
+def _not_selected(ctx: NodeContext, info: Any) -> str | None:
+    """Why this member does not train this round under client sampling; ``None`` if it does."""
+    if ctx.spec.clients_per_round is None:
+        return None
+    from node.protocol.sampling import round_selection
+
+    selection = round_selection(ctx, info)
+    if selection is None:
+        return f"client sampling: waiting for block {info.start_block}, whose hash seeds the selection"
+    if selection.includes(ctx.address):
+        return None
+    k = ctx.spec.clients_per_round
+    return f"not selected this round ({k} of {len(selection.candidates)} sampled); waiting to merge and vote"
+
+
+def _update_set_confirmed(ctx: NodeContext, info: Any, head: int) -> bool:
+    """Whether the round's update set in the confirmed state (``info``) is final.
+
+    It is once every eligible member's commit is confirmed, or once the confirmed block reached the last
+    block of the submit window (``submit_end - 1``); with ``confirmations = 0`` that holds in every vote
+    phase. Until then a commit in the unconfirmed blocks could still join the set (or a reorganisation
+    drop one), and a merge of the confirmed part would vote a hash that honest peers do not share.
+    """
+    confirmations = int(getattr(ctx.client, "confirmations", 0))
+    complete = info.eligible > 0 and info.submissions >= info.eligible
+    return bool(complete or head - confirmations >= info.submit_end - 1)
+
+
+def _privacy_refusal(ctx: NodeContext, rnd: int, member: Any) -> str | None:
+    """Why the privacy budget keeps this member from training ``rnd`` (:mod:`.privacy`), or ``None``."""
+    if ctx.spec.privacy is None or member.last_submitted_round == rnd:
+        return None
+    from node.protocol.privacy import refusal
+
+    return refusal(ctx, rnd)
+
+
+def _eligible(member: Any, info: Any) -> bool:
+    return bool(member.is_member and not member.banned and member.index < info.member_snapshot)
+
+
+# ---- settle closed rounds ------------------------------------------------------------------------------
+
+
+def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
+    """Record the outcome of every round before ``current`` not settled yet (adopt, contributions)."""
+    from ledger.types import RoundStatus
+
+    key = f"settled:{ctx.run_id}"
+    start = int(ctx.state.get(key) or 0)
+    if start < current:
+        ctx.acted = True  # a round closed: the next one has work for this member at once
+    for rnd in range(start, current):
+        info = ctx.client.round_info(ctx.run_id, rnd)
+        record = ctx.state.round(ctx.run_id, rnd)
+        if info.status == RoundStatus.FINALIZED:
+            result = ctx.client.round_result(ctx.run_id, rnd)
+            sha, cid = result.merged_sha256.hex(), result.merged_cid
+            if record.merged_sha is not None and record.merged_sha != sha:
+                ctx.load_state(sha, cid, round=rnd)  # adopt the agreed model now: fetched, hash-checked
+                ctx.log.event("round.adopted", run=ctx.run_id, round=rnd, sha=sha, cid=cid)
+            if ctx.committee_size and record.merged_sha is None:  # outside the committee: take its result
+                from node.protocol.committee_round import adopt
+
+                adopt(ctx, rnd, sha, cid)
+            ctx.state.update_round(ctx.run_id, rnd, final_sha=sha, final_cid=cid, status="finalized")
+            ctx.state.adopt(ctx.run_id, rnd, sha, cid, "finalized")
+            if record.merged_sha is not None and record.merged_sha != sha:
+                ctx.log.event(
+                    "round.diverged", run=ctx.run_id, round=rnd, ours=record.merged_sha, final=sha, cid=cid
+                )
+            ctx.log.event(
+                "round.finalized",
+                run=ctx.run_id,
+                round=rnd,
+                sha=sha,
+                cid=cid,
+                votes=result.votes,
+                eligible=result.eligible,
+                block=result.block_number,
+                ours=record.merged_sha == sha,
+                timings=ctx.state.round(ctx.run_id, rnd).timing(),
+            )
+            counted = info.contributions_recorded or ctx.committee_size > 0  # committee runs: on chain
+            if not counted and record.merged_sha == sha and record.included is not None:
+                _queue_contributions(ctx, rnd, record.included)
+        else:
+            ctx.state.update_round(ctx.run_id, rnd, status="failed")
+            ctx.log.event("round.failed", run=ctx.run_id, round=rnd, submissions=info.submissions)
+        ctx.state.set(key, str(rnd + 1))
+
+
+def _queue_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:
+    key = f"contributions_due:{ctx.run_id}"
+    due = json.loads(ctx.state.get(key) or "{}")
+    due[str(rnd)] = included_json
+    ctx.state.set(key, json.dumps(due, sort_keys=True))
+
+
+def record_due_contributions(ctx: NodeContext) -> None:
+    """Record the queued contributions of finalised rounds unless another member already has (chain check)."""
+    key = f"contributions_due:{ctx.run_id}"
+    due: dict[str, str] = json.loads(ctx.state.get(key) or "{}")
+    for rnd in sorted(due, key=int):
+        if not ctx.client.round_info(ctx.run_id, int(rnd)).contributions_recorded:
+            _record_contributions(ctx, int(rnd), due[rnd])
+        del due[rnd]
+        ctx.state.set(key, json.dumps(due, sort_keys=True))
+
+
+def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:
+    from ledger.errors import ContractRevertError
+
+    pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(included_json)]
+    started = time.perf_counter()
+    try:
+        tx = ctx.client.record_contributions(ctx.run_id, rnd, pairs)
+    except ContractRevertError as exc:  # another member recorded them first
+        ctx.log.event(
+            "round.contributions", run=ctx.run_id, round=rnd, recorded=False, why=type(exc).__name__
+        )
+        return
+    ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
+    ctx.log.event(
+        "round.contributions", run=ctx.run_id, round=rnd, recorded=True, members=len(pairs), tx=_tx_hex(tx)
+    )
+
+
+def close_failed(ctx: NodeContext, rnd: int) -> bool:
+    """Close an expired round as failed (anyone may; a lost race is fine); ``True`` if this call closed it."""
+    from ledger.errors import ContractRevertError
+
+    try:
+        tx = ctx.client.close_failed(ctx.run_id, rnd)
+    except ContractRevertError as exc:
+        ctx.log.event("round.close_refused", run=ctx.run_id, round=rnd, why=type(exc).__name__)
+        return False
+    ctx.log.event("round.closed_failed", run=ctx.run_id, round=rnd, tx=_tx_hex(tx))
+    return True

@@ -1,0 +1,299 @@
+"""The vote phase: fetch the round's on-chain update set, merge it with ``training.merge``, store, vote.
+
+Re-entrant: a merged state already stored for the round is voted as is, and a vote already on chain (the
+round's ``MergeVoted`` events) is not sent again.
+
+Scoring the merged model on the held-out split is reporting only, so it is not on the round's critical
+path: :func:`score_merged` runs while the member waits anyway (the round loop's chores), after the vote.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from node.protocol.confirm import still_on_chain
+from node.protocol.context import NodeContext
+from node.protocol.fetch import Want
+from node.protocol.state import RoundRecord, round_s
+
+
+def _tx_hex(result: Any) -> str:
+    return bytes(result.tx_hash).hex()
+
+
+def vote(ctx: NodeContext, info: Any) -> bool:
+    """Fetch the round's on-chain update set, merge it, store the result and vote; ``False`` if done."""
+    from ledger.errors import ContractRevertError
+    from ledger.reverts import AlreadyVotedError, RoundClosedError
+    from ledger.types import included_set_hash
+
+    rnd = int(info.round)
+    record = ctx.state.round(ctx.run_id, rnd)
+    # vote_tx is recorded only once the vote was mined (or found on chain); a reorganisation may drop it
+    if record.vote_tx is not None and still_on_chain(ctx, record.vote_tx, rnd, "vote"):
+        return False
+    if any(
+        v.member.lower() == ctx.address.lower() for v in ctx.client.votes(ctx.run_id, rnd, info.start_block)
+    ):
+        ctx.state.update_round(ctx.run_id, rnd, vote_tx="on-chain")
+        return False
+    if ctx.state.get(f"merge_failed:{ctx.run_id}:{rnd}") is not None:
+        return False  # the round's update set is fixed: merging it again fails the same way
+    if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(record.merged_cid):
+        record = _merge(ctx, info)
+        if record is None:
+            return False
+    merged_sha, merged_cid = str(record.merged_sha), str(record.merged_cid)
+    pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(record.included or "[]")]
+    set_hash = included_set_hash(pairs)
+    started = time.perf_counter()
+    try:
+        tx = ctx.client.vote(ctx.run_id, rnd, bytes.fromhex(merged_sha), merged_cid, set_hash)
+        tx_hex = _tx_hex(tx)
+    except AlreadyVotedError:
+        tx_hex = "on-chain"
+    except RoundClosedError:
+        # The others reached quorum while this member merged: the round is settled, nothing was refused.
+        ctx.log.event("round.vote_late", run=ctx.run_id, round=rnd)
+        return False
+    except ContractRevertError as exc:
+        ctx.log.event("round.vote_refused", run=ctx.run_id, round=rnd, why=str(exc))
+        return False
+    ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
+    ctx.state.update_round(ctx.run_id, rnd, vote_tx=tx_hex)
+    ctx.log.event(
+        "round.voted",
+        run=ctx.run_id,
+        round=rnd,
+        sha=record.merged_sha,
+        cid=record.merged_cid,
+        tx=tx_hex,
+        included=len(pairs),
+    )
+    if ctx.p2p is not None:
+        from p2p.messages import VoteAnnouncement
+
+        try:
+            ctx.p2p.publish(
+                VoteAnnouncement(
+                    run=ctx.run_key,
+                    round=rnd,
+                    sender=ctx.address,
+                    merged_sha256=merged_sha,
+                    merged_cid=merged_cid,
+                    included_set_hash=set_hash.hex(),
+                )
+            )
+        except Exception as exc:  # gossip is informational here
+            ctx.log.event("gossip.failed", run=ctx.run_id, round=rnd, why=str(exc))
+    return True
+
+
+def _update_wants(ctx: NodeContext, info: Any) -> tuple[list[Any], list[Want]]:
+    """Return the round's committed updates on chain (excluded members left out) and their fetches."""
+    from training.codec import default_max_bytes
+
+    rnd = int(info.round)
+    excluded = {m.lower() for m in ctx.excluded}
+    submissions = ctx.client.submissions(ctx.run_id, rnd, info.start_block)
+    wanted = [s for s in submissions if s.member.lower() not in excluded]
+    if ctx.spec.clients_per_round is not None:
+        wanted = _selected_only(ctx, info, wanted)
+    cap = default_max_bytes(ctx.runtime.flat_spec)
+    return wanted, [Want(s.cid, s.sha256.hex(), cap, "update", ctx.run_id, rnd) for s in wanted]
+
+
+def _selected_only(ctx: NodeContext, info: Any, submissions: list[Any]) -> list[Any]:
+    """Leave out the commits of members client sampling did not select (logged once per member)."""
+    from node.protocol.sampling import round_selection
+
+    rnd = int(info.round)
+    selection = round_selection(ctx, info)
+    if selection is None:  # the vote phase follows the start block, so only a prefetch can get here
+        return []
+    keep = [s for s in submissions if selection.includes(s.member)]
+    for s in submissions:
+        key = f"not_selected:{ctx.run_id}:{rnd}:{s.member.lower()}"
+        if s not in keep and ctx.state.get(key) is None:
+            ctx.state.set(key, s.sha256.hex())
+            ctx.log.event(
+                "round.update_excluded",
+                run=ctx.run_id,
+                round=rnd,
+                member=s.member,
+                sha=s.sha256.hex(),
+                why=f"not selected by client sampling ({len(selection.selected)} selected)",
+            )
+    return keep
+
+
+def prefetch(ctx: NodeContext, info: Any) -> None:
+    """Fetch the updates committed so far into the own store while this member waits for the vote phase.
+
+    Called in the submit phase after this member has submitted. Once per new submission count, it moves
+    the transfer off the round's critical path: when the vote phase opens, the merge finds the updates in
+    the own store. Failures are logged only (the vote phase fetches again, from every source).
+    """
+    rnd, count = int(info.round), int(info.submissions)
+    if ctx.prefetched == (rnd, count) or count == 0:
+        return
+    ctx.prefetched = (rnd, count)
+    try:
+        _, wants = _update_wants(ctx, info)
+        missing = [w for w in wants if not ctx.store.has(w.cid)]
+        if not missing:
+            return
+        started = time.perf_counter()
+        got = ctx.fetcher.get_many(missing, raise_errors=False)
+        ctx.state.add_timing(ctx.run_id, rnd, "transfer", time.perf_counter() - started)
+    except Exception as exc:  # an RPC or store hiccup: the vote phase fetches anyway
+        ctx.log.event("round.prefetch_failed", run=ctx.run_id, round=rnd, why=str(exc)[:300])
+        return
+    fetched = sum(1 for v in got.values() if isinstance(v, tuple))
+    ctx.log.event(
+        "round.prefetched", run=ctx.run_id, round=rnd, updates=fetched, missing=len(missing) - fetched
+    )
+
+
+def _merge(ctx: NodeContext, info: Any) -> Any:
+    from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
+
+    rnd = int(info.round)
+    wanted, wants = _update_wants(ctx, info)
+    base, base_sha = ctx.base_state(rnd)
+    started = time.perf_counter()
+    got = ctx.fetcher.get_many(wants, raise_errors=False)
+    fetch_s = time.perf_counter() - started
+    ctx.state.add_timing(ctx.run_id, rnd, "transfer", fetch_s)
+    sources: dict[str, int] = {}
+    updates, unavailable = [], {}
+    unopened: dict[str, str] = {}
+    for s in wanted:
+        value = got.get(s.cid)
+        if isinstance(value, tuple):
+            sources[value[1]] = sources.get(value[1], 0) + 1
+            data = value[0] if ctx.spec.artifacts != "members" else _open_update(ctx, s, value[0], unopened)
+            if data is not None:
+                updates.append(UpdateInput(s.member, data, int(s.num_samples)))
+        else:
+            unavailable[s.member] = f"unavailable: {value}"
+    ctx.log.event(
+        "round.fetched",
+        run=ctx.run_id,
+        round=rnd,
+        updates=len(updates),
+        sources=sources,
+        seconds=round_s(fetch_s),
+    )
+    started = time.perf_counter()
+    try:
+        outcome = merge(
+            base, updates, ctx.spec.merge_spec(), run=ctx.run_key, round=rnd, eligible=int(info.eligible)
+        )
+    except MergeError as exc:
+        if not unavailable:  # with every update in hand the failure is final; else retry after fetching again
+            ctx.state.set(f"merge_failed:{ctx.run_id}:{rnd}", str(exc))
+        ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
+        return None
+    data = encode_state(outcome.state)
+    sha = state_hash(outcome.state)
+    if ctx.spec.encrypt_merged:  # deterministic: every honest member stores (and votes) the same CID
+        from node.confidential import ConfidentialError, merged_label, reader_keys, seal_for
+
+        try:
+            data = seal_for(reader_keys(ctx), data, merged_label(ctx.run_key, rnd), deterministic=True)
+        except ConfidentialError as exc:
+            ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
+            return None
+    merge_s = time.perf_counter() - started
+    by_member = {s.member: s.sha256.hex() for s in wanted}
+    included = [[m, by_member[m]] for m in outcome.included]
+    rejected = {**unavailable, **unopened, **dict(outcome.rejected)}
+    return record_merge(ctx, rnd, data, sha, outcome.state, base_sha, included, rejected, merge_s)
+
+
+def record_merge(
+    ctx: NodeContext,
+    rnd: int,
+    data: bytes,
+    sha: str,
+    state: Any,
+    base_sha: str,
+    included: list[list[str]],
+    rejected: dict[str, str],
+    merge_s: float,
+) -> RoundRecord:
+    """Keep a merged state this member computed and record it (state DB, ``round.merged``).
+
+    The artifact is stored before anything refers to it and mirrored to IPFS later as a chore, off the
+    vote's critical path. Shared by the ordinary vote and the committee's.
+    """
+    ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
+    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
+    ctx.unpublished.append((cid, "merged"))
+    ctx.remember(sha, state)
+    if ctx.config.training.evaluate:
+        ctx.state.set(f"score_due:{ctx.run_id}", str(rnd))
+    ctx.log.event(
+        "round.merged",
+        run=ctx.run_id,
+        round=rnd,
+        sha=sha,
+        cid=cid,
+        base=base_sha,
+        included=len(included),
+        rejected=rejected,
+        seconds=round_s(merge_s),
+    )
+    return ctx.state.update_round(
+        ctx.run_id,
+        rnd,
+        merged_sha=sha,
+        merged_cid=cid,
+        included=json.dumps(included),
+        rejected=json.dumps(rejected, sort_keys=True),
+    )
+
+
+def _open_update(ctx: NodeContext, sub: Any, data: bytes, unopened: dict[str, str]) -> bytes | None:
+    """Open a members-only update with this member's key; on failure record and log why, return ``None``.
+
+    The ciphertext already matched the sha256 on chain (the fetcher checked it), so a failure here is the
+    writer's fault or a key this member lacks, and is final for the round: the update is excluded.
+    """
+    from node.confidential import ConfidentialError, open_artifact, update_label
+
+    rnd = int(sub.round)
+    what = f"update of {sub.member} in round {rnd}"
+    try:
+        return open_artifact(data, ctx.view_key, update_label(ctx.run_key, rnd), what=what)
+    except ConfidentialError as exc:
+        unopened[sub.member] = f"unreadable: {exc}"
+        ctx.log.event(
+            "round.update_excluded",
+            run=ctx.run_id,
+            round=rnd,
+            member=sub.member,
+            sha=sub.sha256.hex(),
+            why=f"unreadable: {exc}",
+        )
+        return None
+
+
+def score_merged(ctx: NodeContext) -> None:
+    """Score the last merged model this node computed on its held-out split (``round.scored``), once."""
+    key = f"score_due:{ctx.run_id}"
+    due = ctx.state.get(key)
+    if not due:
+        return
+    rnd = int(due)
+    record = ctx.state.round(ctx.run_id, rnd)
+    ctx.state.set(key, "")
+    if record.merged_sha is None or record.merged_cid is None or record.merged_loss is not None:
+        return
+    started = time.perf_counter()
+    ctx.trained_round = None  # the model no longer holds the trained adapter
+    ctx.runtime.load(ctx.load_state(record.merged_sha, record.merged_cid, round=rnd))
+    ctx.score_held_out(rnd, "merged", started)

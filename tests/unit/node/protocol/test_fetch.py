@@ -1,0 +1,127 @@
+"""Tests for node.protocol.fetch: own store first, an IPFS-like fallback last, hash checks, keeping it."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from node.console.eventlog import EventLog, read_events
+from node.errors import ArtifactUnavailableError
+from node.protocol.fetch import Fetcher, Want
+from node.protocol.state import NodeState
+from p2p.storage import LocalStore
+
+
+def _want(data: bytes, cid: str, sha: str | None = None) -> Want:
+    return Want(cid, sha if sha is not None else hashlib.sha256(data).hexdigest(), 1 << 20, "update", 1, 0)
+
+
+def test_own_store_is_tried_first(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    cid = own.put(b"update bytes")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"))
+
+    data, source = fetcher.get(_want(b"update bytes", cid))
+
+    assert (data, source) == (b"update bytes", "store")
+
+
+def test_fallback_store_is_used_and_the_artifact_is_kept_and_recorded(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    cid = remote.put(b"from far away")
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, ipfs=remote)
+
+    data, source = fetcher.get(_want(b"from far away", cid))
+
+    assert (data, source) == (b"from far away", "ipfs")
+    assert own.has(cid)
+    assert state.artifacts(1)[0]["cid"] == cid
+
+
+def test_wrong_sha256_is_unavailable_not_accepted(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    cid = remote.put(b"payload")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote)
+
+    with pytest.raises(ArtifactUnavailableError, match="sha256"):
+        fetcher.get(_want(b"payload", cid, sha="00" * 32))
+    assert not own.has(cid)
+
+
+def test_get_many_reports_missing_artifacts_without_raising(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    present = own.put(b"here")
+    missing = LocalStore(tmp_path / "other").put(b"not here")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"))
+
+    out = fetcher.get_many([_want(b"here", present), _want(b"not here", missing)], raise_errors=False)
+
+    assert out[present] == (b"here", "store")
+    assert isinstance(out[missing], ArtifactUnavailableError)
+
+
+def test_a_batch_beyond_the_own_store_reports_progress_per_artifact_then_done(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    blobs = [b"own update", b"far update one", b"far update two!", b"lost update"]
+    cids = [own.put(blobs[0]), remote.put(blobs[1]), remote.put(blobs[2])]
+    cids.append(LocalStore(tmp_path / "nowhere").put(blobs[3]))
+    log = EventLog(tmp_path / "node.jsonl", console="none")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote, events=log.event)
+
+    fetcher.get_many([_want(b, c) for b, c in zip(blobs, cids, strict=True)], raise_errors=False)
+    log.close()
+
+    events = read_events(tmp_path / "node.jsonl")
+    progress = [
+        (e["done"], e["total"], e["bytes"], e["source"]) for e in events if e["event"] == "fetch.progress"
+    ]
+    assert progress == [(1, 4, 10, None), (2, 4, 24, "ipfs"), (3, 4, 39, "ipfs")]
+    done = events[-1]
+    assert (
+        done["event"] == "fetch.done" and done["kind"] == "update" and (done["run"], done["round"]) == (1, 0)
+    )
+    assert (done["done"], done["failed"], done["bytes"]) == (3, 1, 39)
+    assert done["sources"] == {"store": 1, "ipfs": 2}
+
+
+def test_a_batch_served_by_the_own_store_reports_nothing(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    cid = own.put(b"here")
+    seen: list[str] = []
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), events=lambda event, **fields: seen.append(event))
+
+    fetcher.get_many([_want(b"here", cid)])
+
+    assert seen == []
+
+
+def test_a_failing_event_sink_does_not_fail_the_fetch(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    cid = remote.put(b"payload")
+
+    def broken(event: str, **fields: object) -> None:
+        raise OSError("terminal gone")
+
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote, events=broken)
+
+    assert fetcher.get(_want(b"payload", cid)) == (b"payload", "ipfs")
+
+
+def test_an_artifact_kept_unpublished_is_mirrored_by_publish_and_a_missing_one_is_reported(
+    tmp_path: Path,
+) -> None:
+    own, mirror = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "mirror")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=mirror)
+
+    cid = fetcher.keep(b"merged state", "merged", 1, 0, publish=False)
+    assert own.has(cid) and not mirror.has(cid)
+    assert fetcher.publish(cid, "merged") is True
+    assert mirror.get(cid) == b"merged state"
+
+    gone = LocalStore(tmp_path / "elsewhere").put(b"never kept here")
+    assert fetcher.publish(gone, "merged") is False  # not in the own store: reported, no exception
+    assert not mirror.has(gone)
+    assert Fetcher(own, NodeState(tmp_path / "t.db")).publish(cid, "merged") is False  # no daemon
