@@ -30,6 +30,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
 from ledger.types import MemberInfo, RoundId, RoundStatus, RunId, RunInfo, included_set_hash
+from node.audit.completion import check_completion
 from node.audit.records import MemberAudit, Mismatch, RequestAudit, RoundAudit, RunAudit, UnavailableArtifact
 from node.audit.votes import VoteFinding, ban_blocks, check_votes
 from node.confidential import merged_label, resealed_like
@@ -210,6 +211,22 @@ class _Auditor:
         row.merged_cid = rec.result.merged_cid
         row.finalized_block = rec.result.block_number
         row.votes = rec.result.votes
+        for late in rec.late_votes:
+            row.late_votes.append(
+                {
+                    "voter": to_checksum_address(late.voter),
+                    "merged_sha256": late.merged_sha256.hex(),
+                    "merged_cid": late.merged_cid,
+                    "included_set_hash": late.included_set_hash.hex(),
+                    "agrees": late.agrees,
+                    "block": late.block_number,
+                }
+            )
+            if not late.agrees:
+                voted = late.merged_sha256.hex()[:16]
+                self.report.notes.append(
+                    f"round {r}: {late.voter} voted {voted}… late, not the finalised model"
+                )
         for vote in rec.votes:
             if (vote.merged_sha256, vote.merged_cid) != (rec.result.merged_sha256, rec.result.merged_cid):
                 voted = vote.merged_sha256.hex()[:16]
@@ -453,6 +470,7 @@ def audit_run(client: RunsClient, run: int, store: ArtifactReader, load_setup: S
     )
     for rec in history.rounds:
         auditor.audit_round(rec)
+    check_completion(history, report)
     for req in history.requests:
         auditor.audit_request(req.request_id)
     report.requests.sort(key=lambda row: row.request)

@@ -20,7 +20,7 @@ class Mismatch:
         ``merged-cid``, ``unlearning-sha256``, ``unlearning-artifact``, ``contributions``, ``base-model``,
         ``selection`` (an included update from a member client sampling did not select), and the vote
         checks of :mod:`node.audit.votes`: ``voters-eligible``, ``one-vote-each``, ``eligible-count``,
-        ``quorum``.
+        ``quorum``, ``late-votes``; ``run-completed`` (the run's completion against its rounds).
     round, request
         The round or unlearning request it concerns (``None`` when not applicable).
     expected, found
@@ -65,7 +65,11 @@ class RoundAudit:
     """The members client sampling selected (``None``: the run does not sample)."""
     vote_checks: dict[str, bool] = field(default_factory=dict)
     """Each check of :mod:`node.audit.votes` run on the round (``voters-eligible``, ``one-vote-each``,
-    ``eligible-count``, ``quorum``) and whether it passed; empty when not run (a committee run)."""
+    ``eligible-count``, ``quorum``, ``late-votes``) and whether it passed; empty when not run (a committee
+    run)."""
+    late_votes: list[dict[str, Any]] = field(default_factory=list)
+    """The votes cast after the round finalised (``LateVoteCast``): ``voter``, ``merged_sha256``,
+    ``merged_cid``, ``included_set_hash``, ``agrees`` (with the finalised result), ``block``."""
     unavailable: list[str] = field(default_factory=list)
     """Members whose included update the store could not return: the round was not recomputed."""
 
@@ -113,6 +117,10 @@ class RunAudit:
 
     run: int
     spec_cid: str
+    status: str = "active"
+    """``active`` or ``completed`` (``runInfo``)."""
+    completion: dict[str, Any] | None = None
+    """The ``RunCompleted`` event (``rounds``, ``last_round``, ``final_merged_sha256``, ``block``)."""
     rounds: list[RoundAudit] = field(default_factory=list)
     requests: list[RequestAudit] = field(default_factory=list)
     members: list[MemberAudit] = field(default_factory=list)

@@ -13,7 +13,11 @@ trust the contract's bookkeeping. For every round with ``MergeVoted`` events (:f
   the same count;
 - ``quorum`` (finalised rounds): the ``MergeVoted`` events naming exactly the finalised
   ``(mergedSha256, mergedCid, includedSetHash)`` number at least ``quorum(eligible, quorumBps) =
-  max(1, ceil(eligible * quorumBps / 10000))``, and so does the count the result records.
+  max(1, ceil(eligible * quorumBps / 10000))``, and so does the count the result records;
+- ``late-votes`` (finalised rounds): every ``LateVoteCast`` is from a voter eligible as above that cast no
+  ``MergeVoted`` in the round and no other late vote, in a block from the finalising one to before
+  ``max(voteEnd, closedBlock + voteBlocks)``, and its ``agrees`` is whether its ``(mergedSha256,
+  includedSetHash)`` equal the finalised result's.
 
 Each failed check is a :class:`VoteFinding` that :mod:`node.audit.auditor` reports as a mismatch named after
 the check.
@@ -30,7 +34,7 @@ from eth_utils.address import to_checksum_address
 from ledger.types import MemberInfo
 from node.protocol.history import RoundRecord, RunHistory
 
-VOTE_CHECKS = ("voters-eligible", "one-vote-each", "eligible-count", "quorum")
+VOTE_CHECKS = ("voters-eligible", "one-vote-each", "eligible-count", "quorum", "late-votes")
 """The names of the checks, as they appear in the audit's JSON (``rounds[].vote_checks``) and mismatches."""
 
 BPS = 10_000
@@ -129,7 +133,51 @@ def check_votes(
                 )
             )
         checks["quorum"] = not any(f.check == "quorum" for f in findings)
+        late = _late_findings(rec, member_of, bans)
+        findings.extend(late)
+        checks["late-votes"] = not late
     return checks, findings
+
+
+def _late_findings(
+    rec: RoundRecord, member_of: Callable[[str], MemberInfo], bans: Mapping[str, int]
+) -> list[VoteFinding]:
+    """Return the ``late-votes`` findings of a finalised round (see the module docstring)."""
+    result, info = rec.result, rec.info
+    if result is None:
+        return []
+    voted = {to_checksum_address(v.member) for v in rec.votes}
+    end = info.late_vote_end
+    findings: list[VoteFinding] = []
+    for late in rec.late_votes:
+        voter = to_checksum_address(late.voter)
+        member = member_of(voter)
+        agrees = (late.merged_sha256, late.included_set_hash) == (
+            result.merged_sha256,
+            result.included_set_hash,
+        )
+        if not member.is_member or member.index >= info.member_snapshot:
+            why = "not in the round's eligible set"
+        elif bans.get(voter, late.block_number) < late.block_number:
+            why = f"banned by an unlearning request in block {bans[voter]}"
+        elif voter in voted:
+            why = "it had voted in the round already"
+        elif not result.block_number <= late.block_number < end:
+            why = f"outside the late window [{result.block_number}, {end})"
+        elif late.agrees != agrees:
+            why = f"its agrees flag is {late.agrees}, the result says {agrees}"
+        else:
+            voted.add(voter)
+            continue
+        findings.append(
+            VoteFinding(
+                "late-votes",
+                "late votes from eligible members that had not voted, in the window, flagged right",
+                voter,
+                f"{voter} voted late in block {late.block_number}: {why}",
+            )
+        )
+    return findings
 
 
 __all__ = ["VOTE_CHECKS", "VoteFinding", "ban_blocks", "check_votes", "quorum_of"]

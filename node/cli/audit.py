@@ -129,8 +129,9 @@ def audit(
             sealed = len(report.unchecked) - len({u.round for u in report.unavailable})
             if sealed > 0:
                 verdict += f", {sealed} not checked (encrypted; give --view-key)"
+            completed = f", completed ({report.completion['rounds']} rounds)" if report.completion else ""
             typer.echo(
-                f"run {report.run}: {finalised} finalised rounds recomputed, "
+                f"run {report.run}: {finalised} finalised rounds recomputed{completed}, "
                 f"{fulfilled} fulfilled unlearning requests replayed — {verdict}"
             )
             for row in report.rounds:
@@ -143,9 +144,11 @@ def audit(
                         else "; votes ok" * bool(row.vote_checks)
                     )
                     recomputed = "unavailable" if row.unavailable else f"{str(row.recomputed_sha256)[:16]}…"
+                    dissent = sum(1 for late in row.late_votes if not late["agrees"])
+                    late = f"; {len(row.late_votes)} late ({dissent} dissenting)" if row.late_votes else ""
                     typer.echo(
                         f"  round {row.round:>3} from {row.base}: {len(row.included)} included, merged "
-                        f"{str(row.merged_sha256)[:16]}… {same} recomputed {recomputed}{votes}"
+                        f"{str(row.merged_sha256)[:16]}… {same} recomputed {recomputed}{votes}{late}"
                     )
             for req in report.requests:
                 typer.echo(

@@ -56,6 +56,7 @@ def create(
             min_updates=params.min_updates,
             admission=Admission.ALLOWLIST if params.admission == "allowlist" else Admission.OPEN,
             committee_size=params.committee_size,
+            rounds=spec.rounds,
         )
         run_id = chain.client.create_run(run_config, join_blocks=params.join_blocks)
         start = chain.client.round_info(run_id, 0).start_block

@@ -42,8 +42,13 @@ def status(
     if json_output:
         typer.echo(json.dumps(report))
         return
+    where = (
+        f"completed after {report['finalized_rounds']} rounds (last round {report['current_round']})"
+        if report["status"] == "completed"
+        else f"round {report['current_round']} open, {report['finalized_rounds']} finalised"
+    )
     typer.echo(
-        f"run {run}: round {report['current_round']} open, {report['finalized_rounds']} finalised, "
+        f"run {run}: {where}, "
         f"{len(report['members'])} members, {report['open_unlearning_requests']} open unlearning requests"
     )
     for r in report["rounds"]:

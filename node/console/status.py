@@ -56,6 +56,10 @@ def run_status(client: Any, run_id: int, privacy: Any = None) -> dict[str, Any]:
                 included_set_hash=result.included_set_hash.hex(),
                 finalized_block=result.block_number,
                 contributions_recorded=ri.contributions_recorded,
+                late_votes=[
+                    {"member": v.voter, "merged_sha256": v.merged_sha256.hex(), "agrees": v.agrees}
+                    for v in client.late_votes(run_id, rnd, ri.closed_block)
+                ],
             )
         elif ri.status == RoundStatus.FAILED:
             entry["closed_block"] = ri.closed_block
@@ -95,6 +99,8 @@ def run_status(client: Any, run_id: int, privacy: Any = None) -> dict[str, Any]:
         "submit_blocks": info.submit_blocks,
         "vote_blocks": info.vote_blocks,
         "min_updates": info.min_updates,
+        "status": info.status.name.lower(),
+        "planned_rounds": int(info.rounds),
         "current_round": int(info.current_round),
         "finalized_rounds": sum(1 for r in rounds if r["status"] == "finalized"),
         "rounds": rounds,

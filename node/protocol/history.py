@@ -27,12 +27,14 @@ from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
 from ledger.types import (
+    LateVote,
     MergeVote,
     RequestId,
     RequestStatus,
     RoundId,
     RoundInfo,
     RoundResult,
+    RunCompletion,
     RunId,
     RunInfo,
     Submission,
@@ -68,6 +70,8 @@ class RoundRecord:
         The ``RoundFinalized`` result (``None`` unless finalised).
     accepted
         ``(member, sha256)`` of the ``ContributionAccepted`` events (empty until someone recorded them).
+    late_votes
+        The ``LateVoteCast`` events: votes cast after the round finalised, in chain order.
     """
 
     info: RoundInfo
@@ -75,6 +79,7 @@ class RoundRecord:
     votes: tuple[MergeVote, ...]
     result: RoundResult | None
     accepted: tuple[tuple[str, bytes], ...]
+    late_votes: tuple[LateVote, ...] = ()
 
     @property
     def round(self) -> RoundId:
@@ -108,11 +113,15 @@ class RequestRecord:
 
 @dataclass(frozen=True)
 class RunHistory:
-    """One run as the chain records it: its configuration, every round so far and its requests."""
+    """One run as the chain records it: its configuration, every round so far and its requests.
+
+    ``completion`` is the ``RunCompleted`` event once the run is complete (``None`` while it is active).
+    """
 
     info: RunInfo
     rounds: tuple[RoundRecord, ...]
     requests: tuple[RequestRecord, ...]
+    completion: RunCompletion | None = None
 
     @property
     def run_id(self) -> RunId:
@@ -193,7 +202,7 @@ def read_requests(client: RunsClient, run: RunId, from_block: int = 0) -> tuple[
 
 
 def read_round(client: RunsClient, run: RunId, r: RoundId, from_block: int = 0) -> RoundRecord:
-    """Read one round of ``run``: its view, commits, votes, result and accepted contributions."""
+    """Read one round of ``run``: its view, commits, votes, result, accepted contributions, late votes."""
     info = client.round_info(run, r)
     start = min(from_block, info.start_block)
     accepted: tuple[tuple[str, bytes], ...] = ()
@@ -202,12 +211,14 @@ def read_round(client: RunsClient, run: RunId, r: RoundId, from_block: int = 0) 
             (to_checksum_address(e["args"]["member"]), bytes(e["args"]["sha256"]))
             for e in _events(client, "ContributionAccepted", {"runId": run, "round": r}, info.closed_block)
         )
+    result = client.round_result(run, r)
     return RoundRecord(
         info=info,
         submissions=tuple(client.submissions(run, r, start)),
         votes=tuple(client.votes(run, r, start)),
-        result=client.round_result(run, r),
+        result=result,
         accepted=accepted,
+        late_votes=tuple(client.late_votes(run, r, info.closed_block)) if result is not None else (),
     )
 
 
@@ -221,7 +232,8 @@ def read_history(client: RunsClient, run: RunId, from_block: int = 0) -> RunHist
     """
     info = client.run_info(run)
     rounds = tuple(read_round(client, run, RoundId(r), from_block) for r in range(info.current_round + 1))
-    return RunHistory(info, rounds, read_requests(client, run, from_block))
+    completion = client.run_completion(run, from_block) if info.completed else None
+    return RunHistory(info, rounds, read_requests(client, run, from_block), completion)
 
 
 def _latest_finalized(rounds: Sequence[RoundRecord], before: int) -> RoundRecord | None:

@@ -4,7 +4,10 @@
 owes it: train, store and commit an update (submit phase); fetch the on-chain set, merge, store and vote
 (vote phase); close an expired round as failed. Before that it settles every earlier round: a finalised
 round's result is adopted (and a divergence from this node's own vote logged), its contributions recorded
-on chain; a failed round is noted (the next one restarts from the last finalised state).
+on chain; a failed round is noted (the next one restarts from the last finalised state). A finalised round
+this member merged but did not vote gets its vote late (the contract records it as ``LateVoteCast``, agreeing
+or not), so a dissent reaches the chain. Once the run is complete on chain (its ``rounds``-th round
+finalised, ``RunCompleted``), the last round is settled too and :func:`step` reports the run done.
 
 Each action first checks the chain (has this member already submitted / voted?) and the state database
 (is the update already trained and stored?), so repeating a step after a crash never trains twice,
@@ -24,7 +27,7 @@ from typing import Any
 
 from node.protocol.context import NodeContext
 from node.protocol.submit import score_local, submit
-from node.protocol.vote import prefetch, score_merged, vote
+from node.protocol.vote import late_vote, prefetch, score_merged, vote
 
 
 def _tx_hex(result: Any) -> str:
@@ -37,14 +40,22 @@ def step(ctx: NodeContext) -> bool:
 
     client = ctx.client
     ctx.acted = False
+    ctx.watch.idle = False
     # The run's current round only moves when that round closes: while the last one seen is open, one
     # round read answers both "which round" and "where it stands".
     info = client.round_info(ctx.run_id, ctx.current_round) if ctx.watched is not None else None
+    completed = False
     if info is None or info.status != RoundStatus.OPEN:
-        ctx.current_round = int(client.run_info(ctx.run_id).current_round)
+        run = client.run_info(ctx.run_id)
+        ctx.current_round = int(run.current_round)
+        completed = run.completed  # the current round is then the last one, finalised
         info = None
     current = ctx.current_round
-    settle_closed_rounds(ctx, current)
+    settle_closed_rounds(ctx, current + 1 if completed else current)
+    if completed:
+        _log_completion(ctx)
+        do_chores(ctx)
+        return True
     finalized = sum(1 for r in ctx.state.rounds(ctx.run_id) if r.status == "finalized")
     if finalized >= ctx.spec.rounds:
         do_chores(ctx)
@@ -100,9 +111,29 @@ def step(ctx: NodeContext) -> bool:
     else:
         ctx.acted = close_failed(ctx, current)
     ctx.watched = _watch_key(current, info, head)
+    ctx.watch.stepped(info, head - int(getattr(client, "confirmations", 0)))
     if not ctx.acted:
         do_chores(ctx)
     return False
+
+
+def _log_completion(ctx: NodeContext) -> None:
+    """Log the run's ``RunCompleted`` once (``run.completed``)."""
+    key = f"completed:{ctx.run_id}"
+    if ctx.state.get(key) is not None:
+        return
+    done = ctx.client.run_completion(ctx.run_id)
+    if done is None:  # the event is not readable yet (confirmations): log it on a later step
+        return
+    ctx.state.set(key, str(done.block_number))
+    ctx.log.event(
+        "run.completed",
+        run=ctx.run_id,
+        rounds=done.rounds,
+        last_round=int(done.last_round),
+        sha=done.final_merged_sha256.hex(),
+        block=done.block_number,
+    )
 
 
 def do_chores(ctx: NodeContext) -> None:
@@ -122,13 +153,13 @@ def _watch_key(current: int, info: Any, head: int) -> tuple[int, int, int, str]:
 def observe(ctx: NodeContext, head: int) -> bool:
     """Whether the open round looks different at block ``head`` than at the last step (one chain read).
 
-    The loop calls this on every new block while it waits: a changed status (finalised or failed), a new
-    submission or a phase boundary means the next step has something to do.
+    The loop calls this on every new block while it waits: a log of the run (a round finalised, failed
+    or opened, a new submission, a member joined) or a phase boundary means the next step has something
+    to do (:func:`node.protocol.watch.changed_since_step`).
     """
-    if ctx.watched is None:
-        return True
-    info = ctx.client.round_info(ctx.run_id, ctx.current_round)
-    return _watch_key(ctx.current_round, info, head) != ctx.watched
+    from node.protocol.watch import changed_since_step
+
+    return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.current_round, info, at))
 
 
 def _wait(ctx: NodeContext, round: int, why: str) -> None:
@@ -225,6 +256,8 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 from node.protocol.committee_round import adopt
 
                 adopt(ctx, rnd, sha, cid)
+            if not ctx.committee_size and record.merged_sha is not None and record.vote_tx is None:
+                late_vote(ctx, info, record)
             ctx.state.update_round(ctx.run_id, rnd, final_sha=sha, final_cid=cid, status="finalized")
             ctx.state.adopt(ctx.run_id, rnd, sha, cid, "finalized")
             if record.merged_sha is not None and record.merged_sha != sha:
@@ -242,6 +275,7 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 block=result.block_number,
                 ours=record.merged_sha == sha,
                 timings=ctx.state.round(ctx.run_id, rnd).timing(),
+                rpc=ctx.watch.rpc_since_mark(),
             )
             counted = info.contributions_recorded or ctx.committee_size > 0  # committee runs: on chain
             if not counted and record.merged_sha == sha and record.included is not None:

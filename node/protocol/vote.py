@@ -1,7 +1,9 @@
 """The vote phase: fetch the round's on-chain update set, merge it with ``training.merge``, store, vote.
 
 Re-entrant: a merged state already stored for the round is voted as is, and a vote already on chain (the
-round's ``MergeVoted`` events) is not sent again.
+round's ``MergeVoted`` events) is not sent again. A vote that lands after the quorum is taken by the contract
+as a late vote (``LateVoteCast``, agreeing or not): logged as ``round.vote_late``; :func:`late_vote` sends
+the merged result of a finalised round this member did not vote (the round loop's settling).
 
 Scoring the merged model on the held-out split is reporting only, so it is not on the round's critical
 path: :func:`score_merged` runs while the member waits anyway (the round loop's chores), after the vote.
@@ -55,14 +57,18 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     except AlreadyVotedError:
         tx_hex = "on-chain"
     except RoundClosedError:
-        # The others reached quorum while this member merged: the round is settled, nothing was refused.
-        ctx.log.event("round.vote_late", run=ctx.run_id, round=rnd)
+        # The round failed while this member merged: there is no result to vote on, late or not.
+        ctx.log.event("round.vote_closed", run=ctx.run_id, round=rnd)
         return False
     except ContractRevertError as exc:
         ctx.log.event("round.vote_refused", run=ctx.run_id, round=rnd, why=str(exc))
         return False
     ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
     ctx.state.update_round(ctx.run_id, rnd, vote_tx=tx_hex)
+    late = ctx.client.late_vote_in(tx) if tx_hex != "on-chain" else None
+    if late is not None:  # the others reached quorum while this member merged: recorded, not counted
+        ctx.log.event("round.vote_late", run=ctx.run_id, round=rnd, agrees=late.agrees, tx=tx_hex)
+        return True
     ctx.log.event(
         "round.voted",
         run=ctx.run_id,
@@ -88,6 +94,47 @@ def vote(ctx: NodeContext, info: Any) -> bool:
             )
         except Exception as exc:  # gossip is informational here
             ctx.log.event("gossip.failed", run=ctx.run_id, round=rnd, why=str(exc))
+    return True
+
+
+def late_vote(ctx: NodeContext, info: Any, record: RoundRecord) -> bool:
+    """Vote this member's merged result of the finalised round ``info`` late; ``True`` if it was sent.
+
+    The contract takes it until ``info.late_vote_end`` from an eligible member that has not voted in the
+    round (nor in a later one); it changes nothing but the record (``LateVoteCast``, ``agrees`` or not).
+    """
+    from ledger.errors import ContractRevertError
+    from ledger.reverts import AlreadyVotedError
+    from ledger.types import included_set_hash
+
+    rnd = int(info.round)
+    if record.merged_sha is None or record.merged_cid is None:
+        return False
+    if ctx.client.block_number() + 1 >= info.late_vote_end:
+        ctx.log.event("round.vote_late_skipped", run=ctx.run_id, round=rnd, why="late window over")
+        return False
+    pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(record.included or "[]")]
+    try:
+        tx = ctx.client.vote(
+            ctx.run_id, rnd, bytes.fromhex(record.merged_sha), record.merged_cid, included_set_hash(pairs)
+        )
+    except AlreadyVotedError:  # this member's vote is on chain already (or it voted a later round)
+        ctx.state.update_round(ctx.run_id, rnd, vote_tx="on-chain")
+        return False
+    except ContractRevertError as exc:
+        ctx.log.event("round.vote_late_refused", run=ctx.run_id, round=rnd, why=str(exc)[:300])
+        return False
+    tx_hex = _tx_hex(tx)
+    ctx.state.update_round(ctx.run_id, rnd, vote_tx=tx_hex)
+    late = ctx.client.late_vote_in(tx)
+    ctx.log.event(
+        "round.vote_late",
+        run=ctx.run_id,
+        round=rnd,
+        agrees=None if late is None else late.agrees,
+        sha=record.merged_sha,
+        tx=tx_hex,
+    )
     return True
 
 

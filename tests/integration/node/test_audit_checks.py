@@ -44,7 +44,9 @@ def test_audit_checks_votes_and_reports_an_unavailable_update(
     run_on_devnet: tuple[ToyRun, str], anvil: AnvilChain, ipfs_daemon: str
 ) -> None:
     toy, registry = run_on_devnet
-    toy.round(0, [1, 2, 3])
+    toy.round(0, [1, 2, 3])  # members 1 and 2 reach the quorum
+    dissent, pairs = toy.honest_merge(0, skip=[toy.clients[1].account_address])
+    toy.vote(toy.clients[3], 0, dissent, pairs)  # member 3 votes another merge after it: a late vote
     toy.clients[0].request_unlearning(toy.run, toy.clients[3].account_address, RoundId(0), b"\x07" * 32)
     toy.round(1, [1, 2])  # member 3 is banned: two of two eligible votes
     toy.round(2, [1, 2])
@@ -66,9 +68,12 @@ def test_audit_checks_votes_and_reports_an_unavailable_update(
     finalised = [row for row in run["rounds"] if row["status"] == "finalized"]
     assert [row["round"] for row in finalised] == [0, 1, 2]
     assert all(row["vote_checks"] == dict.fromkeys(VOTE_CHECKS, True) for row in finalised), finalised
+    late = [(v["voter"], v["agrees"]) for v in run["rounds"][0]["late_votes"]]
+    assert late == [(toy.clients[3].account_address, False)]
+    assert (run["status"], run["completion"]) == ("active", None)  # open-ended: never completes
     assert not whats & set(VOTE_CHECKS), run["mismatch_lines"]
 
     text = _audit(anvil, registry, ipfs_daemon, toy.run)
     assert text.returncode == 4, text.stdout[-3000:]
     assert f"UNAVAILABLE round 1: update of {gone.member} at {gone.cid}" in text.stdout
-    assert "votes ok" in text.stdout
+    assert "votes ok; 1 late (1 dissenting)" in text.stdout

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from ledger.types import MemberInfo, MergeVote, RoundId, RoundInfo, RoundResult, RoundStatus, RunId
+from ledger.types import LateVote, MemberInfo, MergeVote, RoundId, RoundInfo, RoundResult, RoundStatus, RunId
 from node.audit.votes import check_votes, quorum_of
 from node.protocol.history import RoundRecord
 
@@ -27,8 +27,16 @@ def _vote(i: int, block: int = 120, sha: bytes = SHA, votes: int = 1) -> MergeVo
     return MergeVote(RunId(1), RoundId(2), ADDRS[i], sha, CID, SET, votes, block)
 
 
+def _late(i: int, block: int = 126, sha: bytes = SHA, agrees: bool = True) -> LateVote:
+    return LateVote(RunId(1), RoundId(2), ADDRS[i], sha, CID, SET, agrees, block)
+
+
 def _record(
-    votes: list[MergeVote], snapshot: int = 4, eligible: int = 4, result_votes: int | None = 3
+    votes: list[MergeVote],
+    snapshot: int = 4,
+    eligible: int = 4,
+    result_votes: int | None = 3,
+    late: tuple[LateVote, ...] = (),
 ) -> RoundRecord:
     info = RoundInfo(
         RunId(1),
@@ -49,7 +57,7 @@ def _record(
     result = None
     if result_votes is not None:
         result = RoundResult(RunId(1), RoundId(2), SHA, CID, SET, result_votes, eligible, 125)
-    return RoundRecord(info, (), tuple(votes), result, ())
+    return RoundRecord(info, (), tuple(votes), result, (), late)
 
 
 @pytest.mark.parametrize(
@@ -65,7 +73,13 @@ def test_a_valid_round_passes_every_check() -> None:
     checks, findings = check_votes(rec, 6_666, _member_of, {})
 
     assert findings == []
-    assert checks == {"voters-eligible": True, "one-vote-each": True, "eligible-count": True, "quorum": True}
+    assert checks == {
+        "voters-eligible": True,
+        "one-vote-each": True,
+        "eligible-count": True,
+        "quorum": True,
+        "late-votes": True,
+    }
 
 
 def test_strangers_late_joiners_and_banned_voters_are_named() -> None:
@@ -103,3 +117,24 @@ def test_an_open_round_has_no_quorum_check() -> None:
     checks, findings = check_votes(_record([_vote(0)], result_votes=None), 6_666, _member_of, {})
 
     assert findings == [] and "quorum" not in checks
+
+
+def test_a_late_dissent_passes_and_each_faulty_late_vote_is_named() -> None:
+    votes = [_vote(0), _vote(1, votes=2), _vote(2, votes=3)]  # finalised in block 125; late window to 145
+    dissent = _late(3, sha=b"\x33" * 32, agrees=False)
+
+    checks, findings = check_votes(_record(votes, late=(dissent,)), 6_666, _member_of, {})
+    assert findings == [] and checks["late-votes"]
+
+    faulty = (
+        _late(0),  # voted on time already
+        _late(3, block=145),  # past max(voteEnd, closedBlock + voteBlocks)
+        _late(3, sha=b"\x33" * 32, agrees=True),  # flagged as agreeing with another model
+        _late(4),  # joined after the snapshot
+    )
+    for late in faulty:
+        checks, findings = check_votes(_record(votes, late=(late,)), 6_666, _member_of, {})
+        assert [f.check for f in findings] == ["late-votes"], late
+        assert not checks["late-votes"]
+    checks, findings = check_votes(_record(votes, late=(dissent, dissent)), 6_666, _member_of, {})
+    assert [f.detail for f in findings if "voted in the round already" in f.detail], findings

@@ -102,7 +102,12 @@ def _drive(w3: Any, ctxs: list[NodeContext], until: Callable[[], bool], steps: i
 
 
 def _setup(
-    tmp_path: Path, chain: Any, tiny_model_dir: Path, quorum_bps: int = 10_000, **changes: Any
+    tmp_path: Path,
+    chain: Any,
+    tiny_model_dir: Path,
+    quorum_bps: int = 10_000,
+    rounds: int = 0,
+    **changes: Any,
 ) -> tuple[Any, list[Any], str, RunSpec, int, Any]:
     from ledger.client import RunsClient
     from ledger.types import RunConfig
@@ -115,7 +120,12 @@ def _setup(
     creator = RunsClient(w3, registry, accounts[0])
     run_id = creator.create_run(
         RunConfig(
-            spec_sha256=spec.sha256(), spec_cid=cid, quorum_bps=quorum_bps, submit_blocks=30, vote_blocks=30
+            spec_sha256=spec.sha256(),
+            spec_cid=cid,
+            quorum_bps=quorum_bps,
+            submit_blocks=30,
+            vote_blocks=30,
+            rounds=rounds,  # 0: open-ended, the node stops after the spec's rounds on its own
         ),
         join_blocks=spec.chain.join_blocks,
     )
@@ -127,12 +137,21 @@ def _setup(
 def test_two_members_finalise_every_round_with_the_same_model(
     tmp_path: Path, chain: Any, tiny_model_dir: Path
 ) -> None:
-    w3, accounts, registry, spec, run_id, store = _setup(tmp_path, chain, tiny_model_dir)
+    w3, accounts, registry, spec, run_id, store = _setup(tmp_path, chain, tiny_model_dir, rounds=2)
     ctxs = [
         _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(2)
     ]
 
     _drive(w3, ctxs, lambda: all(step(c) for c in ctxs))
+
+    from node.protocol.runner import _loop
+
+    info = ctxs[0].client.run_info(run_id)
+    assert (info.completed, info.current_round, info.finalized_rounds) == (True, 1, 2)  # complete on chain
+    assert _loop(ctxs[0], step, lambda c: None) == 0  # a completed run ends the loop cleanly (exit 0)
+    for c in ctxs:
+        done = [e for e in read_events(c.home.log_path) if e["event"] == "run.completed"]
+        assert [(e["rounds"], e["last_round"]) for e in done] == [(2, 1)]  # logged once
 
     client = ctxs[0].client
     for rnd in range(2):
@@ -144,7 +163,7 @@ def test_two_members_finalise_every_round_with_the_same_model(
     from node.console.status import run_status
 
     report = run_status(client, run_id)
-    assert report["finalized_rounds"] == 2
+    assert (report["status"], report["planned_rounds"], report["finalized_rounds"]) == ("completed", 2, 2)
     for entry in report["rounds"][:2]:
         assert entry["merged_sha256"] == client.round_result(run_id, entry["round"]).merged_sha256.hex()
         assert {s["member"] for s in entry["submissions"]} == {a.address for a in accounts[1:]}
@@ -251,27 +270,71 @@ def test_a_member_waiting_for_the_vote_phase_prefetches_the_updates_committed_so
     assert shared.has(merged)
 
 
-def test_a_vote_after_quorum_is_logged_as_late_not_refused(tmp_path: Path, tiny_model_dir: Path) -> None:
+def test_a_vote_after_quorum_lands_late_and_a_merged_round_is_voted_late_when_settled(
+    tmp_path: Path, tiny_model_dir: Path
+) -> None:
     from ledger.chain import connect, dev_accounts
     from ledger.deploy import deploy
     from ledger.types import RoundStatus
-    from node.protocol.vote import vote
+    from node.protocol.vote import _merge, vote
 
     w3 = connect("py-evm")
     accounts = dev_accounts("py-evm", 4)
     w3, accounts, registry, spec, run_id, store = _setup(
-        tmp_path, (w3, accounts, deploy(w3, accounts[0]).runs), tiny_model_dir, quorum_bps=6_000
-    )  # 2 of 3 members finalise a round
+        tmp_path, (w3, accounts, deploy(w3, accounts[0]).runs), tiny_model_dir, quorum_bps=3_000
+    )  # 1 of 3 members finalises a round
     ctxs = [
         _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(3)
     ]
-    late = ctxs[2]
+    racing, settling = ctxs[1], ctxs[2]
     _drive(w3, ctxs, lambda: all(c.state.round(run_id, 0).submit_tx is not None for c in ctxs))
-    _drive(w3, ctxs[:2], lambda: ctxs[0].client.round_info(run_id, 0).status == RoundStatus.FINALIZED)
+    info = settling.client.round_info(run_id, 0)
+    assert _merge(settling, info) is not None  # merged, then (a crash) not voted before the quorum came
+    _drive(w3, ctxs[:1], lambda: ctxs[0].client.round_info(run_id, 0).status == RoundStatus.FINALIZED)
 
-    assert vote(late, late.client.round_info(run_id, 0)) is False  # merges the same set, then finds it closed
+    assert vote(racing, info) is True  # merges the same set; the contract takes its vote as late
+    step(settling)  # settling round 0 sends its merged result late
 
-    events = [e for e in read_events(late.home.log_path) if e.get("round") == 0]
-    assert [e["event"] for e in events if e["event"].startswith("round.vote")] == ["round.vote_late"]
-    assert late.state.round(run_id, 0).vote_tx is None
-    assert len(late.client.votes(run_id, 0)) == 2
+    for ctx in (racing, settling):
+        events = [e for e in read_events(ctx.home.log_path) if e.get("round") == 0]
+        assert [(e["event"], e["agrees"]) for e in events if e["event"].startswith("round.vote")] == [
+            ("round.vote_late", True)
+        ]
+        assert ctx.state.round(run_id, 0).vote_tx is not None
+    client = racing.client
+    assert len(client.votes(run_id, 0)) == 1  # the quorum's vote: late votes are not counted
+    assert [(v.voter, v.agrees) for v in client.late_votes(run_id, 0)] == [
+        (racing.address, True),
+        (settling.address, True),
+    ]
+    assert client.round_info(run_id, 0).status == RoundStatus.FINALIZED
+
+
+@pytest.mark.slow
+def test_a_topk_run_finalises_and_each_member_keeps_its_residual_in_state_db(
+    tmp_path: Path, chain: Any, tiny_model_dir: Path
+) -> None:
+    import torch
+
+    from training.codec import decode
+
+    w3, accounts, registry, spec, run_id, store = _setup(
+        tmp_path, chain, tiny_model_dir, rounds=2, codec="topk", topk_fraction=0.25
+    )
+    ctxs = [
+        _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(2)
+    ]
+
+    _drive(w3, ctxs, lambda: all(step(c) for c in ctxs))
+
+    numel = ctxs[0].runtime.flat_spec.numel
+    for c in ctxs:
+        assert ctxs[0].client.round_result(run_id, 1) is not None
+        after_0, after_1 = c.state.residual(run_id, before=1), c.state.residual(run_id, before=2)
+        assert after_0 is not None and after_1 is not None and len(after_1) == 4 * numel
+        assert after_0 != after_1  # round 1 started from round 0's residual and left its own
+        update = c.fetcher.store.get(c.state.round(run_id, 1).update_cid)
+        sent = decode(update, c.runtime.flat_spec, params=spec.codec_params()).delta
+        assert int((sent != 0).sum()) <= spec.codec_params().max_k(numel)
+        residual = torch.frombuffer(bytearray(after_1), dtype=torch.float32)
+        assert bool((residual[sent != 0] == 0).all())  # what was sent is not owed any more
