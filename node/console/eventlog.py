@@ -8,11 +8,7 @@ to a live display instead (a :class:`node.console.events.Display`; :func:`node.c
 makes one). Listeners added with :meth:`EventLog.subscribe` receive every record after it is written to the
 file. The record format, the listener interface and the terminal line are :mod:`node.console.events`.
 
-Event names the node emits: ``node.started``, ``node.joined``, ``node.stopped``, ``round.waiting``,
-``round.training``, ``round.trained``, ``round.stored``, ``round.submitted``, ``round.fetched``,
-``round.merged``, ``round.voted``, ``round.finalized``, ``round.adopted``, ``round.diverged``,
-``round.failed``, ``round.closed_failed``, ``round.contributions``, ``round.evaluated``, ``chain.retry``,
-``fetch.progress``, ``fetch.done``, ``fetch.failed``, ``run.done``, ``error``.
+The event names the node emits, each with its meaning, are :data:`node.console.events.EVENTS`.
 """
 
 from __future__ import annotations
