@@ -106,7 +106,11 @@ class RunSpec:
     aggregator, aggregator_params
         Robust aggregator (``training.aggregate.AGGREGATORS``) and its parameters.
     codec
-        Update codec, ``fp32`` or ``int8``.
+        Update codec (``training.codec.CODECS``): ``fp32``, ``int8``, ``int4`` (blockwise) or ``topk`` (the
+        largest values, with error feedback at every member; docs/specification.md).
+    codec_block, topk_fraction
+        The codec's parameter: int4's values per float32 scale (default 64), top-k's share of values an update
+        carries (default 0.01). Written out in runs of that codec only; other codecs refuse them.
     max_norm
         Updates with a larger L2 norm are rejected by every peer (``None``: no bound).
     max_samples
@@ -155,6 +159,13 @@ class RunSpec:
     aggregator: str = "mean"
     aggregator_params: Mapping[str, Any] = field(default_factory=dict)
     codec: str = "fp32"
+    codec_block: int | None = field(
+        default=None, metadata={"help": "int4 runs: values per float32 scale (default 64)"}
+    )
+    topk_fraction: float | None = field(
+        default=None,
+        metadata={"help": "topk runs: share of the update's values sent, in (0, 1] (default 0.01)"},
+    )
     max_norm: float | None = None
     max_samples: int = 1_000_000
     weighting: str = field(
@@ -218,6 +229,7 @@ class RunSpec:
                 "join with the fedchain version the run was created with"
             )
         _resolve_defaults(self)
+        _resolve_codec(self)
         for name in ("base_model_sha256", "initial_sha256", "adapter_sha256"):
             value = getattr(self, name)
             if value is not None and not (
@@ -248,12 +260,21 @@ class RunSpec:
             server_optimizer=algorithm.server_optimizer,
             server_params=self.server,
             codec=self.codec,
+            codec_params=self.codec_params(),
             max_norm=self.max_norm,
             scaffold=algorithm.control_variates,
             max_samples=self.max_samples,
             convention=self.convention,
             weighting=self.weighting,
         )
+
+    def codec_params(self) -> Any:
+        """Return the :class:`training.compress.CodecParams` of this run (defaults for unused ones)."""
+        from training.compress import INT4_BLOCK, TOPK_FRACTION, CodecParams
+
+        block = INT4_BLOCK if self.codec_block is None else self.codec_block
+        fraction = TOPK_FRACTION if self.topk_fraction is None else self.topk_fraction
+        return CodecParams(block=block, topk_fraction=fraction)
 
     def train_config(self, seed: int, round: int | None = None) -> TrainConfig:
         """Local training config for one member's round, with the run's client algorithm and ``seed``.
@@ -289,6 +310,9 @@ class RunSpec:
                 del top["train"]["min_lr"]
         if top["chain"]["committee_size"] == 0:  # ordinary runs keep the bytes they had before the key
             del top["chain"]["committee_size"]
+        for name in ("codec_block", "topk_fraction"):
+            if top[name] is None:  # fp32 and int8 runs keep the bytes they had before the keys
+                del top[name]
         for name in ("base_model_sha256", "initial_sha256", "adapter_sha256"):
             if top[name] is None:  # not on record (a spec written before the keys, or not yet created)
                 del top[name]
@@ -404,6 +428,29 @@ def _resolve_defaults(spec: RunSpec) -> None:
         raise RunSpecError(f"[aggregator_params] `{spec.aggregator}` needs {missing[0]!r}")
     resolved = {n: given.get(n, p.default) for n, p in keyword.items()}
     object.__setattr__(spec, "aggregator_params", MappingProxyType(dict(sorted(resolved.items()))))
+
+
+def _resolve_codec(spec: RunSpec) -> None:
+    """Write the codec's parameter into ``spec`` (it changes merged bytes); refuse another codec's."""
+    from training.compress import INT4_BLOCK, TOPK_FRACTION
+
+    for name, codec, default in (
+        ("codec_block", "int4", INT4_BLOCK),
+        ("topk_fraction", "topk", TOPK_FRACTION),
+    ):
+        value = getattr(spec, name)
+        if value is not None and spec.codec != codec:
+            raise RunSpecError(
+                f"`{name}` is a parameter of codec {codec!r}, but the run's codec is {spec.codec!r}"
+            )
+        if value is None and spec.codec == codec:
+            object.__setattr__(spec, name, default)
+    if (
+        spec.topk_fraction is not None
+        and isinstance(spec.topk_fraction, int)
+        and not isinstance(spec.topk_fraction, bool)
+    ):
+        object.__setattr__(spec, "topk_fraction", float(spec.topk_fraction))  # TOML 1 and 1.0: one spec
 
 
 def _check_confidentiality(spec: RunSpec) -> None:

@@ -348,17 +348,29 @@ class ModelRuntime:
         return {"loss": loss.loss}
 
     def encode_update(self, result: TrainResult, *, run: str, round: int) -> bytes:
-        """Encode the update with the run's codec (``control_delta`` attached for SCAFFOLD)."""
-        from training.codec import encode
+        """Encode the update with the run's codec (``control_delta`` attached for SCAFFOLD), no residual."""
+        return self.encode_with_feedback(result, None, run=run, round=round)[0]
+
+    def encode_with_feedback(
+        self, result: TrainResult, residual: Tensor | None, *, run: str, round: int
+    ) -> tuple[bytes, Tensor | None]:
+        """Encode the update; for a ``topk`` run also return the new error-feedback residual.
+
+        ``residual`` is what this member's previous update did not carry (``None``: zero); the other codecs
+        ignore it and return ``None`` (:func:`training.codec.encode_with_feedback`).
+        """
+        from training.codec import encode_with_feedback
 
         extra = {"control_delta": result.control_delta} if result.control_delta is not None else None
-        return encode(
+        return encode_with_feedback(
             result.delta,
+            residual,
             self.flat_spec,
             run=run,
             round=round,
             codec=self.spec.codec,  # type: ignore[arg-type]  # validated by RunSpec
             extra=extra,
+            params=self.spec.codec_params(),
         )
 
 

@@ -16,6 +16,9 @@ artifacts
     Every blob the node stored or fetched and keeps pinned: cid, sha256, kind, run, round, size.
 meta
     Small key/value facts (e.g. which runs this node joined).
+residuals
+    A ``topk`` run's error-feedback residual (what this member has not sent yet; float32 bytes) after each
+    of its last two encoded rounds, so a restart neither loses it nor applies it twice.
 """
 
 from __future__ import annotations
@@ -47,6 +50,9 @@ CREATE TABLE IF NOT EXISTS artifacts (
     size INTEGER NOT NULL, pinned INTEGER NOT NULL DEFAULT 1, created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS residuals (
+    run INTEGER NOT NULL, round INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (run, round)
+);
 """
 
 
@@ -220,6 +226,30 @@ class NodeState:
         """CID of a recorded artifact with this sha256, if any."""
         rows = self._exec("SELECT cid FROM artifacts WHERE sha256 = ? LIMIT 1", (sha256,))
         return str(rows[0][0]) if rows else None
+
+    # ---- error-feedback residuals ------------------------------------------------------------------------
+
+    def residual(self, run: int, before: int) -> bytes | None:
+        """Return the residual stored after the latest round before ``before`` (``None``: none yet)."""
+        rows = self._exec(
+            "SELECT data FROM residuals WHERE run = ? AND round < ? ORDER BY round DESC LIMIT 1",
+            (run, before),
+        )
+        return bytes(rows[0][0]) if rows else None
+
+    def set_residual(self, run: int, round: int, data: bytes) -> None:
+        """Store the residual after ``round``; keep it and the one before (what a re-encoded round reads)."""
+        with self._lock, self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO residuals (run, round, data) VALUES (?, ?, ?)", (run, round, data)
+            )
+            self._db.execute(
+                "DELETE FROM residuals WHERE run = ? AND round < "
+                "(SELECT COALESCE(MAX(round), -1) FROM residuals WHERE run = ? AND round < ?)",
+                (run, run, round),
+            )
+            self._db.execute("COMMIT")
 
     # ---- meta --------------------------------------------------------------------------------------------
 

@@ -115,7 +115,8 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
     if ctx.byzantine is not None:
         result = _attack(ctx, rnd, result, seed)
     ctx.state.add_timing(ctx.run_id, rnd, "train", result.seconds)
-    data = ctx.runtime.encode_update(result, run=ctx.run_key, round=rnd)
+    residual = _load_residual(ctx, rnd)
+    data, residual = ctx.runtime.encode_with_feedback(result, residual, run=ctx.run_key, round=rnd)
     plain_sha = hashlib.sha256(data).hexdigest()
     if ctx.spec.artifacts == "members":  # the chain gets the envelope's hash; it commits to the plaintext's
         from node.confidential import ConfidentialError, reader_keys, seal_for, update_label
@@ -131,6 +132,8 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
     cid = ctx.fetcher.keep(data, "update", ctx.run_id, rnd)
     if result.client_control is not None:
         _save_client_control(ctx, result.client_control)
+    if residual is not None:  # top-k error feedback: what this update did not carry, for the next round
+        ctx.state.set_residual(ctx.run_id, rnd, residual.numpy().tobytes())
     ctx.log.event(
         "round.trained",
         run=ctx.run_id,
@@ -175,6 +178,24 @@ def _attack(ctx: NodeContext, rnd: int, result: Any, seed: int) -> Any:
 
 def _control_path(ctx: NodeContext) -> Any:
     return ctx.home.run_dir(ctx.run_id) / "client_control.safetensors"
+
+
+def _load_residual(ctx: NodeContext, rnd: int) -> Any:
+    """Return the top-k residual kept after this member's latest earlier round (``None``: none)."""
+    from training.codec import FEEDBACK_CODECS
+
+    if ctx.spec.codec not in FEEDBACK_CODECS:
+        return None
+    data = ctx.state.residual(ctx.run_id, before=rnd)
+    if data is None:
+        return None
+    import torch
+
+    numel = ctx.runtime.flat_spec.numel
+    if len(data) != 4 * numel:  # another layout (cannot happen within one run): start from zero
+        ctx.log.event("round.residual_ignored", run=ctx.run_id, round=rnd, size=len(data), numel=numel)
+        return None
+    return torch.frombuffer(bytearray(data), dtype=torch.float32)
 
 
 def _load_client_control(ctx: NodeContext) -> Any:

@@ -106,3 +106,37 @@ def test_bad_parameters_are_named(tmp_path: Path, toml: str, message: str) -> No
 
     with pytest.raises(RunSpecError, match=message.replace("[", r"\[").replace("(", r"\(")):
         RunSpec.from_toml(path)
+
+
+def test_a_codec_parameter_is_written_out_only_in_runs_of_its_codec(tmp_path: Path) -> None:
+    plain = _stored(tmp_path, '[run]\ncodec = "int8"\n')
+    int4 = _stored(tmp_path, '[run]\ncodec = "int4"\n')
+    topk = _stored(tmp_path, '[run]\ncodec = "topk"\ntopk_fraction = 0.05\n')
+
+    assert "codec_block" not in plain and "topk_fraction" not in plain  # the bytes fp32/int8 runs had
+    assert int4["codec_block"] == 64 and "topk_fraction" not in int4
+    assert topk["topk_fraction"] == 0.05 and "codec_block" not in topk
+    spec = RunSpec.from_bytes(json.dumps(dict(topk, format="fedchain-runspec/1")).encode())
+    assert spec.merge_spec().codec_params.topk_fraction == 0.05
+    assert RunSpec(codec="int4", codec_block=32).merge_spec().codec_params.block == 32
+
+
+@pytest.mark.parametrize(
+    ("run", "message"),
+    [
+        (
+            'codec = "int8"\ncodec_block = 32',
+            "`codec_block` is a parameter of codec 'int4', but the run's codec is 'int8'",
+        ),
+        ('codec = "int4"\ntopk_fraction = 0.1', "`topk_fraction` is a parameter of codec 'topk'"),
+        ('codec = "topk"\ntopk_fraction = 1.5', r"`topk_fraction` must be a number in \(0, 1\], got 1.5"),
+        ('codec = "int4"\ncodec_block = 0', r"`codec_block` must be an integer in \[1, 1048576\], got 0"),
+        ('codec = "zip"', "`codec` must be one of fp32, int8, int4, topk, got 'zip'"),
+    ],
+)
+def test_bad_codec_parameters_are_refused_naming_the_key(tmp_path: Path, run: str, message: str) -> None:
+    path = tmp_path / "run.toml"
+    path.write_text(f"[run]\n{run}\n")
+
+    with pytest.raises(RunSpecError, match=message):
+        RunSpec.from_toml(path)

@@ -3,9 +3,10 @@
 It uses numpy, the standard library and ``eth_hash`` (keccak-256), and imports nothing of this project
 (``tests/unit/spec/test_independent.py`` checks that in a fresh interpreter). It covers what an outside
 auditor of a fedavg run with the ``mean`` aggregator needs: parsing canonical safetensors, the layout
-digest, decoding an update (``fp32`` and ``int8``), the exact weighted mean on the fixed-point grid, the
-fedavg server step, the state artifact, the state hash, the CID of a one-chunk artifact and the included-set
-hash. Where it and the project's code disagree, the specification is the arbiter.
+digest, decoding an update (``fp32``, ``int8``, ``int4`` and ``topk``), the exact weighted mean on the
+fixed-point grid, the fedavg server step, the state artifact, the state hash, the CID of a one-chunk
+artifact and the included-set hash. Where it and the project's code disagree, the specification is the
+arbiter.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from eth_hash.auto import keccak
 
-DTYPES = {"F32": np.dtype("<f4"), "I8": np.dtype("i1")}
+DTYPES = {"F32": np.dtype("<f4"), "I8": np.dtype("i1"), "U8": np.dtype("u1"), "I32": np.dtype("<i4")}
 CHUNK_BYTES = 262_144
 
 
@@ -48,7 +49,7 @@ def st_write(tensors: Mapping[str, np.ndarray], metadata: Mapping[str, str]) -> 
 
 
 def st_read(data: bytes) -> tuple[dict[str, str], dict[str, np.ndarray]]:
-    """Parse safetensors bytes into ``(metadata, name -> array)`` (F32 and I8 only)."""
+    """Parse safetensors bytes into ``(metadata, name -> array)`` (F32, I8, U8 and I32 only)."""
     (size,) = struct.unpack("<Q", data[:8])
     if size > len(data) - 8:
         raise ValueError("header longer than the data")
@@ -98,9 +99,27 @@ def decode_update(data: bytes, layout: Layout, *, run: str, round: int) -> np.nd
         if meta.get(key) != value:
             raise ValueError(f"metadata {key!r} is {meta.get(key)!r}, expected {value!r}")
     codec = meta["codec"]
+    if codec == "topk":  # ascending int32 indices into the flat vector, float32 values placed as they are
+        indices, values = tensors["topk/indices"].astype(np.int64), tensors["topk/values"]
+        if indices.size and not (
+            indices[0] >= 0 and indices[-1] < layout.numel and (np.diff(indices) > 0).all()
+        ):
+            raise ValueError("top-k indices are not strictly ascending in range")
+        flat = np.zeros(layout.numel, np.float32)
+        flat[indices] = values
+        return flat
     pieces = []
     for name, shape in zip(layout.names, layout.shapes, strict=True):
         q = tensors[f"delta/{name}"]
+        if codec == "int4":  # two's complement nibbles, low nibble first; q * per-block scale in float32
+            n, block = math.prod(shape), int(meta["block"])
+            nibbles = np.stack([q & 0xF, q >> 4], axis=1).reshape(-1).astype(np.int16)[:n]
+            values = np.where(nibbles >= 8, nibbles - 16, nibbles)
+            if (values == -8).any():
+                raise ValueError(f"int4 value -8 in {name}")
+            scales = np.repeat(tensors[f"scale/{name}"].astype(np.float32), block)[:n]
+            pieces.append(values.astype(np.float32) * scales)
+            continue
         if list(q.shape) != list(shape):
             raise ValueError(f"tensor delta/{name} has shape {list(q.shape)}, expected {list(shape)}")
         if codec == "fp32":

@@ -77,7 +77,7 @@ def test_layout_digest_matches() -> None:
     assert layout.digest() == LAYOUT.digest()
 
 
-@pytest.mark.parametrize("codec", ["fp32", "int8"])
+@pytest.mark.parametrize("codec", ["fp32", "int8", "int4", "topk"])
 @pytest.mark.parametrize("samples", [(1, 1, 1, 1), (7, 1_000_000, 3, 12_345)])
 def test_merge_of_wide_range_updates_is_rebuilt_bit_for_bit(codec: str, samples: tuple[int, ...]) -> None:
     d = LAYOUT.numel

@@ -56,3 +56,20 @@ def test_artifacts_are_recorded_once_and_can_be_unpinned(tmp_path: Path) -> None
     assert db.artifact_by_sha("ab") == "bafy1"
     db.set("k", "v")
     assert db.get("k") == "v"
+
+
+def test_the_error_feedback_residual_survives_reopening_and_keeps_two_rounds(tmp_path: Path) -> None:
+    db = NodeState(tmp_path / "state.db")
+    for rnd in range(4):
+        db.set_residual(1, rnd, bytes([rnd]) * 8)
+    db.set_residual(2, 0, b"other run")
+    db.set_residual(1, 3, b"re-encoded")  # a round encoded again after a restart replaces its own row
+    db.close()
+
+    reopened = NodeState(tmp_path / "state.db")
+
+    assert reopened.residual(1, before=4) == b"re-encoded"
+    assert reopened.residual(1, before=3) == bytes([2]) * 8  # what a re-encoded round 3 starts from
+    assert reopened.residual(1, before=2) is None  # rounds 0 and 1 were dropped
+    assert reopened.residual(1, before=0) is None
+    assert reopened.residual(2, before=1) == b"other run"
