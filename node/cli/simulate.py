@@ -80,7 +80,9 @@ def simulate(
         None, "--convention", help="Algorithm formulas: openfedllm (the reference) or reddi."
     ),
     aggregator: str | None = typer.Option(None, "--aggregator", help="Override the aggregator."),
-    codec: str | None = typer.Option(None, "--codec", help="Override the update codec (fp32, int8)."),
+    codec: str | None = typer.Option(
+        None, "--codec", help="Override the update codec (fp32, int8, int4, topk)."
+    ),
     seed: int | None = typer.Option(None, "--seed", help="Override the simulation seed."),
     byzantine: int | None = typer.Option(None, "--byzantine", help="Number of Byzantine clients."),
     attack: str | None = typer.Option(None, "--attack", help="Attack of the Byzantine clients."),
