@@ -66,7 +66,15 @@ class ChainConfig:
     head_poll_s: float = field(
         default=0.1,
         metadata={
-            "help": "seconds between head-block checks while waiting (raise it on metered RPC endpoints)"
+            "help": "seconds between head-block checks while waiting once a block may be due (the node "
+            "learns the block interval and checks less often before; raise it on metered RPC endpoints)"
+        },
+    )
+    idle_poll_s: float = field(
+        default=30.0,
+        metadata={
+            "help": "longest wait between two round steps while this member owes the round nothing until "
+            "the chain or gossip changes (committee runs: outside the committee, its commit delivered)"
         },
     )
     confirmations: int = field(
@@ -112,6 +120,10 @@ class ChainConfig:
             raise NodeConfigError(f"`registry` must be a 0x-prefixed 20-byte address, got {self.registry!r}")
         if not 0.05 <= self.poll_interval_s <= 60:
             raise NodeConfigError(f"`poll_interval_s` must be in [0.05, 60], got {self.poll_interval_s!r}")
+        if not self.poll_interval_s <= self.idle_poll_s <= 600:
+            raise NodeConfigError(
+                f"`idle_poll_s` must be in [poll_interval_s, 600], got {self.idle_poll_s!r}"
+            )
         if not 0.01 <= self.head_poll_s <= 60:
             raise NodeConfigError(f"`head_poll_s` must be in [0.01, 60], got {self.head_poll_s!r}")
         c = self.confirmations

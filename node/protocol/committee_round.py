@@ -130,6 +130,8 @@ def committee_step(ctx: NodeContext, info: Any, head: int) -> bool:
         return True
     _regossip(ctx, book)
     if not book.in_committee:
+        owed = [i for i in book.committee if i != book.own_index and i not in book.delivered]
+        ctx.watch.idle = not book.eligible or not owed  # until the chain or gossip changes (node watch)
         why = "not eligible this round; " if not book.eligible else ""
         _wait(ctx, rnd, f"{why}outside the committee ({len(book.committee)} members); waiting for its result")
         return False

@@ -20,6 +20,7 @@ from node.errors import RunMismatchError
 from node.home import NodeHome
 from node.protocol.fetch import Fetcher, Want
 from node.protocol.state import NodeState, round_s
+from node.protocol.watch import ChainWatch
 from node.runspec import RunSpec
 
 if TYPE_CHECKING:
@@ -123,6 +124,8 @@ class NodeContext:
     inbox: deque[Any] = field(default_factory=deque)
     """Committee runs: gossip messages (commits, proposals, votes) received, checked by the next step."""
     committee: Any = None
+    watch: ChainWatch = field(default_factory=ChainWatch)
+    """What the loop watches on the chain between steps (:mod:`node.protocol.watch`)."""
     """Committee runs: the open round's bookkeeping (:class:`node.protocol.committee_round.RoundBook`)."""
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
     _bases: dict[int, tuple[str, str, int | None] | None] = field(default_factory=dict, repr=False)

@@ -40,6 +40,8 @@ from node.protocol.state import NodeState
 from node.runspec import MAX_SPEC_BYTES, RunSpec, RunSpecError
 
 MAX_BACKOFF_S = 15.0
+MEMBERS_REFRESH_S = 60.0
+"""Seconds between two reads of the member list when no ``MemberJoined`` log asked for one sooner."""
 MAX_INBOX = 10_000
 """Committee messages kept for the next step at most (the gossip rate limit bounds what arrives)."""
 
@@ -357,7 +359,8 @@ def _loop(
     while not ctx.stop.is_set():
         ctx.acted = False
         try:
-            if time.monotonic() - last_members > 5.0:
+            if ctx.watch.members_due or time.monotonic() - last_members > MEMBERS_REFRESH_S:
+                ctx.watch.members_due = False  # set again by a MemberJoined log (node watch)
                 ctx.members = {m.lower() for m in ctx.client.members(ctx.run_id)}
                 last_members = time.monotonic()
             ctx.wake.clear()  # what arrives from here on may be news to this step's successor
@@ -388,22 +391,27 @@ def _loop(
 
 
 def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool]) -> float:
-    """Wait until gossip wakes the loop, a new block changes the open round, or ``poll_interval_s`` passed.
+    """Wait until gossip wakes the loop, a new block changes the open round, or the wait's bound passed.
 
-    Returns the seconds waited. The head is polled every ``head_poll_s`` (one cheap ``eth_blockNumber``);
-    the round is read only when the head moved. A failing read ends the wait early: the next step retries
-    it with backoff.
+    Returns the seconds waited. The bound is ``poll_interval_s``, or ``idle_poll_s`` while the last step
+    found nothing owed (:attr:`node.protocol.watch.ChainWatch.idle`). The head is polled (one
+    ``eth_blockNumber``) every ``head_poll_s`` once a block may be due, less often before
+    (:class:`ledger.activity.BlockClock`); ``changed`` looks at each new head. A failing read ends the wait
+    early: the next step retries it with backoff.
     """
     chain = ctx.config.chain
     started = time.monotonic()
-    deadline = started + chain.poll_interval_s
+    deadline = started + (chain.idle_poll_s if ctx.watch.idle else chain.poll_interval_s)
+    clock = ctx.watch.head_clock(chain.head_poll_s)
     seen: int | None = None
     while not ctx.stop.is_set():
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or ctx.wake.wait(min(chain.head_poll_s, remaining)):
+        now = time.monotonic()
+        remaining = deadline - now
+        if remaining <= 0 or ctx.wake.wait(min(clock.delay(now), remaining)):
             break
         try:
             head = int(ctx.client.block_number())
+            clock.seen(head, time.monotonic())
             if head != seen and changed(ctx, head):
                 break
             seen = head

@@ -16,6 +16,7 @@ import pytest
 
 from node.config import ChainConfig, NodeConfig, NodeConfigError
 from node.protocol.runner import wait_for_news
+from node.protocol.watch import ChainWatch
 
 
 @pytest.fixture
@@ -29,7 +30,12 @@ def ctx() -> Any:
     client = RunsClient(w3, deploy(w3, accounts[0]).runs)
     config = NodeConfig(chain=ChainConfig(poll_interval_s=3.0, head_poll_s=0.02))
     return SimpleNamespace(
-        client=client, config=config, stop=threading.Event(), wake=threading.Event(), w3=w3
+        client=client,
+        config=config,
+        stop=threading.Event(),
+        wake=threading.Event(),
+        w3=w3,
+        watch=ChainWatch(),
     )
 
 
@@ -81,9 +87,45 @@ def test_blocks_that_change_nothing_do_not_end_the_wait(ctx: Any) -> None:
     assert len(seen) == len(set(seen)) == 2  # the round was read once per head, not once per poll
 
 
+def test_a_member_that_owes_nothing_waits_up_to_the_idle_bound(ctx: Any) -> None:
+    ctx.config = NodeConfig(chain=ChainConfig(poll_interval_s=0.2, idle_poll_s=0.8, head_poll_s=0.02))
+    ctx.watch.idle = True
+    assert wait_for_news(ctx, lambda c, head: False) >= 0.8
+    ctx.watch.idle = False
+    assert wait_for_news(ctx, lambda c, head: False) < 0.7
+
+
+def test_heads_are_polled_less_often_once_the_block_interval_is_known(ctx: Any) -> None:
+    from ledger.chain import mine
+
+    ctx.config = NodeConfig(chain=ChainConfig(poll_interval_s=2.5, head_poll_s=0.05))
+    head, now = ctx.client.block_number(), time.monotonic()
+    clock = ctx.watch.head_clock(0.05)
+    for back, t in ((2, now - 1.0), (1, now - 0.5), (0, now)):  # blocks every 0.5 s, the last one just now
+        clock.seen(head - back, t)
+    polls: list[int] = []
+    read = ctx.client.block_number
+    ctx.client.block_number = lambda: polls.append(1) or read()
+
+    def mine_every_half_second() -> None:
+        for _ in range(5):
+            time.sleep(0.5)
+            mine(ctx.w3, 1)
+
+    threading.Thread(target=mine_every_half_second, daemon=True).start()
+    wait_for_news(ctx, lambda c, head: False)
+    assert clock.interval is not None and 0.3 < clock.interval < 1.0
+    assert len(polls) < 30  # a flat 0.05 s polls 50 times in 2.5 s; about 3-4 per block here
+
+
 def test_stop_ends_the_wait(ctx: Any) -> None:
     _later(0.1, ctx.stop.set)
     assert wait_for_news(ctx, lambda c, head: False) < 2.0
+
+
+def test_idle_poll_must_not_be_below_the_poll_interval() -> None:
+    with pytest.raises(NodeConfigError, match="`idle_poll_s` must be in \\[poll_interval_s, 600\\], got 0.5"):
+        ChainConfig(poll_interval_s=1.0, idle_poll_s=0.5)
 
 
 @pytest.mark.parametrize("value", [0.0, 0.005, 61.0])
