@@ -17,7 +17,11 @@ embedded store (updates travel over the libp2p blob stream). While it runs, a sa
 Per member, the window is from its log's finalisation of round 0 to that of the last round (round 0 also
 waits out the join window and warms up), so per-round figures are the window's difference divided by
 ``rounds - 1``, from the first sample at or after each end. ``round_s`` is the mean over nodes and rounds
-1.. of the time between two finalisations (as in ``bench/round.py``). Gas comes from the receipts of every
+1.. of the time between two finalisations (as in ``bench/round.py``). ``rpc_calls_per_round`` is the mean
+member's JSON-RPC requests per round, from the request counts (``ledger.rpc.CALLS``) that each node's
+``round.finalized`` event carries for the round. In committee runs ``by_role`` gives the same per member
+and round for the rounds a member was in the committee and those it was not: bytes by class, requests by
+method, and the blocks and seconds between the two finalisations. Gas comes from the receipts of every
 block of the run: the ``gasUsed`` of each member's transactions to ``Runs`` except ``join`` and
 ``createRun`` (once per run), divided by members x rounds, and split by method.
 
@@ -289,34 +293,61 @@ def measure(
 def _by_role(
     events: list[list[dict[str, Any]]], pids: Mapping[int, int | None], sampler: Sampler
 ) -> dict[str, Any]:
-    """Committee runs: bytes per member per round, for the rounds a member was in the committee or not.
+    """Committee runs: a member's costs per round, for the rounds it was in the committee or not.
 
     Round r's window for a node runs from its finalisation of round r - 1 to that of round r (its commit,
     the committee's fetches and merge, the adoption of round r - 1's result); the node's role is its
-    ``committee.drawn`` of round r.
+    ``committee.drawn`` of round r. Bytes are split by class (``p2p``, ``chain``, ``ipfs``); ``rpc`` is the
+    JSON-RPC requests by method that the node's ``round.finalized`` of round r counts for the same window,
+    and ``blocks`` the chain blocks between the two finalisations.
     """
-    rows: dict[str, dict[str, list[float]]] = {
-        role: {"sent": [], "received": [], "p2p_received": []} for role in ("committee", "outside")
-    }
+    rows: dict[str, dict[str, list[float]]] = {"committee": {}, "outside": {}}
+    rpc: dict[str, dict[str, list[int]]] = {"committee": {}, "outside": {}}
     for i, ev in enumerate(events):
         pid = pids.get(i)
-        finals = {int(e["round"]): float(e["ts"]) for e in ev if e.get("event") == "round.finalized"}
+        finals = {int(e["round"]): e for e in ev if e.get("event") == "round.finalized"}
         ours = {int(e["round"]): bool(e["ours"]) for e in ev if e.get("event") == "committee.drawn"}
         for r in sorted(finals):
             if r - 1 not in finals or r not in ours or pid is None:
                 continue
-            first, last = sampler.at(finals[r - 1]), sampler.at(finals[r])
+            first, last = sampler.at(float(finals[r - 1]["ts"])), sampler.at(float(finals[r]["ts"]))
             if first is None or last is None or pid not in first.sent or pid not in last.sent:
                 continue
-            row = rows["committee" if ours[r] else "outside"]
-            row["sent"].append(sum(last.sent[pid][k] - first.sent[pid][k] for k in CLASSES))
-            row["received"].append(sum(last.received[pid][k] - first.received[pid][k] for k in CLASSES))
-            row["p2p_received"].append(last.received[pid]["p2p"] - first.received[pid]["p2p"])
-    return {
-        role: {name: round(statistics.fmean(v)) if v else None for name, v in row.items()}
-        | {"samples": len(row["sent"])}
-        for role, row in rows.items()
-    }
+            role = "committee" if ours[r] else "outside"
+            row = rows[role]
+            for kind in CLASSES:
+                row.setdefault(f"sent_{kind}", []).append(last.sent[pid][kind] - first.sent[pid][kind])
+                row.setdefault(f"received_{kind}", []).append(
+                    last.received[pid][kind] - first.received[pid][kind]
+                )
+            row.setdefault("blocks", []).append(int(finals[r]["block"]) - int(finals[r - 1]["block"]))
+            row.setdefault("seconds", []).append(float(finals[r]["ts"]) - float(finals[r - 1]["ts"]))
+            calls = finals[r].get("rpc")
+            if isinstance(calls, dict):
+                row.setdefault("rpc_rounds", []).append(1)
+                for method, count in calls.items():
+                    rpc[role].setdefault(method, []).append(int(count[0]))
+    out: dict[str, Any] = {}
+    for role, row in rows.items():
+        n = len(row.get("blocks", []))
+        mean = {name: statistics.fmean(v) for name, v in row.items() if v}
+        sent = {k: round(mean.get(f"sent_{k}", 0.0)) for k in CLASSES}
+        received = {k: round(mean.get(f"received_{k}", 0.0)) for k in CLASSES}
+        measured = len(row.get("rpc_rounds", []))
+        calls = {m: round(sum(v) / measured, 1) for m, v in sorted(rpc[role].items())} if measured else {}
+        out[role] = {
+            "samples": n,
+            "sent": sum(sent.values()) if n else None,
+            "received": sum(received.values()) if n else None,
+            "p2p_received": received["p2p"] if n else None,
+            "sent_by_class": sent,
+            "received_by_class": received,
+            "seconds": round(mean.get("seconds", 0.0), 2),
+            "blocks": round(mean.get("blocks", 0.0), 2),
+            "rpc_calls": calls,
+            "rpc_calls_total": round(sum(calls.values()), 1),
+        }
+    return out
 
 
 def _summary(
@@ -333,6 +364,7 @@ def _summary(
     sent: dict[str, list[float]] = {k: [] for k in CLASSES}
     received: dict[str, list[float]] = {k: [] for k in CLASSES}
     cpu: list[float] = []
+    calls: list[float] = []  # JSON-RPC requests per round, from the nodes' round.finalized counts
     opened = 1 + max((int(e["round"]) for ev in events for e in ev
                       if e.get("event") in ("round.finalized", "round.failed")), default=0)  # fmt: skip
     for i, ev in enumerate(events):
@@ -348,6 +380,9 @@ def _summary(
             sent[kind].append((last.sent[pid][kind] - first.sent[pid][kind]) / (r1 - r0))
             received[kind].append((last.received[pid][kind] - first.received[pid][kind]) / (r1 - r0))
         cpu.append((last.cpu_s[pid] - first.cpu_s[pid]) / (r1 - r0))
+        rpc = [e.get("rpc") for e in ev if e.get("event") == "round.finalized" and r0 < int(e["round"]) <= r1]
+        if rpc and all(isinstance(c, dict) for c in rpc):
+            calls.append(sum(int(n[0]) for c in rpc for n in c.values()) / (r1 - r0))
     if not round_s or not cpu:
         raise RuntimeError(f"{size} members: no finalised round after round 0, or no sample in its window")
     per_round = size * opened  # failed rounds cost gas too
@@ -368,6 +403,7 @@ def _summary(
         "sent_total_per_round": round(sum(statistics.fmean(v) for v in sent.values())),
         "received_total_per_round": round(sum(statistics.fmean(v) for v in received.values())),
         "cpu_s_per_round": round(statistics.fmean(cpu), 3),
+        "rpc_calls_per_round": round(statistics.fmean(calls), 1) if calls else None,
         "gas_per_round": sum(by_method.values()),
         "gas_per_round_by_method": by_method,
         "rss_mib_max": round(max(rss), 1) if rss else None,
@@ -448,9 +484,12 @@ def main() -> None:
         )
         for role, row in r.get("by_role", {}).items():
             if row["sent"] is not None:
+                chain = row["sent_by_class"]["chain"] + row["received_by_class"]["chain"]
                 print(
                     f"{'':>7} {role:>8} {_fmt_bytes(row['sent']):>10} {_fmt_bytes(row['received']):>10} "
-                    f"{_fmt_bytes(row['p2p_received']):>10}   ({row['samples']} member-rounds)"
+                    f"{_fmt_bytes(row['p2p_received']):>10}   chain {_fmt_bytes(chain)}, "
+                    f"{row['rpc_calls_total']:g} RPC calls, {row['blocks']:g} blocks "
+                    f"({row['samples']} member-rounds)"
                 )
 
 
