@@ -73,6 +73,8 @@ def export_adapter(
     runtime.load(state)
     out.mkdir(parents=True, exist_ok=True)
     runtime.model.save_pretrained(str(out))
+    if spec.train.task == "pretrain":  # a whole model: a `from_pretrained` folder needs its tokenizer too
+        runtime.tokenizer.save_pretrained(str(out))
     return {
         "run_id": run_id,
         "round": round,

@@ -12,6 +12,8 @@ A run spec is written as TOML by whoever creates the run (``fedchain run create 
     [adapter]                  # training.config.AdapterConfig
     [train]                    # training.config.TrainConfig (local training of every member): task =
                                # "sft" or "dpo" (preference pairs, dpo_beta; reference: the base model)
+                               # or "pretrain" (every parameter of a model built from [model]'s config,
+                               # on plain text; no [adapter] table; training.pretrain)
     [privacy]                  # training.privacy.PrivacyConfig: client-level DP (clip_norm, noise_multiplier,
                                # delta, epsilon_budget); no table: no DP (docs/privacy.md)
 
@@ -217,6 +219,7 @@ class RunSpec:
             raise RunSpecError(f"`clients_per_round` must be an integer in [1, 2**32), got {k!r}")
         _check_confidentiality(self)
         _check_privacy(self)
+        _check_pretrain(self)
         if self.chain.committee_size and (k is not None or self.artifacts != "public"):
             raise RunSpecError(
                 "[chain] `committee_size` cannot be combined with `clients_per_round` or "
@@ -316,6 +319,8 @@ class RunSpec:
         for name in ("base_model_sha256", "initial_sha256", "adapter_sha256"):
             if top[name] is None:  # not on record (a spec written before the keys, or not yet created)
                 del top[name]
+        if self.train.task == "pretrain":  # no adapter: every parameter trains
+            del top["adapter"]
         if self.privacy is None:  # runs without DP keep the bytes they had before the table
             del top["privacy"]
         else:
@@ -486,6 +491,31 @@ def _check_confidentiality(spec: RunSpec) -> None:
     object.__setattr__(spec, "auditors", tuple(sorted(set(keys))))
 
 
+def _check_pretrain(spec: RunSpec) -> None:
+    """Refuse a pre-training run without a model config, with other local steps or other tasks' fields."""
+    from training.errors import TrainingError
+    from training.pretrain import check_model_name, check_pretrain_tables
+
+    if spec.train.task != "pretrain":
+        return
+    try:
+        check_model_name(spec.model.name_or_path)
+        check_pretrain_tables(None, spec.train)
+    except TrainingError as exc:
+        raise RunSpecError(str(exc)) from exc
+    if spec.scaffold or spec.algorithm == "fedprox":
+        raise RunSpecError(
+            f"`algorithm` {spec.algorithm!r} does not apply to [train] task = 'pretrain' (its local steps "
+            "are plain AdamW); use diloco, fedavg, fedavgm, fedadagrad, fedyogi or fedadam"
+        )
+    if spec.privacy is not None:
+        raise RunSpecError("[privacy] is not implemented for [train] task = 'pretrain'; remove the table")
+    if spec.model.dtype != "float32":
+        raise RunSpecError(
+            f"[model] `dtype` must be 'float32' for task = 'pretrain', got {spec.model.dtype!r}"
+        )
+
+
 def _check_privacy(spec: RunSpec) -> None:
     """DP needs every exchanged tensor privatised, and a norm bound that admits noised updates."""
     from training.privacy import check_norm_bound
@@ -537,6 +567,14 @@ def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
                 "set it once, as [run] `convention`"
             )
     top["train"] = build_section(TrainConfig, train, "train", error=RunSpecError)
+    if top["train"].task == "pretrain" and doc.get("adapter"):  # every parameter trains: no adapter
+        from training.errors import TrainingError
+        from training.pretrain import check_pretrain_tables
+
+        try:
+            check_pretrain_tables(doc["adapter"], top["train"])
+        except TrainingError as exc:
+            raise RunSpecError(str(exc)) from exc
     if "privacy" in doc:
         top["privacy"] = build_section(PrivacyConfig, doc["privacy"], "privacy", error=RunSpecError)
     return build_section(RunSpec, top, "run", error=RunSpecError)

@@ -14,6 +14,13 @@ folder, ``.parquet``, ``.json`` or ``.jsonl``; :mod:`training.datasets.hf`) for 
 ``hf:data/qa.parquet?instruction=question&response=answer``; nothing is downloaded.
 DPO rounds are trained with :func:`training.dpo.train_dpo` and scored by held-out DPO loss and reward
 accuracy (:func:`training.dpo.evaluate_dpo`).
+
+A pre-training run (``[train] task = "pretrain"``) builds its model from the config named by ``[model]
+name_or_path`` with the run seed (:class:`training.pretrain.PretrainModel`; every parameter trains and is
+exchanged) and reads plain text: a UTF-8 file, a ``save_to_disk`` folder with a ``text`` column, or
+``chatterbot:<category>``, packed into blocks of ``[train] max_len`` tokens (the last
+``held_out_fraction`` of them held out). Its ``base_model_sha256`` is
+:func:`training.pretrain.config_digest` (there are no base weights).
 """
 
 from __future__ import annotations
@@ -45,7 +52,8 @@ class LocalData:
     """The node's examples: what it trains on and what it evaluates on.
 
     ``train`` and ``held_out`` hold :class:`training.data.Example` for ``task == "sft"`` and
-    :class:`training.data.PreferencePair` for ``task == "dpo"``.
+    :class:`training.data.PreferencePair` for ``task == "dpo"``; for ``task == "pretrain"`` they are
+    ``[n, max_len]`` token-block tensors.
     """
 
     source: str
@@ -104,12 +112,43 @@ def _load_preferences(source: str, seed: int) -> list[Any]:
     return list(load_preference_jsonl(Path(source)))
 
 
+def _load_text_blocks(
+    source: str, *, held_out_fraction: float, max_examples: int, model: str | None, block_size: int
+) -> LocalData:
+    from training.errors import TrainingError
+    from training.pretrain import load_pretrain_tokenizer
+    from training.text import source_blocks
+
+    if model is None:
+        raise DataSourceError("a pre-training run's data needs the run's [model] to tokenise it")
+    try:
+        blocks = source_blocks(source, load_pretrain_tokenizer(model), block_size)
+    except TrainingError as exc:
+        raise DataSourceError(f"cannot load data {source!r}: {exc}") from exc
+    if max_examples and blocks.shape[0] > max_examples:
+        blocks = blocks[:max_examples]
+    held = int(round(blocks.shape[0] * held_out_fraction))
+    if blocks.shape[0] - held < 1:
+        raise DataSourceError(f"data {source!r} has {blocks.shape[0]} blocks of text: none left to train on")
+    train: Any = blocks[: blocks.shape[0] - held]  # tensors, not lists, for task "pretrain" (class docstring)
+    held_out: Any = blocks[blocks.shape[0] - held :]
+    return LocalData(source, train, held_out, "pretrain")
+
+
 def load_local_data(
-    source: str, *, held_out_fraction: float, max_examples: int, seed: int, task: str = "sft"
+    source: str,
+    *,
+    held_out_fraction: float,
+    max_examples: int,
+    seed: int,
+    task: str = "sft",
+    model: str | None = None,
+    block_size: int = 256,
 ) -> LocalData:
     """Load ``source`` (JSONL path, ``hf:<path>``, ``chatterbot:<c>``, ``synthetic:<skill>[:<n>]``), split it.
 
-    ``task`` is the run's ``[train] task``: ``"dpo"`` loads preference pairs (see the module docstring).
+    ``task`` is the run's ``[train] task``: ``"dpo"`` loads preference pairs, ``"pretrain"`` token blocks
+    of ``block_size`` tokens from plain text with ``model``'s tokenizer (see the module docstring).
 
     Raises
     ------
@@ -119,8 +158,16 @@ def load_local_data(
     from training.data import split_held_out
     from training.errors import TrainingError
 
+    if task == "pretrain":
+        return _load_text_blocks(
+            source,
+            held_out_fraction=held_out_fraction,
+            max_examples=max_examples,
+            model=model,
+            block_size=block_size,
+        )
     if task not in ("sft", "dpo"):
-        raise DataSourceError(f"`task` must be 'sft' or 'dpo', got {task!r}")
+        raise DataSourceError(f"`task` must be 'sft', 'dpo' or 'pretrain', got {task!r}")
     examples: list[Any]
     try:
         if source.startswith("hf:"):
@@ -192,6 +239,19 @@ class ModelRuntime:
         if threads:
             torch.set_num_threads(threads)
         self.spec = spec
+        self.pretrain: Any = None
+        """The :class:`training.pretrain.PretrainModel` of a ``task = "pretrain"`` run, else ``None``."""
+        if spec.train.task == "pretrain":
+            from training.pretrain import PretrainModel
+
+            self.pretrain = PretrainModel(
+                spec.model.name_or_path, spec.seed, max_len=spec.train.max_len, device=device
+            )
+            self.model = self.pretrain.model
+            self.tokenizer = self.pretrain.tokenizer
+            self.base_model_sha256 = self.pretrain.base_digest
+            self.initial_flat, self.flat_spec = self.pretrain.initial_flat, self.pretrain.flat_spec
+            return
         model, self.tokenizer = load_model(spec.model.name_or_path, spec.model.dtype, device)
         self.base_model_sha256 = model_digest(spec.model.name_or_path)
         """This process's base model file digest (what ``base_model_sha256`` records)."""
@@ -212,11 +272,17 @@ class ModelRuntime:
         return initial_state(self.spec.merge_spec(), self.initial_flat, self.flat_spec)
 
     def adapter_sha256(self) -> str:
-        """State hash of every adapter tensor as initialised (frozen ones included): ``adapter_sha256``."""
+        """State hash of every adapter tensor as initialised (frozen ones included): ``adapter_sha256``.
+
+        A pre-training run has no adapter: it is the state hash of every initial parameter by name.
+        """
         from peft import get_peft_model_state_dict
 
         from training.adapters import snapshot
         from training.determinism import state_sha256
+
+        if self.pretrain is not None:
+            return state_sha256(self.flat_spec.unflatten(self.initial_flat))
 
         return state_sha256(snapshot(get_peft_model_state_dict(self.model)))
 
@@ -263,8 +329,12 @@ class ModelRuntime:
         return True
 
     def load(self, state: ModelState) -> None:
-        """Put ``state``'s adapter parameters into the model."""
+        """Put ``state``'s adapter parameters (a pre-training run: all parameters) into the model."""
         from training.adapters import load_trainable_state
+
+        if self.pretrain is not None:
+            self.pretrain.load(state.params)
+            return
 
         load_trainable_state(self.model, state.adapter_state())
 
@@ -289,6 +359,9 @@ class ModelRuntime:
         from training.flat import flatten
         from training.sft import train_sft
 
+        if self.pretrain is not None:  # local AdamW steps on token blocks; delta = end - start
+            delta, metrics = self.pretrain.train(state.params, examples, self.spec.train_config(seed, round))
+            return TrainResult(delta, None, None, metrics.mean_loss, metrics.steps, metrics.seconds)
         self.load(state)
         controls = None
         if state.control is not None:
@@ -329,8 +402,11 @@ class ModelRuntime:
         from training.dpo import evaluate_dpo
         from training.evaluate import evaluate_loss
 
-        if not examples:
+        if len(examples) == 0:
             return None
+        if self.pretrain is not None:  # mean next-token loss over the held-out blocks
+            loss = self.pretrain.loss(examples)
+            return None if loss is None else {"loss": loss}
         train = self.spec.train
         if train.task == "dpo":
             result = evaluate_dpo(

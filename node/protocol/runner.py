@@ -22,6 +22,7 @@ import contextlib
 import hashlib
 import importlib
 import signal
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -250,6 +251,8 @@ def run_node(
             max_examples=config.training.max_examples,
             seed=seed,
             task=spec.train.task,
+            model=spec.model.name_or_path,
+            block_size=spec.train.max_len,
         )
         others = _eval_others(home, config, spec, seed)
         runtime = ModelRuntime(spec, device=config.training.device, threads=config.training.threads)
@@ -382,12 +385,22 @@ def _loop(
             )
         if backoff > 0 or changed is None:
             pause = max(backoff, ctx.config.chain.poll_interval_s)
-            ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", pause)
+            _count_wait(ctx, pause)
             ctx.stop.wait(pause)
         elif not ctx.acted:
-            waited = wait_for_news(ctx, changed)
-            ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", waited)
+            _count_wait(ctx, wait_for_news(ctx, changed))
     return EXIT_INTERRUPTED
+
+
+def _count_wait(ctx: NodeContext, seconds: float) -> None:
+    """Add ``seconds`` to the open round's ``wait`` time, unless the state database refuses the write.
+
+    This runs outside the step's error handling, so a database that cannot take a write (a full disk) must
+    not end the loop here: the timing is only a figure, and the step that needs the database fails, is
+    logged and retried with back-off like any other.
+    """
+    with contextlib.suppress(sqlite3.Error):
+        ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", seconds)
 
 
 def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool]) -> float:

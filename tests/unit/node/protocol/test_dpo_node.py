@@ -29,7 +29,7 @@ def test_a_spec_naming_an_unknown_task_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "run.toml"
     path.write_text('[train]\ntask = "ppo"\n')
 
-    with pytest.raises(RunSpecError, match=r"\[train\].*`task` must be one of sft, dpo, got 'ppo'"):
+    with pytest.raises(RunSpecError, match=r"\[train\].*`task` must be one of sft, dpo, pretrain, got 'ppo'"):
         RunSpec.from_toml(path)
 
 
@@ -61,7 +61,7 @@ def test_a_preference_jsonl_source_and_its_bad_record(tmp_path: Path) -> None:
         load_local_data(str(bad), held_out_fraction=0.25, max_examples=0, seed=0, task="dpo")
     with pytest.raises(DataSourceError, match="chatterbot has no preference pairs"):
         load_local_data("chatterbot:ai", held_out_fraction=0.2, max_examples=0, seed=0, task="dpo")
-    with pytest.raises(DataSourceError, match="`task` must be 'sft' or 'dpo'"):
+    with pytest.raises(DataSourceError, match="`task` must be 'sft', 'dpo' or 'pretrain'"):
         load_local_data("synthetic:reverse", held_out_fraction=0.2, max_examples=0, seed=0, task="ppo")
 
 
