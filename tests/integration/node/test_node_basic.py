@@ -116,6 +116,9 @@ def test_rounds_finalise_on_chain_with_one_merged_hash_on_every_node(
     status = json.loads(done.stdout)
     finalized = [r for r in status["rounds"] if r["status"] == "finalized"]
     assert len(finalized) == 2
+    assert (status["status"], status["planned_rounds"]) == ("completed", 2)  # complete on chain
+    completed = [e for i in range(cluster.size) for e in cluster.events(i, "run.completed")]
+    assert [(e["rounds"], e["last_round"]) for e in completed] == [(2, finalized[-1]["round"])] * cluster.size
     for entry in finalized:
         finals = {e["sha"] for i in range(cluster.size) for e in cluster.events(i, "round.finalized")
                   if e["round"] == entry["round"]}  # fmt: skip
