@@ -10,10 +10,20 @@ refuses a second commit or vote of a member in a round, so a resend can never do
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from node.protocol.context import NodeContext
+
+if TYPE_CHECKING:
+    from ledger.types import TxResult
 
 ON_CHAIN = "on-chain"
 """``submit_tx`` / ``vote_tx`` value when the chain showed the action done without a hash of ours."""
+
+
+def tx_hex(result: TxResult) -> str:
+    """Return a sent transaction's hash in hex, as the state database and the event log keep it."""
+    return bytes(result.tx_hash).hex()
 
 
 def still_on_chain(ctx: NodeContext, tx_hex: str | None, rnd: int, what: str) -> bool:

@@ -290,8 +290,3 @@ def exclusions(history: RunHistory, request_id: int) -> dict[str, int]:
             subject = to_checksum_address(rec.request.subject)
             out[subject] = min(out.get(subject, rec.request.from_round), rec.request.from_round)
     return out
-
-
-def banned_subjects(history: RunHistory) -> set[str]:
-    """Members that are subjects of an unlearning request of the run (banned by the contract)."""
-    return {to_checksum_address(rec.request.subject) for rec in history.requests}

@@ -25,13 +25,10 @@ import json
 import time
 from typing import Any
 
+from node.protocol.confirm import tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.submit import score_local, submit
 from node.protocol.vote import late_vote, prefetch, score_merged, vote
-
-
-def _tx_hex(result: Any) -> str:
-    return bytes(result.tx_hash).hex()
 
 
 def step(ctx: NodeContext) -> bool:
@@ -318,7 +315,7 @@ def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> Non
         return
     ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
     ctx.log.event(
-        "round.contributions", run=ctx.run_id, round=rnd, recorded=True, members=len(pairs), tx=_tx_hex(tx)
+        "round.contributions", run=ctx.run_id, round=rnd, recorded=True, members=len(pairs), tx=tx_hex(tx)
     )
 
 
@@ -331,5 +328,5 @@ def close_failed(ctx: NodeContext, rnd: int) -> bool:
     except ContractRevertError as exc:
         ctx.log.event("round.close_refused", run=ctx.run_id, round=rnd, why=type(exc).__name__)
         return False
-    ctx.log.event("round.closed_failed", run=ctx.run_id, round=rnd, tx=_tx_hex(tx))
+    ctx.log.event("round.closed_failed", run=ctx.run_id, round=rnd, tx=tx_hex(tx))
     return True

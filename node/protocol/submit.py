@@ -9,13 +9,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from node.protocol.confirm import ON_CHAIN, still_on_chain
+from node.protocol.confirm import ON_CHAIN, still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.state import round_s
-
-
-def _tx_hex(result: Any) -> str:
-    return bytes(result.tx_hash).hex()
 
 
 def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
@@ -44,18 +40,18 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
         tx = ctx.client.submit_update(
             ctx.run_id, rnd, bytes.fromhex(record.update_sha), record.update_cid, record.num_samples
         )
-        tx_hex = _tx_hex(tx)
+        sent = tx_hex(tx)
     except AlreadySubmittedError:
         if record.submit_tx == ON_CHAIN:
             return False  # known: in the latest state, not yet in the confirmed one
-        tx_hex = ON_CHAIN
+        sent = ON_CHAIN
     except ContractRevertError as exc:
         ctx.log.event("round.submit_refused", run=ctx.run_id, round=rnd, why=str(exc))
         return False
     ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
-    ctx.state.update_round(ctx.run_id, rnd, submit_tx=tx_hex)
+    ctx.state.update_round(ctx.run_id, rnd, submit_tx=sent)
     ctx.log.event(
-        "round.submitted", run=ctx.run_id, round=rnd, sha=record.update_sha, cid=record.update_cid, tx=tx_hex
+        "round.submitted", run=ctx.run_id, round=rnd, sha=record.update_sha, cid=record.update_cid, tx=sent
     )
     _announce_update(ctx, rnd, record.update_sha, record.update_cid, record.update_size or 0)
     return True

@@ -15,14 +15,10 @@ import json
 import time
 from typing import Any
 
-from node.protocol.confirm import still_on_chain
+from node.protocol.confirm import still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.fetch import Want
 from node.protocol.state import RoundRecord, round_s
-
-
-def _tx_hex(result: Any) -> str:
-    return bytes(result.tx_hash).hex()
 
 
 def vote(ctx: NodeContext, info: Any) -> bool:
@@ -53,9 +49,9 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     started = time.perf_counter()
     try:
         tx = ctx.client.vote(ctx.run_id, rnd, bytes.fromhex(merged_sha), merged_cid, set_hash)
-        tx_hex = _tx_hex(tx)
+        sent = tx_hex(tx)
     except AlreadyVotedError:
-        tx_hex = "on-chain"
+        sent = "on-chain"
     except RoundClosedError:
         # The round failed while this member merged: there is no result to vote on, late or not.
         ctx.log.event("round.vote_closed", run=ctx.run_id, round=rnd)
@@ -64,10 +60,10 @@ def vote(ctx: NodeContext, info: Any) -> bool:
         ctx.log.event("round.vote_refused", run=ctx.run_id, round=rnd, why=str(exc))
         return False
     ctx.state.add_timing(ctx.run_id, rnd, "chain", time.perf_counter() - started)
-    ctx.state.update_round(ctx.run_id, rnd, vote_tx=tx_hex)
-    late = ctx.client.late_vote_in(tx) if tx_hex != "on-chain" else None
+    ctx.state.update_round(ctx.run_id, rnd, vote_tx=sent)
+    late = ctx.client.late_vote_in(tx) if sent != "on-chain" else None
     if late is not None:  # the others reached quorum while this member merged: recorded, not counted
-        ctx.log.event("round.vote_late", run=ctx.run_id, round=rnd, agrees=late.agrees, tx=tx_hex)
+        ctx.log.event("round.vote_late", run=ctx.run_id, round=rnd, agrees=late.agrees, tx=sent)
         return True
     ctx.log.event(
         "round.voted",
@@ -75,7 +71,7 @@ def vote(ctx: NodeContext, info: Any) -> bool:
         round=rnd,
         sha=record.merged_sha,
         cid=record.merged_cid,
-        tx=tx_hex,
+        tx=sent,
         included=len(pairs),
     )
     if ctx.p2p is not None:
@@ -124,8 +120,8 @@ def late_vote(ctx: NodeContext, info: Any, record: RoundRecord) -> bool:
     except ContractRevertError as exc:
         ctx.log.event("round.vote_late_refused", run=ctx.run_id, round=rnd, why=str(exc)[:300])
         return False
-    tx_hex = _tx_hex(tx)
-    ctx.state.update_round(ctx.run_id, rnd, vote_tx=tx_hex)
+    sent = tx_hex(tx)
+    ctx.state.update_round(ctx.run_id, rnd, vote_tx=sent)
     late = ctx.client.late_vote_in(tx)
     ctx.log.event(
         "round.vote_late",
@@ -133,7 +129,7 @@ def late_vote(ctx: NodeContext, info: Any, record: RoundRecord) -> bool:
         round=rnd,
         agrees=None if late is None else late.agrees,
         sha=record.merged_sha,
-        tx=tx_hex,
+        tx=sent,
     )
     return True
 
