@@ -377,7 +377,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-steps", type=int, default=2, help="local training steps per round")
     p.add_argument("--block-time", type=float, default=1.0, help="devnet seconds per block")
     p.add_argument(
-        "--join-s", type=float, default=45.0, help="join window (seconds): node processes start inside it"
+        "--join-s", type=float, default=60.0, help="join window (seconds): node processes start inside it"
     )
     p.add_argument("--submit-s", type=float, default=20.0, help="submit window (seconds)")
     p.add_argument("--vote-s", type=float, default=20.0, help="vote window (seconds)")

@@ -46,6 +46,7 @@ class RunCheck:
 
     rounds_finalized: int = 0
     rounds: int = 0
+    """Rounds opened (finalised or failed) up to the run's last."""
     liveness_checked: bool = False
     violations: list[str] = field(default_factory=list)
 
@@ -175,13 +176,13 @@ def check_run(
     rounds: int,
     faults_end_block: int,
 ) -> RunCheck:
-    """Check the first ``rounds`` rounds of one finished run (module docstring).
+    """Check one finished run of ``rounds`` rounds, its failed rounds included (module docstring).
 
     ``fetch`` reads a CID from the IPFS daemon; ``faults_end_block`` is the chain head when the last fault
     healed.
     """
     run = int(history.run_id)
-    out = RunCheck(rounds=min(len(history.rounds), rounds))
+    out = RunCheck()
     readable = []
     for view in nodes:
         problem = integrity(view.state_path)
@@ -190,7 +191,10 @@ def check_run(
         else:
             readable.append(_Node(view, *_state_rows(view.state_path, run), _events(view.log_path, run)))
     first_after = None
-    for rec in history.rounds[:rounds]:  # the round after the run's last stays open without work
+    for rec in history.rounds:
+        if out.rounds_finalized == rounds:  # the run is over: a round after its last stays open, unused
+            break
+        out.rounds += 1
         out.rounds_finalized += rec.result is not None
         if first_after is None and rec.info.start_block >= faults_end_block:
             first_after = rec

@@ -81,7 +81,10 @@ class EventLog:
         self.console = console
         self.name = name
         self._stream = stream or sys.stdout
-        self._file = path.open("a", encoding="utf-8")
+        self._file = path.open("ab", buffering=0)  # one write(2) per line: nothing waits in a buffer
+        self._torn = False
+        self.dropped = 0
+        """Events that could not be written (a full disk); they were still shown and passed on."""
         self._lock = threading.Lock()
         self._listeners: list[Listener] = []
         self._rich: Any = None
@@ -114,8 +117,7 @@ class EventLog:
         record = {"ts": round(time.time(), 3), "event": event, **{k: _plain(v) for k, v in fields.items()}}
         line = json.dumps(record, sort_keys=False)
         with self._lock:
-            self._file.write(line + "\n")
-            self._file.flush()
+            self._write(line)
             if self.console == "json":
                 print(line, file=self._stream, flush=True)
             elif self._rich is not None:
@@ -126,6 +128,22 @@ class EventLog:
                 except Exception as exc:  # a display must never stop the node
                     _log.warning("event listener %r failed on %s: %s", listener, event, exc)
         return record
+
+    def _write(self, line: str) -> None:
+        """Append one line; a write the file system refuses drops the line, it never stops the node."""
+        data = ("\n" if self._torn else "").encode() + line.encode() + b"\n"  # end a torn line first
+        try:
+            written = self._file.write(data) or 0
+        except OSError as exc:  # ENOSPC, EIO, a quota: the state database is the record, the log is a view
+            self.dropped += 1
+            if self.dropped == 1:
+                _log.warning("event log %s refused a write (%s); dropping events", self.path, exc)
+            return
+        if written < len(data):  # a partial write: the rest is lost; the next line starts a new one
+            self._torn = True
+            self.dropped += 1
+        else:
+            self._torn = False
 
     def close(self) -> None:
         """Close the file (and stop the live display, leaving its permanent lines)."""
