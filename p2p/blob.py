@@ -18,13 +18,16 @@ import enum
 import logging
 import struct
 from collections.abc import Callable
+from pathlib import Path
 from typing import Protocol, cast
 
 import trio
 from libp2p.custom_types import TProtocol
 
 from p2p.errors import BlobProtocolError, BlobVerificationError, StorageError
+from p2p.storage.atomic import atomic_write
 from p2p.storage.base import Cid, Store
+from p2p.storage.cid import CidBuilder
 from p2p.yamux import FastYamuxStream
 
 log = logging.getLogger(__name__)
@@ -214,3 +217,48 @@ async def request_blob(stream: Stream, cid: Cid, max_size: int, cid_of: CidOf) -
     if actual != cid:
         raise BlobVerificationError(f"received {size} bytes for {cid} but they hash to {actual}")
     return data
+
+
+async def request_blob_to_file(
+    stream: Stream, cid: Cid, max_size: int, dest: Path, tmp_dir: Path | None = None
+) -> int:
+    """Like :func:`request_blob`, but stream the content into ``dest`` instead of memory; return its size.
+
+    The content is read in pieces of :data:`CHUNK_SIZE` into one reused buffer, hashed incrementally
+    (:class:`~p2p.storage.cid.CidBuilder`) and written to a temporary file in ``tmp_dir`` (default:
+    ``dest``'s folder), which is renamed to ``dest`` only once every announced byte arrived and the CID
+    matched: the process holds one chunk of the artifact, not the artifact. On any failure (a refusal, an
+    announced size over ``max_size``, a stream that ends early, bytes that do not hash to ``cid``) the
+    temporary file is removed and ``dest`` is left as it was.
+
+    Raises
+    ------
+    BlobProtocolError
+        On a non-OK status, an announced size over ``max_size``, or a stream that ends early.
+    BlobVerificationError
+        If the received bytes do not hash to ``cid``.
+    """
+    try:
+        await stream.write(encode_request(cid, max_size))
+    except Exception as exc:  # libp2p raises StreamClosed/StreamReset/StreamError
+        raise BlobProtocolError(f"cannot send the request for {cid}: {exc!r}") from exc
+    status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
+    if status is not Status.OK:
+        raise BlobProtocolError(f"provider answered {status.name} for {cid}")
+    builder = CidBuilder()
+    buffer = memoryview(bytearray(min(size, CHUNK_SIZE)))
+    with atomic_write(Path(dest), tmp_dir) as out:
+        done = 0
+        while done < size:
+            piece = buffer[: min(size - done, CHUNK_SIZE)]
+            try:
+                await read_exactly_into(stream, piece)
+            except BlobProtocolError as exc:
+                raise BlobProtocolError(f"{cid}: after {done} of {size} bytes: {exc}") from exc
+            builder.update(piece)
+            out.write(piece)
+            done += len(piece)
+        actual = builder.finish()
+        if actual != cid:
+            raise BlobVerificationError(f"received {size} bytes for {cid} but they hash to {actual}")
+    return size
