@@ -12,6 +12,8 @@ vote
     The vote phase: fetch the round's on-chain update set, merge it, store the result and vote for it.
 committee, committee_round
     Committee rounds (docs/scale.md): the protocol as pure functions, and the node's step in such a run.
+gossip
+    Publishing this member's announcements on the run's topic; a failure is logged, never raised.
 fetch
     Artifact retrieval in a fixed order (own store, peers, IPFS), every blob checked against its hashes.
 context

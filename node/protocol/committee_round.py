@@ -59,6 +59,7 @@ from node.protocol.committee import (
     sign_vote,
 )
 from node.protocol.context import NodeContext
+from node.protocol.gossip import publish
 from node.protocol.state import round_s
 from node.protocol.vote import record_merge
 
@@ -324,15 +325,6 @@ def _take_vote(ctx: NodeContext, book: RoundBook, message: Any) -> None:
 # ---- gossip out ------------------------------------------------------------------------------------------
 
 
-def _publish(ctx: NodeContext, message: Any) -> None:
-    if ctx.p2p is None:
-        return
-    try:
-        ctx.p2p.publish(message)
-    except Exception as exc:  # the next re-publication tries again
-        ctx.log.event("gossip.failed", run=ctx.run_id, round=message.round, why=str(exc)[:200])
-
-
 def _providers(ctx: NodeContext) -> tuple[str, ...]:
     return (ctx.p2p.peer_id,) if ctx.p2p is not None else ()
 
@@ -494,7 +486,7 @@ def _send_commit(ctx: NodeContext, book: RoundBook, commit: Commit) -> None:
         return
     book.direct_tries += 1
     if book.direct_tries > DIRECT_TRIES:
-        _publish(ctx, message)
+        publish(ctx, message)
         return
     book.delivered |= _send_committee(ctx, book, message, wanted, attempt=book.direct_tries)
 
@@ -535,7 +527,7 @@ def _send_committee(
         attempt=attempt,
     )
     if unknown:
-        _publish(ctx, message)  # no way to reach them directly: gossip reaches them through others
+        publish(ctx, message)  # no way to reach them directly: gossip reaches them through others
     return accepted
 
 

@@ -27,6 +27,7 @@ from typing import Any
 
 from node.protocol.confirm import tx_hex
 from node.protocol.context import NodeContext
+from node.protocol.gossip import publish
 from node.protocol.submit import score_local, submit
 from node.protocol.vote import late_vote, prefetch, score_merged, vote
 
@@ -182,10 +183,7 @@ def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) 
     from p2p.messages import Heartbeat
 
     ctx.heartbeat = (key, time.monotonic())
-    try:
-        ctx.p2p.publish(Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
-    except Exception as exc:  # liveness information only
-        ctx.log.event("gossip.failed", run=ctx.run_id, round=round, why=str(exc)[:200])
+    publish(ctx, Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
 
 
 def _not_selected(ctx: NodeContext, info: Any) -> str | None:

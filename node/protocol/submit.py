@@ -11,6 +11,7 @@ from typing import Any
 
 from node.protocol.confirm import ON_CHAIN, still_on_chain, tx_hex
 from node.protocol.context import NodeContext
+from node.protocol.gossip import publish
 from node.protocol.state import round_s
 
 
@@ -217,17 +218,15 @@ def _announce_update(ctx: NodeContext, rnd: int, sha: str, cid: str, size: int) 
         return
     from p2p.messages import UpdateAnnouncement
 
-    try:
-        ctx.p2p.publish(
-            UpdateAnnouncement(
-                run=ctx.run_key,
-                round=rnd,
-                sender=ctx.address,
-                sha256=sha,
-                cid=cid,
-                size=size,
-                providers=(ctx.p2p.peer_id,),
-            )
-        )
-    except Exception as exc:  # gossip is an optimisation: peers also find the update via the chain
-        ctx.log.event("gossip.failed", run=ctx.run_id, round=rnd, why=str(exc))
+    publish(
+        ctx,
+        UpdateAnnouncement(
+            run=ctx.run_key,
+            round=rnd,
+            sender=ctx.address,
+            sha256=sha,
+            cid=cid,
+            size=size,
+            providers=(ctx.p2p.peer_id,),
+        ),
+    )

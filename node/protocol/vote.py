@@ -18,6 +18,7 @@ from typing import Any
 from node.protocol.confirm import still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.fetch import Want
+from node.protocol.gossip import publish
 from node.protocol.state import RoundRecord, round_s
 
 
@@ -77,19 +78,17 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     if ctx.p2p is not None:
         from p2p.messages import VoteAnnouncement
 
-        try:
-            ctx.p2p.publish(
-                VoteAnnouncement(
-                    run=ctx.run_key,
-                    round=rnd,
-                    sender=ctx.address,
-                    merged_sha256=merged_sha,
-                    merged_cid=merged_cid,
-                    included_set_hash=set_hash.hex(),
-                )
-            )
-        except Exception as exc:  # gossip is informational here
-            ctx.log.event("gossip.failed", run=ctx.run_id, round=rnd, why=str(exc))
+        publish(
+            ctx,
+            VoteAnnouncement(
+                run=ctx.run_key,
+                round=rnd,
+                sender=ctx.address,
+                merged_sha256=merged_sha,
+                merged_cid=merged_cid,
+                included_set_hash=set_hash.hex(),
+            ),
+        )
     return True
 
 
