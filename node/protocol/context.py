@@ -152,7 +152,7 @@ class NodeContext:
 
     def max_state_bytes(self) -> int:
         """Size cap for a model-state blob of this run."""
-        return 16 * self.runtime.flat_spec.numel + (1 << 22)
+        return int(16 * self.runtime.flat_spec.numel + (1 << 22))
 
     def load_state(self, sha: str, cid: str, *, round: int | None = None) -> ModelState:
         """Fetch the model state ``cid`` (own store -> peers -> IPFS), decode it strictly, check its hash.
