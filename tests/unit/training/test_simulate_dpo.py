@@ -57,7 +57,7 @@ def test_flip_preferences_swaps_chosen_and_rejected() -> None:
 
 
 def test_bad_dpo_configs_name_the_field() -> None:
-    with pytest.raises(ConfigError, match="`task` must be one of sft, dpo, got 'ppo'"):
+    with pytest.raises(ConfigError, match="`task` must be one of sft, dpo, pretrain, got 'ppo'"):
         config_from_dict({"train": {"task": "ppo"}})
     with pytest.raises(ConfigError, match="chatterbot' has no preference pairs"):
         config_from_dict({"train": {"task": "dpo"}, "data": {"source": "chatterbot"}})
