@@ -92,7 +92,9 @@ def test_committee_rounds_finalise_and_only_the_committee_fetches_updates(
     run = RunId(run_id)
     assert client.run_info(run).committee_size == K
     finalized = []
-    for r in range(int(client.run_info(run).current_round)):
+    info = client.run_info(run)
+    assert info.completed, "the cluster stops when the run is complete on chain"
+    for r in range(int(info.current_round) + 1):  # a completed run's current round is its last
         result = client.round_result(run, RoundId(r))
         if result is None:  # failed: the nodes were not ready in time; its successor restarts it
             continue
