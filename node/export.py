@@ -39,7 +39,7 @@ def export_adapter(
     if round is None:
         current = int(client.run_info(run_id).current_round)
         finalized = [
-            r for r in range(current) if client.round_info(run_id, r).status == RoundStatus.FINALIZED
+            r for r in range(current + 1) if client.round_info(run_id, r).status == RoundStatus.FINALIZED
         ]
         if not finalized:
             raise NodeError(f"run {run_id} has no finalised round yet")
