@@ -746,8 +746,10 @@ contract Runs is IRuns {
         uint256 bit = index & 255;
         uint32 count = 0;
         uint32 last = 0;
-        uint256 rounds = run.currentRound;
-        for (uint256 r = 0; r < rounds; ++r) {
+        // the current round too: a completed run's current round is its last finalised one, and an open
+        // round's bitmap is still empty
+        uint256 current = run.currentRound;
+        for (uint256 r = 0; r <= current; ++r) {
             if (_included[runId][r][word] >> bit & 1 != 0) {
                 ++count;
                 last = uint32(r);

@@ -275,6 +275,9 @@ contract RunsCommitteeTest is RunsFixture {
         runs.finalizeCommitteeRound(result, signers, signatures);
         assertTrue(runs.runInfo(runId).status == IRuns.RunStatus.Completed, "completed");
         assertEq(runs.runInfo(runId).finalizedRounds, 1, "one finalised round");
+        // the last round's included members are counted although no round opens after it
+        assertEq(runs.memberInfo(runId, member(2)).acceptedContributions, 1, "last round counted");
+        assertEq(runs.memberInfo(runId, member(2)).submittedRounds, 1, "last round submitted");
 
         bytes memory completed = abi.encodeWithSelector(IRuns.RunsRunCompleted.selector, runId, uint32(1), uint256(0));
         expectFinalizeRevert(result, signers, signatures, completed);
