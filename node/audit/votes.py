@@ -9,8 +9,9 @@ trust the contract's bookkeeping. For every round with ``MergeVoted`` events (:f
   was filed in an earlier block);
 - ``one-vote-each``: no member voted twice in the round;
 - ``eligible-count``: the round's ``eligible`` is ``memberSnapshot`` minus the members banned before the
-  round opened (unlearning requests filed before its start block), and a finalised round's result records
-  the same count;
+  round opened (unlearning requests filed before its start block), less any bans filed while it was open
+  and before the contract took its snapshot (at the first transaction on the round), and a finalised
+  round's result records the same count;
 - ``quorum`` (finalised rounds): the ``MergeVoted`` events naming exactly the finalised
   ``(mergedSha256, mergedCid, includedSetHash)`` number at least ``quorum(eligible, quorumBps) =
   max(1, ceil(eligible * quorumBps / 10000))``, and so does the count the result records;
@@ -103,12 +104,21 @@ def check_votes(
             findings.append(VoteFinding("one-vote-each", "1 vote", f"{n} votes", f"{voter} voted {n} times"))
     banned_before = sum(1 for block in bans.values() if block < info.start_block)
     eligible = info.member_snapshot - banned_before
+    # the contract takes the round's snapshot at the first transaction on it, not at startBlock: a ban that
+    # lands after the round opened and before that transaction is already subtracted
+    end = info.closed_block or max([*bans.values(), info.start_block])
+    banned_while_open = sum(1 for block in bans.values() if info.start_block <= block <= end)
     recorded = {info.eligible} | ({rec.result.eligible} if rec.result is not None else set())
-    if recorded != {eligible}:
+    if len(recorded) != 1 or not eligible - banned_while_open <= min(recorded) <= eligible:
         findings.append(
             VoteFinding(
                 "eligible-count",
-                f"{eligible} eligible ({info.member_snapshot} members minus {banned_before} banned)",
+                f"{eligible} eligible ({info.member_snapshot} members minus {banned_before} banned"
+                + (
+                    f", or up to {banned_while_open} fewer for bans while the round was open)"
+                    if banned_while_open
+                    else ")"
+                ),
                 ", ".join(str(e) for e in sorted(recorded)),
                 "eligible count of roundInfo and RoundFinalized",
             )
