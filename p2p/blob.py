@@ -191,6 +191,18 @@ async def serve_request(stream: Stream, store: Store, may_serve: bool) -> Status
     return Status.OK
 
 
+async def _request(stream: Stream, cid: Cid, max_size: int) -> int:
+    """Send the request for ``cid`` and read the response header: the announced size of an OK answer."""
+    try:
+        await stream.write(encode_request(cid, max_size))
+    except Exception as exc:  # libp2p raises StreamClosed/StreamReset/StreamError
+        raise BlobProtocolError(f"cannot send the request for {cid}: {exc!r}") from exc
+    status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
+    if status is not Status.OK:
+        raise BlobProtocolError(f"provider answered {status.name} for {cid}")
+    return size
+
+
 async def request_blob(stream: Stream, cid: Cid, max_size: int, cid_of: CidOf) -> bytes:
     """Send a request on an open stream, read the response and return the CID-verified content.
 
@@ -201,13 +213,7 @@ async def request_blob(stream: Stream, cid: Cid, max_size: int, cid_of: CidOf) -
     BlobVerificationError
         If the received bytes do not hash to ``cid``.
     """
-    try:
-        await stream.write(encode_request(cid, max_size))
-    except Exception as exc:  # libp2p raises StreamClosed/StreamReset/StreamError
-        raise BlobProtocolError(f"cannot send the request for {cid}: {exc!r}") from exc
-    status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
-    if status is not Status.OK:
-        raise BlobProtocolError(f"provider answered {status.name} for {cid}")
+    size = await _request(stream, cid, max_size)
     # The announced size is capped above, so the buffer can be allocated whole and filled in place.
     received = bytearray(size)
     await read_exactly_into(stream, memoryview(received))
@@ -238,13 +244,7 @@ async def request_blob_to_file(
     BlobVerificationError
         If the received bytes do not hash to ``cid``.
     """
-    try:
-        await stream.write(encode_request(cid, max_size))
-    except Exception as exc:  # libp2p raises StreamClosed/StreamReset/StreamError
-        raise BlobProtocolError(f"cannot send the request for {cid}: {exc!r}") from exc
-    status, size = decode_response_header(await read_exactly(stream, RESPONSE_HEADER_SIZE), max_size)
-    if status is not Status.OK:
-        raise BlobProtocolError(f"provider answered {status.name} for {cid}")
+    size = await _request(stream, cid, max_size)
     builder = CidBuilder()
     buffer = memoryview(bytearray(min(size, CHUNK_SIZE)))
     with atomic_write(Path(dest), tmp_dir) as out:
