@@ -5,14 +5,25 @@ the tiny Llama's tokenizer), cut into four non-IID shards by topic: ``tech_suppo
 ``trivia`` + ``emotion``; the other 17 categories. The last ``--held-out`` of each shard's blocks is held
 out; the union of those is the held-out set every model is scored on (token-weighted loss, perplexity = exp).
 
-Every model starts from the same seeded initialisation of ``--model`` and sees the same number of tokens:
+Every model starts from the same seeded initialisation of ``--model`` and sees the same number of tokens,
+``members * rounds * local_steps * batch_size`` blocks:
 
-- (a) central: one model, ``members * rounds * local_steps`` AdamW steps of ``batch_size`` blocks drawn
-  from the union of the four training shards (one optimiser);
+- (a) central, data-parallel equivalent: one model, ``rounds * local_steps`` AdamW steps of
+  ``members * batch_size`` blocks drawn from the union of the four training shards: what per-step
+  data-parallel training of the four members (each its batch, gradients all-reduced) computes, and the
+  training the bytes ratio is measured against;
+- (a) central, one worker: one model, ``members * rounds * local_steps`` steps of ``batch_size`` blocks
+  (four times as many sequential steps at the member batch);
 - (b) federated: four members, ``rounds`` DiLoCo rounds of ``local_steps`` AdamW steps each on their own
-  shard, the ``diloco`` outer step (Nesterov, lr 0.7, momentum 0.9) on the mean update, through the real
-  codec and merge (``fedchain simulate``'s code), once per ``--codecs`` entry;
+  shard (each member's AdamW state kept across rounds unless ``--inner-state reset``), the ``diloco``
+  outer step (Nesterov, ``--outer-lr`` 0.7, ``--outer-momentum`` 0.9) on the mean update, through the
+  real codec and merge (``fedchain simulate``'s code), once per ``--codecs`` entry;
 - (c) alone: each member ``rounds * local_steps`` steps on its own shard only (one optimiser).
+
+Every setting uses the same inner schedule: ``--lr`` (constant, or ``--lr-schedule cosine`` decaying per
+round to ``--min-lr``: the run spec's ``[train] lr_schedule``; the central baselines step the rate at the
+same fractions of their steps) with an optional linear warm-up over each optimiser's first
+``--warmup-steps`` steps.
 
 Bytes communicated: (b) counts the encoded updates the members sent (what ``RoundMetrics.update_bytes``
 reports). Per-step data-parallel training of the same four workers would exchange every step's fp32
@@ -39,12 +50,11 @@ from typing import Any
 
 import torch
 
-from training.client import make_optimizer
 from training.datasets.chatterbot import chatterbot_categories
+from training.inner_state import make_inner_optimizer
 from training.pretrain import load_flat, perplexity, train_blocks
 from training.simconfig import SimulationConfig, config_from_dict
-from training.simulate import run_simulation
-from training.simulate_pretrain import evaluate_pretrain, prepare_pretrain
+from training.simulate_pretrain import evaluate_pretrain, prepare_pretrain, run_pretrain
 from training.text import chatterbot_texts
 
 SHARDS = [["tech_support"], ["coding"], ["trivia", "emotion"]]
@@ -87,78 +97,140 @@ def make_config(args: argparse.Namespace, paths: list[str], codec: str) -> Simul
             "train": {
                 "task": "pretrain",
                 "lr": args.lr,
+                "lr_schedule": args.lr_schedule,
+                "min_lr": args.min_lr,
                 "local_steps": args.local_steps,
                 "batch_size": args.batch_size,
                 "max_len": args.max_len,
             },
+            "server": {"server_lr": args.outer_lr, "beta1": args.outer_momentum},
         }
     )
 
 
-def _one_model(session: Any, cfg: SimulationConfig, blocks: torch.Tensor, steps: int, seed: int) -> Any:
-    """Train the session's model from the initial parameters for ``steps`` steps on ``blocks``; score it."""
+def _one_model(
+    session: Any,
+    cfg: SimulationConfig,
+    blocks: torch.Tensor,
+    steps: int,
+    seed: int,
+    *,
+    batch_size: int,
+    warmup_steps: int,
+) -> Any:
+    """Train the session's model from the initial parameters for ``steps`` steps on ``blocks``; score it.
+
+    One AdamW throughout; the steps run in ``cfg.rounds`` equal chunks, chunk ``r`` at the rate the
+    federated members use in round ``r`` (``[train] lr_schedule``), each chunk a new seeded block order.
+    """
     load_flat(session.model, session.initial, session.spec)
-    train_cfg = replace(cfg.train, seed=seed)
     params = [p for _, p in sorted(session.model.named_parameters())]
-    train_blocks(session.model, blocks, train_cfg, steps=steps, optimizer=make_optimizer(params, train_cfg))
+    base = replace(cfg.train, seed=seed, batch_size=batch_size)
+    opt = make_inner_optimizer(params, base, None)
+    per_chunk = steps // cfg.rounds
+    for r in range(cfg.rounds):
+        chunk = base.for_round(r, cfg.rounds)
+        for group in opt.param_groups:
+            group["lr"] = chunk.lr
+        n = per_chunk if r < cfg.rounds - 1 else steps - per_chunk * (cfg.rounds - 1)
+        train_blocks(
+            session.model,
+            blocks,
+            replace(chunk, seed=seed * 1009 + r),
+            steps=n,
+            optimizer=opt,
+            warmup_steps=warmup_steps,
+        )
     return evaluate_pretrain(session)
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     codecs = [c for c in args.codecs.split(",") if c]
+    settings = set(args.settings.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_shards(Path(tmp))
-        cfg = make_config(args, paths, codecs[0])
+        cfg = make_config(args, paths, codecs[0] if codecs else "fp32")
         started = time.perf_counter()
         session = prepare_pretrain(cfg)
         n = len(session.clients)
         steps = cfg.rounds * (cfg.train.local_steps or 1)
+        batch = cfg.train.batch_size
         d = session.spec.numel
         rows: list[dict[str, Any]] = []
         initial = evaluate_pretrain(session)
         rows.append({"setting": "initial model", "loss": initial.union_loss, "bytes": 0})
         union = torch.cat([c.train for c in session.clients])
-        t0 = time.perf_counter()
-        central = _one_model(session, cfg, union, n * steps, args.seed)
-        rows.append(
-            {
-                "setting": "(a) central",
-                "loss": central.union_loss,
-                "bytes": 0,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
-        for codec in codecs:
+        central = {
+            "dp": ("(a) central, data-parallel equivalent", steps, n * batch),
+            "central": ("(a) central, one worker", n * steps, batch),
+        }
+        for key, (label, count, size) in central.items():
+            if key not in settings:
+                continue
             t0 = time.perf_counter()
-            result = run_simulation(make_config(args, paths, codec))
+            scores = _one_model(
+                session, cfg, union, count, args.seed, batch_size=size, warmup_steps=args.warmup_steps
+            )
+            rows.append(
+                {
+                    "setting": label,
+                    "key": key,
+                    "loss": scores.union_loss,
+                    "bytes": 0,
+                    "steps": count,
+                    "batch": size,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+        for codec in codecs if "federated" in settings else []:
+            t0 = time.perf_counter()
+            result = run_pretrain(
+                make_config(args, paths, codec),
+                keep_inner_state=args.inner_state == "keep",
+                warmup_steps=args.warmup_steps,
+            )
             sent = sum(r.update_bytes for r in result.rounds[1:])
             rows.append(
                 {
                     "setting": f"(b) federated, {codec}",
+                    "key": "federated",
                     "loss": result.final.eval.union_loss,
                     "bytes": sent,
                     "seconds": time.perf_counter() - t0,
                 }
             )
-        alone = []
-        t0 = time.perf_counter()
-        for i, client in enumerate(session.clients):
-            scores = _one_model(session, cfg, client.train, steps, args.seed * 1_000_003 + i)
-            alone.append(scores.union_loss)
-        rows.append(
-            {
-                "setting": "(c) alone (mean of 4)",
-                "loss": sum(alone) / n,
-                "best_loss": min(alone),
-                "bytes": 0,
-                "seconds": time.perf_counter() - t0,
-            }
-        )
+        if "alone" in settings:
+            alone = []
+            t0 = time.perf_counter()
+            for i, client in enumerate(session.clients):
+                scores = _one_model(
+                    session,
+                    cfg,
+                    client.train,
+                    steps,
+                    args.seed * 1_000_003 + i,
+                    batch_size=batch,
+                    warmup_steps=args.warmup_steps,
+                )
+                alone.append(scores.union_loss)
+            rows.append(
+                {
+                    "setting": f"(c) alone (mean of {n})",
+                    "key": "alone",
+                    "loss": sum(alone) / n,
+                    "best_loss": min(alone),
+                    "bytes": 0,
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
     data_parallel = steps * n * (2 * (n - 1) / n) * 4 * d
+    reference = {row.get("key"): row["loss"] for row in rows}
     for row in rows:
         row["perplexity"] = perplexity(row["loss"])
-        row["vs_central"] = row["perplexity"] / perplexity(central.union_loss) - 1.0
+        for key in ("dp", "central"):
+            if key in reference:
+                row[f"vs_{key}"] = row["perplexity"] / perplexity(reference[key]) - 1.0
         if row["bytes"]:
             row["dp_ratio"] = data_parallel / row["bytes"]
     return {
@@ -167,9 +239,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "members": n,
         "rounds": cfg.rounds,
         "local_steps": cfg.train.local_steps,
-        "batch_size": cfg.train.batch_size,
+        "batch_size": batch,
         "max_len": cfg.train.max_len,
-        "tokens_per_model": n * steps * cfg.train.batch_size * cfg.train.max_len,
+        "lr": args.lr,
+        "lr_schedule": args.lr_schedule,
+        "warmup_steps": args.warmup_steps,
+        "outer_lr": args.outer_lr,
+        "outer_momentum": args.outer_momentum,
+        "inner_state": args.inner_state,
+        "tokens_per_model": n * steps * batch * cfg.train.max_len,
         "train_tokens": int(union.numel()),
         "held_out_tokens": sum(int(c.held_out.numel()) for c in session.clients),
         "data_parallel_bytes": data_parallel,
@@ -190,20 +268,29 @@ def table(report: dict[str, Any]) -> str:
         f"{report['rounds']} rounds x {report['local_steps']} local steps, batch {report['batch_size']} x "
         f"{report['max_len']} tokens: {report['tokens_per_model']:,} tokens per setting "
         f"({report['train_tokens']:,} training tokens, {report['held_out_tokens']:,} held out); "
-        f"{report['seconds']:.0f} s",
+        f"inner lr {report['lr']:g} ({report['lr_schedule']}, warm-up {report['warmup_steps']} steps, "
+        f"state {report['inner_state']}), outer lr {report['outer_lr']:g}, momentum "
+        f"{report['outer_momentum']:g}; {report['seconds']:.0f} s",
         "",
-        "| setting | union held-out loss | perplexity | vs central | MB sent | data-parallel MB / sent |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| setting | union held-out loss | perplexity | vs data-parallel | vs one worker | MB sent "
+        "| data-parallel MB / sent |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     dp = report["data_parallel_bytes"]
     for row in report["rows"]:
         sent = _mb(row["bytes"]) if row["bytes"] else "-"
         ratio = f"{row['dp_ratio']:.0f}x" if "dp_ratio" in row else "-"
-        vs = f"{row['vs_central'] * 100:+.1f} %" if row["setting"] != "initial model" else "-"
+        initial = row["setting"] == "initial model"
+        vs = [
+            f"{row[f'vs_{k}'] * 100:+.1f} %" if f"vs_{k}" in row and not initial else "-"
+            for k in ("dp", "central")
+        ]
         loss = f"{row['loss']:.4f}"
         if "best_loss" in row:
             loss += f" (best {row['best_loss']:.4f})"
-        lines.append(f"| {row['setting']} | {loss} | {row['perplexity']:.2f} | {vs} | {sent} | {ratio} |")
+        lines.append(
+            f"| {row['setting']} | {loss} | {row['perplexity']:.2f} | {vs[0]} | {vs[1]} | {sent} | {ratio} |"
+        )
     lines.append("")
     lines.append(
         f"Per-step data-parallel exchange of the same training: {_mb(dp)} MB (ring all-reduce, fp32)."
@@ -220,13 +307,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-len", type=int, default=64)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--held-out", type=float, default=0.1)
+    parser.add_argument("--lr-schedule", choices=["constant", "cosine"], default="constant")
+    parser.add_argument("--min-lr", type=float, default=1e-6, help="cosine: the rate of the last round")
+    parser.add_argument("--warmup-steps", type=int, default=0, help="linear inner warm-up (optimiser steps)")
+    parser.add_argument("--inner-state", choices=["keep", "reset"], default="keep")
+    parser.add_argument("--outer-lr", type=float, default=0.7)
+    parser.add_argument("--outer-momentum", type=float, default=0.9)
     parser.add_argument("--codecs", default="fp32,int8")
+    parser.add_argument(
+        "--settings",
+        default="dp,central,federated,alone",
+        help="comma-separated subset of dp, central, federated, alone",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     if not math.isfinite(args.lr) or args.lr <= 0:
         parser.error("--lr must be > 0")
+    unknown = set(args.settings.split(",")) - {"dp", "central", "federated", "alone"}
+    if unknown:
+        parser.error(f"--settings: unknown {sorted(unknown)}; use dp, central, federated, alone")
+    if args.warmup_steps < 0:
+        parser.error("--warmup-steps must be >= 0")
     report = run(args)
     print(json.dumps(report) if args.json else table(report))
     return 0

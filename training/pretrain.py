@@ -12,8 +12,9 @@ token's embedding row zero, RMSNorm weights one.
 
 The exchanged state is every parameter of the model, flattened by :func:`training.flat.flatten` (sorted
 names, float32). Each member runs ``local_steps`` AdamW steps on packed token blocks of its own text
-(:func:`train_blocks`; a fresh optimiser each round) and sends ``delta = end - start``, the negated
-DiLoCo pseudo-gradient; the outer step is the ``diloco`` server optimiser (:mod:`training.server_opt`).
+(:func:`train_blocks`) and sends ``delta = end - start``, the negated DiLoCo pseudo-gradient; the outer step
+is the ``diloco`` server optimiser (:mod:`training.server_opt`). As in DiLoCo, a member's AdamW state is
+kept from one round to its next (:mod:`training.inner_state`; :func:`local_update` takes and returns it).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from torch import Tensor
 from training.config import TrainConfig
 from training.errors import ConfigError, ModelLoadError, TrainingError
 from training.flat import FlatSpec, flatten
+from training.inner_state import InnerState, capture, make_inner_optimizer
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +203,8 @@ class PretrainMetrics:
     mean_loss: float
     final_loss: float
     seconds: float
+    inner_state: InnerState | None = None
+    """The AdamW state after the steps (:mod:`training.inner_state`), to resume the next round from."""
 
 
 def batch_order(num_blocks: int, steps: int, batch_size: int, seed: int) -> list[Tensor]:
@@ -223,30 +227,39 @@ def train_blocks(
     *,
     steps: int | None = None,
     optimizer: torch.optim.Optimizer | None = None,
+    warmup_steps: int = 0,
 ) -> PretrainMetrics:
     """Run ``steps`` (default ``cfg.local_steps``) AdamW steps of next-token loss on ``blocks``, in place.
 
     Each step takes ``cfg.batch_size`` blocks in the order of :func:`batch_order` (seeded by ``cfg.seed``);
     gradients are clipped to ``cfg.max_grad_norm``. A new AdamW (``cfg.lr``, ``cfg.weight_decay``) is made
-    unless ``optimizer`` is given (the local-only baseline keeps one across rounds).
+    unless ``optimizer`` is given (resumed from an inner state, or kept by a caller across calls).
+    ``warmup_steps`` > 0 ramps the rate linearly: the optimiser's ``k``-th step overall (counted by its
+    state, so across rounds when the state is kept) runs at ``cfg.lr * min(1, k / warmup_steps)``. The
+    returned metrics carry the optimiser's state (:func:`training.inner_state.capture`).
 
     Raises
     ------
     TrainingError
         If the loss or the parameters become NaN or Inf.
     """
-    from training.client import make_optimizer
-
     steps = steps if steps is not None else (cfg.local_steps or max(1, blocks.shape[0] // cfg.batch_size))
     params = [p for _, p in sorted(model.named_parameters())]
-    opt = optimizer or make_optimizer(params, cfg)
+    opt = optimizer or make_inner_optimizer(params, cfg, None)
+    first = capture(opt, params)
+    done = first.step if first is not None else 0
+    base_lr = [float(g["lr"]) for g in opt.param_groups]
     device = params[0].device
     losses: list[Tensor] = []
     torch.manual_seed(cfg.seed)
     model.train()
     start = time.perf_counter()
     try:
-        for rows in batch_order(blocks.shape[0], steps, cfg.batch_size, cfg.seed):
+        for i, rows in enumerate(batch_order(blocks.shape[0], steps, cfg.batch_size, cfg.seed)):
+            if warmup_steps > 0:
+                scale = min(1.0, (done + i + 1) / warmup_steps)
+                for group, lr in zip(opt.param_groups, base_lr, strict=True):
+                    group["lr"] = lr * scale
             ids = blocks[rows].to(device)
             loss = model(input_ids=ids, labels=ids).loss
             loss.backward()
@@ -257,24 +270,42 @@ def train_blocks(
             losses.append(loss.detach())
     finally:
         model.eval()
+        for group, lr in zip(opt.param_groups, base_lr, strict=True):
+            group["lr"] = lr
     values = torch.stack(losses).float().cpu()
     if not bool(torch.isfinite(values).all()) or not all(bool(torch.isfinite(p).all()) for p in params):
         raise TrainingError("local pre-training diverged (NaN/Inf loss or weights); lower `lr`")
     seconds = time.perf_counter() - start
     metrics = PretrainMetrics(
-        steps, steps * cfg.batch_size * blocks.shape[1], float(values.mean()), float(values[-1]), seconds
+        steps,
+        steps * cfg.batch_size * blocks.shape[1],
+        float(values.mean()),
+        float(values[-1]),
+        seconds,
+        capture(opt, params),
     )
     log.info("local pre-training: %d steps, mean loss %.4f, %.1f s", steps, metrics.mean_loss, seconds)
     return metrics
 
 
-def local_update(model: torch.nn.Module, blocks: Tensor, cfg: TrainConfig) -> tuple[Tensor, PretrainMetrics]:
+def local_update(
+    model: torch.nn.Module,
+    blocks: Tensor,
+    cfg: TrainConfig,
+    *,
+    inner_state: InnerState | None = None,
+    warmup_steps: int = 0,
+) -> tuple[Tensor, PretrainMetrics]:
     """Train from the parameters now in ``model`` and return ``delta = end - start`` (flat) and metrics.
 
-    The model is left at the end parameters; the caller loads the global state again for the next member.
+    ``inner_state`` resumes the member's AdamW from its previous round (``None``: a new one); the metrics'
+    ``inner_state`` is the state to pass next round. The model is left at the end parameters; the caller
+    loads the global state again for the next member.
     """
     start, _ = flat_params(model)
-    metrics = train_blocks(model, blocks, cfg)
+    params = [p for _, p in sorted(model.named_parameters())]
+    opt = make_inner_optimizer(params, cfg, inner_state)
+    metrics = train_blocks(model, blocks, cfg, optimizer=opt, warmup_steps=warmup_steps)
     end, _ = flat_params(model)
     return end - start, metrics
 
@@ -351,10 +382,15 @@ class PretrainModel:
         """Put flat parameters into the model."""
         load_flat(self.model, params, self.flat_spec)
 
-    def train(self, params: Tensor, blocks: Tensor, cfg: TrainConfig) -> tuple[Tensor, PretrainMetrics]:
-        """Train ``cfg.local_steps`` steps from ``params``; return ``delta = end - start`` and metrics."""
+    def train(
+        self, params: Tensor, blocks: Tensor, cfg: TrainConfig, inner_state: InnerState | None = None
+    ) -> tuple[Tensor, PretrainMetrics]:
+        """Train ``cfg.local_steps`` steps from ``params``; return ``delta = end - start`` and metrics.
+
+        ``inner_state`` resumes this member's AdamW (:func:`local_update`); the metrics carry the new one.
+        """
         self.load(params)
-        return local_update(self.model, blocks, cfg)
+        return local_update(self.model, blocks, cfg, inner_state=inner_state)
 
     def loss(self, blocks: Tensor) -> float | None:
         """Mean next-token loss of the model as it is on ``blocks`` (``None`` without blocks)."""

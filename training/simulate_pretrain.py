@@ -7,9 +7,10 @@ text (``[data] source = "text"``: one UTF-8 file or ``save_to_disk`` folder per 
 tokenised with the model's tokenizer and packed into blocks of ``[train] max_len`` tokens; the last
 ``held_out_fraction`` of each client's blocks is held out.
 
-Each round every (sampled) client loads the global parameters, runs ``local_steps`` AdamW steps and sends
-``delta = end - start`` through the codec's bytes (``topk`` clients keep their error-feedback residual
-across rounds); the very merge every node runs aggregates the accepted
+Each round every (sampled) client loads the global parameters, runs ``local_steps`` AdamW steps (resuming
+its own AdamW state from its previous round, as DiLoCo does) and sends ``delta = end - start`` through the
+codec's bytes (``topk`` clients keep their error-feedback residual across rounds); the very merge every node
+runs aggregates the accepted
 updates and applies the server optimiser (``algorithm = "diloco"``: Nesterov outer SGD). Update-level
 Byzantine attacks rewrite the Byzantine clients' deltas first. After every round the model is scored on each
 client's held-out blocks and on their union (token-weighted mean loss; perplexity is its exp).
@@ -148,8 +149,18 @@ def run_pretrain_baseline(cfg: SimulationConfig, session: PretrainSession) -> An
     return BaselineMetrics(per_client_union_loss=union, per_client_own_loss=own)
 
 
-def run_pretrain(cfg: SimulationConfig, progress: ProgressFn | None = None) -> Any:
+def run_pretrain(
+    cfg: SimulationConfig,
+    progress: ProgressFn | None = None,
+    *,
+    keep_inner_state: bool = True,
+    warmup_steps: int = 0,
+) -> Any:
     """Run ``cfg.rounds`` federated pre-training rounds in this process; a :class:`SimulationResult`.
+
+    ``keep_inner_state`` (default) resumes each client's AdamW from its previous round; ``False`` makes a
+    new one every round. ``warmup_steps`` ramps each client's local rate linearly over its first steps
+    (:func:`training.pretrain.train_blocks`).
 
     Raises
     ------
@@ -184,6 +195,7 @@ def run_pretrain(cfg: SimulationConfig, progress: ProgressFn | None = None) -> A
         convention=cfg.convention,
     )
     residuals: dict[int, Tensor] = {}  # top-k error feedback: what each client has not sent yet
+    inner: dict[int, Any] = {}  # each client's AdamW state after its latest round
     session = prepare_pretrain(cfg)
     clients, spec = session.clients, session.spec
     honest = [i for i in range(len(clients)) if i not in bad]
@@ -205,8 +217,14 @@ def run_pretrain(cfg: SimulationConfig, progress: ProgressFn | None = None) -> A
         for j, i in enumerate(chosen):
             load_flat(session.model, state.params, spec)
             delta, metrics = local_update(
-                session.model, clients[i].train, replace(train_cfg, seed=_seed(cfg, rnd, i))
+                session.model,
+                clients[i].train,
+                replace(train_cfg, seed=_seed(cfg, rnd, i)),
+                inner_state=inner.get(i) if keep_inner_state else None,
+                warmup_steps=warmup_steps,
             )
+            if metrics.inner_state is not None:
+                inner[i] = metrics.inner_state
             deltas.append(delta)
             if i in honest:
                 losses.append(metrics.mean_loss)

@@ -216,6 +216,8 @@ class TrainResult:
     mean_loss: float
     steps: int
     seconds: float
+    inner_state: Any = None
+    """Pre-training: the member's AdamW state after training (:mod:`node.protocol.inner_state`)."""
 
 
 class ModelRuntime:
@@ -347,12 +349,14 @@ class ModelRuntime:
         client_control: dict[str, Tensor] | None = None,
         progress: ProgressFn | None = None,
         round: int | None = None,
+        inner_state: Any = None,
     ) -> TrainResult:
         """Train locally from ``state`` with the run's client algorithm (the model keeps the result).
 
         ``examples`` are SFT examples, or preference pairs when the run's ``[train] task`` is ``"dpo"``.
         ``round`` (the chain's round number) applies the run's ``[train] lr_schedule``; without it every
-        call trains at ``[train] lr``.
+        call trains at ``[train] lr``. ``inner_state`` (pre-training) resumes the member's AdamW state
+        (:class:`training.inner_state.InnerState`); the result carries the new one.
         """
         from training.client import ScaffoldControls
         from training.dpo import train_dpo
@@ -360,8 +364,11 @@ class ModelRuntime:
         from training.sft import train_sft
 
         if self.pretrain is not None:  # local AdamW steps on token blocks; delta = end - start
-            delta, metrics = self.pretrain.train(state.params, examples, self.spec.train_config(seed, round))
-            return TrainResult(delta, None, None, metrics.mean_loss, metrics.steps, metrics.seconds)
+            cfg = self.spec.train_config(seed, round)
+            delta, metrics = self.pretrain.train(state.params, examples, cfg, inner_state)
+            return TrainResult(
+                delta, None, None, metrics.mean_loss, metrics.steps, metrics.seconds, metrics.inner_state
+            )
         self.load(state)
         controls = None
         if state.control is not None:

@@ -101,10 +101,16 @@ def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
         if get_attack(ctx.byzantine[0]).level == "data":
             dpo = ctx.spec.train.task == "dpo"
             examples = flip_preferences(examples) if dpo else flip_answers(examples, seed=seed)
+    inner = _load_inner_state(ctx, rnd)
     result = ctx.runtime.train(
-        base, examples, seed=seed, client_control=control, progress=progress, round=rnd
+        base, examples, seed=seed, client_control=control, progress=progress, round=rnd, inner_state=inner
     )
     ctx.trained_round = rnd
+    if result.inner_state is not None:  # pre-training: this member's AdamW state for its next round
+        from node.protocol.inner_state import save_inner_state
+
+        run_dir = ctx.home.run_dir(ctx.run_id)
+        save_inner_state(run_dir, ctx.run_id, rnd, result.inner_state, ctx.runtime.flat_spec, ctx.log.event)
     if ctx.spec.privacy is not None:  # clip and noise before anything leaves here (node.protocol.privacy)
         from node.protocol.privacy import privatize
 
@@ -193,6 +199,16 @@ def _load_residual(ctx: NodeContext, rnd: int) -> Any:
         ctx.log.event("round.residual_ignored", run=ctx.run_id, round=rnd, size=len(data), numel=numel)
         return None
     return torch.frombuffer(bytearray(data), dtype=torch.float32)
+
+
+def _load_inner_state(ctx: NodeContext, rnd: int) -> Any:
+    """Pre-training: the AdamW state this member kept after its latest earlier round (``None``: fresh)."""
+    if ctx.spec.train.task != "pretrain":
+        return None
+    from node.protocol.inner_state import load_inner_state
+
+    run_dir = ctx.home.run_dir(ctx.run_id)
+    return load_inner_state(run_dir, ctx.run_id, rnd, ctx.runtime.flat_spec, ctx.log.event)
 
 
 def _load_client_control(ctx: NodeContext) -> Any:
