@@ -54,15 +54,6 @@ def _spec(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
 def finished(
     devnet: Any, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[LocalCluster, int, Path]]:

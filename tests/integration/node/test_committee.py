@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,34 +51,29 @@ def _spec(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    anvil = AnvilConfig(block_time=1.0, accounts=SIZE + 1)
-    with Devnet(tmp_path_factory.mktemp("devnet"), anvil, ipfs=True) as devnet:
-        folder = tmp_path_factory.mktemp("nodes")
-        cluster = LocalCluster(folder, devnet, SIZE)
-        cluster.init()
-        config = cluster.members[SPOT].home / "config.toml"  # one member spot-checks the committee
-        text = config.read_text()
-        assert "spot_checks = 0" in text
-        config.write_text(text.replace("spot_checks = 0", f"spot_checks = {SPOT_CHECKS}"))
-        run_id = cluster.create_run(_spec(folder))
-        try:
-            cluster.start(run_id, DATA)
-            cluster.wait_until(
-                lambda: all(cluster.events(i, "run.done") for i in range(SIZE)), 900, "every node's run.done"
+def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
+    folder = tmp_path_factory.mktemp("nodes")
+    cluster = LocalCluster(folder, devnet, SIZE)
+    cluster.init()
+    config = cluster.members[SPOT].home / "config.toml"  # one member spot-checks the committee
+    text = config.read_text()
+    assert "spot_checks = 0" in text
+    config.write_text(text.replace("spot_checks = 0", f"spot_checks = {SPOT_CHECKS}"))
+    run_id = cluster.create_run(_spec(folder))
+    try:
+        cluster.start(run_id, DATA)
+        cluster.wait_until(
+            lambda: all(cluster.events(i, "run.done") for i in range(SIZE)), 900, "every node's run.done"
+        )
+        yield cluster, run_id
+    finally:
+        cluster.stop()
+        for member in cluster.members:  # shown when a test fails: where each node stood
+            events = [e for e in cluster.events(member.index) if e.get("event") != "round.train_step"]
+            print(
+                f"node{member.index}:",
+                [(e.get("event"), e.get("round"), e.get("why")) for e in events[-12:]],
             )
-            yield cluster, run_id
-        finally:
-            cluster.stop()
-            for member in cluster.members:  # shown when a test fails: where each node stood
-                events = [e for e in cluster.events(member.index) if e.get("event") != "round.train_step"]
-                print(
-                    f"node{member.index}:",
-                    [(e.get("event"), e.get("round"), e.get("why")) for e in events[-12:]],
-                )
 
 
 def _client(cluster: LocalCluster) -> RunsClient:

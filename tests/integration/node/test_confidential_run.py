@@ -29,10 +29,9 @@ STRANGER_KEY = hashlib.sha256(b"fedchain test stranger").digest()
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, LocalCluster, int, Path]]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
+def finished(
+    devnet: Any, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Any, LocalCluster, int, Path]]:
     folder = tmp_path_factory.mktemp("confidential")
     spec = TINY.read_text().replace("rounds = 2", "rounds = 1")
     spec = spec.replace(
@@ -44,18 +43,17 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Lo
     spec += "\n[privacy]\nclip_norm = 1.0\nnoise_multiplier = 0.5\ndelta = 1e-5\n"  # and client-level DP
     (folder / "members.toml").write_text(spec)
     (folder / "auditor.key").write_text(AUDITOR_KEY.hex())
-    with Devnet(folder / "devnet", AnvilConfig(block_time=1.0), ipfs=True) as devnet:
-        cluster = LocalCluster(folder / "nodes", devnet, len(DATA))
-        cluster.init()
-        run_id = cluster.create_run(folder / "members.toml")
-        try:
-            cluster.start(run_id, DATA)
-            cluster.wait_until(
-                lambda: all(cluster.events(i, "run.done") for i in range(cluster.size)), 300, "run.done"
-            )
-            yield devnet, cluster, run_id, folder
-        finally:
-            cluster.stop()
+    cluster = LocalCluster(folder / "nodes", devnet, len(DATA))
+    cluster.init()
+    run_id = cluster.create_run(folder / "members.toml")
+    try:
+        cluster.start(run_id, DATA)
+        cluster.wait_until(
+            lambda: all(cluster.events(i, "run.done") for i in range(cluster.size)), 300, "run.done"
+        )
+        yield devnet, cluster, run_id, folder
+    finally:
+        cluster.stop()
 
 
 def _finalised_round(client: Any, run: int) -> int:

@@ -47,15 +47,6 @@ def _has_mapped(pid: int, library: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
 def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
     cluster = LocalCluster(tmp_path_factory.mktemp("nodes"), devnet, len(DATA))
     cluster.init()
@@ -76,18 +67,27 @@ def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
                 print(f"node{member.index} fatal errors: {errors}")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
-def test_a_node_stopped_while_starting_exits_before_loading_the_model(
-    devnet: Any, tmp_path: Path, sig: signal.Signals
-) -> None:
-    # Runs before the module's cluster starts (file order); its member reuses dev key 1 in a run of its own.
-    cluster = LocalCluster(tmp_path, devnet, 1)
+@pytest.fixture(scope="module")
+def starting(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalCluster, int]:
+    """Two members and a run of their own that no node process has started yet (one member per signal)."""
+    cluster = LocalCluster(tmp_path_factory.mktemp("starting"), devnet, 2)
     cluster.init()
-    run_id = cluster.create_run(SPEC)
-    proc = cluster.process(0, run_id, DATA[0])
+    return cluster, cluster.create_run(SPEC)
+
+
+@pytest.mark.parametrize(
+    ("sig", "member"), [(signal.SIGINT, 0), (signal.SIGTERM, 1)], ids=["SIGINT", "SIGTERM"]
+)
+def test_a_node_stopped_while_starting_exits_before_loading_the_model(
+    starting: tuple[LocalCluster, int], sig: signal.Signals, member: int
+) -> None:
+    # Runs before the module's cluster starts (file order); its members reuse dev keys 1 and 2 in a run of
+    # their own, each member's node started once, by the test of one signal.
+    cluster, run_id = starting
+    proc = cluster.process(member, run_id, DATA[member])
     proc.start()
     try:
-        cluster.wait_until(lambda: bool(cluster.events(0, "node.started")), 120, "node.started")
+        cluster.wait_until(lambda: bool(cluster.events(member, "node.started")), 120, "node.started")
         assert proc.pid is not None
         pid = proc.pid
         # past the spec fetch, into importing torch and loading the model (seconds more): nothing before the
@@ -99,7 +99,7 @@ def test_a_node_stopped_while_starting_exits_before_loading_the_model(
     finally:
         code = proc.stop(timeout=5.0)
     assert code == 130
-    names = [e["event"] for e in cluster.events(0)]
+    names = [e["event"] for e in cluster.events(member)]
     assert "node.ready" not in names  # it stopped starting instead of finishing the start first
     assert names[-2:] == ["node.interrupted", "node.stopped"]
 

@@ -28,15 +28,6 @@ ROUNDS = 2
 
 
 @pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
-        yield state
-
-
-@pytest.fixture(scope="module")
 def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
     cluster = LocalCluster(tmp_path_factory.mktemp("nodes"), devnet, len(DATA), store="ipfs")
     cluster.init()
@@ -83,6 +74,8 @@ def test_pretrain_rounds_finalise_with_one_merged_hash_and_the_loss_falls(
         merged = [e["merged_loss"] for _, e in sorted(scored.items()) if e.get("merged_loss") is not None]
         assert merged, f"node{i} scored no merged model"
         assert merged[-1] < 6.5, merged  # the random init scores ln(1000) = 6.9
+        resumed = cluster.events(i, "round.inner_state_resumed")  # DiLoCo: AdamW kept from round to round
+        assert resumed and all(e["trained_round"] < e["round"] and e["step"] > 0 for e in resumed), resumed
 
 
 def test_the_audit_recomputes_every_pretrain_round(finished: tuple[LocalCluster, int]) -> None:

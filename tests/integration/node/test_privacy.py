@@ -10,7 +10,6 @@ member's (epsilon, delta).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,15 +24,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 SPEC = Path(__file__).resolve().parents[3] / "node" / "specs" / "tiny.toml"
 DATA = ["synthetic:arithmetic:40", "synthetic:reverse:40"]
 PRIVACY = "\n[privacy]\nclip_norm = 0.05\nnoise_multiplier = 2.0\ndelta = 1e-5\n"
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
-        yield state
 
 
 def test_a_member_out_of_budget_refuses_a_round_still_votes_and_the_run_finalises(

@@ -47,15 +47,6 @@ def _spec(folder: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
-        yield state
-
-
 def _selection(client: RunsClient, run: RunId, r: int) -> Selection | None:
     info = client.round_info(run, RoundId(r))
     return read_selection(client, run, info, K)

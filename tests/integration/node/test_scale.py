@@ -1,9 +1,9 @@
 """Sixteen ``fedchain node`` processes (more than the ten accounts a default devnet funds) finalise a run.
 
-One devnet funding 17 accounts (1 s blocks, an IPFS daemon), the tiny model with one local step, two
-rounds, each node with its own embedded store. The join window only has to cover the join transactions
-(a node joins before it imports torch); the submit window is long, but voting opens as soon as all 16
-have committed, so a slow start delays a round rather than failing it. Checked on chain: both rounds
+The node tests' shared devnet (1 s blocks, 20 funded accounts, an IPFS daemon), the tiny model with one
+local step, two rounds, each node with its own embedded store. The join window only has to cover the join
+transactions (a node joins before it imports torch); the submit window is long, but voting opens as soon as
+all 16 have committed, so a slow start delays a round rather than failing it. Checked on chain: both rounds
 finalise with all 16 commits, and every node ends on the chain's merged hash.
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -44,24 +45,19 @@ def _spec(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    config = AnvilConfig(block_time=1.0, accounts=SIZE + 1)
-    with Devnet(tmp_path_factory.mktemp("devnet"), config, ipfs=True) as devnet:
-        folder = tmp_path_factory.mktemp("nodes")
-        cluster = LocalCluster(folder, devnet, SIZE)
-        cluster.init()
-        run_id = cluster.create_run(_spec(folder))
-        try:
-            cluster.start(run_id, [f"synthetic:{SKILLS[i % len(SKILLS)]}:20" for i in range(SIZE)])
-            cluster.wait_until(
-                lambda: all(cluster.events(i, "run.done") for i in range(SIZE)), 900, "every node's run.done"
-            )
-            yield cluster, run_id
-        finally:
-            cluster.stop()
+def finished(devnet: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalCluster, int]]:
+    folder = tmp_path_factory.mktemp("nodes")
+    cluster = LocalCluster(folder, devnet, SIZE)
+    cluster.init()
+    run_id = cluster.create_run(_spec(folder))
+    try:
+        cluster.start(run_id, [f"synthetic:{SKILLS[i % len(SKILLS)]}:20" for i in range(SIZE)])
+        cluster.wait_until(
+            lambda: all(cluster.events(i, "run.done") for i in range(SIZE)), 900, "every node's run.done"
+        )
+        yield cluster, run_id
+    finally:
+        cluster.stop()
 
 
 def test_sixteen_members_finalise_every_round_on_one_hash(finished: tuple[LocalCluster, int]) -> None:

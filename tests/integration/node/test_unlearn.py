@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,15 +29,6 @@ def _from_unlearned_final(cluster: LocalCluster, i: int) -> bool:
     """Whether member ``i`` saw a round that started from the unlearned model finalise."""
     adopted = [e["round"] for e in cluster.events(i, "unlearning.adopted")]
     return bool(adopted) and any(e["round"] >= min(adopted) for e in cluster.events(i, "round.finalized"))
-
-
-@pytest.fixture(scope="module")
-def devnet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
-    with Devnet(tmp_path_factory.mktemp("devnet"), AnvilConfig(block_time=1.0), ipfs=True) as state:
-        yield state
 
 
 def test_a_request_filed_mid_run_is_fulfilled_and_the_audit_passes(devnet: Any, tmp_path: Path) -> None:
