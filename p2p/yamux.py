@@ -29,7 +29,7 @@ from typing import cast
 import trio
 from libp2p.abc import IHost, IMuxedConn, ISecureConn
 from libp2p.custom_types import TProtocol
-from libp2p.io.exceptions import IncompleteReadError
+from libp2p.io.exceptions import IncompleteReadError, IOException
 from libp2p.io.utils import read_exactly
 from libp2p.peer.id import ID
 from libp2p.security.noise.io import MAX_PLAINTEXT_LENGTH
@@ -72,6 +72,8 @@ WINDOW_WAIT_S = 5.0
 DATA_READ_TIMEOUT_S = 60.0
 """How long the body of a DATA frame may take to arrive once its header has (py-libp2p's default)."""
 _HEADER = struct.Struct(YAMUX_HEADER_FORMAT)
+_CLOSED = (trio.ClosedResourceError, trio.BrokenResourceError, IOException, OSError)
+"""What answering a frame (ACK, RST, PING) or handing a new stream over raises once the connection closed."""
 
 
 class FastYamuxStream(YamuxStream):
@@ -311,19 +313,26 @@ class FastYamux(Yamux):
                 except Exception as exc:  # trio.TooSlowError (60 s), a broken or closed connection
                     log.warning("yamux connection to %s: reading a DATA body failed: %r", self.peer_id, exc)
                     break
-            if typ in (TYPE_DATA, TYPE_WINDOW_UPDATE):
-                if flags & FLAG_SYN:
-                    await self._on_syn(typ, flags, stream_id, length, body)
-                elif not self._on_stream_frame(typ, flags, stream_id, length, body):
-                    await self._go_away(GO_AWAY_PROTOCOL_ERROR)
+            try:
+                if typ in (TYPE_DATA, TYPE_WINDOW_UPDATE):
+                    if flags & FLAG_SYN:
+                        await self._on_syn(typ, flags, stream_id, length, body)
+                    elif not self._on_stream_frame(typ, flags, stream_id, length, body):
+                        await self._go_away(GO_AWAY_PROTOCOL_ERROR)
+                        break
+                elif typ == TYPE_PING:
+                    await self._on_ping(flags, length)
+                elif typ == TYPE_GO_AWAY:
+                    log.debug("yamux peer %s sent GO_AWAY (code %d)", self.peer_id, length)
                     break
-            elif typ == TYPE_PING:
-                await self._on_ping(flags, length)
-            elif typ == TYPE_GO_AWAY:
-                log.debug("yamux peer %s sent GO_AWAY (code %d)", self.peer_id, length)
+                else:
+                    log.debug("yamux peer %s sent a frame of unknown type %d; ignored", self.peer_id, typ)
+            except _CLOSED as exc:
+                # The connection was closed locally while this frame was handled (``close`` shuts the
+                # new-stream channel and the secure channel while the loop may sit in an answer's write):
+                # the connection is over, as for a failed read, not an error of the muxer's task.
+                log.debug("yamux connection to %s closed while handling a frame: %r", self.peer_id, exc)
                 break
-            else:
-                log.debug("yamux peer %s sent a frame of unknown type %d; ignored", self.peer_id, typ)
         await self._cleanup_on_error()
 
     async def _on_syn(

@@ -99,3 +99,38 @@ def test_a_peer_overrunning_the_window_is_a_protocol_error() -> None:
 def test_pings_are_answered_with_their_value() -> None:
     _, conn = run_muxer(HEADER.pack(0, TYPE_PING, FLAG_SYN, 0, 4242))
     assert frames(conn.written) == [(TYPE_PING, FLAG_ACK, 0, 4242)]
+
+
+class ClosedConn(ScriptedConn):
+    """A secure channel closed locally: reads deliver the script, every write fails as trio's streams do."""
+
+    async def write(self, data: bytes) -> None:
+        raise trio.ClosedResourceError("this stream was closed")
+
+
+def test_a_stream_opened_after_a_local_close_ends_the_loop_quietly() -> None:
+    # close() shuts the new-stream channel while the loop may hold a SYN it has read: handing the stream
+    # over then raised trio.ClosedResourceError out of the muxer's task (and the node's nursery).
+    conn = ScriptedConn(open_stream_then_send(0))
+    muxer = FastYamux(conn, PEER, is_initiator=False)  # type: ignore[arg-type]
+    muxer.new_stream_send_channel.close()
+
+    async def main() -> None:
+        with trio.fail_after(30):
+            await muxer.handle_incoming()
+
+    trio.run(main)
+    assert conn.closed and muxer.event_closed.is_set() and not muxer.streams
+
+
+def test_answers_to_a_closed_connection_end_the_loop_quietly() -> None:
+    for script in (open_stream_then_send(0), HEADER.pack(0, TYPE_PING, FLAG_SYN, 0, 7)):
+        conn = ClosedConn(script)
+        muxer = FastYamux(conn, PEER, is_initiator=False)  # type: ignore[arg-type]
+
+        async def main(muxer: FastYamux = muxer) -> None:
+            with trio.fail_after(30):
+                await muxer.handle_incoming()
+
+        trio.run(main)
+        assert conn.closed and muxer.event_closed.is_set()
