@@ -43,7 +43,10 @@ def _spec(folder: Path) -> Path:
         ("rounds = 2", f"rounds = {ROUNDS}"),
         ('aggregator = "mean"', 'aggregator = "trimmed_mean"'),
         ("[aggregator_params]", "[aggregator_params]\ntrim_ratio = 0.2"),
-        ("join_blocks = 45", "join_blocks = 60"),
+        # the join window covers the join transactions (a node joins before it imports torch); round 0's
+        # deadline (join + submit, 80 blocks) is the same, and voting opens as soon as all five committed
+        ("join_blocks = 45", "join_blocks = 30"),
+        ("submit_blocks = 20", "submit_blocks = 50"),
     ):
         if old not in text:
             raise ValueError(f"node/specs/tiny.toml changed: no {old!r}")

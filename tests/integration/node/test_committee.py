@@ -38,8 +38,10 @@ DATA = [f"synthetic:{SKILLS[i % 3]}:40" for i in range(SIZE)]
 def _spec(folder: Path) -> Path:
     text = SPEC.read_text()
     for old, new in (
-        ("join_blocks = 45", f"join_blocks = 90\ncommittee_size = {K}"),
-        ("submit_blocks = 20", "submit_blocks = 90"),
+        # the join window covers the join transactions (a node joins before it imports torch); round 0's
+        # deadline (join + submit, 180 blocks) is the same, and voting opens as soon as all six committed
+        ("join_blocks = 45", f"join_blocks = 40\ncommittee_size = {K}"),
+        ("submit_blocks = 20", "submit_blocks = 140"),
         ("vote_blocks = 20", "vote_blocks = 60"),
     ):
         if old not in text:
