@@ -196,18 +196,31 @@ def _gas(rpc_url: str, runs: str, members: set[str], first_block: int) -> dict[s
     return totals
 
 
+def _round0_margin(rpc_url: str, runs: str, run_id: int) -> int:
+    """Blocks from now until round 0 of ``run_id`` opens (negative: it opened that many blocks ago)."""
+    from ledger.chain import connect
+    from ledger.client import RunsClient
+    from ledger.types import RoundId, RunId
+
+    client = RunsClient(connect(rpc_url), runs)
+    return int(client.round_info(RunId(run_id), RoundId(0)).start_block) - int(client.block_number())
+
+
 def spec_file(
     folder: Path, rounds: int, size: int, local_steps: int, block_time: float, committee: int = 0
 ) -> Path:
     """The tiny spec with the bench's rounds and local steps; windows in seconds, converted to blocks.
 
-    The join window covers the join transactions (a node joins before it imports torch); the submit window
-    is only an upper bound (voting opens once every eligible member committed), long enough that N node
-    processes that load the model at once on a few loaded cores still make round 0. A committee run
+    The join window (60 s + 10 s a member) covers the start-up of all N node processes (32 tiny-model
+    nodes started at once on a 2-core machine were all ready after about 8 s a node), so round 0 opens
+    only after every node is ready: ``measure`` reports the margin (``ready_blocks_before_round0``) and
+    fails a size whose nodes were not, whose round 0 would not be a round like the others. The submit
+    window is only an upper bound
+    (voting opens once every eligible member committed). A committee run
     (``committee`` > 0) caps the two windows at 255 blocks together (the committee's seed block hash must
     stay readable), two thirds for submitting.
     """
-    join_s, submit_s, vote_s = 45 + 4 * size, 120 + 8 * size + size * local_steps, 60 + 4 * size
+    join_s, submit_s, vote_s = 60 + 10 * size, 120 + 8 * size + size * local_steps, 60 + 4 * size
     submit_b, vote_b = math.ceil(submit_s / block_time), math.ceil(vote_s / block_time)
     if committee:
         submit_b, vote_b = min(submit_b, 170), min(vote_b, 85)
@@ -263,9 +276,15 @@ def measure(
                         sampler.pids.add(proc.pid)
                 for i in range(size):
                     cluster.processes[i].wait_until_ready(timeout=180.0 + 10.0 * size, interval=0.5)
+                ready_margin = _round0_margin(devnet.rpc_url, devnet.runs_address, run_id)
+                if ready_margin < 0:  # round 0 opened while nodes were still loading: not the steady state
+                    raise RuntimeError(
+                        f"{size} members: the last node was ready {-ready_margin} blocks after round 0 "
+                        "opened; the join window (spec_file) is too short for this machine's start-up"
+                    )
                 cluster.wait_until(
                     lambda: all(cluster.events(i, "run.done") for i in range(size)),
-                    120.0 + 60.0 * rounds + 4.0 * size * local_steps,
+                    120.0 + 60.0 * rounds + 4.0 * size * local_steps + ready_margin * block_time,
                     "run.done",
                 )
             finally:
@@ -284,6 +303,7 @@ def measure(
             gas = _gas(devnet.rpc_url, devnet.runs_address, addresses, devnet.deploy_block)
             events = [cluster.events(i) for i in range(size)]
     summary = _summary(size, rounds, events, pids, sampler, gas, wall)
+    summary["ready_blocks_before_round0"] = ready_margin
     if committee:
         summary["committee_size"] = committee
         summary["by_role"] = _by_role(events, pids, sampler)
