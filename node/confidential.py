@@ -50,17 +50,16 @@ def reader_keys(ctx: Any) -> list[bytes]:
     for member in ctx.client.members(ctx.run_id):
         if member.lower() in excluded:
             continue
-        cache = f"pubkey:{ctx.run_id}:{member.lower()}"
-        known = ctx.state.get(cache)
+        known = ctx.state.member_public_key(ctx.run_id, member)
         if ctx.client.member_info(ctx.run_id, member).banned:
             continue
         if known is None:
             try:
-                known = member_public_key(ctx.client, ctx.run_id, member).hex()
+                known = member_public_key(ctx.client, ctx.run_id, member)
             except PublicKeyError as exc:
                 raise ConfidentialError(f"cannot encrypt to member {member}: {exc}") from exc
-            ctx.state.set(cache, known)
-        keys.append(bytes.fromhex(known))
+            ctx.state.set_member_public_key(ctx.run_id, member, known)
+        keys.append(known)
     keys.extend(public_key_bytes(k) for k in ctx.spec.auditors)
     return keys
 

@@ -109,10 +109,6 @@ class RoundBook:
         return self.order.index(index) if index in self.order else None
 
 
-def _key(ctx: NodeContext, what: str, rnd: int) -> str:
-    return f"committee:{what}:{ctx.run_id}:{rnd}"
-
-
 def _registry(ctx: NodeContext) -> str:
     return to_checksum_address(ctx.client.address)
 
@@ -189,14 +185,14 @@ def _book(ctx: NodeContext, info: Any) -> RoundBook | None:
     )
     book.needed = quorum(ctx.committee_size, book.snapshot, int(ctx.client.run_info(ctx.run_id).quorum_bps))
     book.eligible = bool(me.is_member and not me.banned and me.index < book.snapshot)
-    saved = ctx.state.get(_key(ctx, "commits", rnd))
+    saved = ctx.state.committee_record(ctx.run_id, rnd, "commits")
     for doc in json.loads(saved or "[]"):  # commits checked before they were kept
         commit = Commit.from_json(doc)
         book.commits[commit.index] = commit
     vote = _own_vote(ctx, rnd)
     if vote is not None:
         book.votes.add(vote)
-    proposal = ctx.state.get(_key(ctx, "proposal", rnd))
+    proposal = ctx.state.committee_record(ctx.run_id, rnd, "proposal")
     if proposal:
         p = Proposal(**json.loads(proposal))
         book.proposals[(p.rank, p.manifest_cid)] = p
@@ -281,7 +277,9 @@ def _take_commit(ctx: NodeContext, book: RoundBook, message: Any, eligibility: E
     book.commits[commit.index] = commit
     peers = ctx.providers.setdefault(commit.cid, [])
     peers.extend(p for p in message.providers if p not in peers)
-    ctx.state.set(_key(ctx, "commits", book.round), json.dumps([c.to_json() for c in book.commits.values()]))
+    ctx.state.set_committee_record(
+        ctx.run_id, book.round, "commits", json.dumps([c.to_json() for c in book.commits.values()])
+    )
 
 
 def _take_proposal(book: RoundBook, message: Any) -> None:
@@ -330,14 +328,14 @@ def _providers(ctx: NodeContext) -> tuple[str, ...]:
 
 
 def _own_commit(ctx: NodeContext, rnd: int) -> Commit | None:
-    saved = ctx.state.get(_key(ctx, "commit", rnd))
+    saved = ctx.state.committee_record(ctx.run_id, rnd, "commit")
     return Commit.from_json(json.loads(saved)) if saved else None
 
 
 def _own_vote(ctx: NodeContext, rnd: int) -> SignedVote | None:
     from ledger.types import CommitteeResult
 
-    saved = ctx.state.get(_key(ctx, "vote", rnd))
+    saved = ctx.state.committee_record(ctx.run_id, rnd, "vote")
     if not saved:
         return None
     doc = json.loads(saved)
@@ -456,7 +454,8 @@ def _commit(ctx: NodeContext, info: Any, book: RoundBook) -> bool:
         cid=record.update_cid,
         num_samples=record.num_samples,
     )
-    ctx.state.set(_key(ctx, "commit", rnd), json.dumps(commit.to_json()))  # durable before it leaves
+    # durable before it leaves
+    ctx.state.set_committee_record(ctx.run_id, rnd, "commit", json.dumps(commit.to_json()))
     ctx.state.update_round(ctx.run_id, rnd, submit_tx="signed")
     book.commits.setdefault(commit.index, commit)
     ctx.log.event(
@@ -544,7 +543,7 @@ def _propose(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
     """Publish this leader's manifest when its turn came and no better-ranked valid proposal exists."""
     rnd = book.round
     rank = book.rank_of(book.own_index) if book.own_index is not None else None
-    if rank is None or ctx.state.get(_key(ctx, "proposal", rnd)):
+    if rank is None or ctx.state.committee_record(ctx.run_id, rnd, "proposal"):
         return False
     if any(p.rank < rank for key, p in book.proposals.items() if key not in book.refused):
         return False
@@ -561,7 +560,8 @@ def _propose(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
     data = manifest.canonical_bytes()
     cid = ctx.fetcher.keep(data, "manifest", ctx.run_id, rnd)
     proposal = Proposal(rank, int(book.own_index or 0), cid, hashlib.sha256(data).hexdigest())
-    ctx.state.set(_key(ctx, "proposal", rnd), json.dumps(proposal.__dict__))  # durable before it leaves
+    # durable before it leaves
+    ctx.state.set_committee_record(ctx.run_id, rnd, "proposal", json.dumps(proposal.__dict__))
     book.proposals[(rank, cid)] = proposal
     book.manifests[cid] = manifest
     ctx.log.event(
@@ -610,7 +610,7 @@ def _vote(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
     from node.errors import ArtifactUnavailableError
 
     rnd = book.round
-    if _own_vote(ctx, rnd) is not None or ctx.state.get(f"merge_failed:{ctx.run_id}:{rnd}") is not None:
+    if _own_vote(ctx, rnd) is not None or ctx.state.merge_failure(ctx.run_id, rnd) is not None:
         return False
     candidates = [p for key, p in book.proposals.items() if key not in book.refused]
     proposal = best_proposal(candidates)
@@ -653,7 +653,8 @@ def _vote(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
         "included_bitmap": [str(w) for w in result.included_bitmap],
         "signature": vote.signature.hex(),
     }
-    ctx.state.set(_key(ctx, "vote", rnd), json.dumps(doc))  # one vote per round, durable before it leaves
+    # one vote per round, durable before it leaves
+    ctx.state.set_committee_record(ctx.run_id, rnd, "vote", json.dumps(doc))
     book.votes.add(vote)
     ctx.log.event(
         "committee.voted",
@@ -706,7 +707,7 @@ def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, pro
         )
     except MergeError as exc:
         if not unavailable:
-            ctx.state.set(f"merge_failed:{ctx.run_id}:{rnd}", str(exc))
+            ctx.state.mark_merge_failed(ctx.run_id, rnd, str(exc))
         ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
         return None
     data = encode_state(outcome.state)

@@ -245,7 +245,7 @@ class NodeContext:
         recorded every earlier round's outcome from the chain: one read (the request count) instead of the
         run's whole history.
         """
-        if int(self.state.get(f"settled:{self.run_id}") or 0) < round or self.client.request_count() != 0:
+        if self.state.settled_rounds(self.run_id) < round or self.client.request_count() != 0:
             return
         finalized = [
             r

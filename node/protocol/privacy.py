@@ -15,22 +15,15 @@ submit that round (event ``privacy.refused``, once per round) and keeps merging 
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Any
 
 from node.protocol.context import NodeContext
 from node.protocol.state import NodeState
 
 
-def ledger_key(run: int) -> str:
-    """Return the state database's ``meta`` key of a run's privacy ledger."""
-    return f"privacy:{run}"
-
-
 def read_ledger(state: NodeState, run: int) -> dict[str, Any] | None:
     """Return the stored ledger of ``run`` (``config``, ``releases``, ``member_budget``) or ``None``."""
-    raw = state.get(ledger_key(run))
-    return None if raw is None else dict(json.loads(raw))
+    return state.privacy_ledger(run)
 
 
 def releases(state: NodeState, run: int) -> list[int]:
@@ -51,7 +44,7 @@ def _write(ctx: NodeContext, privacy: Any, spent: list[int]) -> None:
         "releases": spent,
         "member_budget": member_budget(ctx),
     }
-    ctx.state.set(ledger_key(ctx.run_id), json.dumps(ledger, sort_keys=True))
+    ctx.state.set_privacy_ledger(ctx.run_id, ledger)
 
 
 def spend(ctx: NodeContext) -> dict[str, Any] | None:
@@ -90,9 +83,8 @@ def refusal(ctx: NodeContext, rnd: int) -> str | None:
     why = budget_refusal(privacy, len(releases(ctx.state, ctx.run_id)), member_budget(ctx))
     if why is None:
         return None
-    key = f"privacy_refused:{ctx.run_id}:{rnd}"
-    if ctx.state.get(key) is None:
-        ctx.state.set(key, why)
+    if ctx.state.privacy_refusal(ctx.run_id, rnd) is None:
+        ctx.state.mark_privacy_refused(ctx.run_id, rnd, why)
         ctx.log.event("privacy.refused", run=ctx.run_id, round=rnd, why=why, **(spend(ctx) or {}))
     return f"{why}; not training this round, still merging and voting"
 

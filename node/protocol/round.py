@@ -103,7 +103,7 @@ def step(ctx: NodeContext) -> bool:
         elif vote(ctx, info):
             ctx.acted = True
         else:
-            failed = ctx.state.get(f"merge_failed:{ctx.run_id}:{current}")
+            failed = ctx.state.merge_failure(ctx.run_id, current)
             why = f"cannot merge ({failed}); waiting for the round to end" if failed else ""
             _wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
     else:
@@ -117,13 +117,12 @@ def step(ctx: NodeContext) -> bool:
 
 def _log_completion(ctx: NodeContext) -> None:
     """Log the run's ``RunCompleted`` once (``run.completed``)."""
-    key = f"completed:{ctx.run_id}"
-    if ctx.state.get(key) is not None:
+    if ctx.state.completion_block(ctx.run_id) is not None:
         return
     done = ctx.client.run_completion(ctx.run_id)
     if done is None:  # the event is not readable yet (confirmations): log it on a later step
         return
-    ctx.state.set(key, str(done.block_number))
+    ctx.state.mark_completed(ctx.run_id, done.block_number)
     ctx.log.event(
         "run.completed",
         run=ctx.run_id,
@@ -162,9 +161,8 @@ def observe(ctx: NodeContext, head: int) -> bool:
 
 def _wait(ctx: NodeContext, round: int, why: str) -> None:
     """Log a wait reason once per change (the loop sleeps between steps)."""
-    key = f"wait:{ctx.run_id}:{round}"
-    if ctx.state.get(key) != why:
-        ctx.state.set(key, why)
+    if ctx.state.wait_reason(ctx.run_id, round) != why:
+        ctx.state.set_wait_reason(ctx.run_id, round, why)
         ctx.log.event("round.waiting", run=ctx.run_id, round=round, why=why)
 
 
@@ -234,8 +232,7 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
     """Record the outcome of every round before ``current`` not settled yet (adopt, contributions)."""
     from ledger.types import RoundStatus
 
-    key = f"settled:{ctx.run_id}"
-    start = int(ctx.state.get(key) or 0)
+    start = ctx.state.settled_rounds(ctx.run_id)
     if start < current:
         ctx.acted = True  # a round closed: the next one has work for this member at once
     for rnd in range(start, current):
@@ -274,29 +271,19 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
             )
             counted = info.contributions_recorded or ctx.committee_size > 0  # committee runs: on chain
             if not counted and record.merged_sha == sha and record.included is not None:
-                _queue_contributions(ctx, rnd, record.included)
+                ctx.state.queue_contributions(ctx.run_id, rnd, record.included)
         else:
             ctx.state.update_round(ctx.run_id, rnd, status="failed")
             ctx.log.event("round.failed", run=ctx.run_id, round=rnd, submissions=info.submissions)
-        ctx.state.set(key, str(rnd + 1))
-
-
-def _queue_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:
-    key = f"contributions_due:{ctx.run_id}"
-    due = json.loads(ctx.state.get(key) or "{}")
-    due[str(rnd)] = included_json
-    ctx.state.set(key, json.dumps(due, sort_keys=True))
+        ctx.state.mark_settled(ctx.run_id, rnd)
 
 
 def record_due_contributions(ctx: NodeContext) -> None:
     """Record the queued contributions of finalised rounds unless another member already has (chain check)."""
-    key = f"contributions_due:{ctx.run_id}"
-    due: dict[str, str] = json.loads(ctx.state.get(key) or "{}")
-    for rnd in sorted(due, key=int):
-        if not ctx.client.round_info(ctx.run_id, int(rnd)).contributions_recorded:
-            _record_contributions(ctx, int(rnd), due[rnd])
-        del due[rnd]
-        ctx.state.set(key, json.dumps(due, sort_keys=True))
+    for rnd, included in sorted(ctx.state.contributions_due(ctx.run_id).items()):
+        if not ctx.client.round_info(ctx.run_id, rnd).contributions_recorded:
+            _record_contributions(ctx, rnd, included)
+        ctx.state.contributions_done(ctx.run_id, rnd)
 
 
 def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:

@@ -13,7 +13,7 @@ the node never crashes on it and never loses local state. SIGINT / SIGTERM stop 
 Once per loop iteration it calls the unlearning hook ``node.unlearning.requests.process_pending(ctx)`` when
 that module exists (owned by the unlearning engineer); otherwise the hook is a no-op. Its errors are logged
 apart and never slow the round loop. After the run's last round the node stays up while the hook reports open
-work (state key ``unlearn:open:<run>`` = ``"1"``), so a request filed late is still fulfilled.
+work (``NodeState.unlearning_open``), so a request filed late is still fulfilled.
 """
 
 from __future__ import annotations
@@ -370,7 +370,7 @@ def _loop(
             done = step(ctx)
             _call_hook(ctx, hook)
             backoff = 0.0
-            if done and ctx.state.get(f"unlearn:open:{ctx.run_id}") != "1":
+            if done and not ctx.state.unlearning_open(ctx.run_id):
                 ctx.log.event("run.done", run=ctx.run_id, rounds=ctx.spec.rounds)
                 return EXIT_OK
         except Exception as exc:  # never crash on a step: log, back off, retry from chain + state

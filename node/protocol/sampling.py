@@ -194,14 +194,13 @@ def round_selection(ctx: Any, info: Any) -> Selection | None:
     k = ctx.spec.clients_per_round
     if k is None:
         raise SelectionError("the run does not sample clients (`clients_per_round` is not set)")
-    key = f"selection:{ctx.run_id}:{int(info.round)}"
-    cached = ctx.state.get(key)
+    cached = ctx.state.selection(ctx.run_id, int(info.round))
     if cached:
         return Selection.from_json(cached)
     selection = read_selection(ctx.client, ctx.run_id, info, k)
     if selection is None:
         return None
-    ctx.state.set(key, selection.to_json())
+    ctx.state.set_selection(ctx.run_id, int(info.round), selection.to_json())
     ctx.log.event(
         "round.selection",
         run=ctx.run_id,

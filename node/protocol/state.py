@@ -15,7 +15,14 @@ adoptions
 artifacts
     Every blob the node stored or fetched and keeps pinned: cid, sha256, kind, run, round, size.
 meta
-    Small key/value facts (e.g. which runs this node joined).
+    Small key/value facts, read and written only through :class:`NodeState`'s named records (the keys keep
+    their format so older databases read back): ``settled:<run>`` (rounds settled), ``completed:<run>``
+    (block of ``RunCompleted`` once logged), ``merge_failed:<run>:<round>`` (why a set cannot be merged),
+    ``wait:<run>:<round>`` (last wait reason logged), ``score_due:<run>``, ``contributions_due:<run>``,
+    ``not_selected:<run>:<round>:<member>``, ``selection:<run>:<round>``, ``privacy:<run>`` (the privacy
+    ledger), ``privacy_refused:<run>:<round>``, ``committee:<kind>:<run>:<round>``,
+    ``pubkey:<run>:<member>``, ``unlearn:open:<run>``, ``unlearn:vote:<request>``,
+    ``unlearn:applied:<request>``.
 residuals
     A ``topk`` run's error-feedback residual (what this member has not sent yet; float32 bytes) after each
     of its last two encoded rounds, so a restart neither loses it nor applies it twice.
@@ -30,7 +37,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS rounds (
@@ -100,6 +107,9 @@ class Adoption:
     cid: str
     source: str
 
+
+CommitteeRecord = Literal["commits", "commit", "proposal", "vote"]
+"""The JSON documents a committee round keeps (:meth:`NodeState.committee_record`)."""
 
 _ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(RoundRecord))
 
@@ -254,13 +264,156 @@ class NodeState:
     # ---- meta --------------------------------------------------------------------------------------------
 
     def get(self, key: str) -> str | None:
-        """Return a stored value, or ``None``."""
+        """Return a raw ``meta`` value, or ``None`` (protocol state uses the named records below)."""
         rows = self._exec("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0][0]) if rows else None
 
     def set(self, key: str, value: str) -> None:
-        """Store a value durably."""
+        """Store a raw ``meta`` value durably (protocol state uses the named records below)."""
         self._exec("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    # ---- protocol records (rows of ``meta``; the keys are listed in the module docstring) ----------------
+
+    def settled_rounds(self, run: int) -> int:
+        """How many rounds of ``run`` are settled (rounds ``0 .. n-1``; ``n`` is the next to settle)."""
+        return int(self.get(f"settled:{run}") or 0)
+
+    def mark_settled(self, run: int, round: int) -> None:
+        """Record that every round of ``run`` up to and including ``round`` is settled."""
+        self.set(f"settled:{run}", str(round + 1))
+
+    def completion_block(self, run: int) -> int | None:
+        """Return the block of ``run``'s ``RunCompleted`` once this node logged it, else ``None``."""
+        raw = self.get(f"completed:{run}")
+        return None if raw is None else int(raw)
+
+    def mark_completed(self, run: int, block: int) -> None:
+        """Record that this node logged ``run``'s completion (``RunCompleted`` at ``block``)."""
+        self.set(f"completed:{run}", str(block))
+
+    def merge_failure(self, run: int, round: int) -> str | None:
+        """Why merging ``round``'s fixed update set failed for good (``None``: it did not)."""
+        return self.get(f"merge_failed:{run}:{round}")
+
+    def mark_merge_failed(self, run: int, round: int, reason: str) -> None:
+        """Record that ``round``'s update set cannot be merged (the member does not vote it)."""
+        self.set(f"merge_failed:{run}:{round}", reason)
+
+    def wait_reason(self, run: int, round: int) -> str | None:
+        """Return the last wait reason logged for ``round`` (``None``: none yet)."""
+        return self.get(f"wait:{run}:{round}")
+
+    def set_wait_reason(self, run: int, round: int, why: str) -> None:
+        """Record the wait reason just logged for ``round``."""
+        self.set(f"wait:{run}:{round}", why)
+
+    def score_due(self, run: int) -> int | None:
+        """Return the round whose merged model is still to be scored (``None``: nothing due)."""
+        raw = self.get(f"score_due:{run}")
+        return int(raw) if raw else None
+
+    def set_score_due(self, run: int, round: int | None) -> None:
+        """Record the round whose merged model is to be scored next (``None``: nothing due)."""
+        self.set(f"score_due:{run}", "" if round is None else str(round))
+
+    def contributions_due(self, run: int) -> dict[int, str]:
+        """Finalised rounds whose contributions are still to be recorded: ``{round: included JSON}``."""
+        due: dict[str, str] = json.loads(self.get(f"contributions_due:{run}") or "{}")
+        return {int(rnd): included for rnd, included in due.items()}
+
+    def queue_contributions(self, run: int, round: int, included: str) -> None:
+        """Queue ``round``'s contributions (``included``: JSON list of ``[member, sha256 hex]``)."""
+        self._write_contributions_due(run, {**self.contributions_due(run), round: included})
+
+    def contributions_done(self, run: int, round: int) -> None:
+        """Take ``round`` off the queue of contributions to record."""
+        due = self.contributions_due(run)
+        due.pop(round, None)
+        self._write_contributions_due(run, due)
+
+    def _write_contributions_due(self, run: int, due: dict[int, str]) -> None:
+        self.set(f"contributions_due:{run}", json.dumps({str(r): v for r, v in due.items()}, sort_keys=True))
+
+    def not_selected(self, run: int, round: int, member: str) -> str | None:
+        """Return the sha256 hex of ``member``'s update that client sampling left out of ``round``."""
+        return self.get(f"not_selected:{run}:{round}:{member.lower()}")
+
+    def mark_not_selected(self, run: int, round: int, member: str, sha256_hex: str) -> None:
+        """Record that ``member``'s update ``sha256_hex`` was left out of ``round`` by client sampling."""
+        self.set(f"not_selected:{run}:{round}:{member.lower()}", sha256_hex)
+
+    def selection(self, run: int, round: int) -> str | None:
+        """Return ``round``'s client-sampling selection (``node.protocol.sampling.Selection`` JSON)."""
+        return self.get(f"selection:{run}:{round}") or None
+
+    def set_selection(self, run: int, round: int, selection_json: str) -> None:
+        """Keep ``round``'s client-sampling selection (its inputs never change once computed)."""
+        self.set(f"selection:{run}:{round}", selection_json)
+
+    def privacy_ledger(self, run: int) -> dict[str, Any] | None:
+        """Return the member's privacy ledger of ``run`` (``config``, ``releases``, ``member_budget``)."""
+        raw = self.get(f"privacy:{run}")
+        return None if raw is None else dict(json.loads(raw))
+
+    def set_privacy_ledger(self, run: int, ledger: dict[str, Any]) -> None:
+        """Store this member's privacy ledger of ``run`` durably."""
+        self.set(f"privacy:{run}", json.dumps(ledger, sort_keys=True))
+
+    def privacy_refusal(self, run: int, round: int) -> str | None:
+        """Why the privacy budget kept this member from training ``round`` (``None``: not refused)."""
+        return self.get(f"privacy_refused:{run}:{round}")
+
+    def mark_privacy_refused(self, run: int, round: int, why: str) -> None:
+        """Record that the privacy budget keeps this member from training ``round``."""
+        self.set(f"privacy_refused:{run}:{round}", why)
+
+    def committee_record(self, run: int, round: int, kind: CommitteeRecord) -> str | None:
+        """Return a committee round's kept JSON document of ``kind`` (``None``: none kept).
+
+        ``commits``: the commits this member holds; ``commit``, ``proposal``, ``vote``: its own.
+        """
+        return self.get(f"committee:{kind}:{run}:{round}") or None
+
+    def set_committee_record(self, run: int, round: int, kind: CommitteeRecord, doc: str) -> None:
+        """Keep a committee round's JSON document of ``kind`` durably (before what it records leaves)."""
+        self.set(f"committee:{kind}:{run}:{round}", doc)
+
+    def member_public_key(self, run: int, member: str) -> bytes | None:
+        """``member``'s public key in ``run`` as recovered from the chain before (``None``: not yet)."""
+        raw = self.get(f"pubkey:{run}:{member.lower()}")
+        return None if raw is None else bytes.fromhex(raw)
+
+    def set_member_public_key(self, run: int, member: str, key: bytes) -> None:
+        """Keep ``member``'s public key in ``run`` (recovered from the chain)."""
+        self.set(f"pubkey:{run}:{member.lower()}", key.hex())
+
+    def unlearning_open(self, run: int) -> bool:
+        """Whether ``run`` had unlearning work left (a pending request or an error) at the last check."""
+        return self.get(f"unlearn:open:{run}") == "1"
+
+    def set_unlearning_open(self, run: int, open: bool) -> None:
+        """Record whether ``run`` has unlearning work left."""
+        self.set(f"unlearn:open:{run}", "1" if open else "0")
+
+    def unlearning_vote(self, request: int) -> str | None:
+        """Return what this member did about request ``request``'s vote (:meth:`set_unlearning_vote`)."""
+        return self.get(f"unlearn:vote:{request}")
+
+    def set_unlearning_vote(self, request: int, outcome: str) -> None:
+        """Record this member's vote on unlearning request ``request``.
+
+        ``outcome`` is ``on-chain`` (found on chain), ``intent:<sha>:<cid>`` (replayed, about to vote), the
+        vote's transaction hash in hex, or ``refused:<revert>``.
+        """
+        self.set(f"unlearn:vote:{request}", outcome)
+
+    def unlearning_applied(self, request: int) -> bool:
+        """Whether this node applied fulfilled request ``request`` (unpinned its subject's updates)."""
+        return self.get(f"unlearn:applied:{request}") == "1"
+
+    def mark_unlearning_applied(self, request: int) -> None:
+        """Record that this node applied fulfilled unlearning request ``request``."""
+        self.set(f"unlearn:applied:{request}", "1")
 
 
 def round_s(seconds: float) -> float:

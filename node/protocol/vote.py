@@ -38,7 +38,7 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     ):
         ctx.state.update_round(ctx.run_id, rnd, vote_tx="on-chain")
         return False
-    if ctx.state.get(f"merge_failed:{ctx.run_id}:{rnd}") is not None:
+    if ctx.state.merge_failure(ctx.run_id, rnd) is not None:
         return False  # the round's update set is fixed: merging it again fails the same way
     if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(record.merged_cid):
         record = _merge(ctx, info)
@@ -157,9 +157,8 @@ def _selected_only(ctx: NodeContext, info: Any, submissions: list[Any]) -> list[
         return []
     keep = [s for s in submissions if selection.includes(s.member)]
     for s in submissions:
-        key = f"not_selected:{ctx.run_id}:{rnd}:{s.member.lower()}"
-        if s not in keep and ctx.state.get(key) is None:
-            ctx.state.set(key, s.sha256.hex())
+        if s not in keep and ctx.state.not_selected(ctx.run_id, rnd, s.member) is None:
+            ctx.state.mark_not_selected(ctx.run_id, rnd, s.member, s.sha256.hex())
             ctx.log.event(
                 "round.update_excluded",
                 run=ctx.run_id,
@@ -236,7 +235,7 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
         )
     except MergeError as exc:
         if not unavailable:  # with every update in hand the failure is final; else retry after fetching again
-            ctx.state.set(f"merge_failed:{ctx.run_id}:{rnd}", str(exc))
+            ctx.state.mark_merge_failed(ctx.run_id, rnd, str(exc))
         ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
         return None
     data = encode_state(outcome.state)
@@ -277,7 +276,7 @@ def record_merge(
     ctx.unpublished.append((cid, "merged"))
     ctx.remember(sha, state)
     if ctx.config.training.evaluate:
-        ctx.state.set(f"score_due:{ctx.run_id}", str(rnd))
+        ctx.state.set_score_due(ctx.run_id, rnd)
     ctx.log.event(
         "round.merged",
         run=ctx.run_id,
@@ -326,13 +325,11 @@ def _open_update(ctx: NodeContext, sub: Any, data: bytes, unopened: dict[str, st
 
 def score_merged(ctx: NodeContext) -> None:
     """Score the last merged model this node computed on its held-out split (``round.scored``), once."""
-    key = f"score_due:{ctx.run_id}"
-    due = ctx.state.get(key)
-    if not due:
+    rnd = ctx.state.score_due(ctx.run_id)
+    if rnd is None:
         return
-    rnd = int(due)
     record = ctx.state.round(ctx.run_id, rnd)
-    ctx.state.set(key, "")
+    ctx.state.set_score_due(ctx.run_id, None)
     if record.merged_sha is None or record.merged_cid is None or record.merged_loss is not None:
         return
     started = time.perf_counter()

@@ -79,7 +79,7 @@ def process_pending(ctx: Any) -> None:
     memo = _MEMO.setdefault((ctx.run_id, ctx.address), _Memo())
     now = time.monotonic()
     count = int(ctx.client.request_count())
-    open_work = ctx.state.get(f"unlearn:open:{ctx.run_id}") == "1"
+    open_work = ctx.state.unlearning_open(ctx.run_id)
     unchanged = count == memo.requests and ctx.current_round == memo.round
     if unchanged and not open_work and now - memo.checked_at < 30 * CHECK_INTERVAL_S:
         return
@@ -99,7 +99,7 @@ def process_pending(ctx: Any) -> None:
         except (ReplayError, ValueError, LookupError) as exc:
             pending = True
             ctx.log.event("unlearning.error", run=ctx.run_id, request=rec.request_id, why=str(exc)[:500])
-    ctx.state.set(f"unlearn:open:{ctx.run_id}", "1" if pending else "0")
+    ctx.state.set_unlearning_open(ctx.run_id, pending)
     adopt_lineage(ctx, history)
 
 
@@ -112,9 +112,8 @@ def _vote(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
     from ledger.errors import ContractRevertError
 
     me = to_checksum_address(ctx.address)
-    key = f"unlearn:vote:{rec.request_id}"
     if any(to_checksum_address(v.member) == me for v in rec.votes):
-        ctx.state.set(key, "on-chain")
+        ctx.state.set_unlearning_vote(rec.request_id, "on-chain")
         return
     if not _eligible(ctx, rec):
         return
@@ -123,7 +122,7 @@ def _vote(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
 
     cid = ctx.fetcher.keep(encode_state(result.state), "unlearned", ctx.run_id, None)
     ctx.remember(result.sha256, result.state)
-    ctx.state.set(key, f"intent:{result.sha256}:{cid}")
+    ctx.state.set_unlearning_vote(rec.request_id, f"intent:{result.sha256}:{cid}")
     ctx.log.event(
         "unlearning.replayed",
         run=ctx.run_id,
@@ -136,18 +135,17 @@ def _vote(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
     )
     try:
         tx = ctx.client.vote_unlearning(RequestId(rec.request_id), bytes.fromhex(result.sha256), cid)
-        ctx.state.set(key, bytes(tx.tx_hash).hex())
+        ctx.state.set_unlearning_vote(rec.request_id, bytes(tx.tx_hash).hex())
         ctx.log.event("unlearning.voted", run=ctx.run_id, request=rec.request_id, sha=result.sha256)
     except ContractRevertError as exc:  # voted already (e.g. before a restart) or fulfilled meanwhile
-        ctx.state.set(key, f"refused:{type(exc).__name__}")
+        ctx.state.set_unlearning_vote(rec.request_id, f"refused:{type(exc).__name__}")
         ctx.log.event(
             "unlearning.vote_refused", run=ctx.run_id, request=rec.request_id, why=type(exc).__name__
         )
 
 
 def _apply(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
-    key = f"unlearn:applied:{rec.request_id}"
-    if ctx.state.get(key) == "1":
+    if ctx.state.unlearning_applied(rec.request_id):
         return
     subject = to_checksum_address(rec.request.subject)
     unpinned = 0
@@ -161,7 +159,7 @@ def _apply(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
                 unpinned += 1
             except Exception as exc:  # not held here, or the store refuses: nothing to keep
                 log.debug("unpin %s: %s", sub.cid, exc)
-    ctx.state.set(key, "1")
+    ctx.state.mark_unlearning_applied(rec.request_id)
     ctx.log.event(
         "unlearning.fulfilled",
         run=ctx.run_id,

@@ -168,14 +168,11 @@ def test_a_member_out_of_budget_refuses_to_train_but_votes_and_keeps_its_spend(
 
 
 def test_status_reads_a_nodes_own_spend_from_its_state(tmp_path: Path) -> None:
-    import json
-
     from node.cli.status import _own_privacy
-    from node.protocol.privacy import ledger_key
 
     state = NodeState(tmp_path / "state.db")
     config = {"clip_norm": 0.5, "noise_multiplier": 3.0, "delta": 1e-6, "epsilon_budget": 40.0}
-    state.set(ledger_key(4), json.dumps({"config": config, "releases": [0, 1, 3], "member_budget": 20.0}))
+    state.set_privacy_ledger(4, {"config": config, "releases": [0, 1, 3], "member_budget": 20.0})
     state.close()
 
     own = _own_privacy(tmp_path / "state.db", 4)
