@@ -400,8 +400,9 @@ def _summary(
             sent[kind].append((last.sent[pid][kind] - first.sent[pid][kind]) / (r1 - r0))
             received[kind].append((last.received[pid][kind] - first.received[pid][kind]) / (r1 - r0))
         cpu.append((last.cpu_s[pid] - first.cpu_s[pid]) / (r1 - r0))
-        rpc = [e.get("rpc") for e in ev if e.get("event") == "round.finalized" and r0 < int(e["round"]) <= r1]
-        if rpc and all(isinstance(c, dict) for c in rpc):
+        raw = [e.get("rpc") for e in ev if e.get("event") == "round.finalized" and r0 < int(e["round"]) <= r1]
+        rpc: list[dict[str, Any]] = [c for c in raw if isinstance(c, dict)]
+        if rpc and len(rpc) == len(raw):  # every round counted
             calls.append(sum(int(n[0]) for c in rpc for n in c.values()) / (r1 - r0))
     if not round_s or not cpu:
         raise RuntimeError(f"{size} members: no finalised round after round 0, or no sample in its window")
