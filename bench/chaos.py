@@ -21,6 +21,14 @@ where the machine refuses, the campaign runs on loopback without them and names 
 liveness once the faults healed, database integrity) and a table row is printed; the logs, databases and
 schedule of every run with a violation are copied under ``--keep-logs``.
 
+Runs follow each other without idle time: before a run, the campaign checks that anvil answers and that the
+shared IPFS daemon stores and serves a block (restarting the daemon, and saying so in the row, when it does
+not); it creates the run inside its own process (the steps of ``fedchain run create`` without a new
+interpreter loading torch and the model each time); and it creates the next run and starts its nodes as soon
+as this run's nodes have stopped, so their start-up overlaps this run's checks. Every row carries
+``phases``: seconds from the run's preparation to the end of each phase (created, nodes ready, round 0
+open, faults healed, run done, stopped, checked) and the nodes' own join, ready and finality times.
+
     python bench/chaos.py --runs 20 --seed 1
     python bench/chaos.py --runs 3 --seed 100 --json --keep-logs /tmp/chaos-failures
 """
@@ -39,7 +47,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -107,6 +115,25 @@ def _fill(folder: Path) -> Path:
                 while True:
                     f.write(chunk[:size])
     return path
+
+
+@dataclass
+class Pending:
+    """A run that :meth:`Campaign.prepare` created and whose nodes it started."""
+
+    index: int
+    seed: int
+    started: float
+    faults: list[Fault]
+    data: list[str] = field(default_factory=list)
+    run_id: int | None = None
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, phase: str) -> None:
+        """Record that ``phase`` ended now (seconds since the run's preparation began)."""
+        self.marks[phase] = round(time.monotonic() - self.started, 1)
 
 
 class Campaign:
@@ -262,8 +289,117 @@ class Campaign:
 
     # ---- one run -----------------------------------------------------------------------------------------
 
-    def run(self, index: int, seed: int) -> dict[str, Any]:
-        """Run one seeded run: a new on-chain run, its perturbations, then the invariant checks."""
+    def _healthy_ipfs(self) -> str | None:
+        """Store and read back a block through the shared IPFS daemon: ``None`` if it works, else why not."""
+        from p2p.storage.ipfs import IpfsStore
+
+        probe = f"chaos health probe {time.time_ns()}".encode()
+        store = IpfsStore(self.host.ipfs_api, timeout=15.0)
+        try:
+            return None if store.get(store.put(probe)) == probe else "the daemon returned other bytes"
+        except Exception as exc:  # any failure is a daemon that is not usable
+            return f"{type(exc).__name__}: {exc}"
+        finally:
+            store.close()
+
+    def _ensure_devnet(self) -> list[str]:
+        """Check that anvil answers and the IPFS daemon stores and serves; restart the daemon if it does not.
+
+        Returns notes for the run's row (an IPFS restart done here, never silently). Raises when anvil does
+        not answer or the daemon stays unusable after a restart: the campaign cannot go on.
+        """
+        from ledger.chain import connect
+
+        _ = connect(self.host.rpc_url).eth.block_number  # raises if anvil is gone
+        problem = self._healthy_ipfs()
+        if problem is None:
+            return []
+        ipfs = self._ipfs()
+        ipfs.stop(timeout=5.0)
+        ipfs.start(timeout=120.0)
+        again = self._healthy_ipfs()
+        if again is not None:
+            raise RuntimeError(f"the IPFS daemon is unusable after a restart: {again} (before: {problem})")
+        return [f"ipfs restarted before the run: {problem}"]
+
+    def _create_run(self, spec_path: Path) -> int:
+        """Create a run as ``fedchain run create`` does, from member 0's key, inside this process.
+
+        The same steps as the command (``record_start`` fills the spec's starting point, the canonical bytes
+        go to the IPFS daemon and are pinned, ``createRun`` with the spec's windows), without a fresh
+        interpreter importing torch and loading the model for every run; the URLs are the campaign's own
+        (the member's config names addresses inside its network namespace).
+        """
+        from ledger.types import Admission, RunConfig
+        from node.home import NodeHome
+        from node.protocol.model import record_start
+        from node.protocol.runner import open_chain, open_stores
+        from node.runspec import RunSpec
+
+        home = NodeHome(self.cluster.members[0].home)
+        config = home.load_config().replace(
+            **{
+                "chain.rpc_url": self.host.rpc_url,
+                "storage.store": f"ipfs:{self.host.ipfs_api}",
+                "storage.ipfs_api": self.host.ipfs_api,
+            }
+        )
+        spec = record_start(RunSpec.from_toml(spec_path))
+        data = spec.canonical_bytes()
+        chain = open_chain(home, config, latest=True)
+        own, _ = open_stores(home, config)
+        try:
+            cid = str(own.put(data))
+            own.pin(cid)
+        finally:
+            with contextlib.suppress(Exception):
+                own.close()
+        params = spec.chain
+        run_config = RunConfig(
+            spec_sha256=spec.sha256(),
+            spec_cid=cid,
+            quorum_bps=params.quorum_bps,
+            submit_blocks=params.submit_blocks,
+            vote_blocks=params.vote_blocks,
+            min_updates=params.min_updates,
+            admission=Admission.ALLOWLIST if params.admission == "allowlist" else Admission.OPEN,
+            committee_size=params.committee_size,
+            rounds=spec.rounds,
+        )
+        return int(chain.client.create_run(run_config, join_blocks=params.join_blocks))
+
+    def prepare(self, index: int, seed: int) -> Pending:
+        """Check the devnet, create run ``index`` on chain and start its nodes (not waiting for them)."""
+        a, size = self.args, self.args.nodes
+        pending = Pending(index, seed, time.monotonic(), schedule(seed, size, self.kinds, a.max_faults))
+        pending.data = [f"synthetic:{SKILLS[i % len(SKILLS)]}:40" for i in range(size)]
+        try:
+            pending.notes += self._ensure_devnet()
+            pending.mark("healthy")
+            spec_dir = self.folder / f"spec-{index}"
+            spec_dir.mkdir()
+            spec = round_spec(
+                spec_dir, a.rounds, size, a.local_steps, a.block_time, (a.join_s, a.submit_s, a.vote_s)
+            )
+            pending.run_id = self._create_run(spec)
+            pending.mark("created")
+            for i in range(size):
+                proc = self.cluster.process(i, pending.run_id, pending.data[i])
+                proc.start()
+                self.cluster.processes[i] = proc
+            pending.mark("nodes_started")
+        except Exception as exc:  # recorded as the run's finding; the campaign goes on with the next seed
+            pending.errors.append(f"harness: {type(exc).__name__}: {exc}")
+        return pending
+
+    def execute(
+        self, p: Pending, following: tuple[int, int] | None = None
+    ) -> tuple[dict[str, Any], Pending | None]:
+        """Run ``p`` to its end: perturbations, the nodes' ``run.done``, then the invariant checks.
+
+        When ``following`` (index, seed) is given, that run is prepared (created, its nodes started) as soon
+        as this run's nodes have stopped, so its nodes start up while this run is checked.
+        """
         from ledger.chain import connect
         from ledger.client import RunsClient
         from ledger.types import RoundId, RunId
@@ -272,63 +408,92 @@ class Campaign:
         from p2p.storage.ipfs import IpfsStore
 
         a, size = self.args, self.args.nodes
-        started = time.monotonic()
         w3 = connect(self.host.rpc_url)
         client = RunsClient(w3, self.host.runs_address)
-        spec_dir = self.folder / f"spec-{index}"
-        spec_dir.mkdir()
-        spec = round_spec(
-            spec_dir, a.rounds, size, a.local_steps, a.block_time, (a.join_s, a.submit_s, a.vote_s)
-        )
-        run_id = self.cluster.create_run(spec)
-        data = [f"synthetic:{SKILLS[i % len(SKILLS)]}:40" for i in range(size)]
-        faults = schedule(seed, size, self.kinds, a.max_faults)
         applied: list[str] = []
-        errors: list[str] = []
+        faults_end = int(w3.eth.block_number)
+        run_id = p.run_id
         try:
-            self.cluster.start(run_id, data)
+            if run_id is None:
+                raise RuntimeError("the run was not created")
+            for i in range(size):  # N processes import torch at once on a few cores: allow for it
+                self.cluster.processes[i].wait_until_ready(timeout=180.0 + 10.0 * size, interval=0.2)
+            p.mark("nodes_ready")
             opens = client.round_info(RunId(run_id), RoundId(0)).start_block
             while w3.eth.block_number < opens:
                 time.sleep(0.2)
-            for fault in faults:
+            p.mark("round0_open")
+            for fault in p.faults:
                 time.sleep(fault.gap_s)
-                with self._applied(fault, run_id, data):
+                with self._applied(fault, run_id, p.data):
                     applied.append(fault.label())
                     time.sleep(fault.duration_s)
             faults_end = int(w3.eth.block_number)
-            errors += self._wait_done(run_id)
+            p.mark("faults_healed")
+            p.errors += self._wait_done(run_id)
+            p.mark("run_done")
         except Exception as exc:  # the run's own failure is a finding too: keep its logs
-            errors.append(f"harness: {type(exc).__name__}: {exc}")
+            p.errors.append(f"harness: {type(exc).__name__}: {exc}")
             faults_end = int(w3.eth.block_number)
         finally:
             self.cluster.stop()
-        store = IpfsStore(self.host.ipfs_api, timeout=30.0)
-        try:
-            history = read_history(client, RunId(run_id))
-            views = [
-                NodeView(m.index, m.address, m.home / "state.db", m.log_path) for m in self.cluster.members
-            ]
-            result = check_run(
-                history, views, lambda cid: store.get(Cid(cid)), rounds=a.rounds, faults_end_block=faults_end
-            )
-        finally:
-            store.close()
-        violations = errors + result.violations
+        p.mark("stopped")
+        nxt = self.prepare(*following) if following is not None else None
+        result = None
+        if run_id is not None:
+            store = IpfsStore(self.host.ipfs_api, timeout=30.0)
+            try:
+                history = read_history(client, RunId(run_id))
+                views = [
+                    NodeView(m.index, m.address, m.home / "state.db", m.log_path)
+                    for m in self.cluster.members
+                ]
+                result = check_run(
+                    history,
+                    views,
+                    lambda cid: store.get(Cid(cid)),
+                    rounds=a.rounds,
+                    faults_end_block=faults_end,
+                )
+            except Exception as exc:  # a check that cannot run is a finding, not a crash of the campaign
+                p.errors.append(f"check: {type(exc).__name__}: {exc}")
+            finally:
+                store.close()
+        p.mark("checked")
+        if run_id is not None:
+            self._mark_events(p, run_id)
+        violations = p.errors + (result.violations if result is not None else [])
         row = {
-            "run": index,
-            "seed": seed,
+            "run": p.index,
+            "seed": p.seed,
             "run_id": run_id,
             "perturbations": applied,
-            "scheduled": [asdict(f) for f in faults],
-            "rounds_finalized": result.rounds_finalized,
-            "rounds": result.rounds,
-            "liveness_checked": result.liveness_checked,
+            "scheduled": [asdict(f) for f in p.faults],
+            "rounds_finalized": result.rounds_finalized if result is not None else 0,
+            "rounds": result.rounds if result is not None else 0,
+            "liveness_checked": result.liveness_checked if result is not None else False,
             "violations": violations,
-            "seconds": round(time.monotonic() - started, 1),
+            "notes": p.notes,
+            "seconds": p.marks["checked"],
+            "phases": p.marks,
         }
         if violations and a.keep_logs is not None:
-            self._keep(a.keep_logs / f"seed-{seed}", row)
-        return row
+            self._keep(a.keep_logs / f"seed-{p.seed}", row)
+        return row, nxt
+
+    def _mark_events(self, p: Pending, run_id: int) -> None:
+        """Add the nodes' own timestamps to the run's phases: each join, each ready, each round's finality."""
+        wall0 = time.time() - (time.monotonic() - p.started)
+        for i in range(self.args.nodes):
+            events = [e for e in self.cluster.events(i) if e.get("run") == run_id]
+            for name in ("node.joined", "node.ready"):
+                seen = [e["ts"] for e in events if e.get("event") == name]
+                if seen:
+                    p.marks[f"n{i}_{name.split('.')[1]}"] = round(seen[0] - wall0, 1)
+            if i == 0:
+                for e in events:
+                    if e.get("event") == "round.finalized":
+                        p.marks.setdefault(f"round{e['round']}_final", round(e["ts"] - wall0, 1))
 
     def _wait_done(self, run_id: int) -> list[str]:
         """Wait until every node logged ``run.done`` for ``run_id`` or exited; return what went wrong."""
@@ -373,17 +538,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--runs", type=int, default=10, help="seeded runs (run k uses seed + k)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--nodes", type=int, default=3, help="members (>= 3: a quorum survives one fault)")
-    p.add_argument("--rounds", type=int, default=4, help="rounds per run")
+    p.add_argument("--rounds", type=int, default=6, help="rounds per run")
     p.add_argument("--local-steps", type=int, default=2, help="local training steps per round")
     p.add_argument("--block-time", type=float, default=1.0, help="devnet seconds per block")
     p.add_argument(
-        "--join-s", type=float, default=60.0, help="join window (seconds): node processes start inside it"
+        "--join-s", type=float, default=45.0, help="join window (seconds): node processes start inside it"
     )
-    p.add_argument("--submit-s", type=float, default=20.0, help="submit window (seconds)")
-    p.add_argument("--vote-s", type=float, default=20.0, help="vote window (seconds)")
+    p.add_argument("--submit-s", type=float, default=15.0, help="submit window (seconds)")
+    p.add_argument("--vote-s", type=float, default=15.0, help="vote window (seconds)")
     p.add_argument("--max-faults", type=int, default=3, help="most perturbations per run")
     p.add_argument("--keep-logs", type=Path, default=None, help="copy each failing seed's logs here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.add_argument("--rows", type=Path, default=None, help="append each run's row to this JSON-lines file")
     args = p.parse_args(argv)
     if args.runs < 1 or args.nodes < 3 or args.rounds < 2 or args.max_faults < 1 or args.local_steps < 1:
         p.error("--runs, --max-faults and --local-steps must be >= 1, --nodes >= 3 and --rounds >= 2")
@@ -398,13 +564,20 @@ def campaign(args: argparse.Namespace, progress: bool = True) -> dict[str, Any]:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="fedchain-chaos-") as tmp, Campaign(Path(tmp), args) as c:
         setup_s = time.monotonic() - started
+        pending: Pending | None = c.prepare(0, args.seed)
         for k in range(args.runs):
-            row = c.run(k, args.seed + k)
+            assert pending is not None
+            following = (k + 1, args.seed + k + 1) if k + 1 < args.runs else None
+            row, pending = c.execute(pending, following)
             rows.append(row)
+            if args.rows is not None:
+                with open(args.rows, "a") as f:
+                    f.write(json.dumps(row) + "\n")
             if progress and not args.json:
                 print(_row_line(row), flush=True)
+        runs_s = time.monotonic() - started - setup_s
         skipped = dict(c.skipped)
-    per_run = sum(r["seconds"] for r in rows) / len(rows)
+    per_run = runs_s / len(rows)
     return {
         "nodes": args.nodes,
         "rounds": args.rounds,
@@ -416,6 +589,7 @@ def campaign(args: argparse.Namespace, progress: bool = True) -> dict[str, Any]:
         "runs_with_violations": sum(1 for r in rows if r["violations"]),
         "setup_s": round(setup_s, 1),
         "seconds_per_run": round(per_run, 1),
+        "liveness_checked": sum(1 for r in rows if r["liveness_checked"]),
         "estimate_200_runs_h": round((setup_s + 200 * per_run) / 3600, 2),
         "load_average": [round(x, 2) for x in os.getloadavg()],
     }
