@@ -61,16 +61,28 @@ SHARDS = [["tech_support"], ["coding"], ["trivia", "emotion"]]
 """The first three shards by topic; the fourth holds every other English category."""
 
 
-def write_shards(folder: Path) -> list[str]:
-    """Write the four shards as UTF-8 text files and return their paths."""
+def write_shards(folder: Path, split: str = "topic") -> list[str]:
+    """Write the four shards as UTF-8 text files and return their paths.
+
+    ``split = "topic"``: the non-IID shards of the module docstring. ``"iid"``: every category's
+    conversations dealt round-robin over the four shards (the control that removes the topic skew).
+    """
     names = chatterbot_categories()
     taken = {c for shard in SHARDS for c in shard}
     shards = [*SHARDS, [c for c in names if c not in taken]]
     texts = chatterbot_texts(names)
+    if split == "iid":
+        dealt: list[list[str]] = [[] for _ in shards]
+        conversations = [conv for c in names for conv in texts[c].split("\n\n")]
+        for j, conv in enumerate(conversations):
+            dealt[j % len(shards)].append(conv)
+        bodies = ["\n\n".join(d) for d in dealt]
+    else:
+        bodies = ["\n\n".join(texts[c] for c in shard) for shard in shards]
     paths = []
-    for i, shard in enumerate(shards):
+    for i, body in enumerate(bodies):
         path = folder / f"shard{i}.txt"
-        path.write_text("\n\n".join(texts[c] for c in shard), encoding="utf-8")
+        path.write_text(body, encoding="utf-8")
         paths.append(str(path))
     return paths
 
@@ -120,23 +132,26 @@ def _one_model(
 ) -> Any:
     """Train the session's model from the initial parameters for ``steps`` steps on ``blocks``; score it.
 
-    One AdamW throughout; the steps run in ``cfg.rounds`` equal chunks, chunk ``r`` at the rate the
-    federated members use in round ``r`` (``[train] lr_schedule``), each chunk a new seeded block order.
+    One AdamW throughout. At a constant rate the steps are one run (so the result does not depend on how
+    the federated budget is split into rounds); with a schedule they run in ``cfg.rounds`` equal chunks,
+    chunk ``r`` at the rate the federated members use in round ``r`` (``[train] lr_schedule``), each
+    chunk a new seeded block order.
     """
     load_flat(session.model, session.initial, session.spec)
     params = [p for _, p in sorted(session.model.named_parameters())]
     base = replace(cfg.train, seed=seed, batch_size=batch_size)
     opt = make_inner_optimizer(params, base, None)
-    per_chunk = steps // cfg.rounds
-    for r in range(cfg.rounds):
+    chunks = 1 if cfg.train.lr_schedule == "constant" else cfg.rounds
+    per_chunk = steps // chunks
+    for r in range(chunks):
         chunk = base.for_round(r, cfg.rounds)
         for group in opt.param_groups:
             group["lr"] = chunk.lr
-        n = per_chunk if r < cfg.rounds - 1 else steps - per_chunk * (cfg.rounds - 1)
+        n = per_chunk if r < chunks - 1 else steps - per_chunk * (chunks - 1)
         train_blocks(
             session.model,
             blocks,
-            replace(chunk, seed=seed * 1009 + r),
+            replace(chunk, seed=seed if chunks == 1 else seed * 1009 + r),
             steps=n,
             optimizer=opt,
             warmup_steps=warmup_steps,
@@ -149,7 +164,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     codecs = [c for c in args.codecs.split(",") if c]
     settings = set(args.settings.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_shards(Path(tmp))
+        paths = write_shards(Path(tmp), args.split)
         cfg = make_config(args, paths, codecs[0] if codecs else "fp32")
         started = time.perf_counter()
         session = prepare_pretrain(cfg)
@@ -247,6 +262,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "outer_lr": args.outer_lr,
         "outer_momentum": args.outer_momentum,
         "inner_state": args.inner_state,
+        "split": args.split,
         "tokens_per_model": n * steps * batch * cfg.train.max_len,
         "train_tokens": int(union.numel()),
         "held_out_tokens": sum(int(c.held_out.numel()) for c in session.clients),
@@ -266,7 +282,8 @@ def table(report: dict[str, Any]) -> str:
     lines = [
         f"{report['model']} ({report['parameters']:,} parameters), {report['members']} members, "
         f"{report['rounds']} rounds x {report['local_steps']} local steps, batch {report['batch_size']} x "
-        f"{report['max_len']} tokens: {report['tokens_per_model']:,} tokens per setting "
+        f"{report['max_len']} tokens, {report['split']} shards: "
+        f"{report['tokens_per_model']:,} tokens per setting "
         f"({report['train_tokens']:,} training tokens, {report['held_out_tokens']:,} held out); "
         f"inner lr {report['lr']:g} ({report['lr_schedule']}, warm-up {report['warmup_steps']} steps, "
         f"state {report['inner_state']}), outer lr {report['outer_lr']:g}, momentum "
@@ -314,6 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--outer-lr", type=float, default=0.7)
     parser.add_argument("--outer-momentum", type=float, default=0.9)
     parser.add_argument("--codecs", default="fp32,int8")
+    parser.add_argument(
+        "--split", choices=["topic", "iid"], default="topic", help="non-IID topic shards, or an IID control"
+    )
     parser.add_argument(
         "--settings",
         default="dp,central,federated,alone",
