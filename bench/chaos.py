@@ -417,7 +417,10 @@ class Campaign:
             if run_id is None:
                 raise RuntimeError("the run was not created")
             for i in range(size):  # N processes import torch at once on a few cores: allow for it
-                self.cluster.processes[i].wait_until_ready(timeout=180.0 + 10.0 * size, interval=0.2)
+                try:
+                    self.cluster.processes[i].wait_until_ready(timeout=180.0 + 10.0 * size, interval=0.2)
+                except Exception as exc:  # name the node's own fatal error, not only its output's tail
+                    raise RuntimeError(f"node{i} not ready: {self._fatal(i) or exc}") from exc
             p.mark("nodes_ready")
             opens = client.round_info(RunId(run_id), RoundId(0)).start_block
             while w3.eth.block_number < opens:
@@ -508,11 +511,15 @@ class Campaign:
                     pending.discard(i)
                 elif not proc.is_running():  # the others go on: a quorum may still finish the run
                     pending.discard(i)
-                    fatal = [e for e in self.cluster.events(i, "error") if e.get("fatal")]
-                    why = f"{fatal[-1].get('kind')}: {fatal[-1].get('message')}" if fatal else proc.tail(3)
+                    why = self._fatal(i) or proc.tail(3)
                     problems.append(f"node{i} exited (code {proc.stop(timeout=1.0)}) before run.done: {why}")
             time.sleep(0.5)
         return problems + [f"node{i} did not finish the run in time" for i in sorted(pending)]
+
+    def _fatal(self, i: int) -> str | None:
+        """Member ``i``'s last fatal error event (logged without a run id), as ``kind: message``."""
+        fatal = [e for e in self.cluster.events(i, "error") if e.get("fatal")]
+        return f"{fatal[-1].get('kind')}: {fatal[-1].get('message')}" if fatal else None
 
     def _keep(self, target: Path, row: dict[str, Any]) -> None:
         """Copy the nodes' logs and databases, the devnet's logs and the row into ``target``."""
