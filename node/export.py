@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError, RunMismatchError
-from node.protocol.fetch import Fetcher, Want
+from node.protocol.retrieval import Fetcher, Want
 from p2p.envelope import is_envelope
 
 

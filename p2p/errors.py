@@ -29,7 +29,7 @@ class FetchError(P2PError):
     """No provider delivered a verified copy of the requested content within the time allowed."""
 
 
-class NodeError(P2PError, RuntimeError):
+class HostError(P2PError, RuntimeError):
     """The p2p node is not running, failed to start, or a call into it timed out."""
 
 

@@ -32,7 +32,7 @@ from libp2p.tools.anyio_service import background_trio_service
 
 from p2p import blob, direct
 from p2p.config import P2PConfig
-from p2p.errors import IdentityError, NodeError, P2PError
+from p2p.errors import HostError, IdentityError, P2PError
 from p2p.fetch import FetchRequest, fetch_many, fetch_one
 from p2p.gossip import CurrentRound, IsMember, TopicValidator, build_router, message_id, topic_for
 from p2p.guard import PeerGuard
@@ -73,7 +73,7 @@ def build_host(key_pair: KeyPair, listen_multiaddr: str) -> IHost:
 
 
 def ensure_port_free(host: str, port: int) -> None:
-    """Raise :class:`NodeError` if another socket already listens on ``host:port``.
+    """Raise :class:`HostError` if another socket already listens on ``host:port``.
 
     py-libp2p listens with ``SO_REUSEPORT`` (for hole punching), so a second node started on a busy port
     would not fail: the kernel would silently split incoming connections between the two. A plain bind
@@ -84,7 +84,7 @@ def ensure_port_free(host: str, port: int) -> None:
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise NodeError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise HostError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
 
 
 class P2PNode:
@@ -154,20 +154,20 @@ class P2PNode:
     def start(self) -> None:
         """Start the event-loop thread (non-blocking); see :meth:`wait_until_ready`."""
         if self._thread is not None:
-            raise NodeError("node already started")
+            raise HostError("node already started")
         self._thread = threading.Thread(
             target=self._thread_main, name=f"p2p-{self.peer_id[-6:]}", daemon=True
         )
         self._thread.start()
 
     def wait_until_ready(self, timeout: float = 30.0) -> None:
-        """Block until the host listens and pubsub runs; raises :class:`NodeError` on failure or timeout."""
+        """Block until the host listens and pubsub runs; raises :class:`HostError` on failure or timeout."""
         if self._thread is None:
-            raise NodeError("node not started")
+            raise HostError("node not started")
         if not self._ready.wait(timeout):
-            raise NodeError(f"p2p node not ready after {timeout:g} s")
+            raise HostError(f"p2p node not ready after {timeout:g} s")
         if self._failure is not None:
-            raise NodeError(f"p2p node failed to start: {self._failure!r}") from self._failure
+            raise HostError(f"p2p node failed to start: {self._failure!r}") from self._failure
 
     def stop(self, timeout: float = 10.0) -> None:
         """Close every connection and stop the event-loop thread (waits at most ``timeout`` seconds)."""
@@ -341,7 +341,7 @@ class P2PNode:
     ) -> T:
         token = self._token
         if token is None or not self._ready.is_set() or self._failure is not None:
-            raise NodeError("p2p node is not running")
+            raise HostError("p2p node is not running")
         limit = timeout if timeout is not None else self.config.call_timeout_s
 
         async def bounded() -> T:
@@ -349,16 +349,16 @@ class P2PNode:
                 with trio.fail_after(limit):
                     return await fn(*args, **kw)
             except trio.TooSlowError as exc:
-                raise NodeError(f"{getattr(fn, '__name__', fn)} did not finish within {limit:g} s") from exc
+                raise HostError(f"{getattr(fn, '__name__', fn)} did not finish within {limit:g} s") from exc
 
         try:
             return trio.from_thread.run(bounded, trio_token=token)
         except trio.RunFinishedError as exc:
-            raise NodeError("p2p node stopped") from exc
+            raise HostError("p2p node stopped") from exc
 
     def _require_host(self) -> IHost:
         if self._host is None:
-            raise NodeError("p2p node is not running")
+            raise HostError("p2p node is not running")
         return self._host
 
     def _keep_local(self, cid: Cid, data: bytes) -> None:
@@ -377,7 +377,7 @@ class P2PNode:
     async def _subscribe(self, run_id: str, handler: Handler) -> None:
         pubsub, nursery = self._pubsub, self._nursery
         if pubsub is None or nursery is None:
-            raise NodeError("p2p node is not running")
+            raise HostError("p2p node is not running")
         if run_id in self._handlers:
             self._handlers[run_id].append(handler)
             return
@@ -435,7 +435,7 @@ class P2PNode:
 
     async def _publish(self, data: bytes, run_id: str) -> None:
         if self._pubsub is None or run_id not in self.validators:
-            raise NodeError(f"subscribe to run {run_id!r} before publishing on it")
+            raise HostError(f"subscribe to run {run_id!r} before publishing on it")
         await self._pubsub.publish(topic_for(run_id), data)
 
     async def _send(
@@ -510,7 +510,7 @@ class P2PNode:
         try:
             store, limiter = self._store, self._serve_limiter
             if limiter is None:
-                raise NodeError("p2p node is not running")
+                raise HostError("p2p node is not running")
             async with limiter:
                 with trio.fail_after(self.config.fetch_timeout_s):
                     if store is None:

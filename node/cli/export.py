@@ -22,7 +22,7 @@ def export(
     """Write the merged adapter of a finalised round as a standard PEFT folder (hash-checked first)."""
     from ledger.errors import LedgerError
     from node.errors import NodeError, RunMismatchError
-    from node.protocol.fetch import Fetcher
+    from node.protocol.retrieval import Fetcher
     from node.protocol.runner import open_stores
     from node.protocol.state import NodeState
     from p2p.errors import P2PError

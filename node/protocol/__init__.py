@@ -14,7 +14,7 @@ committee, committee_round
     Committee rounds (docs/scale.md): the protocol as pure functions, and the node's step in such a run.
 gossip
     Publishing this member's announcements on the run's topic; a failure is logged, never raised.
-fetch
+retrieval
     Artifact retrieval in a fixed order (own store, peers, IPFS), every blob checked against its hashes.
 context
     :class:`~node.protocol.context.NodeContext`: what one node process uses to take part in one run.

@@ -583,7 +583,7 @@ def _propose(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
 def _manifest_of(ctx: NodeContext, book: RoundBook, proposal: Proposal) -> Manifest:
     """Fetch, parse and verify a proposal's manifest (raises :class:`CommitteeError` if it is bad)."""
     from node.protocol.committee import MAX_MANIFEST_BYTES
-    from node.protocol.fetch import Want
+    from node.protocol.retrieval import Want
 
     if proposal.manifest_cid in book.manifests:
         return book.manifests[proposal.manifest_cid]
@@ -680,7 +680,7 @@ def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, pro
     """Fetch the manifest's updates and merge them as an ordinary round does; the result to sign."""
     from ledger.committee import bitmap
     from ledger.types import CommitteeResult, included_set_hash
-    from node.protocol.fetch import Want
+    from node.protocol.retrieval import Want
     from training.codec import default_max_bytes
     from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
 
@@ -806,7 +806,7 @@ def spot_check(ctx: NodeContext, rnd: int) -> None:
 
     from ledger.committee import bitmap_indices
     from node.protocol.committee import MAX_MANIFEST_BYTES
-    from node.protocol.fetch import Want
+    from node.protocol.retrieval import Want
     from training.codec import default_max_bytes
 
     event = ctx.client.committee_finalized(ctx.run_id, rnd)

@@ -18,7 +18,7 @@ from node.config import NodeConfig
 from node.console.eventlog import EventLog
 from node.errors import RunMismatchError
 from node.home import NodeHome
-from node.protocol.fetch import Fetcher, Want
+from node.protocol.retrieval import Fetcher, Want
 from node.protocol.state import NodeState, round_s
 from node.protocol.watch import ChainWatch
 from node.runspec import RunSpec

@@ -36,7 +36,7 @@ from node.errors import NodeError, RunMismatchError
 from node.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from node.home import NodeHome
 from node.protocol.context import NodeContext
-from node.protocol.fetch import Fetcher, Want
+from node.protocol.retrieval import Fetcher, Want
 from node.protocol.state import NodeState
 from node.runspec import MAX_SPEC_BYTES, RunSpec, RunSpecError
 

@@ -64,8 +64,11 @@ CREATE TABLE IF NOT EXISTS residuals (
 
 
 @dataclass(frozen=True)
-class RoundRecord:
-    """The node's record of one round (``None``: not done yet)."""
+class LocalRound:
+    """The node's own record of one round (``None``: not done yet).
+
+    What the chain says about a round is :class:`node.protocol.history.RoundRecord`.
+    """
 
     run: int
     round: int
@@ -111,7 +114,7 @@ class Adoption:
 CommitteeRecord = Literal["commits", "commit", "proposal", "vote"]
 """The JSON documents a committee round keeps (:meth:`NodeState.committee_record`)."""
 
-_ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(RoundRecord))
+_ROUND_FIELDS = tuple(f.name for f in dataclasses.fields(LocalRound))
 
 
 class NodeState:
@@ -143,21 +146,21 @@ class NodeState:
 
     # ---- rounds ------------------------------------------------------------------------------------------
 
-    def round(self, run: int, round: int) -> RoundRecord:
+    def round(self, run: int, round: int) -> LocalRound:
         """Return the node's record of ``round`` (an empty one if none)."""
         rows = self._exec(
             f"SELECT {', '.join(_ROUND_FIELDS)} FROM rounds WHERE run = ? AND round = ?", (run, round)
         )
-        return RoundRecord(*rows[0]) if rows else RoundRecord(run, round)
+        return LocalRound(*rows[0]) if rows else LocalRound(run, round)
 
-    def rounds(self, run: int) -> list[RoundRecord]:
+    def rounds(self, run: int) -> list[LocalRound]:
         """Every recorded round of ``run``, in order."""
         rows = self._exec(
             f"SELECT {', '.join(_ROUND_FIELDS)} FROM rounds WHERE run = ? ORDER BY round", (run,)
         )
-        return [RoundRecord(*row) for row in rows]
+        return [LocalRound(*row) for row in rows]
 
-    def update_round(self, run: int, round: int, **fields: Any) -> RoundRecord:
+    def update_round(self, run: int, round: int, **fields: Any) -> LocalRound:
         """Set fields of a round's record (created if missing), durably; returns the new record.
 
         Raises

@@ -17,9 +17,9 @@ from typing import Any
 
 from node.protocol.confirm import still_on_chain, tx_hex
 from node.protocol.context import NodeContext
-from node.protocol.fetch import Want
 from node.protocol.gossip import publish
-from node.protocol.state import RoundRecord, round_s
+from node.protocol.retrieval import Want
+from node.protocol.state import LocalRound, round_s
 
 
 def vote(ctx: NodeContext, info: Any) -> bool:
@@ -92,7 +92,7 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     return True
 
 
-def late_vote(ctx: NodeContext, info: Any, record: RoundRecord) -> bool:
+def late_vote(ctx: NodeContext, info: Any, record: LocalRound) -> bool:
     """Vote this member's merged result of the finalised round ``info`` late; ``True`` if it was sent.
 
     The contract takes it until ``info.late_vote_end`` from an eligible member that has not voted in the
@@ -265,7 +265,7 @@ def record_merge(
     included: list[list[str]],
     rejected: dict[str, str],
     merge_s: float,
-) -> RoundRecord:
+) -> LocalRound:
     """Keep a merged state this member computed and record it (state DB, ``round.merged``).
 
     The artifact is stored before anything refers to it and mirrored to IPFS later as a chore, off the

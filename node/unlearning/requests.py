@@ -44,7 +44,7 @@ class _FetcherStore:
         self.ctx = ctx
 
     def get(self, cid: Cid, max_size: int | None = None) -> bytes:
-        from node.protocol.fetch import Want
+        from node.protocol.retrieval import Want
 
         cap = max_size if max_size is not None else self.ctx.max_state_bytes()
         data, _ = self.ctx.fetcher.get(Want(str(cid), None, cap, "artifact", self.ctx.run_id, None))

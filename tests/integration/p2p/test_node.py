@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from p2p.config import P2PConfig
-from p2p.errors import FetchError, NodeError
+from p2p.errors import FetchError, HostError
 from p2p.host import P2PNode
 from p2p.messages import AnyMessage, Heartbeat
 from p2p.storage.local import LocalStore
@@ -89,7 +89,7 @@ def test_every_handler_of_a_run_receives_validated_messages(pair: tuple[P2PNode,
 def test_publishing_needs_a_subscription(pair: tuple[P2PNode, P2PNode]) -> None:
     first, _ = pair
 
-    with pytest.raises(NodeError, match="subscribe to run"):
+    with pytest.raises(HostError, match="subscribe to run"):
         first.publish(Heartbeat(run="run-1", round=0, sender=first.address, phase="idle"))
 
 
@@ -114,10 +114,10 @@ def test_a_node_that_cannot_listen_fails_clearly(pair: tuple[P2PNode, P2PNode]) 
     clash = P2PNode(P2PConfig(listen_port=port), member_key(2), None, is_member, lambda run: 0)
 
     clash.start()
-    with pytest.raises(NodeError, match="cannot listen on 127.0.0.1"):
+    with pytest.raises(HostError, match="cannot listen on 127.0.0.1"):
         clash.wait_until_ready(30)
     clash.stop()
-    with pytest.raises(NodeError, match="not running"):
+    with pytest.raises(HostError, match="not running"):
         clash.peers()
 
 

@@ -11,7 +11,7 @@ from node.console import events, view
 from node.console.events import EVENTS
 
 REPO = Path(__file__).resolve().parents[4]
-EMITTERS = ("event", "_emit")  # EventLog.event, and the fetcher's progress reports (node.protocol.fetch)
+EMITTERS = ("event", "_emit")  # EventLog.event, and the fetcher's progress reports (node.protocol.retrieval)
 
 
 def _emitted() -> dict[str, list[str]]:

@@ -18,8 +18,8 @@ from node.config import NodeConfig
 from node.console.eventlog import EventLog, read_events
 from node.home import NodeHome
 from node.protocol.context import NodeContext
-from node.protocol.fetch import Fetcher
 from node.protocol.model import LocalData, ModelRuntime
+from node.protocol.retrieval import Fetcher
 from node.protocol.round import step
 from node.protocol.state import NodeState
 from node.runspec import ChainParams, RunSpec

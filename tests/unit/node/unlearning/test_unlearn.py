@@ -13,8 +13,8 @@ from eth_utils.address import to_checksum_address
 from ledger.types import RequestStatus, RoundId
 from node.audit.auditor import audit_run
 from node.console.eventlog import EventLog
-from node.protocol.fetch import Fetcher
 from node.protocol.history import base_of_round, read_history
+from node.protocol.retrieval import Fetcher
 from node.protocol.state import NodeState
 from node.unlearning.replay import (
     RunSetup,

@@ -1,4 +1,4 @@
-"""Tests for node.protocol.fetch: own store first, an IPFS-like fallback last, hash checks, keeping it."""
+"""Tests for node.protocol.retrieval: own store first, an IPFS-like fallback last, hash checks, keeping it."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 
 from node.console.eventlog import EventLog, read_events
 from node.errors import ArtifactUnavailableError
-from node.protocol.fetch import Fetcher, Want
+from node.protocol.retrieval import Fetcher, Want
 from node.protocol.state import NodeState
 from p2p.storage import LocalStore
 
