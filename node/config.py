@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import NodeError
+from p2p.config import P2PConfig
 from training.tomlconfig import build_section, check_tables, load_toml
 
 CONFIG_FILE = "config.toml"
@@ -154,18 +155,33 @@ class StorageConfig:
             )
 
 
+NODE_P2P_DEFAULTS: dict[str, Any] = {"fetch_timeout_s": 30.0}
+"""The ``[p2p]`` defaults that differ from :class:`p2p.config.P2PConfig`'s: a peer that does not deliver an
+artifact within 30 s is passed over for the next source (another peer, then IPFS)."""
+
+
+def _p2p_key(name: str) -> Any:
+    """Return the ``[p2p]`` key ``name``: P2PConfig's field, its help, its default (or the node's)."""
+    source = next(f for f in dataclasses.fields(P2PConfig) if f.name == name)
+    return field(default=NODE_P2P_DEFAULTS.get(name, source.default), metadata=dict(source.metadata))
+
+
 @dataclass(frozen=True)
 class P2PSection:
-    """The libp2p host (loopback by default)."""
+    """The libp2p host (loopback by default).
 
-    listen_host: str = field(default="127.0.0.1", metadata={"help": "IPv4 address to listen on"})
-    listen_port: int = field(default=0, metadata={"help": "TCP port (0: any free port)"})
-    bootstrap: tuple[str, ...] = field(
-        default=(), metadata={"help": "multiaddrs (/ip4/../tcp/../p2p/<peer id>) of members to dial"}
-    )
-    fetch_timeout_s: float = field(default=30.0, metadata={"help": "per-peer limit on one artifact fetch"})
+    The keys are fields of :class:`p2p.config.P2PConfig` (same names and help; defaults from it except
+    :data:`NODE_P2P_DEFAULTS`); :meth:`p2p_config` is the host configuration they give.
+    """
+
+    listen_host: str = _p2p_key("listen_host")
+    listen_port: int = _p2p_key("listen_port")
+    bootstrap: tuple[str, ...] = _p2p_key("bootstrap")
+    fetch_timeout_s: float = _p2p_key("fetch_timeout_s")
 
     def __post_init__(self) -> None:
+        # the checks a config file gets on loading; P2PConfig checks the bootstrap multiaddrs when the node
+        # starts its host (building one here would load libp2p for every command that reads the config)
         try:
             ipaddress.IPv4Address(self.listen_host)
         except ValueError as exc:
@@ -174,6 +190,10 @@ class P2PSection:
             raise NodeConfigError(f"`listen_port` must be in [0, 65535], got {self.listen_port!r}")
         if self.fetch_timeout_s <= 0:
             raise NodeConfigError(f"`fetch_timeout_s` must be > 0, got {self.fetch_timeout_s!r}")
+
+    def p2p_config(self) -> P2PConfig:
+        """Return the p2p host configuration of these keys (P2PConfig's defaults for the others)."""
+        return P2PConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(self)})
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import multiaddr
 
-from p2p.gossip import GossipConfig
+if TYPE_CHECKING:
+    from p2p.gossip import GossipConfig
+
+
+def _gossip_defaults() -> GossipConfig:
+    # imported on first use: p2p.gossip loads libp2p (seconds), and reading a node's config needs only
+    # the field names, defaults and help of this class
+    from p2p.gossip import GossipConfig
+
+    return GossipConfig()
 
 
 @dataclass(frozen=True)
@@ -39,11 +49,13 @@ class P2PConfig:
         Limit on one synchronous call into the node's event loop (other than fetches).
     """
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 0
-    bootstrap: tuple[str, ...] = ()
-    gossip: GossipConfig = field(default_factory=GossipConfig)
-    fetch_timeout_s: float = 60.0
+    listen_host: str = field(default="127.0.0.1", metadata={"help": "IPv4 address to listen on"})
+    listen_port: int = field(default=0, metadata={"help": "TCP port (0: any free port)"})
+    bootstrap: tuple[str, ...] = field(
+        default=(), metadata={"help": "multiaddrs (/ip4/../tcp/../p2p/<peer id>) of members to dial"}
+    )
+    gossip: GossipConfig = field(default_factory=_gossip_defaults)
+    fetch_timeout_s: float = field(default=60.0, metadata={"help": "per-peer limit on one artifact fetch"})
     fetch_parallelism: int = 4
     serve_parallelism: int = 8
     max_blob_size: int = 1 << 30

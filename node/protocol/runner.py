@@ -152,15 +152,9 @@ def _on_message(ctx: NodeContext) -> Callable[[Any], None]:
 
 
 def _start_p2p(ctx_holder: dict[str, NodeContext], config: NodeConfig, key: bytes, store: Any) -> Any:
-    from p2p.config import P2PConfig
     from p2p.host import P2PNode
 
-    p2p_config = P2PConfig(
-        listen_host=config.p2p.listen_host,
-        listen_port=config.p2p.listen_port,
-        bootstrap=config.p2p.bootstrap,
-        fetch_timeout_s=config.p2p.fetch_timeout_s,
-    )
+    p2p_config = config.p2p.p2p_config()
 
     def is_member(run: str, address: str) -> bool:
         ctx = ctx_holder.get("ctx")

@@ -69,3 +69,29 @@ def test_eval_sources_parse_to_a_tuple_and_default_to_none(tmp_path: Path) -> No
     assert NodeConfig().training.eval_sources == ()
     overridden = NodeConfig().replace(**{"training.eval_sources": ["/data/a.jsonl"]})
     assert overridden.training.eval_sources == ("/data/a.jsonl",)
+
+
+def test_the_p2p_section_is_p2p_configs_fields_with_the_nodes_defaults() -> None:
+    from node.config import NODE_P2P_DEFAULTS, P2PSection
+    from p2p.config import P2PConfig
+
+    host = {f.name: f for f in dataclasses.fields(P2PConfig)}
+    section = dataclasses.fields(P2PSection)
+
+    for f in section:
+        assert f.name in host, f.name
+        assert f.metadata["help"] == host[f.name].metadata["help"]
+        assert f.default == NODE_P2P_DEFAULTS.get(f.name, host[f.name].default), f.name
+    assert set(NODE_P2P_DEFAULTS) <= {f.name for f in section}
+
+
+def test_the_p2p_section_gives_the_host_configuration() -> None:
+    from p2p.config import P2PConfig
+
+    peer = "/ip4/127.0.0.1/tcp/4001/p2p/16Uiu2HAm4Ms862Gnqafssgvik4JJ1LuqWMcKNipq4nm2UaoLRbeP"
+    config = NodeConfig().replace(**{"p2p.listen_port": 4002, "p2p.bootstrap": (peer,)})
+
+    host = config.p2p.p2p_config()
+
+    assert host == P2PConfig(listen_port=4002, bootstrap=(peer,), fetch_timeout_s=30.0)
+    assert host.fetch_parallelism == P2PConfig().fetch_parallelism
