@@ -1,4 +1,4 @@
-"""bench/scale.py's run spec: the join window grows with the members so round 0 opens after every node is ready."""
+"""bench/scale.py's run spec: its join window grows with the members (round 0 waits for every node)."""
 
 from __future__ import annotations
 
