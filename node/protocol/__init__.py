@@ -12,6 +12,8 @@ vote
     The vote phase: fetch the round's on-chain update set, merge it, store the result and vote for it.
 committee, committee_round
     Committee rounds (docs/scale.md): the protocol as pure functions, and the node's step in such a run.
+waiting
+    Logging why this member waits (``round.waiting``), once per change; shared by both steps.
 gossip
     Publishing this member's announcements on the run's topic; a failure is logged, never raised.
 retrieval

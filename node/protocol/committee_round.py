@@ -60,8 +60,11 @@ from node.protocol.committee import (
 )
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
+from node.protocol.privacy import member_refusal
 from node.protocol.state import round_s
+from node.protocol.submit import train_and_store
 from node.protocol.vote import record_merge
+from node.protocol.waiting import wait
 
 REGOSSIP_S = 4.0
 """Seconds between re-publications of this member's own commit, proposal and vote (a send may fail).
@@ -115,12 +118,10 @@ def _registry(ctx: NodeContext) -> str:
 
 def committee_step(ctx: NodeContext, info: Any, head: int) -> bool:
     """Do what this member owes the open committee round ``info`` at block ``head``; ``True`` if it acted."""
-    from node.protocol.round import _wait
-
     rnd = int(info.round)
     book = _book(ctx, info)
     if book is None:
-        _wait(ctx, rnd, f"committee: waiting for block {info.start_block}, whose hash draws the committee")
+        wait(ctx, rnd, f"committee: waiting for block {info.start_block}, whose hash draws the committee")
         return False
     _drain_inbox(ctx, book)
     if book.eligible and _commit(ctx, info, book):
@@ -130,14 +131,14 @@ def committee_step(ctx: NodeContext, info: Any, head: int) -> bool:
         owed = [i for i in book.committee if i != book.own_index and i not in book.delivered]
         ctx.watch.idle = not book.eligible or not owed  # until the chain or gossip changes (node watch)
         why = "not eligible this round; " if not book.eligible else ""
-        _wait(ctx, rnd, f"{why}outside the committee ({len(book.committee)} members); waiting for its result")
+        wait(ctx, rnd, f"{why}outside the committee ({len(book.committee)} members); waiting for its result")
         return False
     if len(book.commits) >= int(info.eligible) and book.ready_block is None:
         book.ready_block = head
     for action in (_propose, _vote, _finalize):
         if action(ctx, info, head, book):
             return True
-    _wait(ctx, rnd, _why(ctx, info, book))
+    wait(ctx, rnd, _why(ctx, info, book))
     return False
 
 
@@ -426,21 +427,18 @@ def _regossip(ctx: NodeContext, book: RoundBook) -> None:
 
 def _commit(ctx: NodeContext, info: Any, book: RoundBook) -> bool:
     """Train, store, sign and send this member's commit once; ``True`` if it did so now."""
-    from node.protocol.round import _privacy_refusal, _wait
-    from node.protocol.submit import _train_and_store
-
     rnd = book.round
     if _own_commit(ctx, rnd) is not None or book.own_index is None:
         return False
     if ctx.spec.privacy is not None:
         member = ctx.client.member_info(ctx.run_id, ctx.address)
-        refused = _privacy_refusal(ctx, rnd, member)
+        refused = member_refusal(ctx, rnd, member)
         if refused is not None:
-            _wait(ctx, rnd, refused)
+            wait(ctx, rnd, refused)
             return False
     record = ctx.state.round(ctx.run_id, rnd)
     if record.update_cid is None or not ctx.store.has(record.update_cid):
-        record = _train_and_store(ctx, rnd)
+        record = train_and_store(ctx, rnd)
     if record.update_sha is None or record.update_cid is None or record.num_samples is None:
         return False
     commit = sign_commit(

@@ -64,6 +64,16 @@ def spend(ctx: NodeContext) -> dict[str, Any] | None:
     }
 
 
+def member_refusal(ctx: NodeContext, rnd: int, member: Any) -> str | None:
+    """Return why the budget keeps this member (``member``: its ``MemberInfo``) from training ``rnd``.
+
+    ``None`` when it may train: without a ``[privacy]`` table, and once it submitted ``rnd`` (already spent).
+    """
+    if ctx.spec.privacy is None or member.last_submitted_round == rnd:
+        return None
+    return refusal(ctx, rnd)
+
+
 def refusal(ctx: NodeContext, rnd: int) -> str | None:
     """Return why this member does not train round ``rnd`` (its budget), ``None`` if it may.
 

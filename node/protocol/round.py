@@ -25,11 +25,14 @@ import json
 import time
 from typing import Any
 
+from node.protocol.committee_round import adopt, committee_step
 from node.protocol.confirm import tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
+from node.protocol.privacy import member_refusal
 from node.protocol.submit import score_local, submit
 from node.protocol.vote import late_vote, prefetch, score_merged, vote
+from node.protocol.waiting import wait
 
 
 def step(ctx: NodeContext) -> bool:
@@ -63,39 +66,37 @@ def step(ctx: NodeContext) -> bool:
     phase = info.phase(head + 1)
     _heartbeat(ctx, current, phase.value.replace("-", "_"))
     if ctx.committee_size and phase in (Phase.SUBMIT, Phase.VOTE):  # docs/scale.md
-        from node.protocol.committee_round import committee_step
-
         ctx.acted = committee_step(ctx, info, head)
     elif phase == Phase.NOT_STARTED:
-        _wait(ctx, current, f"round starts at block {info.start_block}")
+        wait(ctx, current, f"round starts at block {info.start_block}")
     elif phase == Phase.SUBMIT:
         member = ctx.client.member_info(ctx.run_id, ctx.address)
         ctx.eligible_round = current if _eligible(member, info) else -1
         unselected = _not_selected(ctx, info) if ctx.eligible_round == current else None
         if ctx.eligible_round != current:
-            _wait(ctx, current, "not eligible for this round (joined after it opened); waiting for the next")
+            wait(ctx, current, "not eligible for this round (joined after it opened); waiting for the next")
         elif unselected is not None:
             prefetch(ctx, info)
-            _wait(ctx, current, unselected)
-        elif (refused := _privacy_refusal(ctx, current, member)) is not None:
+            wait(ctx, current, unselected)
+        elif (refused := member_refusal(ctx, current, member)) is not None:
             prefetch(ctx, info)  # over budget: no update of its own, but it still merges and votes
-            _wait(ctx, current, refused)
+            wait(ctx, current, refused)
         elif submit(ctx, info, member):
             ctx.acted = True
         else:
             prefetch(ctx, info)
-            _wait(ctx, current, f"waiting for the vote phase ({info.submissions}/{info.eligible} submitted)")
+            wait(ctx, current, f"waiting for the vote phase ({info.submissions}/{info.eligible} submitted)")
     elif phase == Phase.VOTE:
         # Eligible at submit time stays eligible (a ban in between makes the contract refuse the vote).
         if ctx.eligible_round != current and not _eligible(
             ctx.client.member_info(ctx.run_id, ctx.address), info
         ):
-            _wait(ctx, current, "not eligible for this round; waiting for the next")
+            wait(ctx, current, "not eligible for this round; waiting for the next")
         elif not _update_set_confirmed(ctx, info, head):
             deep = info.submit_end - 1 + int(getattr(client, "confirmations", 0))
-            _wait(ctx, current, f"waiting for the update set to be confirmed (block {deep})")
+            wait(ctx, current, f"waiting for the update set to be confirmed (block {deep})")
         elif info.submissions < ctx.spec.chain.min_updates:
-            _wait(
+            wait(
                 ctx,
                 current,
                 f"too few updates ({info.submissions} < {ctx.spec.chain.min_updates}); round will fail",
@@ -105,7 +106,7 @@ def step(ctx: NodeContext) -> bool:
         else:
             failed = ctx.state.merge_failure(ctx.run_id, current)
             why = f"cannot merge ({failed}); waiting for the round to end" if failed else ""
-            _wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
+            wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
     else:
         ctx.acted = close_failed(ctx, current)
     ctx.watched = _watch_key(current, info, head)
@@ -159,13 +160,6 @@ def observe(ctx: NodeContext, head: int) -> bool:
     return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.current_round, info, at))
 
 
-def _wait(ctx: NodeContext, round: int, why: str) -> None:
-    """Log a wait reason once per change (the loop sleeps between steps)."""
-    if ctx.state.wait_reason(ctx.run_id, round) != why:
-        ctx.state.set_wait_reason(ctx.run_id, round, why)
-        ctx.log.event("round.waiting", run=ctx.run_id, round=round, why=why)
-
-
 def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) -> None:
     """Publish this member's phase on gossip when it changes, else at most every ``every_s`` seconds.
 
@@ -212,15 +206,6 @@ def _update_set_confirmed(ctx: NodeContext, info: Any, head: int) -> bool:
     return bool(complete or head - confirmations >= info.submit_end - 1)
 
 
-def _privacy_refusal(ctx: NodeContext, rnd: int, member: Any) -> str | None:
-    """Why the privacy budget keeps this member from training ``rnd`` (:mod:`.privacy`), or ``None``."""
-    if ctx.spec.privacy is None or member.last_submitted_round == rnd:
-        return None
-    from node.protocol.privacy import refusal
-
-    return refusal(ctx, rnd)
-
-
 def _eligible(member: Any, info: Any) -> bool:
     return bool(member.is_member and not member.banned and member.index < info.member_snapshot)
 
@@ -245,8 +230,6 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 ctx.load_state(sha, cid, round=rnd)  # adopt the agreed model now: fetched, hash-checked
                 ctx.log.event("round.adopted", run=ctx.run_id, round=rnd, sha=sha, cid=cid)
             if ctx.committee_size and record.merged_sha is None:  # outside the committee: take its result
-                from node.protocol.committee_round import adopt
-
                 adopt(ctx, rnd, sha, cid)
             if not ctx.committee_size and record.merged_sha is not None and record.vote_tx is None:
                 late_vote(ctx, info, record)

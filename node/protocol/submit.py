@@ -33,7 +33,7 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
     if record.submit_tx not in (None, ON_CHAIN) and still_on_chain(ctx, record.submit_tx, rnd, "submit"):
         return False  # mined, not yet `confirmations` deep: wait (a dropped one is sent again below)
     if record.update_cid is None or not ctx.store.has(record.update_cid):
-        record = _train_and_store(ctx, rnd)
+        record = train_and_store(ctx, rnd)
     if record.update_sha is None or record.update_cid is None or record.num_samples is None:
         return False
     started = time.perf_counter()
@@ -74,7 +74,11 @@ def score_local(ctx: NodeContext) -> None:
         ctx.score_held_out(rnd, "local", time.perf_counter())
 
 
-def _train_and_store(ctx: NodeContext, rnd: int) -> Any:
+def train_and_store(ctx: NodeContext, rnd: int) -> Any:
+    """Train this member's update of ``rnd`` from the round's base state, store and pin it, record it.
+
+    Shared by the ordinary submit phase and the committee commit (:mod:`node.protocol.committee_round`).
+    """
     import hashlib
 
     from node.protocol.model import member_seed
