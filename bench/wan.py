@@ -12,7 +12,10 @@ window costs nothing) over a fresh devnet (anvil with ``--block-time`` blocks + 
 
 Per condition it reports the mean round time and its split (``train``, ``transfer``, ``aggregate``,
 ``chain``, ``wait``, ``other``) over nodes and rounds 1.. exactly as ``bench/round.py`` does (round 0 also
-waits out the join window), and the WAN / loopback ratio of each. Needs root (see ``node.devnet.wan``).
+waits out the join window), and the WAN / loopback ratio of each. ``rpc_per_round`` is the mean node's
+JSON-RPC requests per round over the same rounds, by method, from the counts each node's ``round.finalized``
+carries (``ledger.rpc.CALLS``); every one of them crosses the services link under WAN conditions. Needs root
+(see ``node.devnet.wan``).
 
     python bench/wan.py                      # 4 nodes, 3 rounds, 50-150 ms, 1 % loss, 100 Mbit/s
     python bench/wan.py --sizes 4 8 --json
@@ -48,7 +51,29 @@ def _spec(folder: Path, rounds: int, size: int, local_steps: int, block_time: fl
     return round_spec(folder, rounds, size, local_steps, block_time, (join_s, submit_s, vote_s))
 
 
-def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[dict[str, float]]]:
+def rpc_per_round(events: list[list[dict[str, Any]]]) -> dict[str, Any]:
+    """Mean JSON-RPC requests of a node per round, rounds 1.. (as ``_round_rows``), in total and by method.
+
+    ``events`` holds each node's event log; a ``round.finalized`` event's ``rpc`` maps a method to
+    ``[requests, sent bytes, received bytes]`` since the node's previous one. Rounds without counts are left
+    out; ``rounds`` says how many (node, round) pairs were counted.
+    """
+    counted: list[dict[str, int]] = []
+    for log in events:
+        finals = [e for e in log if e.get("event") == "round.finalized"]
+        for e in finals[1:]:
+            rpc = e.get("rpc")
+            if isinstance(rpc, dict):
+                counted.append({str(m): int(v[0]) for m, v in rpc.items()})
+    if not counted:
+        return {"rounds": 0, "total": None, "by_method": {}}
+    methods = sorted({m for c in counted for m in c})
+    by_method = {m: round(sum(c.get(m, 0) for c in counted) / len(counted), 1) for m in methods}
+    total = round(sum(sum(c.values()) for c in counted) / len(counted), 1)
+    return {"rounds": len(counted), "total": total, "by_method": by_method}
+
+
+def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[dict[str, Any]]]:
     cluster.init()
     run_id = cluster.create_run(spec)
     try:
@@ -60,7 +85,7 @@ def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[
         )
     finally:
         cluster.stop()
-    return [_round_rows(cluster.events(i)) for i in range(size)]
+    return [cluster.events(i) for i in range(size)]
 
 
 def measure(condition: str, size: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -79,7 +104,7 @@ def measure(condition: str, size: int, args: argparse.Namespace) -> dict[str, An
         spec = _spec(folder, args.rounds, size, args.local_steps, args.block_time)
         if condition == "loopback":
             with Devnet(folder / "devnet", anvil, ipfs=True) as devnet:
-                per_node = _run_cluster(LocalCluster(folder / "nodes", devnet, size), spec, size, args.rounds)
+                events = _run_cluster(LocalCluster(folder / "nodes", devnet, size), spec, size, args.rounds)
         else:
             labels = ["svc", *(f"n{i}" for i in range(size))]
             config = WanConfig(
@@ -99,14 +124,15 @@ def measure(condition: str, size: int, args: argparse.Namespace) -> dict[str, An
                         hosts=[net.address(n) for n in names],
                         prefixes=[net.prefix(n) for n in names],
                     )
-                    per_node = _run_cluster(cluster, spec, size, args.rounds)
+                    events = _run_cluster(cluster, spec, size, args.rounds)
                 net.stop()
                 delays = [net.delays_ms[(a, b)] for a in labels for b in labels if a < b]
                 extra = {"frames": net.stats(), "delay_ms_mean": round(sum(delays) / len(delays), 1)}
     return {
         "condition": condition,
         "nodes": size,
-        **summarise(per_node),
+        **summarise([_round_rows(log) for log in events]),
+        "rpc_per_round": rpc_per_round(events),
         **extra,
         "load_average": [round(x, 2) for x in os.getloadavg()],  # this machine's load as the run ended
         "wall_seconds": round(time.monotonic() - started, 1),
@@ -161,6 +187,8 @@ def main() -> None:
             print(f"{row['nodes']:>5} {name:>9} " + " ".join(f"{s[c]:>9.3f}" for c in COLUMNS))
         r = row["ratio"]
         print(f"{row['nodes']:>5} {'ratio':>9} " + " ".join(f"{r[c]:>9}" for c in COLUMNS))
+        calls = [row[name]["rpc_per_round"]["total"] for name in ("loopback", "wan")]
+        print(f"      JSON-RPC requests per node per round: loopback {calls[0]}, WAN {calls[1]}")
         wan = row["wan"]
         if "frames" in wan:
             print(f"      WAN frames: {wan['frames']}, mean one-way delay {wan['delay_ms_mean']} ms")
