@@ -781,25 +781,77 @@ def _finalize(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
 # ---- after the round -------------------------------------------------------------------------------------
 
 
+def holders_first(
+    signers: list[int], committee: list[int], members: list[str], known: dict[str, str]
+) -> list[str]:
+    """Peer ids holding a finalised committee round's merged state: its signers, then its other members.
+
+    ``signers`` and ``committee`` are member indices (the ``CommitteeFinalized`` event's signers; the
+    round's committee, empty when unknown), ``members`` the run's members in index order, ``known`` the
+    peer id of each connected member by checksummed address (``P2PNode.peer_ids``). Every signer stored the
+    merged state before it signed; a committee member that did not sign may hold it too (the finalisation
+    carries only a quorum of signatures). Members without a known peer id are left out.
+    """
+    peers: list[str] = []
+    for index in dict.fromkeys([*signers, *committee]):
+        if 0 <= index < len(members):
+            peer = known.get(to_checksum_address(members[index]))
+            if peer is not None and peer not in peers:
+                peers.append(peer)
+    return peers
+
+
+def _ask_first(ctx: NodeContext, cid: str, peers: list[str]) -> None:
+    """Put ``peers`` ahead of everyone else that ``ctx.providers_of(cid)`` names for ``cid``."""
+    if peers:
+        ctx.providers[cid] = list(dict.fromkeys([*peers, *ctx.providers.get(cid, [])]))
+
+
+def _known_peers(ctx: NodeContext) -> dict[str, str]:
+    if ctx.p2p is None:
+        return {}
+    try:
+        return dict(ctx.p2p.peer_ids())
+    except Exception:  # a stopped or failing host knows no one: the fetcher asks whom it can
+        return {}
+
+
 def adopt(ctx: NodeContext, rnd: int, sha: str, cid: str) -> None:
     """Fetch a finalised committee round's merged state by CID (hash-checked), then run the spot checks.
 
     A member outside the committee computed nothing for the round; it takes the committee's result, as a
-    member whose vote lost does in an ordinary run. A failure is logged: the next round's training loads
-    the state again (and retries the fetch).
+    member whose vote lost does in an ordinary run. No one announces the merged state to it (the votes go
+    to the committee only), so it asks the members that signed the finalisation first, then the rest of the
+    round's committee (:func:`holders_first`), before the other peers and IPFS. A failure is logged: the
+    next round's training loads the state again (and retries the fetch).
     """
+    try:
+        event = ctx.client.committee_finalized(ctx.run_id, rnd)
+    except Exception:  # the chain read failed: the fetch still asks every peer (and logs if none has it)
+        event = None
+    book: RoundBook | None = ctx.committee
+    members = list(book.members) if book is not None else []
+    committee = list(book.committee) if book is not None and book.round == rnd else []
+    signers = list(event.signers) if event is not None else []
+    if any(i >= len(members) for i in [*signers, *committee]):
+        members = list(ctx.client.members(ctx.run_id))
+    _ask_first(ctx, cid, holders_first(signers, committee, members, _known_peers(ctx)))
     try:
         ctx.load_state(sha, cid, round=rnd)
     except Exception as exc:  # unavailable now: the next round's base loads it again
         ctx.log.event("round.adopt_failed", run=ctx.run_id, round=rnd, cid=cid, why=str(exc)[:300])
         return
     ctx.log.event("round.adopted", run=ctx.run_id, round=rnd, sha=sha, cid=cid, committee=True)
-    if ctx.config.chain.spot_checks > 0:
-        spot_check(ctx, rnd)
+    if ctx.config.chain.spot_checks > 0 and event is not None:
+        spot_check(ctx, rnd, event, members)
 
 
-def spot_check(ctx: NodeContext, rnd: int) -> None:
-    """Fetch ``spot_checks`` random included updates of a finalised round; check them against the manifest."""
+def spot_check(ctx: NodeContext, rnd: int, event: Any = None, members: list[str] | None = None) -> None:
+    """Fetch ``spot_checks`` random included updates of a finalised round; check them against the manifest.
+
+    ``event``: the round's ``CommitteeFinalized`` event (read from the chain when ``None``); ``members``:
+    the run's members in index order. Each update is asked of its committer first, then of the signers.
+    """
     import random
 
     from ledger.committee import bitmap_indices
@@ -807,10 +859,15 @@ def spot_check(ctx: NodeContext, rnd: int) -> None:
     from node.protocol.retrieval import Want
     from training.codec import default_max_bytes
 
-    event = ctx.client.committee_finalized(ctx.run_id, rnd)
+    if event is None:
+        event = ctx.client.committee_finalized(ctx.run_id, rnd)
     if event is None:
         return
     try:
+        known = _known_peers(ctx)
+        members = members if members is not None else list(ctx.client.members(ctx.run_id))
+        signers = holders_first(list(event.signers), [], members, known)
+        _ask_first(ctx, event.manifest_cid, signers)
         data, _ = ctx.fetcher.get(
             Want(event.manifest_cid, None, MAX_MANIFEST_BYTES, "manifest", ctx.run_id, rnd)
         )
@@ -818,6 +875,9 @@ def spot_check(ctx: NodeContext, rnd: int) -> None:
         by_index = {c.index: c for c in manifest.commits}
         included = [by_index[i] for i in bitmap_indices(event.included_bitmap) if i in by_index]
         picks = random.SystemRandom().sample(included, min(len(included), ctx.config.chain.spot_checks))
+        for c in picks:
+            committer = known.get(to_checksum_address(c.member))
+            _ask_first(ctx, c.cid, [*([committer] if committer else []), *signers])
         cap = default_max_bytes(ctx.runtime.flat_spec)
         got = ctx.fetcher.get_many(
             [Want(c.cid, c.sha256, cap, "update", ctx.run_id, rnd) for c in picks], raise_errors=False
