@@ -14,6 +14,7 @@ import logging
 import socket
 import threading
 from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TypeVar
 
 import multiaddr
@@ -33,7 +34,7 @@ from libp2p.tools.anyio_service import background_trio_service
 from p2p import blob, direct
 from p2p.config import P2PConfig
 from p2p.errors import HostError, IdentityError, P2PError
-from p2p.fetch import FetchRequest, fetch_many, fetch_one
+from p2p.fetch import FetchRequest, fetch_many, fetch_many_to_files, fetch_one
 from p2p.gossip import CurrentRound, IsMember, TopicValidator, build_router, message_id, topic_for
 from p2p.guard import PeerGuard
 from p2p.identity import NodeIdentity, address_from_peer_id
@@ -293,6 +294,36 @@ class P2PNode:
             if isinstance(value, bytes):
                 self._keep_local(cid, value)
         return results
+
+    def fetch_to_files(self, requests: Sequence[FetchRequest], dest_dir: Path) -> dict[Cid, Path | P2PError]:
+        """Fetch a round's artifacts in parallel as :meth:`fetch_many` does, each into ``dest_dir/<cid>``.
+
+        Nothing is held whole in memory: each transfer goes through one 1 MiB buffer into a temporary file
+        in ``dest_dir``, renamed to ``<cid>`` once its bytes hashed to the CID (a refused, truncated,
+        oversized or corrupt transfer leaves no file). The files are the caller's: they are not put into the
+        served store (the caller checks them further and keeps them, e.g. ``LocalStore.put_file(path,
+        move=True)``).
+        Returns, per CID, the file or the :class:`FetchError` saying why no provider delivered it.
+        """
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        most = max((len(r.providers) for r in requests), default=1)
+        timeout = (
+            self.config.fetch_timeout_s * most * (len(requests) // self.config.fetch_parallelism + 1) + 5
+        )
+        sizes: dict[Cid, int | P2PError] = dict(
+            self._call(
+                fetch_many_to_files,
+                self._require_host(),
+                list(requests),
+                lambda cid: dest_dir / cid,
+                self.config.fetch_timeout_s,
+                self.config.fetch_parallelism,
+                dest_dir,
+                timeout=timeout,
+            )
+        )
+        return {cid: dest_dir / cid if isinstance(v, int) else v for cid, v in sizes.items()}
 
     def serve_store(self, store: Store | None) -> None:
         """Serve ``store``'s content to members over the blob protocol (``None`` stops serving)."""

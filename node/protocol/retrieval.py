@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, NamedTuple
 
 from node.errors import ArtifactUnavailableError
 from node.protocol.state import NodeState
@@ -77,6 +79,7 @@ class Fetcher:
         self.providers = providers or (lambda cid: [])
         self.ipfs = ipfs
         self.events = events
+        self._scratch: Path | None = None
 
     def keep(
         self,
@@ -100,16 +103,77 @@ class Fetcher:
             self._publish(cid, data, kind)
         return cid
 
+    def keep_file(
+        self,
+        path: Path,
+        kind: str,
+        run: int | None = None,
+        round: int | None = None,
+        *,
+        publish: bool = True,
+        sha256: str | None = None,
+    ) -> Kept:
+        """Like :meth:`keep` for the content of a file, streamed (never held whole in memory).
+
+        A file in :attr:`scratch` (the own store's ``tmp_dir`` for a ``LocalStore``) is moved into the own
+        store, so it is gone afterwards; any other file is copied. ``sha256``: the content's hash when the
+        caller has just checked it (else it is computed).
+        """
+        size = Path(path).stat().st_size
+        sha = sha256 if sha256 is not None else file_sha256(path)[0]
+        cid = self._put_file(Path(path))
+        self.store.pin(cid)
+        self.state.record_artifact(cid, sha, kind, run, round, size)
+        if publish:
+            self.publish(cid, kind)
+        return Kept(cid, sha, size)
+
+    @property
+    def scratch(self) -> Path:
+        """Where fetched and freshly encoded artifacts are written before they are kept.
+
+        The own store's ``tmp_dir`` when it has one (a ``LocalStore``: keeping is a rename), else a private
+        temporary folder.
+        """
+        if self._scratch is None:
+            tmp = getattr(self.store, "tmp_dir", None)
+            self._scratch = Path(tmp) if tmp is not None else Path(tempfile.mkdtemp(prefix="fedchain-fetch-"))
+        return self._scratch
+
+    def _put_file(self, path: Path) -> str:
+        if path.parent == self.scratch and hasattr(self.store, "blob_path"):
+            return str(self.store.put_file(path, move=True))
+        if hasattr(self.store, "put_file"):
+            return str(self.store.put_file(path))
+        return str(self.store.put(path.read_bytes()))
+
+    def _local_path(self, cid: str) -> Path:
+        """Return the own store's file for a kept ``cid`` (``LocalStore``), else a copy in :attr:`scratch`."""
+        if hasattr(self.store, "blob_path"):
+            return Path(self.store.blob_path(cid))
+        dest = self.scratch / cid
+        if not dest.exists():
+            self.store.get_file(cid, dest)
+        return dest
+
     def publish(self, cid: str, kind: str) -> bool:
         """Add and pin an artifact of the own store to the IPFS daemon too; return whether it is there now.
 
         For artifacts kept with ``publish=False`` whose mirroring should not delay what comes next (the
         vote phase keeps the merged state and votes; the round loop's chores publish it later). Without an
         IPFS daemon there is nothing to do (``False``); an artifact missing from the own store or a failing
-        daemon is logged, never raised (``False``).
+        daemon is logged, never raised (``False``). A file-backed own store and daemon move the content as
+        a file (streamed).
         """
         if self.ipfs is None:
             return False
+        if hasattr(self.store, "verified_path") and hasattr(self.ipfs, "put_file"):
+            try:
+                path = self.store.verified_path(cid)
+            except Exception as exc:
+                log.warning("could not read %s %s to publish it: %s", kind, cid, exc)
+                return False
+            return self._mirror(cid, kind, lambda: self.ipfs.put_file(path))
         try:
             data = bytes(self.store.get(cid))
         except Exception as exc:
@@ -118,45 +182,84 @@ class Fetcher:
         return self._publish(cid, data, kind)
 
     def _publish(self, cid: str, data: bytes, kind: str) -> bool:
+        return self._mirror(cid, kind, lambda: self.ipfs.put(data))
+
+    def _mirror(self, cid: str, kind: str, put: Callable[[], object]) -> bool:
         if self.ipfs is None:
             return False
         try:
-            self.ipfs.put(data)
+            put()
             self.ipfs.pin(cid)
         except Exception as exc:  # IPFS is a mirror here; the artifact is already kept locally
             log.warning("could not publish %s %s to IPFS: %s", kind, cid, exc)
             return False
         return True
 
-    def _check(self, want: Want, data: bytes) -> bytes:
-        if want.sha256 is not None and hashlib.sha256(data).hexdigest() != want.sha256:
+    def _check(self, want: Want, path: Path, source: str) -> Path:
+        """Check a CID-verified file against the sha256 the chain names; a mismatch is removed and raised."""
+        if want.sha256 is not None and file_sha256(path)[0] != want.sha256:
+            if source != "store":  # a fetched copy: nothing of it is kept
+                path.unlink(missing_ok=True)
             raise ArtifactUnavailableError(
-                f"{want.kind} {want.cid}: bytes do not match sha256 {want.sha256[:12]}…"
+                f"{want.kind} {want.cid} from {source}: bytes do not match sha256 {want.sha256[:12]}…"
             )
-        return data
+        return path
 
-    def _from_store(self, want: Want) -> bytes | None:
+    def _from_store(self, want: Want) -> Path | None:
         try:
             if not self.store.has(want.cid):
                 return None
-            return self._check(want, bytes(self.store.get(want.cid, max_size=want.max_size)))
+            if hasattr(self.store, "verified_path"):
+                path = Path(self.store.verified_path(want.cid, max_size=want.max_size))
+            else:
+                path = self.scratch / want.cid
+                self.store.get_file(want.cid, path, max_size=want.max_size)
+            return self._check(want, path, "store")
         except Exception as exc:  # any store failure just moves on to the next source
             log.warning("own store could not serve %s: %s", want.cid, exc)
             return None
 
-    def _from_ipfs(self, want: Want) -> bytes:
+    def _from_ipfs(self, want: Want) -> Path:
         if self.ipfs is None:
             raise ArtifactUnavailableError(
                 f"{want.kind} {want.cid}: not in own store, no peer had it, no IPFS"
             )
+        dest = self.scratch / f"ipfs-{want.cid}"
         try:
-            return self._check(want, bytes(self.ipfs.get(want.cid, max_size=want.max_size)))
+            self.ipfs.get_file(want.cid, dest, max_size=want.max_size)
+            return self._check(want, dest, "ipfs")
         except ArtifactUnavailableError:
             raise
         except Exception as exc:
             raise ArtifactUnavailableError(
                 f"{want.kind} {want.cid}: unavailable everywhere (IPFS: {exc})"
             ) from exc
+
+    def _from_peers(self, missing: Sequence[Want]) -> dict[str, Path]:
+        """Fetch what the own store lacks from peers, streamed into :attr:`scratch` and sha256-checked."""
+        from p2p.fetch import FetchRequest
+
+        requests = []
+        for want in missing:
+            providers = [p for p in dict.fromkeys(self.providers(want.cid)) if p != self.p2p.peer_id]
+            if providers:
+                requests.append(FetchRequest(want.cid, tuple(providers), want.max_size))  # type: ignore[arg-type]
+        if not requests:
+            return {}
+        try:
+            results = self.p2p.fetch_to_files(requests, self.scratch)
+        except Exception as exc:  # the p2p layer's own failure: fall through to IPFS
+            log.warning("peer fetch failed: %s", exc)
+            return {}
+        out: dict[str, Path] = {}
+        for want in missing:
+            value = results.get(want.cid)
+            if isinstance(value, Path):
+                try:
+                    out[want.cid] = self._check(want, value, "peers")
+                except ArtifactUnavailableError as exc:
+                    log.warning("%s", exc)
+        return out
 
     def get(self, want: Want) -> tuple[bytes, str]:
         """Return ``(bytes, source)`` for one artifact, source being ``store``, ``peers`` or ``ipfs``.
@@ -168,45 +271,47 @@ class Fetcher:
         """
         return self.get_many([want])[want.cid]  # type: ignore[return-value]
 
+    def get_file(self, want: Want) -> tuple[Path, str]:
+        """Like :meth:`get`, but return the kept file (see :meth:`get_files`) instead of its bytes."""
+        return self.get_files([want])[want.cid]  # type: ignore[return-value]
+
     def get_many(
         self, wants: Sequence[Want], *, raise_errors: bool = True
     ) -> dict[str, tuple[bytes, str] | Exception]:
+        """Get several artifacts as bytes: :meth:`get_files`, each file then read whole."""
+        files = self.get_files(wants, raise_errors=raise_errors)
+        return {
+            cid: (value[0].read_bytes(), value[1]) if isinstance(value, tuple) else value
+            for cid, value in files.items()
+        }
+
+    def get_files(
+        self, wants: Sequence[Want], *, raise_errors: bool = True
+    ) -> dict[str, tuple[Path, str] | Exception]:
         """Get several artifacts: own store first, then the rest in parallel from peers, then IPFS.
 
-        With ``raise_errors=False`` a failed artifact maps to its :class:`ArtifactUnavailableError`.
+        Returns, per CID, ``(file, source)``: the file holding the verified content, kept in the own store
+        (for a ``LocalStore`` its own blob file: read it, never write it). Content is streamed between the
+        sources and files in pieces and hashed as it passes (CID, then the chain's sha256), never held
+        whole in memory; a copy that fails a check is removed before the next source is tried, so nothing
+        of it is kept or recorded. With ``raise_errors=False`` a failed artifact maps to its
+        :class:`ArtifactUnavailableError`.
         """
-        out: dict[str, tuple[bytes, str] | Exception] = {}
+        out: dict[str, tuple[Path, str] | Exception] = {}
         missing: list[Want] = []
         for want in wants:
-            data = self._from_store(want)
-            if data is not None:
-                out[want.cid] = (data, "store")
+            path = self._from_store(want)
+            if path is not None:
+                out[want.cid] = (path, "store")
             else:
                 missing.append(want)
         report = _Report(self.events, wants, out) if missing and self.events is not None else None
         if missing and self.p2p is not None:
-            from p2p.fetch import FetchRequest
-
-            requests = []
+            fetched = self._from_peers(missing)
             for want in missing:
-                providers = [p for p in dict.fromkeys(self.providers(want.cid)) if p != self.p2p.peer_id]
-                if providers:
-                    requests.append(FetchRequest(want.cid, tuple(providers), want.max_size))  # type: ignore[arg-type]
-            if requests:
-                try:
-                    results = self.p2p.fetch_many(requests)
-                except Exception as exc:  # the p2p layer's own failure: fall through to IPFS
-                    log.warning("peer fetch failed: %s", exc)
-                    results = {}
-                for want in missing:
-                    value = results.get(want.cid)
-                    if isinstance(value, bytes):
-                        try:
-                            out[want.cid] = (self._check(want, value), "peers")
-                        except ArtifactUnavailableError as exc:
-                            log.warning("%s", exc)
-                        else:
-                            _advance(report, want, out)
+                if want.cid in fetched:
+                    out[want.cid] = (fetched[want.cid], "peers")
+                    _advance(report, want, out)
         for want in missing:
             if want.cid in out:
                 continue
@@ -223,22 +328,44 @@ class Fetcher:
         for want in wants:
             value = out.get(want.cid)
             if isinstance(value, tuple) and value[1] != "store":
-                self.keep(value[0], want.kind, want.run, want.round, publish=False)
-            elif isinstance(value, tuple):
-                self.state.record_artifact(
-                    want.cid,
-                    hashlib.sha256(value[0]).hexdigest(),
-                    want.kind,
-                    want.run,
-                    want.round,
-                    len(value[0]),
+                kept = self.keep_file(
+                    value[0], want.kind, want.run, want.round, publish=False, sha256=want.sha256
                 )
+                out[want.cid] = (self._local_path(kept.cid), value[1])
+            elif isinstance(value, tuple):
+                sha = want.sha256 or file_sha256(value[0])[0]
+                size = value[0].stat().st_size
+                self.state.record_artifact(want.cid, sha, want.kind, want.run, want.round, size)
         if report is not None:
             report.done(out)
         return out
 
 
-def _advance(report: _Report | None, want: Want, out: dict[str, tuple[bytes, str] | Exception]) -> None:
+class Kept(NamedTuple):
+    """An artifact :meth:`Fetcher.keep_file` kept: its CID, sha256 (hex) and size in bytes."""
+
+    cid: str
+    sha256: str
+    size: int
+
+
+def file_sha256(path: Path) -> tuple[str, int]:
+    """Hex sha256 and size of a file's content, read in pieces of 1 MiB."""
+    digest = hashlib.sha256()
+    size = 0
+    buf = bytearray(1 << 20)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        while n := f.readinto(buf):
+            digest.update(view[:n])
+            size += n
+    return digest.hexdigest(), size
+
+
+Got = dict[str, tuple[Path, str] | Exception]
+
+
+def _advance(report: _Report | None, want: Want, out: Got) -> None:
     if report is not None:
         report.progress(want, out)
 
@@ -246,9 +373,7 @@ def _advance(report: _Report | None, want: Want, out: dict[str, tuple[bytes, str
 class _Report:
     """Emits one batch's ``fetch.progress`` / ``fetch.done`` events; a failing sink never fails a fetch."""
 
-    def __init__(
-        self, sink: EventSink, wants: Sequence[Want], out: dict[str, tuple[bytes, str] | Exception]
-    ) -> None:
+    def __init__(self, sink: EventSink, wants: Sequence[Want], out: Got) -> None:
         self.sink = sink
         self.started = time.perf_counter()
         first = wants[0]
@@ -261,9 +386,9 @@ class _Report:
         }
         self._emit("fetch.progress", **self._counts(out), cid=None, source=None)
 
-    def _counts(self, out: dict[str, tuple[bytes, str] | Exception]) -> dict[str, int]:
+    def _counts(self, out: Got) -> dict[str, int]:
         got = [v for v in out.values() if isinstance(v, tuple)]
-        return {"done": len(got), "bytes": sum(len(v[0]) for v in got)}
+        return {"done": len(got), "bytes": sum(v[0].stat().st_size for v in got)}
 
     def _emit(self, event: str, **fields: Any) -> None:
         try:
@@ -271,12 +396,12 @@ class _Report:
         except Exception as exc:  # progress is for people watching; the transfer goes on
             log.warning("could not report %s: %s", event, exc)
 
-    def progress(self, want: Want, out: dict[str, tuple[bytes, str] | Exception]) -> None:
+    def progress(self, want: Want, out: Got) -> None:
         value = out[want.cid]
         source = value[1] if isinstance(value, tuple) else None
         self._emit("fetch.progress", **self._counts(out), cid=want.cid, source=source)
 
-    def done(self, out: dict[str, tuple[bytes, str] | Exception]) -> None:
+    def done(self, out: Got) -> None:
         sources: dict[str, int] = {}
         for value in out.values():
             if isinstance(value, tuple):

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from p2p.storage.atomic import atomic_write
 from p2p.storage.base import Cid
-from p2p.storage.cid import CHUNK_SIZE, CidBuilder, compute_cid, normalize_cid
+from p2p.storage.cid import CHUNK_SIZE, CidBuilder, compute_cid, compute_file_cid, normalize_cid
 from p2p.storage.errors import CidMismatchError, ContentNotFoundError, ContentTooLargeError
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,15 @@ class LocalStore:
     def _blob(self, cid: str) -> Path:
         return self._blobs / normalize_cid(cid)
 
+    def blob_path(self, cid: Cid) -> Path:
+        """Where the content named by ``cid`` is kept (not checked; :meth:`verified_path` hashes it)."""
+        return self._blob(cid)
+
+    @property
+    def tmp_dir(self) -> Path:
+        """The store's folder for partial writes (same file system as the blobs: a rename moves a file in)."""
+        return self._tmp
+
     def put(self, data: bytes) -> Cid:
         """Store ``data`` and return its CID (idempotent; the content is not pinned)."""
         cid = compute_cid(data)
@@ -72,8 +81,16 @@ class LocalStore:
                 f.write(data)
         return cid
 
-    def put_file(self, path: Path) -> Cid:
-        """Store a file's content, streaming it through a temporary file; return its CID."""
+    def put_file(self, path: Path, *, move: bool = False) -> Cid:
+        """Store a file's content, streaming it through a temporary file; return its CID.
+
+        With ``move`` the file itself becomes the blob (hashed in place, then renamed into ``blobs/``: no
+        copy; it must be on the store's file system, e.g. in :attr:`tmp_dir`); it is gone afterwards.
+        """
+        if move:
+            cid = compute_file_cid(Path(path))
+            os.replace(path, self._blobs / cid)
+            return cid
         builder = CidBuilder()
         fd, tmp_name = tempfile.mkstemp(prefix=".put-", dir=self._tmp)
         try:
@@ -126,6 +143,27 @@ class LocalStore:
                 f"delete {path} and fetch it again"
             )
         return data
+
+    def verified_path(self, cid: Cid, max_size: int | None = None) -> Path:
+        """Return the file holding the content named by ``cid``, once its bytes were hashed against it.
+
+        The content is read in pieces of 256 KiB (never held whole). The file is the store's own: read it,
+        never write it; it stays until the CID is unpinned and garbage-collected.
+
+        Raises
+        ------
+        ContentNotFoundError, ContentTooLargeError, CidMismatchError
+            As :meth:`get` (the size is checked before anything is read).
+        """
+        path, _ = self._checked_size(cid, max_size)
+        actual = compute_file_cid(path)
+        if actual != normalize_cid(cid):
+            log.error("local store %s: blob %s is corrupt (hashes to %s)", self.root, cid, actual)
+            raise CidMismatchError(
+                f"stored content for {cid} is corrupt: it hashes to {actual}; "
+                f"delete {path} and fetch it again"
+            )
+        return path
 
     def get_file(self, cid: Cid, dest: Path, max_size: int | None = None) -> int:
         """Copy the verified content named by ``cid`` to ``dest`` (atomically); return its size."""

@@ -18,6 +18,7 @@ from p2p.blob import (
 from p2p.errors import BlobProtocolError, BlobVerificationError
 from p2p.storage.base import Cid
 from p2p.storage.cid import compute_cid
+from p2p.storage.local import LocalStore
 
 DATA = bytes(range(251)) * 12000  # ~3 MB: several chunks, not a multiple of one
 CID = compute_cid(DATA)
@@ -142,3 +143,40 @@ def test_a_refusal_names_the_status(tmp_path: Path) -> None:
     with pytest.raises(BlobProtocolError, match="NOT_FOUND"):
         _raw(encode_response_header(Status.NOT_FOUND), CID, len(DATA), tmp_path / "blob", tmp_path / "tmp")
     assert not (tmp_path / "blob").exists()
+
+
+def test_a_local_store_is_served_from_its_file_and_arrives_verified(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    cid = store.put(DATA)
+    dest, tmp = tmp_path / "out", tmp_path / "tmp"
+
+    size = _fetch(store, cid, len(DATA), dest, tmp)  # type: ignore[arg-type]
+
+    assert size == len(DATA)
+    assert dest.read_bytes() == DATA
+
+
+def test_a_corrupt_store_file_is_answered_error_and_nothing_arrives(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    cid = store.put(DATA)
+    blob = store.blob_path(cid)
+    damaged = bytearray(blob.read_bytes())
+    damaged[CHUNK_SIZE + 3] ^= 0xFF
+    blob.write_bytes(bytes(damaged))
+    dest, tmp = tmp_path / "out", tmp_path / "tmp"
+
+    with pytest.raises(BlobProtocolError, match="ERROR"):
+        _fetch(store, cid, len(DATA), dest, tmp)  # type: ignore[arg-type]
+
+    assert not dest.exists()
+    assert not tmp.exists() or list(tmp.iterdir()) == []
+
+
+def test_a_store_file_over_the_requesters_cap_is_answered_too_large(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    cid = store.put(DATA)
+
+    with pytest.raises(BlobProtocolError, match="TOO_LARGE"):
+        _fetch(store, cid, len(DATA) - 1, tmp_path / "out", tmp_path / "tmp")  # type: ignore[arg-type]
+
+    assert not (tmp_path / "out").exists()

@@ -79,6 +79,20 @@ def test_get_of_absent_content_fails(tmp_path: Path) -> None:
         store.get(compute_cid(b"never stored"))
 
 
+def test_put_file_with_move_renames_the_file_into_place(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    data = random.Random(3).randbytes(CHUNK_SIZE * 3 + 5)
+    src = store.tmp_dir / "encoded.safetensors"
+    src.write_bytes(data)
+
+    cid = store.put_file(src, move=True)
+
+    assert cid == compute_cid(data)
+    assert not src.exists()
+    assert store.verified_path(cid) == store.blob_path(cid) == _blob(store, cid)
+    assert store.get(cid) == data
+
+
 @pytest.mark.parametrize("damage", ["flip", "truncate", "extend"])
 def test_corrupt_blob_on_disk_is_detected_not_returned(tmp_path: Path, damage: str) -> None:
     store = LocalStore(tmp_path / "s")
@@ -98,6 +112,8 @@ def test_corrupt_blob_on_disk_is_detected_not_returned(tmp_path: Path, damage: s
     with pytest.raises(CidMismatchError):
         store.get_file(cid, tmp_path / "out.bin")
     assert not (tmp_path / "out.bin").exists()  # no partial or bad output file
+    with pytest.raises(CidMismatchError, match=cid):
+        store.verified_path(cid)
 
 
 def test_max_size_is_checked_before_reading(tmp_path: Path) -> None:
@@ -110,6 +126,8 @@ def test_max_size_is_checked_before_reading(tmp_path: Path) -> None:
         store.get(cid, max_size=1024)
     with pytest.raises(ContentTooLargeError):
         store.get_file(cid, tmp_path / "out.bin", max_size=1024)
+    with pytest.raises(ContentTooLargeError):
+        store.verified_path(cid, max_size=1024)
 
 
 def test_max_size_allows_content_of_exactly_that_size(tmp_path: Path) -> None:

@@ -125,3 +125,117 @@ def test_an_artifact_kept_unpublished_is_mirrored_by_publish_and_a_missing_one_i
     assert fetcher.publish(gone, "merged") is False  # not in the own store: reported, no exception
     assert not mirror.has(gone)
     assert Fetcher(own, NodeState(tmp_path / "t.db")).publish(cid, "merged") is False  # no daemon
+
+
+class FilePeers:
+    """A ``P2PNode`` stand-in whose peers deliver fixed (CID-verified) bytes into the destination folder."""
+
+    peer_id = "self"
+
+    def __init__(self, blobs: dict[str, bytes]) -> None:
+        self.blobs = blobs
+        self.asked: list[str] = []
+
+    def fetch_to_files(self, requests: list[object], dest_dir: Path) -> dict[str, object]:
+        out: dict[str, object] = {}
+        for request in requests:
+            cid = request.cid  # type: ignore[attr-defined]
+            self.asked.append(cid)
+            (dest_dir / cid).write_bytes(self.blobs[cid])
+            out[cid] = dest_dir / cid
+        return out
+
+
+def _leftovers(store: LocalStore) -> list[Path]:
+    return list(store.tmp_dir.iterdir())
+
+
+def test_get_files_moves_a_peer_copy_into_the_own_store_and_returns_its_file(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    data = bytes(range(256)) * 4000  # ~1 MB: several 256 KiB pieces
+    cid = LocalStore(tmp_path / "peer").put(data)
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, p2p=FilePeers({cid: data}), providers=lambda c: ["peer"])
+
+    out = fetcher.get_files([_want(data, cid)])
+
+    path, source = out[cid]  # type: ignore[misc]
+    assert source == "peers" and path == own.blob_path(cid) and path.read_bytes() == data
+    assert own.has(cid) and cid in set(own.list())
+    assert state.artifacts(1)[0]["sha256"] == hashlib.sha256(data).hexdigest()
+    assert _leftovers(own) == []
+    assert fetcher.get(_want(data, cid)) == (data, "store")  # the bytes path reads the same file
+
+
+def test_a_peer_copy_with_the_wrong_sha256_leaves_no_file_and_no_record(tmp_path: Path) -> None:
+    own = LocalStore(tmp_path / "own")
+    cid = LocalStore(tmp_path / "peer").put(b"what the peer holds")
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, p2p=FilePeers({cid: b"what the peer holds"}), providers=lambda c: ["peer"])
+
+    out = fetcher.get_files([_want(b"x", cid, sha="00" * 32)], raise_errors=False)
+
+    assert isinstance(out[cid], ArtifactUnavailableError)
+    assert not own.has(cid) and _leftovers(own) == [] and state.artifacts(1) == []
+
+
+def test_an_oversized_ipfs_artifact_is_refused_before_download_and_leaves_nothing(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    data = b"y" * 5000
+    cid = remote.put(data)
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, ipfs=remote)
+    small = Want(cid, hashlib.sha256(data).hexdigest(), 4999, "merged", 1, 0)
+
+    with pytest.raises(ArtifactUnavailableError, match="max_size=4999"):
+        fetcher.get_file(small)
+
+    assert not own.has(cid) and _leftovers(own) == [] and state.artifacts(1) == []
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_a_corrupt_ipfs_artifact_is_refused_and_leaves_nothing(tmp_path: Path, damage: str) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    data = bytes(range(256)) * 2000
+    cid = remote.put(data)
+    raw = bytearray(remote.blob_path(cid).read_bytes())
+    if damage == "flip":
+        raw[300_000] ^= 1
+    else:
+        del raw[-10:]
+    remote.blob_path(cid).write_bytes(bytes(raw))
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, ipfs=remote)
+
+    with pytest.raises(ArtifactUnavailableError, match="corrupt"):
+        fetcher.get_file(_want(data, cid))
+
+    assert not own.has(cid) and _leftovers(own) == [] and state.artifacts(1) == []
+
+
+def test_a_corrupt_own_copy_is_passed_over_for_a_good_one(tmp_path: Path) -> None:
+    own, remote = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "remote")
+    data = bytes(range(256)) * 2000
+    cid = own.put(data)
+    remote.put(data)
+    own.blob_path(cid).write_bytes(data[:-1] + b"\x00")
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote)
+
+    path, source = fetcher.get_file(_want(data, cid))
+
+    assert source == "ipfs" and path.read_bytes() == data and own.get(cid) == data
+
+
+def test_keep_file_moves_a_scratch_file_in_and_records_its_hash(tmp_path: Path) -> None:
+    own, mirror = LocalStore(tmp_path / "own"), LocalStore(tmp_path / "mirror")
+    state = NodeState(tmp_path / "s.db")
+    fetcher = Fetcher(own, state, ipfs=mirror)
+    data = b"encoded state" * 50_000
+    src = fetcher.scratch / "state.safetensors"
+    src.write_bytes(data)
+
+    kept = fetcher.keep_file(src, "merged", 1, 2)
+
+    assert not src.exists() and own.get(kept.cid) == data and mirror.get(kept.cid) == data
+    assert (kept.sha256, kept.size) == (hashlib.sha256(data).hexdigest(), len(data))
+    assert state.artifacts(1)[0]["cid"] == kept.cid and kept.cid in set(own.list())
