@@ -101,7 +101,8 @@ def test_a_corrupt_or_foreign_file_is_logged_and_training_starts_fresh(
     state_path(tmp_path, 0).write_bytes(b"{not a safetensors file")
     corrupt = load_inner_state(tmp_path, RUN, 1, layout, events)
     value = torch.zeros(layout.numel)
-    save_inner_state(tmp_path, RUN + 1, 1, InnerState(8, value, value.clone()), layout, events)  # another run's file
+    # another run's file
+    save_inner_state(tmp_path, RUN + 1, 1, InnerState(8, value, value.clone()), layout, events)
     foreign = load_inner_state(tmp_path, RUN, 2, layout, events)
     result = runtime.train(runtime.initial_state(), blocks, seed=1, round=2, inner_state=foreign)
 
