@@ -32,6 +32,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import torch
@@ -43,7 +44,7 @@ from training.compress import CodecParams
 from training.errors import TrainingError
 from training.flat import FlatSpec
 from training.robust.exact import sq_norms
-from training.safetensors_io import read_header, write
+from training.safetensors_io import load_file, read_header, read_header_file, write
 
 FORMAT = "fedchain-update/1"
 CODECS = ("fp32", "int8", "int4", "topk")
@@ -215,8 +216,24 @@ def encode_with_feedback(
     return data, flat - sent
 
 
-def _header(data: bytes) -> tuple[dict[str, str], dict[str, Any]]:
-    meta, header = read_header(data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update")
+def _size(data: bytes | Path) -> int:
+    if not isinstance(data, Path):
+        return len(data)
+    try:
+        return data.stat().st_size
+    except OSError as exc:
+        raise UpdateRejected(f"update file {data} cannot be read: {exc}") from exc
+
+
+def _header(data: bytes | Path) -> tuple[dict[str, str], dict[str, Any]]:
+    if isinstance(data, Path):
+        meta, header = read_header_file(
+            data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update"
+        )
+    else:
+        meta, header = read_header(
+            data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update"
+        )
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise UpdateRejected("header has no string metadata")
     return meta, header
@@ -354,7 +371,7 @@ def _decode_topk(indices: Tensor, values: Tensor, numel: int) -> Tensor:
 
 
 def decode(
-    data: bytes,
+    data: bytes | Path,
     spec: FlatSpec,
     *,
     max_norm: float | None = None,
@@ -368,7 +385,8 @@ def decode(
     Parameters
     ----------
     data
-        The received bytes (untrusted).
+        The received bytes (untrusted), or the file holding them: its header is read alone and its
+        tensors through ``safetensors.safe_open`` (a memory map), so the bytes are never held whole.
     spec
         The layout this run's updates must have.
     max_norm
@@ -386,20 +404,25 @@ def decode(
     UpdateRejected
         On any failed check; the message names the field.
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise UpdateRejected(f"update must be bytes, got {type(data).__name__}")
-    data = bytes(data)
+    if not isinstance(data, bytes | bytearray | memoryview | Path):
+        raise UpdateRejected(f"update must be bytes or a file path, got {type(data).__name__}")
+    if not isinstance(data, Path):
+        data = bytes(data)
     cap = default_max_bytes(spec) if max_bytes is None else max_bytes
-    if len(data) > cap:
-        raise UpdateRejected(f"update is {len(data)} bytes, over the {cap}-byte cap")
+    size = _size(data)
+    if size > cap:
+        raise UpdateRejected(f"update is {size} bytes, over the {cap}-byte cap")
     params = params or CodecParams()
     meta, header = _header(data)
     codec, rnd, extra_shapes = _check_metadata(meta, spec, expect_run, expect_round, params)
     _check_tensors(header, spec, codec, extra_shapes, params)
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # the parser's own errors on hostile bytes
-        raise UpdateRejected(f"safetensors payload is malformed: {exc}") from exc
+    if isinstance(data, Path):
+        tensors = load_file(data, error=UpdateRejected)
+    else:
+        try:
+            tensors = st_load(data)
+        except Exception as exc:  # the parser's own errors on hostile bytes
+            raise UpdateRejected(f"safetensors payload is malformed: {exc}") from exc
     if codec == "topk":
         delta = _decode_topk(tensors["topk/indices"], tensors["topk/values"], spec.numel)
     else:

@@ -28,6 +28,7 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -38,7 +39,7 @@ from training.compress import CodecParams
 from training.conventions import DEFAULT_CONVENTION
 from training.errors import TrainingError
 from training.flat import FlatSpec
-from training.safetensors_io import read_header, write
+from training.safetensors_io import load_file, read_header, read_header_file, write, write_file
 
 STATE_FORMAT = "fedchain-state/1"
 
@@ -198,14 +199,20 @@ class UpdateInput:
         Who sent it, unique in a merge (the node uses the member's checksummed address); the canonical
         order of the merge.
     data
-        The update's bytes (untrusted, as produced by ``training.codec.encode``).
+        The update's bytes (untrusted, as produced by ``training.codec.encode``), or the file holding
+        them (decoded through a memory map; the same tensors).
     num_samples
         The sample count the member committed on chain (its aggregation weight).
     """
 
     key: str
-    data: bytes
+    data: bytes | Path
     num_samples: int
+
+    @property
+    def size(self) -> int:
+        """The update's size in bytes."""
+        return self.data.stat().st_size if isinstance(self.data, Path) else len(self.data)
 
 
 @dataclass(frozen=True)
@@ -266,6 +273,11 @@ def encode_state(state: ModelState) -> bytes:
     return write(state.tensors(), {"format": STATE_FORMAT, "spec": state.spec.to_json()})
 
 
+def encode_state_file(state: ModelState, path: Path) -> int:
+    """Write :func:`encode_state`'s bytes to ``path`` tensor by tensor (no copy); return the size."""
+    return write_file(state.tensors(), {"format": STATE_FORMAT, "spec": state.spec.to_json()}, Path(path))
+
+
 def _parse_spec(text: str) -> FlatSpec:
     try:
         body = json.loads(text)
@@ -278,8 +290,15 @@ def _parse_spec(text: str) -> FlatSpec:
         raise StateFormatError(f"metadata `spec` is not a valid layout: {exc}") from exc
 
 
-def _state_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
-    meta, header = read_header(data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state")
+def _state_header(data: bytes | Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    if isinstance(data, Path):
+        meta, header = read_header_file(
+            data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state"
+        )
+    else:
+        meta, header = read_header(
+            data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state"
+        )
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise StateFormatError(f"metadata `format` must be {STATE_FORMAT!r}, got {got!r}")
@@ -287,7 +306,7 @@ def _state_header(data: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
 
 
 def decode_state(
-    data: bytes,
+    data: bytes | Path,
     *,
     flat_spec: FlatSpec | None = None,
     merge_spec: MergeSpec | None = None,
@@ -297,7 +316,8 @@ def decode_state(
     Parameters
     ----------
     data
-        The bytes.
+        The bytes, or the file holding them: its header is read alone and its tensors through
+        ``safetensors.safe_open`` (a memory map), so the bytes are never held whole; the tensors are equal.
     flat_spec
         If given, the layout the state must have.
     merge_spec
@@ -312,7 +332,14 @@ def decode_state(
 
     from training.server_opt import init_state
 
-    data = bytes(data)
+    if isinstance(data, Path):
+        try:
+            size = data.stat().st_size
+        except OSError as exc:
+            raise StateFormatError(f"state file {data} cannot be read: {exc}") from exc
+    else:
+        data = bytes(data)
+        size = len(data)
     meta, header = _state_header(data)
     spec = _parse_spec(str(meta.get("spec", "")))
     if flat_spec is not None and spec != flat_spec:
@@ -320,8 +347,8 @@ def decode_state(
             f"state layout {spec.digest()[:12]} differs from the run's {flat_spec.digest()[:12]}"
         )
     d = spec.numel
-    if len(data) > 8 + _MAX_HEADER_BYTES + 4 * d * 8:
-        raise StateFormatError(f"state is {len(data)} bytes, too large for {d} parameters")
+    if size > 8 + _MAX_HEADER_BYTES + 4 * d * 8:
+        raise StateFormatError(f"state is {size} bytes, too large for {d} parameters")
     names = set(header)
     if "params" not in names or not all(
         n == "control" or n.startswith("server/") for n in names - {"params"}
@@ -336,10 +363,13 @@ def decode_state(
         info = header[name]
         if not isinstance(info, dict) or info.get("dtype") != "F32" or info.get("shape") != [d]:
             raise StateFormatError(f"tensor {name!r} must be F32 of shape [{d}], got {info!r}"[:300])
-    try:
-        tensors = st_load(data)
-    except Exception as exc:  # the parser's own errors on hostile bytes
-        raise StateFormatError(f"safetensors payload is malformed: {exc}") from exc
+    if isinstance(data, Path):
+        tensors = load_file(data, error=StateFormatError)
+    else:
+        try:
+            tensors = st_load(data)
+        except Exception as exc:  # the parser's own errors on hostile bytes
+            raise StateFormatError(f"safetensors payload is malformed: {exc}") from exc
     for name, tensor in tensors.items():
         if not bool(torch.isfinite(tensor).all()):
             raise StateFormatError(f"state tensor {name!r} contains NaN or Inf")

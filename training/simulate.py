@@ -592,7 +592,7 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
                 sampled=tuple(clients[i].name for i in chosen),
                 epsilon=_epsilon(cfg, releases),
                 lr=cfg.train.for_round(rnd - 1, cfg.rounds).lr,
-                update_bytes=sum(len(u.data) for u in updates),
+                update_bytes=sum(u.size for u in updates),
             )
         )
     baseline = run_local_baseline(cfg, session=session) if cfg.local_baseline else None

@@ -280,7 +280,7 @@ def run_pretrain(
                 seconds=time.perf_counter() - round_start,
                 sampled=tuple(clients[i].name for i in chosen),
                 lr=train_cfg.lr,
-                update_bytes=sum(len(u.data) for u in updates),
+                update_bytes=sum(u.size for u in updates),
             )
         )
     baseline = run_pretrain_baseline(cfg, session) if cfg.local_baseline else None
