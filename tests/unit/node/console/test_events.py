@@ -12,6 +12,7 @@ from node.console.events import EVENTS
 
 REPO = Path(__file__).resolve().parents[4]
 EMITTERS = ("event", "_emit")  # EventLog.event, and the fetcher's progress reports (node.protocol.retrieval)
+CALLBACKS = ("log_event",)  # an EventLog.event passed as a function (node.protocol.inner_state)
 
 
 def _emitted() -> dict[str, list[str]]:
@@ -19,13 +20,19 @@ def _emitted() -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     for path in sorted((REPO / "node").rglob("*.py")):
         for call in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute) and call.args):
+            if not (isinstance(call, ast.Call) and call.args):
                 continue
-            if call.func.attr not in EMITTERS:
+            func = call.func
+            if not (
+                (isinstance(func, ast.Attribute) and func.attr in EMITTERS)
+                or (isinstance(func, ast.Name) and func.id in CALLBACKS)
+            ):
                 continue
             first = call.args[0]
             where = f"{path.relative_to(REPO)}:{call.lineno}"
-            if call.func.attr == "event":  # every EventLog.event call names its event literally
+            if (
+                isinstance(func, ast.Name) or func.attr == "event"
+            ):  # every EventLog.event call names its event literally
                 assert isinstance(first, ast.Constant) and isinstance(first.value, str), where
             if isinstance(first, ast.Constant) and isinstance(first.value, str):
                 found.setdefault(first.value, []).append(where)
