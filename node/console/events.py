@@ -39,7 +39,7 @@ EVENTS: dict[str, str] = {
     "round.byzantine": "a test attack replaced this member's update (``--byzantine``)",
     "round.inner_state_resumed": "pre-training: the AdamW state kept from an earlier round is resumed",
     "round.inner_state_ignored": "pre-training: a kept AdamW state was refused (``why``); a fresh one starts",
-    "round.inner_state_unsaved": "pre-training: the AdamW state was not written (``why``); the next starts fresh",
+    "round.inner_state_unsaved": "pre-training: the AdamW state was not written (``why``)",
     "round.residual_ignored": "the kept top-k residual does not fit the layout; the update starts without it",
     "privacy.spent": "the update was clipped and noised; this release is in the privacy ledger",
     "round.sealed": 'the update was sealed for the round\'s readers (``artifacts = "members"``)',
