@@ -5,20 +5,21 @@ the tiny Llama's tokenizer), cut into four non-IID shards by topic: ``tech_suppo
 ``trivia`` + ``emotion``; the other 17 categories. The last ``--held-out`` of each shard's blocks is held
 out; the union of those is the held-out set every model is scored on (token-weighted loss, perplexity = exp).
 
-Every model starts from the same seeded initialisation of ``--model`` and sees the same number of tokens,
-``members * rounds * local_steps * batch_size`` blocks:
+Every setting starts from the same seeded initialisation of ``--model`` and trains on the same number of
+blocks, ``members * rounds * local_steps * batch_size`` (:func:`settings`):
 
 - (a) central, data-parallel equivalent: one model, ``rounds * local_steps`` AdamW steps of
-  ``members * batch_size`` blocks drawn from the union of the four training shards: what per-step
-  data-parallel training of the four members (each its batch, gradients all-reduced) computes, and the
-  training the bytes ratio is measured against;
+  ``members * batch_size`` blocks drawn from the union of the four training shards: what synchronous
+  data-parallel training of the four members (each its batch, gradients all-reduced every step) computes,
+  and the training the bytes ratio is measured against;
 - (a) central, one worker: one model, ``members * rounds * local_steps`` steps of ``batch_size`` blocks
   (four times as many sequential steps at the member batch);
 - (b) federated: four members, ``rounds`` DiLoCo rounds of ``local_steps`` AdamW steps each on their own
   shard (each member's AdamW state kept across rounds unless ``--inner-state reset``), the ``diloco``
   outer step (Nesterov, ``--outer-lr`` 0.7, ``--outer-momentum`` 0.9) on the mean update, through the
   real codec and merge (``fedchain simulate``'s code), once per ``--codecs`` entry;
-- (c) alone: each member ``rounds * local_steps`` steps on its own shard only (one optimiser).
+- (c) alone: each member ``rounds * local_steps`` steps on its own shard only (one optimiser): the four
+  models together see the budget, each a quarter of it.
 
 Every setting uses the same inner schedule: ``--lr`` (constant, or ``--lr-schedule cosine`` decaying per
 round to ``--min-lr``: the run spec's ``[train] lr_schedule``; the central baselines step the rate at the
@@ -26,9 +27,9 @@ same fractions of their steps) with an optional linear warm-up over each optimis
 ``--warmup-steps`` steps.
 
 Bytes communicated: (b) counts the encoded updates the members sent (what ``RoundMetrics.update_bytes``
-reports). Per-step data-parallel training of the same four workers would exchange every step's fp32
-gradient: a ring all-reduce sends ``2 (N - 1) / N * 4 d`` bytes per worker per step, over
-``rounds * local_steps`` steps (each worker one batch per step).
+reports). Synchronous data-parallel training of the same four workers (row (a), data-parallel equivalent)
+exchanges every step's fp32 gradient: a ring all-reduce sends ``2 (N - 1) / N * 4 d`` bytes per worker per
+step, over ``rounds * local_steps`` steps (:func:`data_parallel_bytes`).
 
     python bench/pretrain.py [--model tiny-llama] [--rounds 8] [--local-steps 40] [--codecs fp32,int8]
 
@@ -44,7 +45,7 @@ import platform
 import sys
 import tempfile
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +60,60 @@ from training.text import chatterbot_texts
 
 SHARDS = [["tech_support"], ["coding"], ["trivia", "emotion"]]
 """The first three shards by topic; the fourth holds every other English category."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One row's training: ``models`` models, each from ``workers`` workers' ``steps`` steps of ``batch``."""
+
+    key: str
+    label: str
+    models: int
+    workers: int
+    steps: int
+    batch: int
+
+    @property
+    def blocks_per_model(self) -> int:
+        """Training blocks (of ``max_len`` tokens) that went into each of the setting's models."""
+        return self.workers * self.steps * self.batch
+
+    @property
+    def blocks(self) -> int:
+        """Training blocks of the whole setting (every model, every worker)."""
+        return self.models * self.blocks_per_model
+
+    def shape(self) -> str:
+        """``steps x batch``, with the number of workers or models when there are several."""
+        text = f"{self.steps} x {self.batch}"
+        if self.workers > 1:
+            return f"{self.workers} members x {text}"
+        return f"{text} each" if self.models > 1 else text
+
+
+def settings(members: int, rounds: int, local_steps: int, batch_size: int) -> dict[str, Setting]:
+    """The four settings of the module docstring, by key (``dp``, ``central``, ``federated``, ``alone``).
+
+    Every one trains on ``members * rounds * local_steps * batch_size`` blocks in all.
+    """
+    steps = rounds * local_steps
+    return {
+        "dp": Setting("dp", "(a) central, data-parallel equivalent", 1, 1, steps, members * batch_size),
+        "central": Setting("central", "(a) central, one worker", 1, 1, members * steps, batch_size),
+        "federated": Setting("federated", "(b) federated", 1, members, steps, batch_size),
+        "alone": Setting("alone", f"(c) alone (mean of {members})", members, 1, steps, batch_size),
+    }
+
+
+def data_parallel_bytes(members: int, steps: int, numel: int) -> int:
+    """Bytes all workers send in ``steps`` ring all-reduces of an fp32 gradient of ``numel`` values.
+
+    Each worker sends ``2 (members - 1)`` chunks of ``numel / members`` values per all-reduce (reduce-scatter,
+    then all-gather): ``2 (N - 1) / N * 4 d`` bytes, times ``N`` workers.
+    """
+    if members < 1 or steps < 0 or numel < 0:
+        raise ValueError(f"need members >= 1, steps >= 0, numel >= 0; got {members}, {steps}, {numel}")
+    return steps * 2 * (members - 1) * 4 * numel
 
 
 def write_shards(folder: Path, split: str = "topic") -> list[str]:
@@ -162,43 +217,51 @@ def _one_model(
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     codecs = [c for c in args.codecs.split(",") if c]
-    settings = set(args.settings.split(","))
+    chosen = set(args.settings.split(","))
     with tempfile.TemporaryDirectory() as tmp:
         paths = write_shards(Path(tmp), args.split)
         cfg = make_config(args, paths, codecs[0] if codecs else "fp32")
         started = time.perf_counter()
         session = prepare_pretrain(cfg)
         n = len(session.clients)
-        steps = cfg.rounds * (cfg.train.local_steps or 1)
-        batch = cfg.train.batch_size
+        plan = settings(n, cfg.rounds, cfg.train.local_steps or 1, cfg.train.batch_size)
         d = session.spec.numel
         rows: list[dict[str, Any]] = []
         initial = evaluate_pretrain(session)
         rows.append({"setting": "initial model", "loss": initial.union_loss, "bytes": 0})
         union = torch.cat([c.train for c in session.clients])
-        central = {
-            "dp": ("(a) central, data-parallel equivalent", steps, n * batch),
-            "central": ("(a) central, one worker", n * steps, batch),
-        }
-        for key, (label, count, size) in central.items():
-            if key not in settings:
+
+        def row(setting: Setting, loss: float, sent: int, t0: float, **extra: Any) -> dict[str, Any]:
+            return {
+                "setting": setting.label,
+                "key": setting.key,
+                "loss": loss,
+                "bytes": sent,
+                "shape": setting.shape(),
+                "steps": setting.steps,
+                "batch": setting.batch,
+                "workers": setting.workers,
+                "models": setting.models,
+                "blocks": setting.blocks,
+                "seconds": time.perf_counter() - t0,
+                **extra,
+            }
+
+        for setting in (plan["dp"], plan["central"]):
+            if setting.key not in chosen:
                 continue
             t0 = time.perf_counter()
             scores = _one_model(
-                session, cfg, union, count, args.seed, batch_size=size, warmup_steps=args.warmup_steps
+                session,
+                cfg,
+                union,
+                setting.steps,
+                args.seed,
+                batch_size=setting.batch,
+                warmup_steps=args.warmup_steps,
             )
-            rows.append(
-                {
-                    "setting": label,
-                    "key": key,
-                    "loss": scores.union_loss,
-                    "bytes": 0,
-                    "steps": count,
-                    "batch": size,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-        for codec in codecs if "federated" in settings else []:
+            rows.append(row(setting, scores.union_loss, 0, t0))
+        for codec in codecs if "federated" in chosen else []:
             t0 = time.perf_counter()
             result = run_pretrain(
                 make_config(args, paths, codec),
@@ -206,16 +269,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 warmup_steps=args.warmup_steps,
             )
             sent = sum(r.update_bytes for r in result.rounds[1:])
-            rows.append(
-                {
-                    "setting": f"(b) federated, {codec}",
-                    "key": "federated",
-                    "loss": result.final.eval.union_loss,
-                    "bytes": sent,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-        if "alone" in settings:
+            federated = replace(plan["federated"], label=f"{plan['federated'].label}, {codec}")
+            rows.append(row(federated, result.final.eval.union_loss, sent, t0))
+        if "alone" in chosen:
             alone = []
             t0 = time.perf_counter()
             for i, client in enumerate(session.clients):
@@ -223,38 +279,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     session,
                     cfg,
                     client.train,
-                    steps,
+                    plan["alone"].steps,
                     args.seed * 1_000_003 + i,
-                    batch_size=batch,
+                    batch_size=plan["alone"].batch,
                     warmup_steps=args.warmup_steps,
                 )
                 alone.append(scores.union_loss)
-            rows.append(
-                {
-                    "setting": f"(c) alone (mean of {n})",
-                    "key": "alone",
-                    "loss": sum(alone) / n,
-                    "best_loss": min(alone),
-                    "bytes": 0,
-                    "seconds": time.perf_counter() - t0,
-                }
-            )
-    data_parallel = steps * n * (2 * (n - 1) / n) * 4 * d
-    reference = {row.get("key"): row["loss"] for row in rows}
-    for row in rows:
-        row["perplexity"] = perplexity(row["loss"])
+            rows.append(row(plan["alone"], sum(alone) / n, 0, t0, best_loss=min(alone)))
+    data_parallel = data_parallel_bytes(n, plan["dp"].steps, d)
+    reference = {r.get("key"): r["loss"] for r in rows}
+    for r in rows:
+        r["perplexity"] = perplexity(r["loss"])
         for key in ("dp", "central"):
             if key in reference:
-                row[f"vs_{key}"] = row["perplexity"] / perplexity(reference[key]) - 1.0
-        if row["bytes"]:
-            row["dp_ratio"] = data_parallel / row["bytes"]
+                r[f"vs_{key}"] = r["perplexity"] / perplexity(reference[key]) - 1.0
+        if r["bytes"]:
+            r["dp_ratio"] = data_parallel / r["bytes"]
     return {
         "model": args.model,
         "parameters": d,
         "members": n,
         "rounds": cfg.rounds,
         "local_steps": cfg.train.local_steps,
-        "batch_size": batch,
+        "batch_size": cfg.train.batch_size,
         "max_len": cfg.train.max_len,
         "lr": args.lr,
         "lr_schedule": args.lr_schedule,
@@ -263,7 +310,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "outer_momentum": args.outer_momentum,
         "inner_state": args.inner_state,
         "split": args.split,
-        "tokens_per_model": n * steps * batch * cfg.train.max_len,
+        "seed": args.seed,
+        "tokens_per_setting": plan["dp"].blocks * cfg.train.max_len,
         "train_tokens": int(union.numel()),
         "held_out_tokens": sum(int(c.held_out.numel()) for c in session.clients),
         "data_parallel_bytes": data_parallel,
@@ -283,15 +331,15 @@ def table(report: dict[str, Any]) -> str:
         f"{report['model']} ({report['parameters']:,} parameters), {report['members']} members, "
         f"{report['rounds']} rounds x {report['local_steps']} local steps, batch {report['batch_size']} x "
         f"{report['max_len']} tokens, {report['split']} shards: "
-        f"{report['tokens_per_model']:,} tokens per setting "
+        f"{report['tokens_per_setting']:,} tokens per setting "
         f"({report['train_tokens']:,} training tokens, {report['held_out_tokens']:,} held out); "
         f"inner lr {report['lr']:g} ({report['lr_schedule']}, warm-up {report['warmup_steps']} steps, "
         f"state {report['inner_state']}), outer lr {report['outer_lr']:g}, momentum "
         f"{report['outer_momentum']:g}; {report['seconds']:.0f} s",
         "",
-        "| setting | union held-out loss | perplexity | vs data-parallel | vs one worker | MB sent "
-        "| data-parallel MB / sent |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | steps x batch | union held-out loss | perplexity | vs data-parallel | vs one worker "
+        "| MB sent | data-parallel MB / sent |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     dp = report["data_parallel_bytes"]
     for row in report["rows"]:
@@ -306,7 +354,8 @@ def table(report: dict[str, Any]) -> str:
         if "best_loss" in row:
             loss += f" (best {row['best_loss']:.4f})"
         lines.append(
-            f"| {row['setting']} | {loss} | {row['perplexity']:.2f} | {vs[0]} | {vs[1]} | {sent} | {ratio} |"
+            f"| {row['setting']} | {row.get('shape', '-')} | {loss} | {row['perplexity']:.2f} | {vs[0]} "
+            f"| {vs[1]} | {sent} | {ratio} |"
         )
     lines.append("")
     lines.append(
