@@ -164,15 +164,19 @@ class NodeContext:
         RunMismatchError
             If it does not decode to this run's layout or its state hash is not ``sha``.
         """
+        from pathlib import Path
+
         from training.merge import StateFormatError, decode_state, state_hash
 
         if sha in self._states:
             return self._states[sha]
-        data, _ = self.fetcher.get(Want(cid, None, self.max_state_bytes(), "merged", self.run_id, round))
+        path, _ = self.fetcher.get_file(Want(cid, None, self.max_state_bytes(), "merged", self.run_id, round))
+        data: bytes | Path = path  # decoded through a memory map, never read whole
         if self.spec.artifacts == "members":
             from node.confidential import ConfidentialError, merged_label, open_artifact
             from p2p.envelope import is_envelope
 
+            data = path.read_bytes()
             if is_envelope(data):  # integrity comes from the state hash below; the envelope is secrecy
                 try:
                     label = None if round is None else merged_label(self.run_key, round)

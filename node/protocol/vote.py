@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 from node.protocol.confirm import still_on_chain, tx_hex
@@ -187,7 +188,7 @@ def prefetch(ctx: NodeContext, info: Any) -> None:
         if not missing:
             return
         started = time.perf_counter()
-        got = ctx.fetcher.get_many(missing, raise_errors=False)
+        got = ctx.fetcher.get_files(missing, raise_errors=False)
         ctx.state.add_timing(ctx.run_id, rnd, "transfer", time.perf_counter() - started)
     except Exception as exc:  # an RPC or store hiccup: the vote phase fetches anyway
         ctx.log.event("round.prefetch_failed", run=ctx.run_id, round=rnd, why=str(exc)[:300])
@@ -199,13 +200,13 @@ def prefetch(ctx: NodeContext, info: Any) -> None:
 
 
 def _merge(ctx: NodeContext, info: Any) -> Any:
-    from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
+    from training.merge import MergeError, UpdateInput, encode_state, encode_state_file, merge, state_hash
 
     rnd = int(info.round)
     wanted, wants = _update_wants(ctx, info)
     base, base_sha = ctx.base_state(rnd)
     started = time.perf_counter()
-    got = ctx.fetcher.get_many(wants, raise_errors=False)
+    got = ctx.fetcher.get_files(wants, raise_errors=False)  # files: decoded through a memory map
     fetch_s = time.perf_counter() - started
     ctx.state.add_timing(ctx.run_id, rnd, "transfer", fetch_s)
     sources: dict[str, int] = {}
@@ -215,7 +216,10 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
         value = got.get(s.cid)
         if isinstance(value, tuple):
             sources[value[1]] = sources.get(value[1], 0) + 1
-            data = value[0] if ctx.spec.artifacts != "members" else _open_update(ctx, s, value[0], unopened)
+            if ctx.spec.artifacts != "members":
+                data: bytes | Path | None = value[0]
+            else:  # an envelope is opened in memory
+                data = _open_update(ctx, s, value[0].read_bytes(), unopened)
             if data is not None:
                 updates.append(UpdateInput(s.member, data, int(s.num_samples)))
         else:
@@ -238,27 +242,31 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
             ctx.state.mark_merge_failed(ctx.run_id, rnd, str(exc))
         ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
         return None
-    data = encode_state(outcome.state)
     sha = state_hash(outcome.state)
+    merged: bytes | Path
     if ctx.spec.encrypt_merged:  # deterministic: every honest member stores (and votes) the same CID
         from node.confidential import ConfidentialError, merged_label, reader_keys, seal_for
 
         try:
-            data = seal_for(reader_keys(ctx), data, merged_label(ctx.run_key, rnd), deterministic=True)
+            label = merged_label(ctx.run_key, rnd)
+            merged = seal_for(reader_keys(ctx), encode_state(outcome.state), label, deterministic=True)
         except ConfidentialError as exc:
             ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
             return None
+    else:  # written tensor by tensor, then moved into the own store: no copy of the state's bytes in memory
+        merged = ctx.fetcher.scratch / f"merged-{ctx.run_id}-{rnd}.safetensors"
+        encode_state_file(outcome.state, merged)
     merge_s = time.perf_counter() - started
     by_member = {s.member: s.sha256.hex() for s in wanted}
     included = [[m, by_member[m]] for m in outcome.included]
     rejected = {**unavailable, **unopened, **dict(outcome.rejected)}
-    return record_merge(ctx, rnd, data, sha, outcome.state, base_sha, included, rejected, merge_s)
+    return record_merge(ctx, rnd, merged, sha, outcome.state, base_sha, included, rejected, merge_s)
 
 
 def record_merge(
     ctx: NodeContext,
     rnd: int,
-    data: bytes,
+    data: bytes | Path,
     sha: str,
     state: Any,
     base_sha: str,
@@ -269,10 +277,14 @@ def record_merge(
     """Keep a merged state this member computed and record it (state DB, ``round.merged``).
 
     The artifact is stored before anything refers to it and mirrored to IPFS later as a chore, off the
-    vote's critical path. Shared by the ordinary vote and the committee's.
+    vote's critical path. Shared by the ordinary vote and the committee's. ``data`` is the encoded state,
+    or a file holding it in the fetcher's scratch folder (moved into the own store).
     """
     ctx.state.add_timing(ctx.run_id, rnd, "aggregate", merge_s)
-    cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
+    if isinstance(data, Path):
+        cid = ctx.fetcher.keep_file(data, "merged", ctx.run_id, rnd, publish=False).cid
+    else:
+        cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
     ctx.unpublished.append((cid, "merged"))
     ctx.remember(sha, state)
     if ctx.config.training.evaluate:
