@@ -115,17 +115,23 @@ class Fetcher:
     ) -> Kept:
         """Like :meth:`keep` for the content of a file, streamed (never held whole in memory).
 
-        A file in :attr:`scratch` (the own store's ``tmp_dir`` for a ``LocalStore``) is moved into the own
-        store, so it is gone afterwards; any other file is copied. ``sha256``: the content's hash when the
-        caller has just checked it (else it is computed).
+        A file in :attr:`scratch` is gone afterwards (moved into a ``LocalStore``, else copied into the own
+        store and removed); any other file is copied. ``sha256``: the content's hash when the caller has
+        just checked it (else it is computed).
         """
-        size = Path(path).stat().st_size
+        kept = self._keep(Path(path), kind, run, round, sha256)
+        if Path(path).parent == self.scratch:
+            Path(path).unlink(missing_ok=True)
+        if publish:
+            self.publish(kept.cid, kind)
+        return kept
+
+    def _keep(self, path: Path, kind: str, run: int | None, round: int | None, sha256: str | None) -> Kept:
+        size = path.stat().st_size
         sha = sha256 if sha256 is not None else file_sha256(path)[0]
-        cid = self._put_file(Path(path))
+        cid = self._put_file(path)
         self.store.pin(cid)
         self.state.record_artifact(cid, sha, kind, run, round, size)
-        if publish:
-            self.publish(cid, kind)
         return Kept(cid, sha, size)
 
     @property
@@ -133,7 +139,7 @@ class Fetcher:
         """Where fetched and freshly encoded artifacts are written before they are kept.
 
         The own store's ``tmp_dir`` when it has one (a ``LocalStore``: keeping is a rename), else a private
-        temporary folder.
+        temporary folder, whose files :meth:`get_files` returned are removed when it is called next.
         """
         if self._scratch is None:
             tmp = getattr(self.store, "tmp_dir", None)
@@ -147,14 +153,11 @@ class Fetcher:
             return str(self.store.put_file(path))
         return str(self.store.put(path.read_bytes()))
 
-    def _local_path(self, cid: str) -> Path:
-        """Return the own store's file for a kept ``cid`` (``LocalStore``), else a copy in :attr:`scratch`."""
+    def _local_path(self, cid: str, copy: Path) -> Path:
+        """Return the own store's file for a kept ``cid`` (a ``LocalStore``), else its scratch ``copy``."""
         if hasattr(self.store, "blob_path"):
             return Path(self.store.blob_path(cid))
-        dest = self.scratch / cid
-        if not dest.exists():
-            self.store.get_file(cid, dest)
-        return dest
+        return copy
 
     def publish(self, cid: str, kind: str) -> bool:
         """Add and pin an artifact of the own store to the IPFS daemon too; return whether it is there now.
@@ -291,12 +294,16 @@ class Fetcher:
         """Get several artifacts: own store first, then the rest in parallel from peers, then IPFS.
 
         Returns, per CID, ``(file, source)``: the file holding the verified content, kept in the own store
-        (for a ``LocalStore`` its own blob file: read it, never write it). Content is streamed between the
+        (for a ``LocalStore`` its own blob file: read it, never write it; for other own stores a copy in
+        :attr:`scratch`, valid until the next call). Content is streamed between the
         sources and files in pieces and hashed as it passes (CID, then the chain's sha256), never held
         whole in memory; a copy that fails a check is removed before the next source is tried, so nothing
         of it is kept or recorded. With ``raise_errors=False`` a failed artifact maps to its
         :class:`ArtifactUnavailableError`.
         """
+        if not hasattr(self.store, "blob_path") and self._scratch is not None:
+            for old in self._scratch.iterdir():  # the copies handed out by the previous call
+                old.unlink(missing_ok=True)
         out: dict[str, tuple[Path, str] | Exception] = {}
         missing: list[Want] = []
         for want in wants:
@@ -328,10 +335,8 @@ class Fetcher:
         for want in wants:
             value = out.get(want.cid)
             if isinstance(value, tuple) and value[1] != "store":
-                kept = self.keep_file(
-                    value[0], want.kind, want.run, want.round, publish=False, sha256=want.sha256
-                )
-                out[want.cid] = (self._local_path(kept.cid), value[1])
+                kept = self._keep(value[0], want.kind, want.run, want.round, want.sha256)
+                out[want.cid] = (self._local_path(kept.cid, value[0]), value[1])
             elif isinstance(value, tuple):
                 sha = want.sha256 or file_sha256(value[0])[0]
                 size = value[0].stat().st_size

@@ -239,3 +239,46 @@ def test_keep_file_moves_a_scratch_file_in_and_records_its_hash(tmp_path: Path) 
     assert not src.exists() and own.get(kept.cid) == data and mirror.get(kept.cid) == data
     assert (kept.sha256, kept.size) == (hashlib.sha256(data).hexdigest(), len(data))
     assert state.artifacts(1)[0]["cid"] == kept.cid and kept.cid in set(own.list())
+
+
+class PlainStore:
+    """An own store without files of its own (like ``IpfsStore``): bytes and streamed file copies only."""
+
+    def __init__(self, inner: LocalStore) -> None:
+        self.inner = inner
+
+    def put(self, data: bytes) -> str:
+        return self.inner.put(data)
+
+    def get(self, cid: str, max_size: int | None = None) -> bytes:
+        return self.inner.get(cid, max_size)  # type: ignore[arg-type]
+
+    def has(self, cid: str) -> bool:
+        return self.inner.has(cid)  # type: ignore[arg-type]
+
+    def pin(self, cid: str) -> None:
+        self.inner.pin(cid)  # type: ignore[arg-type]
+
+    def put_file(self, path: Path) -> str:
+        return self.inner.put_file(path)
+
+    def get_file(self, cid: str, dest: Path, max_size: int | None = None) -> int:
+        return self.inner.get_file(cid, dest, max_size)  # type: ignore[arg-type]
+
+
+def test_an_own_store_without_files_gets_scratch_copies_that_the_next_call_removes(tmp_path: Path) -> None:
+    own, remote = PlainStore(LocalStore(tmp_path / "own")), LocalStore(tmp_path / "remote")
+    first, second = b"first artifact" * 1000, b"second artifact" * 1000
+    cids = [remote.put(first), remote.put(second)]
+    fetcher = Fetcher(own, NodeState(tmp_path / "s.db"), ipfs=remote)
+
+    path, source = fetcher.get_file(_want(first, cids[0]))
+    assert source == "ipfs" and path.read_bytes() == first and own.has(cids[0])
+    again, source = fetcher.get_file(_want(second, cids[1]))
+
+    assert source == "ipfs" and again.read_bytes() == second and not path.exists()
+    encoded = fetcher.scratch / "merged.safetensors"
+    encoded.write_bytes(b"merged")
+    kept = fetcher.keep_file(encoded, "merged", 1, 0, publish=False)
+    assert not encoded.exists() and own.get(kept.cid) == b"merged"
+    assert fetcher.get(_want(first, cids[0])) == (first, "store")
