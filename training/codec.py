@@ -44,7 +44,7 @@ from training.compress import CodecParams
 from training.errors import TrainingError
 from training.flat import FlatSpec
 from training.robust.exact import sq_norms
-from training.safetensors_io import load_file, read_header, read_header_file, write
+from training.safetensors_io import load_file, read_header, read_header_file, write, write_file
 
 FORMAT = "fedchain-update/1"
 CODECS = ("fp32", "int8", "int4", "topk")
@@ -112,7 +112,7 @@ def encode(
     extra: Mapping[str, Tensor] | None = None,
     params: CodecParams | None = None,
 ) -> bytes:
-    """Encode an update as safetensors bytes.
+    """Encode an update as safetensors bytes (:func:`encode_file` writes the same bytes to a file).
 
     Parameters
     ----------
@@ -135,6 +135,39 @@ def encode(
     TrainingError
         If the codec is unknown, the delta does not match ``spec``, or a value is not finite.
     """
+    return write(*_encoded(delta, spec, run=run, round=round, codec=codec, extra=extra, params=params))
+
+
+def encode_file(
+    delta: Tensor | Mapping[str, Tensor],
+    spec: FlatSpec,
+    path: Path,
+    *,
+    run: str,
+    round: int,
+    codec: Codec = "fp32",
+    extra: Mapping[str, Tensor] | None = None,
+    params: CodecParams | None = None,
+) -> int:
+    """Write :func:`encode`'s bytes to ``path`` tensor by tensor, never holding them whole; return the size.
+
+    An fp32 update's tensors are views of ``delta``, so nothing of the update is copied in memory.
+    """
+    tensors, metadata = _encoded(delta, spec, run=run, round=round, codec=codec, extra=extra, params=params)
+    return write_file(tensors, metadata, Path(path))
+
+
+def _encoded(
+    delta: Tensor | Mapping[str, Tensor],
+    spec: FlatSpec,
+    *,
+    run: str,
+    round: int,
+    codec: Codec,
+    extra: Mapping[str, Tensor] | None,
+    params: CodecParams | None,
+) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Return the tensors and metadata of an encoded update (see :func:`encode`)."""
     if codec not in CODECS:
         raise TrainingError(f"`codec` must be one of {', '.join(CODECS)}, got {codec!r}")
     flat = _as_flat(delta, spec)
@@ -173,7 +206,7 @@ def encode(
     }
     if codec == "int4":
         metadata["block"] = str(params.block)
-    return write(tensors, metadata)
+    return tensors, metadata
 
 
 def encode_with_feedback(

@@ -126,3 +126,16 @@ def test_an_oversized_update_file_is_rejected_before_it_is_parsed(tmp_path: Path
         codec.decode(path, SPEC)
     with pytest.raises(UpdateRejected, match="cannot be read"):
         codec.decode(tmp_path / "missing", SPEC)
+
+
+@pytest.mark.parametrize("codec_name", ["fp32", "int8", "int4", "topk"])
+def test_encode_file_writes_the_bytes_encode_returns(tmp_path: Path, codec_name: str) -> None:
+    extra = {"control_delta": _delta(9)}
+    path = tmp_path / "update"
+
+    size = codec.encode_file(_delta(3), SPEC, path, run=RUN, round=ROUND, codec=codec_name, extra=extra)
+
+    assert path.read_bytes() == codec.encode(
+        _delta(3), SPEC, run=RUN, round=ROUND, codec=codec_name, extra=extra
+    )
+    assert size == path.stat().st_size
