@@ -4,6 +4,8 @@ Modules
 -------
 services
     Managed child processes: start, wait until ready by polling, stop gracefully then by force.
+launcher
+    A pre-imported fork server of ``fedchain`` commands, and the managed process of a forked child.
 anvil, ipfs
     The anvil service on a free port; the js-ipfs daemon.
 harness

@@ -4,6 +4,11 @@
 dev keys, so members can pay gas), creates a run with ``fedchain run create`` from member 0, and starts each
 member as its own ``fedchain node start`` OS process (a :class:`node.devnet.services.ManagedProcess`), every
 node dialling every other one. Progress is read from each node's JSON-lines event log.
+
+Each of these commands is a fresh interpreter (``python -c 'from node.cli import main; main()' ...``) unless
+a :class:`node.devnet.launcher.Launcher` forks it from its pre-imported state: the cluster's own
+``launchers`` (one per member, each under the member's command prefix), else the process-wide one set with
+:func:`use_launcher` for members without a command prefix (the test harness sets one; the demo does not).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from node.console.eventlog import read_events
+from node.devnet.launcher import Launcher
 from node.devnet.services import ManagedProcess, ServiceError
 
 _CLI = [sys.executable, "-c", "from node.cli import main; main()"]
@@ -28,6 +34,8 @@ TINY_NODE_MIB = 450
 bench/scale.py at about 440 MiB with 4 nodes sharing the libraries), rounded up."""
 CLI_TIMEOUT_S = 600.0
 """Upper bound on one ``fedchain init`` / ``run create`` child process."""
+NODE_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+"""Environment of every node process (over the harness's own): offline hub, one intra-op thread."""
 INIT_PARALLELISM = 8
 """``fedchain init`` processes run at once (each imports the CLI and derives a keystore key)."""
 
@@ -70,13 +78,37 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+_launcher: Launcher | None = None
+
+
+def use_launcher(launcher: Launcher | None) -> Launcher | None:
+    """Fork un-prefixed ``fedchain`` commands from ``launcher`` (``None``: fresh processes); return the last.
+
+    Applies to :func:`fedchain` and to the members without a command prefix of every :class:`LocalCluster`
+    that has no ``launchers`` of its own.
+    """
+    global _launcher
+    previous, _launcher = _launcher, launcher
+    return previous
+
+
+def current_launcher() -> Launcher | None:
+    """Return the launcher set with :func:`use_launcher`, if any."""
+    return _launcher
+
+
 def fedchain(
-    *args: str, timeout: float = 120.0, prefix: Sequence[str] = ()
+    *args: str, timeout: float = 120.0, prefix: Sequence[str] = (), launcher: Launcher | None = None
 ) -> subprocess.CompletedProcess[str]:
     """Run the ``fedchain`` CLI in a child process and return its completed process (never raises on rc).
 
     ``prefix`` goes before the command, e.g. ``["ip", "netns", "exec", NS]`` (see :mod:`node.devnet.wan`).
+    The child is forked by ``launcher``, else (without a ``prefix``) by the one of :func:`use_launcher`,
+    else it is a fresh interpreter.
     """
+    chosen = launcher if launcher is not None else (_launcher if not prefix else None)
+    if chosen is not None:
+        return chosen.run(args, timeout=timeout)
     argv = [*prefix, *_CLI, *args]
     return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -128,6 +160,10 @@ class LocalCluster:
         Per member, a command prefix for its ``fedchain`` processes, e.g. ``["ip", "netns", "exec", NS]``
         to run each member in its own network namespace (:mod:`node.devnet.wan`); the devnet's URLs must
         then be reachable from there.
+    launchers
+        Per member, the :class:`~node.devnet.launcher.Launcher` that forks its ``fedchain`` commands (started
+        under the member's prefix, which it then replaces); default: the one of :func:`use_launcher` for
+        members without a prefix, fresh processes for the others.
 
     Raises
     ------
@@ -145,6 +181,7 @@ class LocalCluster:
         node_memory_mib: int = TINY_NODE_MIB,
         hosts: Sequence[str] | None = None,
         prefixes: Sequence[Sequence[str]] | None = None,
+        launchers: Sequence[Launcher | None] | None = None,
     ) -> None:
         if size < 1:
             raise ValueError(f"`size` must be >= 1, got {size}")
@@ -162,13 +199,20 @@ class LocalCluster:
         self.devnet = devnet
         self.size = size
         self.store = store
-        for name, given in (("hosts", hosts), ("prefixes", prefixes)):
+        for name, given in (("hosts", hosts), ("prefixes", prefixes), ("launchers", launchers)):
             if given is not None and len(given) != size:
                 raise ValueError(f"`{name}` must have one entry per member ({size}), got {len(given)}")
         self.hosts = list(hosts) if hosts is not None else ["127.0.0.1"] * size
         self.prefixes = [tuple(p) for p in prefixes] if prefixes is not None else [()] * size
+        self.launchers = list(launchers) if launchers is not None else None
         self.members: list[Member] = []
         self.processes: dict[int, ManagedProcess] = {}
+
+    def launcher(self, i: int) -> Launcher | None:
+        """Return the launcher that forks member ``i``'s commands, or ``None`` for fresh processes."""
+        if self.launchers is not None:
+            return self.launchers[i]
+        return _launcher if not self.prefixes[i] else None
 
     def init(self) -> list[Member]:
         """Create every member's home with ``fedchain init`` (dev key i + 1 imported)."""
@@ -195,7 +239,9 @@ class LocalCluster:
             args += ["--ipfs-api", self.devnet.ipfs_api or "", "--listen-port", str(ports[i])]
             args += ["--listen-host", self.hosts[i]]
             # a loaded machine (N imports of the CLI at once, other jobs) can take minutes here
-            done = fedchain(*args, "--kdf-iterations", "1024", "--json", timeout=CLI_TIMEOUT_S)
+            done = fedchain(
+                *args, "--kdf-iterations", "1024", "--json", timeout=CLI_TIMEOUT_S, launcher=self.launcher(i)
+            )
             key_file.unlink()
             if done.returncode != 0:
                 raise ServiceError(f"fedchain init for member {i} failed: {done.stderr.strip()}")
@@ -210,7 +256,11 @@ class LocalCluster:
         """Create a run from member 0's home; return its id."""
         home, prefix = str(self.members[0].home), self.members[0].prefix
         args = ("run", "create", "--spec", str(spec), "--home", home, "--json")
-        done = fedchain(*args, timeout=CLI_TIMEOUT_S, prefix=prefix)
+        launcher = self.launcher(0)
+        if launcher is not None:
+            done = launcher.run(args, timeout=CLI_TIMEOUT_S)
+        else:
+            done = fedchain(*args, timeout=CLI_TIMEOUT_S, prefix=prefix)
         if done.returncode != 0:
             raise ServiceError(f"fedchain run create failed: {done.stderr.strip()}")
         return int(json.loads(done.stdout)["run_id"])
@@ -219,8 +269,6 @@ class LocalCluster:
         """Return a (not yet started) node process for member ``i``."""
         member = self.members[i]
         argv = [
-            *member.prefix,
-            *_CLI,
             "node",
             "start",
             "--home",
@@ -239,8 +287,12 @@ class LocalCluster:
         def ready(_: ManagedProcess) -> bool:
             return len([e for e in read_events(member.log_path) if e.get("event") == "node.ready"]) > before
 
-        env = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
-        return ManagedProcess(f"node{i}", [*argv, *extra], member.home / "stdout.log", ready, env=env)
+        env = NODE_ENV
+        launcher = self.launcher(i)
+        if launcher is not None:
+            return launcher.process(f"node{i}", [*argv, *extra], member.home / "stdout.log", ready, env=env)
+        argv = [*member.prefix, *_CLI, *argv, *extra]
+        return ManagedProcess(f"node{i}", argv, member.home / "stdout.log", ready, env=env)
 
     def start(
         self,

@@ -4,6 +4,10 @@ Every long-lived external component that fedchain starts (anvil, the IPFS daemon
 devnet harness and in tests) runs as a :class:`ManagedProcess`. Readiness is always decided by polling a
 probe (never by sleeping a fixed time), and a stop escalates SIGINT -> SIGTERM -> SIGKILL, so a hung child
 never outlives its parent's cleanup. Only processes started here are ever signalled, by their own PID.
+
+:class:`ManagedProcess` starts its child with :class:`subprocess.Popen`; the start, poll, signal and wait
+steps are methods of their own, so :class:`node.devnet.launcher.ForkedProcess` can start the same kind of
+child by forking a pre-imported launcher and keep everything else (readiness, stop, log tail).
 """
 
 from __future__ import annotations
@@ -67,6 +71,33 @@ class ManagedProcess:
         """PID of the running child, or ``None`` before :meth:`start`."""
         return self._proc.pid if self._proc is not None else None
 
+    @property
+    def started(self) -> bool:
+        """Whether :meth:`start` has started the child."""
+        return self._proc is not None
+
+    @property
+    def returncode(self) -> int | None:
+        """The child's exit code once it has exited (``-N`` for signal N), else ``None``."""
+        return self._poll() if self.started else None
+
+    def _popen(self) -> subprocess.Popen[bytes]:
+        if self._proc is None:
+            raise ServiceError(f"{self.name}: not started")
+        return self._proc
+
+    def _poll(self) -> int | None:
+        """Return the exit code if the (started) child has exited, else ``None``."""
+        return self._popen().poll()
+
+    def _send(self, sig: int) -> None:
+        """Send ``sig`` to the (started) child; ``ProcessLookupError`` when it is gone."""
+        self._popen().send_signal(sig)
+
+    def _wait(self, timeout: float | None) -> int:
+        """Wait for the (started) child to exit; ``subprocess.TimeoutExpired`` after ``timeout`` seconds."""
+        return self._popen().wait(timeout=timeout)
+
     def start(self) -> None:
         """Start the child process (non-blocking); see :meth:`wait_until_ready`."""
         if self._proc is not None:
@@ -97,7 +128,7 @@ class ManagedProcess:
 
     def is_running(self) -> bool:
         """Whether the child has been started and has not exited."""
-        return self._proc is not None and self._proc.poll() is None
+        return self.started and self._poll() is None
 
     def wait_until_ready(self, timeout: float = 60.0, interval: float = 0.05) -> None:
         """Poll the readiness probe until it passes.
@@ -107,15 +138,13 @@ class ManagedProcess:
         ServiceError
             If the child exits first or ``timeout`` seconds pass; the message ends with the log's tail.
         """
-        if self._proc is None:
+        if not self.started:
             raise ServiceError(f"{self.name}: not started")
         deadline = time.monotonic() + timeout
         while True:
-            if self._proc.poll() is not None:
-                raise ServiceError(
-                    f"{self.name} exited with code {self._proc.returncode} before it was ready\n"
-                    + self.tail()
-                )
+            code = self._poll()
+            if code is not None:
+                raise ServiceError(f"{self.name} exited with code {code} before it was ready\n" + self.tail())
             try:
                 if self._ready(self):
                     return
@@ -131,21 +160,21 @@ class ManagedProcess:
 
         Returns the exit code, or ``None`` if the child was never started.
         """
-        if self._proc is None:
+        if not self.started:
             return None
         step = max(timeout / 3, 0.1)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
-            if self._proc.poll() is not None:
+            if self._poll() is not None:
                 break
             try:
-                self._proc.send_signal(sig)
+                self._send(sig)
             except ProcessLookupError:
                 break
             try:
-                self._proc.wait(timeout=step)
+                self._wait(step)
             except subprocess.TimeoutExpired:
                 log.warning("%s did not exit on %s", self.name, signal.Signals(sig).name)
-        code = self._proc.wait()
+        code = self._wait(None)
         log.info("%s stopped (exit code %s)", self.name, code)
         return code
 
