@@ -123,20 +123,27 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
         result = _attack(ctx, rnd, result, seed)
     ctx.state.add_timing(ctx.run_id, rnd, "train", result.seconds)
     residual = _load_residual(ctx, rnd)
-    data, residual = ctx.runtime.encode_with_feedback(result, residual, run=ctx.run_key, round=rnd)
-    plain_sha = hashlib.sha256(data).hexdigest()
-    if ctx.spec.artifacts == "members":  # the chain gets the envelope's hash; it commits to the plaintext's
-        from node.confidential import ConfidentialError, reader_keys, seal_for, update_label
+    from training.codec import FEEDBACK_CODECS
 
-        try:
-            readers = reader_keys(ctx)
-            data = seal_for(readers, data, update_label(ctx.run_key, rnd))
-        except ConfidentialError as exc:  # e.g. a member's key not recoverable: nothing is committed
-            ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
-            return ctx.state.round(ctx.run_id, rnd)
-        ctx.log.event("round.sealed", run=ctx.run_id, round=rnd, readers=len(readers), plain_sha=plain_sha)
-    sha = hashlib.sha256(data).hexdigest()
-    cid = ctx.fetcher.keep(data, "update", ctx.run_id, rnd)
+    if ctx.spec.artifacts != "members" and ctx.spec.codec not in FEEDBACK_CODECS:
+        sha, cid, size = _keep_update_file(ctx, rnd, result)
+    else:  # encoded in memory: top-k decodes it again for its residual, an envelope seals the bytes
+        data, residual = ctx.runtime.encode_with_feedback(result, residual, run=ctx.run_key, round=rnd)
+        plain_sha = hashlib.sha256(data).hexdigest()
+        if ctx.spec.artifacts == "members":  # the chain gets the envelope's hash, it commits to the plaintext
+            from node.confidential import ConfidentialError, reader_keys, seal_for, update_label
+
+            try:
+                readers = reader_keys(ctx)
+                data = seal_for(readers, data, update_label(ctx.run_key, rnd))
+            except ConfidentialError as exc:  # e.g. a member's key not recoverable: nothing is committed
+                ctx.log.event("round.seal_failed", run=ctx.run_id, round=rnd, why=str(exc))
+                return ctx.state.round(ctx.run_id, rnd)
+            ctx.log.event(
+                "round.sealed", run=ctx.run_id, round=rnd, readers=len(readers), plain_sha=plain_sha
+            )
+        sha, size = hashlib.sha256(data).hexdigest(), len(data)
+        cid = ctx.fetcher.keep(data, "update", ctx.run_id, rnd)
     if result.client_control is not None:
         _save_client_control(ctx, result.client_control)
     if residual is not None:  # top-k error feedback: what this update did not carry, for the next round
@@ -150,7 +157,7 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
         seconds=round_s(result.seconds),
         sha=sha,
         cid=cid,
-        size=len(data),
+        size=size,
     )
     return ctx.state.update_round(
         ctx.run_id,
@@ -158,9 +165,34 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
         base_sha=base_sha,
         update_sha=sha,
         update_cid=cid,
-        update_size=len(data),
+        update_size=size,
         num_samples=len(examples),
     )
+
+
+def _keep_update_file(ctx: NodeContext, rnd: int, result: Any) -> tuple[str, str, int]:
+    """Encode this member's update straight to a file and keep it; return its ``(sha256, cid, size)``.
+
+    The bytes are those ``runtime.encode_with_feedback`` returns for a codec without error feedback (the
+    same ``training.codec`` encoding), written tensor by tensor and moved into the own store: the update is
+    never held as bytes in memory.
+    """
+    from training.codec import encode_file
+
+    path = ctx.fetcher.scratch / f"update-{ctx.run_id}-{rnd}.safetensors"
+    extra = {"control_delta": result.control_delta} if result.control_delta is not None else None
+    encode_file(
+        result.delta,
+        ctx.runtime.flat_spec,
+        path,
+        run=ctx.run_key,
+        round=rnd,
+        codec=ctx.spec.codec,  # type: ignore[arg-type]  # validated by RunSpec
+        extra=extra,
+        params=ctx.spec.codec_params(),
+    )
+    kept = ctx.fetcher.keep_file(path, "update", ctx.run_id, rnd)
+    return kept.sha256, kept.cid, kept.size
 
 
 def _attack(ctx: NodeContext, rnd: int, result: Any, seed: int) -> Any:
