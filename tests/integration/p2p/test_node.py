@@ -108,6 +108,34 @@ def test_fetch_verifies_and_keeps_a_local_copy(pair: tuple[P2PNode, P2PNode], tm
         second.fetch(cid, [first.peer_id], max_size=len(data) - 1)
 
 
+def test_fetch_to_files_streams_verified_files_and_leaves_none_for_a_corrupt_blob(
+    pair: tuple[P2PNode, P2PNode], tmp_path: Path
+) -> None:
+    from p2p.fetch import FetchRequest
+
+    first, second = pair
+    first.subscribe("run-1", Inbox())
+    second.subscribe("run-1", Inbox())
+    served = LocalStore(tmp_path / "a")
+    good = bytes(range(256)) * 20_000  # ~5 MB: several 1 MiB pieces
+    bad = bytes(range(255, -1, -1)) * 20_000
+    good_cid, bad_cid = served.put(good), served.put(bad)
+    raw = bytearray(served.blob_path(bad_cid).read_bytes())
+    raw[3_000_000] ^= 0xFF  # on-disk corruption of the served copy
+    served.blob_path(bad_cid).write_bytes(bytes(raw))
+    dest = tmp_path / "fetched"
+    requests = [FetchRequest(c, (first.peer_id,), len(good)) for c in (good_cid, bad_cid)]
+
+    out = second.fetch_to_files(requests, dest)
+
+    assert out[good_cid] == dest / good_cid and (dest / good_cid).read_bytes() == good
+    assert isinstance(out[bad_cid], FetchError) and "ERROR" in str(out[bad_cid])
+    assert sorted(p.name for p in dest.iterdir()) == [good_cid]  # no partial or corrupt file
+    assert not LocalStore(tmp_path / "b").has(good_cid)  # the caller keeps it, not the host
+    small = second.fetch_to_files([FetchRequest(good_cid, (first.peer_id,), len(good) - 1)], tmp_path / "x")
+    assert "TOO_LARGE" in str(small[good_cid]) and list((tmp_path / "x").iterdir()) == []
+
+
 def test_a_node_that_cannot_listen_fails_clearly(pair: tuple[P2PNode, P2PNode]) -> None:
     first, _ = pair
     port = int(first.listen_addrs[0].split("/tcp/")[1].split("/")[0])
