@@ -35,7 +35,7 @@ def merged_label(run: str, round: int) -> str:
 def reader_keys(ctx: Any) -> list[bytes]:
     """Return the compressed public keys of the run's current readers: unbanned members, then auditors.
 
-    Members left out of every merge (``ctx.excluded``, e.g. forgotten subjects) are not readers either.
+    Members left out of every merge (``ctx.loop.excluded``, e.g. forgotten subjects) are not readers either.
 
     Raises
     ------
@@ -45,7 +45,7 @@ def reader_keys(ctx: Any) -> list[bytes]:
     from ledger.pubkeys import PublicKeyError, member_public_key
     from p2p.envelope import public_key_bytes
 
-    excluded = {m.lower() for m in ctx.excluded}
+    excluded = {m.lower() for m in ctx.loop.excluded}
     keys: list[bytes] = []
     for member in ctx.client.members(ctx.run_id):
         if member.lower() in excluded:

@@ -24,7 +24,7 @@ def create(
 ) -> None:
     """Store the run spec, create the run on chain (signed by this node's key) and print its id."""
     from ledger.errors import LedgerError
-    from ledger.types import Admission, RunConfig
+    from ledger.types import Admission, RoundId, RunConfig
     from node.errors import NodeError
     from node.protocol.model import record_start
     from node.protocol.runner import open_chain, open_stores
@@ -41,7 +41,7 @@ def create(
     try:
         chain = open_chain(node_home, config, latest=True)  # reads back the run it creates
         own, ipfs = open_stores(node_home, config)
-        cid = str(own.put(data))
+        cid = own.put(data)
         own.pin(cid)
         if ipfs is not None:
             ipfs.put(data)
@@ -59,7 +59,7 @@ def create(
             rounds=spec.rounds,
         )
         run_id = chain.client.create_run(run_config, join_blocks=params.join_blocks)
-        start = chain.client.round_info(run_id, 0).start_block
+        start = chain.client.round_info(run_id, RoundId(0)).start_block
     except (LedgerError, NodeError, P2PError, ValueError) as exc:
         fail(str(exc))
     out = {
@@ -74,5 +74,5 @@ def create(
         typer.echo(json.dumps(out))
     else:
         typer.echo(
-            f"run {run_id} created: spec {cid} (sha256 {out['spec_sha256'][:16]}…), round 0 at block {start}"
+            f"run {run_id} created: spec {cid} (sha256 {spec.sha256().hex()[:16]}…), round 0 at block {start}"
         )

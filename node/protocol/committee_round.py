@@ -2,9 +2,9 @@
 
 :func:`committee_step` replaces the submit and vote phases of :func:`node.protocol.round.step` in a committee
 run. It draws the round's committee from the start block's hash, checks the messages that arrived since the
-last step (:attr:`NodeContext.inbox`: commits, proposals, votes; anything malformed, unsigned, from a
-non-eligible or non-committee member or for another round is dropped with ``committee.dropped``), then does
-the one thing this member owes the round. Only the committee uses these messages, so each goes to the
+last step (``ctx.loop.inbox``: commits, proposals, votes; anything malformed, unsigned, from a non-eligible
+or non-committee member or for another round is dropped with ``committee.dropped``), then does the one thing
+this member owes the round. Only the committee uses these messages, so each goes to the
 committee members directly (``P2PNode.send``, :func:`_send_committee`), by gossip only to a committee member
 whose peer id this node does not know: a member's traffic does not grow with the run's size.
 
@@ -36,6 +36,7 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
+from ledger.types import RoundId
 from node.protocol.committee import (
     Commit,
     CommitteeError,
@@ -65,6 +66,7 @@ from node.protocol.state import round_s
 from node.protocol.submit import train_and_store
 from node.protocol.vote import record_merge
 from node.protocol.waiting import wait
+from p2p.storage.base import Cid
 
 REGOSSIP_S = 4.0
 """Seconds between re-publications of this member's own commit, proposal and vote (a send may fail).
@@ -129,7 +131,7 @@ def committee_step(ctx: NodeContext, info: Any, head: int) -> bool:
     _regossip(ctx, book)
     if not book.in_committee:
         owed = [i for i in book.committee if i != book.own_index and i not in book.delivered]
-        ctx.watch.idle = not book.eligible or not owed  # until the chain or gossip changes (node watch)
+        ctx.loop.watch.idle = not book.eligible or not owed  # until the chain or gossip changes (node watch)
         why = "not eligible this round; " if not book.eligible else ""
         wait(ctx, rnd, f"{why}outside the committee ({len(book.committee)} members); waiting for its result")
         return False
@@ -160,7 +162,7 @@ def _book(ctx: NodeContext, info: Any) -> RoundBook | None:
     from ledger.committee import committee_seed, quorum
 
     rnd = int(info.round)
-    book: RoundBook | None = ctx.committee
+    book: RoundBook | None = ctx.loop.committee
     if book is not None and book.round == rnd:
         return book
     from ledger.errors import ContractRevertError
@@ -169,10 +171,10 @@ def _book(ctx: NodeContext, info: Any) -> RoundBook | None:
     if block_hash is None:
         return None
     try:  # the contract reads blockhash(startBlock), which a block sees only from the next block on
-        committee = sorted(int(i) for i in ctx.client.committee_of(ctx.run_id, rnd))
+        committee = sorted(int(i) for i in ctx.client.committee_of(ctx.run_id, RoundId(rnd)))
     except ContractRevertError:
         return None
-    info = ctx.client.round_info(ctx.run_id, rnd)  # the snapshot as of now, after the start block
+    info = ctx.client.round_info(ctx.run_id, RoundId(rnd))  # the snapshot as of now, after the start block
     seed = committee_seed(block_hash, ctx.run_id, rnd)
     members = list(ctx.client.members(ctx.run_id))
     me = ctx.client.member_info(ctx.run_id, ctx.address)
@@ -197,7 +199,7 @@ def _book(ctx: NodeContext, info: Any) -> RoundBook | None:
     if proposal:
         p = Proposal(**json.loads(proposal))
         book.proposals[(p.rank, p.manifest_cid)] = p
-    ctx.committee = book
+    ctx.loop.committee = book
     ctx.log.event(
         "committee.drawn",
         run=ctx.run_id,
@@ -214,7 +216,7 @@ def _book(ctx: NodeContext, info: Any) -> RoundBook | None:
 def _eligibility(ctx: NodeContext, book: RoundBook) -> Eligibility:
     """Who may commit in the round: members below the snapshot, minus banned and excluded members."""
     logs = ctx.client.logs("UnlearningRequested", {"runId": ctx.run_id}, 0)
-    banned = {str(e["args"]["subject"]).lower() for e in logs} | {m.lower() for m in ctx.excluded}
+    banned = {str(e["args"]["subject"]).lower() for e in logs} | {m.lower() for m in ctx.loop.excluded}
     return Eligibility(tuple(book.members), book.snapshot, frozenset(banned))
 
 
@@ -225,8 +227,8 @@ def _drain_inbox(ctx: NodeContext, book: RoundBook) -> None:
     """Check every committee message received since the last step; keep the valid ones of this round."""
     later: list[Any] = []
     eligibility = None
-    while ctx.inbox:
-        message = ctx.inbox.popleft()
+    while ctx.loop.inbox:
+        message = ctx.loop.inbox.popleft()
         if message.round > book.round:
             later.append(message)  # the chain has not shown this node the next round yet
             continue
@@ -257,7 +259,7 @@ def _drain_inbox(ctx: NodeContext, book: RoundBook) -> None:
                 sender=message.sender,
                 why=str(exc)[:300],
             )
-    ctx.inbox.extend(later)
+    ctx.loop.inbox.extend(later)
 
 
 def _take_commit(ctx: NodeContext, book: RoundBook, message: Any, eligibility: Eligibility) -> None:
@@ -276,7 +278,7 @@ def _take_commit(ctx: NodeContext, book: RoundBook, message: Any, eligibility: E
         commit, eligibility, chain_id=ctx.client.chain_id, registry=registry, run=ctx.run_id, round=book.round
     )
     book.commits[commit.index] = commit
-    peers = ctx.providers.setdefault(commit.cid, [])
+    peers = ctx.loop.providers.setdefault(commit.cid, [])
     peers.extend(p for p in message.providers if p not in peers)
     ctx.state.set_committee_record(
         ctx.run_id, book.round, "commits", json.dumps([c.to_json() for c in book.commits.values()])
@@ -437,7 +439,7 @@ def _commit(ctx: NodeContext, info: Any, book: RoundBook) -> bool:
             wait(ctx, rnd, refused)
             return False
     record = ctx.state.round(ctx.run_id, rnd)
-    if record.update_cid is None or not ctx.store.has(record.update_cid):
+    if record.update_cid is None or not ctx.store.has(Cid(record.update_cid)):
         record = train_and_store(ctx, rnd)
     if record.update_sha is None or record.update_cid is None or record.num_samples is None:
         return False
@@ -804,7 +806,7 @@ def holders_first(
 def _ask_first(ctx: NodeContext, cid: str, peers: list[str]) -> None:
     """Put ``peers`` ahead of everyone else that ``ctx.providers_of(cid)`` names for ``cid``."""
     if peers:
-        ctx.providers[cid] = list(dict.fromkeys([*peers, *ctx.providers.get(cid, [])]))
+        ctx.loop.providers[cid] = list(dict.fromkeys([*peers, *ctx.loop.providers.get(cid, [])]))
 
 
 def _known_peers(ctx: NodeContext) -> dict[str, str]:
@@ -826,10 +828,10 @@ def adopt(ctx: NodeContext, rnd: int, sha: str, cid: str) -> None:
     next round's training loads the state again (and retries the fetch).
     """
     try:
-        event = ctx.client.committee_finalized(ctx.run_id, rnd)
+        event = ctx.client.committee_finalized(ctx.run_id, RoundId(rnd))
     except Exception:  # the chain read failed: the fetch still asks every peer (and logs if none has it)
         event = None
-    book: RoundBook | None = ctx.committee
+    book: RoundBook | None = ctx.loop.committee
     members = list(book.members) if book is not None else []
     committee = list(book.committee) if book is not None and book.round == rnd else []
     signers = list(event.signers) if event is not None else []
@@ -860,7 +862,7 @@ def spot_check(ctx: NodeContext, rnd: int, event: Any = None, members: list[str]
     from training.codec import default_max_bytes
 
     if event is None:
-        event = ctx.client.committee_finalized(ctx.run_id, rnd)
+        event = ctx.client.committee_finalized(ctx.run_id, RoundId(rnd))
     if event is None:
         return
     try:

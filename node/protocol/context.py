@@ -1,19 +1,27 @@
-"""The loop's context: everything one node process uses to take part in one run, in one documented object.
+"""The loop's context: what one node process uses to take part in one run.
 
 The round loop (:mod:`node.protocol.round`) and the unlearning hook
-(``node.unlearning.requests.process_pending(ctx)``) both work on a :class:`NodeContext`. Its helpers load
-model states by CID with a hash check (:meth:`NodeContext.load_state`) and give the state a round starts from
-(:meth:`NodeContext.base_state`).
+(``node.unlearning.requests.process_pending(ctx)``) both work on a :class:`NodeContext`: the services fixed
+for the process (chain client, p2p host, artifact retrieval, model runtime, state database, event log, home,
+configuration) as its frozen fields, and what the loop learns between steps in its :class:`LoopState`
+(``ctx.loop``). A step tells the loop what it did by its return value, a :class:`Step`. The context's helpers
+load model states by CID with a hash check (:meth:`NodeContext.load_state`) and give the state a round starts
+from (:meth:`NodeContext.base_state`).
+
+The chain client, the p2p host, the model runtime and the training types are named for type checking only:
+importing them pulls web3, libp2p or torch, and the node joins its run before it imports any of those.
 """
 
 from __future__ import annotations
 
+import enum
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ledger.types import RunId
 from node.config import NodeConfig
 from node.console.eventlog import EventLog
 from node.errors import RunMismatchError
@@ -24,13 +32,90 @@ from node.protocol.watch import ChainWatch
 from node.runspec import RunSpec
 
 if TYPE_CHECKING:
+    from ledger.client import RunsClient
+    from node.protocol.committee_round import RoundBook
     from node.protocol.model import LocalData, ModelRuntime
+    from p2p.host import P2PNode
+    from p2p.messages import CommitAnnouncement, CommitteeVoteAnnouncement, ProposalAnnouncement
+    from p2p.storage.base import FileStore
+    from training.data import Example
     from training.merge import ModelState
+
+    CommitteeMessage = CommitAnnouncement | ProposalAnnouncement | CommitteeVoteAnnouncement
+
+
+class Step(enum.Enum):
+    """What one step of the round loop did (:func:`node.protocol.round.step`'s answer to the loop)."""
+
+    WAITED = "waited"
+    """Nothing owed could be done yet: the loop waits for news (gossip, a block that changes the round)."""
+    ACTED = "acted"
+    """It settled a round, submitted, voted or closed a failed round: the loop steps again at once."""
+    DONE = "done"
+    """The run's rounds are all finalised."""
 
 
 @dataclass
+class LoopState:
+    """What the round loop learns and keeps between steps; reset by nothing but the process ending.
+
+    Attributes
+    ----------
+    current_round
+        The open round as last read from the chain.
+    excluded
+        Members whose updates this node leaves out of every merge (e.g. subjects of fulfilled unlearning
+        requests; the unlearning hook adds to it).
+    providers
+        Peer ids that announced each CID on gossip.
+    members
+        Cached member addresses of the run (for gossip validation), refreshed by the loop.
+    stop
+        Set to ask the loop to stop after its current step.
+    wake
+        Set when something this node waits for may have happened (an update or vote announcement arrived on
+        gossip): the loop stops waiting and steps at once.
+    heartbeat
+        The last heartbeat published on gossip: ``(round:phase, monotonic time)``.
+    watched
+        What the last step saw of the open round (round, status, submissions, phase); while waiting, the loop
+        steps again as soon as a new block changes it.
+    watch
+        What the loop watches on the chain between steps (:mod:`node.protocol.watch`).
+    eligible_round
+        The round this member was last found eligible for (in its submit phase).
+    trained_round
+        The round whose update the model's adapter holds right after training (for scoring it).
+    unpublished
+        ``(cid, kind)`` of kept artifacts still to mirror to the IPFS daemon (a chore).
+    prefetched
+        ``(round, submissions)`` when this member last fetched the round's updates ahead of its vote.
+    inbox
+        Committee runs: gossip messages (commits, proposals, votes) received, checked by the next step.
+    committee
+        Committee runs: the open round's bookkeeping (:class:`node.protocol.committee_round.RoundBook`).
+    """
+
+    current_round: int = 0
+    excluded: set[str] = field(default_factory=set)
+    providers: dict[str, list[str]] = field(default_factory=dict)
+    members: set[str] = field(default_factory=set)
+    stop: threading.Event = field(default_factory=threading.Event)
+    wake: threading.Event = field(default_factory=threading.Event)
+    heartbeat: tuple[str, float] = ("", 0.0)
+    watched: tuple[int, int, int, str] | None = None
+    watch: ChainWatch = field(default_factory=ChainWatch)
+    eligible_round: int = -1
+    trained_round: int | None = None
+    unpublished: list[tuple[str, str]] = field(default_factory=list)
+    prefetched: tuple[int, int] | None = None
+    inbox: deque[CommitteeMessage] = field(default_factory=deque)
+    committee: RoundBook | None = None
+
+
+@dataclass(frozen=True)
 class NodeContext:
-    """One node's view of one run.
+    """One node's view of one run: the services it works with, fixed for the process, and the loop's state.
 
     Attributes
     ----------
@@ -39,14 +124,14 @@ class NodeContext:
     spec
         The run spec, fetched by CID from the chain's run record and hash-checked.
     client
-        ``ledger.client.RunsClient`` signing as this member.
+        The chain client, signing as this member.
     address
         This member's checksummed address.
     fetcher
         Artifact retrieval (own store -> peers -> IPFS) that keeps and records what it gets; its ``store``
         is the node's own content store.
     p2p
-        The ``p2p.host.P2PNode`` (``None`` when running without peers).
+        The p2p host (``None`` when running without peers).
     runtime
         The base model with the run's adapter; training and evaluation.
     data
@@ -57,76 +142,35 @@ class NodeContext:
         The structured event log.
     home, config
         The node home and its configuration.
-    excluded
-        Members whose updates this node leaves out of every merge (e.g. subjects of fulfilled unlearning
-        requests; the unlearning hook adds to it).
-    providers
-        Peer ids that announced each CID on gossip.
-    members
-        Cached member addresses of the run (for gossip validation), refreshed by the loop.
-    current_round
-        The open round as last read from the chain.
     byzantine
-        For tests and demos of robustness: an attack this member applies to its own updates (``None``).
-    heartbeat
-        The last heartbeat published on gossip (what and when).
-    stop
-        Set to ask the loop to stop after its current step.
-    wake
-        Set when something this node waits for may have happened (an update or vote announcement arrived on
-        gossip): the loop stops waiting and steps at once.
-    acted
-        Whether the last step did something (settled a round, submitted, voted, closed a failed round); the
-        loop steps again at once after such a step instead of waiting.
-    watched
-        What the last step saw of the open round (round, status, submissions, phase); while waiting, the loop
-        steps again as soon as a new block changes it.
+        Testing only: ``(attack, strength)`` from ``training.attacks`` this member applies to its updates.
+    eval_others
+        Examples of the other members' distributions (``[training] eval_sources``), scored, never trained.
+    view_key
+        This member's private key, to open the envelopes of an ``artifacts = "members"`` run.
+    committee_size
+        The run's ``committeeSize`` on chain: 0 for an ordinary run, k for a committee run (docs/scale.md).
+    loop
+        What the round loop keeps between steps (:class:`LoopState`).
     """
 
-    run_id: int
+    run_id: RunId
     spec: RunSpec
-    client: Any
+    client: RunsClient
     address: str
     fetcher: Fetcher
-    p2p: Any
+    p2p: P2PNode | None
     runtime: ModelRuntime
     data: LocalData
     state: NodeState
     log: EventLog
     home: NodeHome
     config: NodeConfig
-    excluded: set[str] = field(default_factory=set)
-    providers: dict[str, list[str]] = field(default_factory=dict)
-    members: set[str] = field(default_factory=set)
-    current_round: int = 0
-    stop: threading.Event = field(default_factory=threading.Event)
     byzantine: tuple[str, float | None] | None = None
-    """Testing only: ``(attack, strength)`` from ``training.attacks`` this member applies to its updates."""
-    heartbeat: tuple[str, float] = ("", 0.0)
-    """Last heartbeat sent: ``(round:phase, monotonic time)``."""
-    wake: threading.Event = field(default_factory=threading.Event)
-    acted: bool = False
-    watched: tuple[int, int, int, str] | None = None
-    eligible_round: int = -1
-    """The round this member was last found eligible for (in its submit phase)."""
-    trained_round: int | None = None
-    """The round whose update the model's adapter holds right after training (for scoring it)."""
-    unpublished: list[tuple[str, str]] = field(default_factory=list)
-    """``(cid, kind)`` of kept artifacts still to mirror to the IPFS daemon (a chore)."""
-    prefetched: tuple[int, int] | None = None
-    """``(round, submissions)`` when this member last fetched the round's updates ahead of its vote."""
-    eval_others: list[Any] = field(default_factory=list)
-    """Examples of the other members' distributions (``[training] eval_sources``), scored, never trained."""
+    eval_others: list[Example] = field(default_factory=list)
     view_key: bytes | None = field(default=None, repr=False)
-    """This member's private key, to open the envelopes of an ``artifacts = "members"`` run."""
     committee_size: int = 0
-    """The run's ``committeeSize`` on chain: 0 for an ordinary run, k for a committee run (docs/scale.md)."""
-    inbox: deque[Any] = field(default_factory=deque)
-    """Committee runs: gossip messages (commits, proposals, votes) received, checked by the next step."""
-    committee: Any = None
-    watch: ChainWatch = field(default_factory=ChainWatch)
-    """What the loop watches on the chain between steps (:mod:`node.protocol.watch`)."""
-    """Committee runs: the open round's bookkeeping (:class:`node.protocol.committee_round.RoundBook`)."""
+    loop: LoopState = field(default_factory=LoopState)
     _states: dict[str, ModelState] = field(default_factory=dict, repr=False)
     _bases: dict[int, tuple[str, str, int | None] | None] = field(default_factory=dict, repr=False)
 
@@ -136,9 +180,10 @@ class NodeContext:
         return str(self.run_id)
 
     @property
-    def store(self) -> Any:
+    def store(self) -> FileStore:
         """The node's own content store."""
-        return self.fetcher.store
+        store: FileStore = self.fetcher.store  # retrieval keeps it untyped
+        return store
 
     def providers_of(self, cid: str) -> list[str]:
         """Peers to ask for ``cid``: those that announced it, then every connected peer."""
@@ -148,7 +193,7 @@ class NodeContext:
                 connected = list(self.p2p.peers())
             except Exception:  # a stopped or failing host just has no peers to offer
                 connected = []
-        return list(dict.fromkeys([*self.providers.get(cid, []), *connected]))
+        return list(dict.fromkeys([*self.loop.providers.get(cid, []), *connected]))
 
     def max_state_bytes(self) -> int:
         """Size cap for a model-state blob of this run."""
@@ -270,16 +315,15 @@ class NodeContext:
         closed, the requests it counts were fulfilled before the round opened), so the answer is kept per
         round and the vote phase does not read the run's history again.
         """
-        from ledger.types import RunId
         from node.protocol.history import base_of_round, read_history
         from training.merge import state_hash
 
-        if round not in self._bases and round <= self.current_round:
+        if round not in self._bases and round <= self.loop.current_round:
             self._bases_from_settled(round)
         if round in self._bases:
             known = self._bases[round]
         else:
-            history = read_history(self.client, RunId(self.run_id))
+            history = read_history(self.client, self.run_id)
             ref = base_of_round(history, round)
             known = None
             if ref.sha256 is not None and ref.cid is not None:

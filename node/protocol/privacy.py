@@ -19,6 +19,7 @@ from typing import Any
 
 from node.protocol.context import NodeContext
 from node.protocol.state import NodeState
+from p2p.storage.base import Cid
 
 
 def read_ledger(state: NodeState, run: int) -> dict[str, Any] | None:
@@ -88,7 +89,7 @@ def refusal(ctx: NodeContext, rnd: int) -> str | None:
     if read_ledger(ctx.state, ctx.run_id) is None:  # `fedchain status --home` shows the spend from round 0
         _write(ctx, privacy, [])
     record = ctx.state.round(ctx.run_id, rnd)
-    if record.update_cid is not None and ctx.store.has(record.update_cid):
+    if record.update_cid is not None and ctx.store.has(Cid(record.update_cid)):
         return None
     why = budget_refusal(privacy, len(releases(ctx.state, ctx.run_id)), member_budget(ctx))
     if why is None:

@@ -25,9 +25,11 @@ import json
 import time
 from typing import Any
 
+from ledger.types import RoundId
+from node.errors import NodeError
 from node.protocol.committee_round import adopt, committee_step
 from node.protocol.confirm import tx_hex
-from node.protocol.context import NodeContext
+from node.protocol.context import NodeContext, Step
 from node.protocol.gossip import publish
 from node.protocol.privacy import member_refusal
 from node.protocol.submit import score_local, submit
@@ -35,45 +37,48 @@ from node.protocol.vote import late_vote, prefetch, score_merged, vote
 from node.protocol.waiting import wait
 
 
-def step(ctx: NodeContext) -> bool:
-    """Advance the run by at most one action; return ``True`` once the run's rounds are all finalised."""
+def step(ctx: NodeContext) -> Step:
+    """Advance the run by at most one action; say what it did (:class:`Step`: ``DONE`` once all finalised)."""
     from ledger.types import Phase, RoundStatus
 
     client = ctx.client
-    ctx.acted = False
-    ctx.watch.idle = False
+    ctx.loop.watch.idle = False
     # The run's current round only moves when that round closes: while the last one seen is open, one
     # round read answers both "which round" and "where it stands".
-    info = client.round_info(ctx.run_id, ctx.current_round) if ctx.watched is not None else None
+    info = (
+        client.round_info(ctx.run_id, RoundId(ctx.loop.current_round))
+        if ctx.loop.watched is not None
+        else None
+    )
     completed = False
     if info is None or info.status != RoundStatus.OPEN:
         run = client.run_info(ctx.run_id)
-        ctx.current_round = int(run.current_round)
+        ctx.loop.current_round = int(run.current_round)
         completed = run.completed  # the current round is then the last one, finalised
         info = None
-    current = ctx.current_round
-    settle_closed_rounds(ctx, current + 1 if completed else current)
+    current = ctx.loop.current_round
+    acted = settle_closed_rounds(ctx, current + 1 if completed else current)
     if completed:
         _log_completion(ctx)
         do_chores(ctx)
-        return True
+        return Step.DONE
     finalized = sum(1 for r in ctx.state.rounds(ctx.run_id) if r.status == "finalized")
     if finalized >= ctx.spec.rounds:
         do_chores(ctx)
-        return True
-    info = info or client.round_info(ctx.run_id, current)
+        return Step.DONE
+    info = info or client.round_info(ctx.run_id, RoundId(current))
     head = client.block_number()
     phase = info.phase(head + 1)
     _heartbeat(ctx, current, phase.value.replace("-", "_"))
     if ctx.committee_size and phase in (Phase.SUBMIT, Phase.VOTE):  # docs/scale.md
-        ctx.acted = committee_step(ctx, info, head)
+        acted = committee_step(ctx, info, head)
     elif phase == Phase.NOT_STARTED:
         wait(ctx, current, f"round starts at block {info.start_block}")
     elif phase == Phase.SUBMIT:
         member = ctx.client.member_info(ctx.run_id, ctx.address)
-        ctx.eligible_round = current if _eligible(member, info) else -1
-        unselected = _not_selected(ctx, info) if ctx.eligible_round == current else None
-        if ctx.eligible_round != current:
+        ctx.loop.eligible_round = current if _eligible(member, info) else -1
+        unselected = _not_selected(ctx, info) if ctx.loop.eligible_round == current else None
+        if ctx.loop.eligible_round != current:
             wait(ctx, current, "not eligible for this round (joined after it opened); waiting for the next")
         elif unselected is not None:
             prefetch(ctx, info)
@@ -82,13 +87,13 @@ def step(ctx: NodeContext) -> bool:
             prefetch(ctx, info)  # over budget: no update of its own, but it still merges and votes
             wait(ctx, current, refused)
         elif submit(ctx, info, member):
-            ctx.acted = True
+            acted = True
         else:
             prefetch(ctx, info)
             wait(ctx, current, f"waiting for the vote phase ({info.submissions}/{info.eligible} submitted)")
     elif phase == Phase.VOTE:
         # Eligible at submit time stays eligible (a ban in between makes the contract refuse the vote).
-        if ctx.eligible_round != current and not _eligible(
+        if ctx.loop.eligible_round != current and not _eligible(
             ctx.client.member_info(ctx.run_id, ctx.address), info
         ):
             wait(ctx, current, "not eligible for this round; waiting for the next")
@@ -102,18 +107,18 @@ def step(ctx: NodeContext) -> bool:
                 f"too few updates ({info.submissions} < {ctx.spec.chain.min_updates}); round will fail",
             )
         elif vote(ctx, info):
-            ctx.acted = True
+            acted = True
         else:
             failed = ctx.state.merge_failure(ctx.run_id, current)
             why = f"cannot merge ({failed}); waiting for the round to end" if failed else ""
             wait(ctx, current, why or f"waiting for quorum ({info.quorum} of {info.eligible} equal votes)")
     else:
-        ctx.acted = close_failed(ctx, current)
-    ctx.watched = _watch_key(current, info, head)
-    ctx.watch.stepped(info, head - int(getattr(client, "confirmations", 0)))
-    if not ctx.acted:
+        acted = close_failed(ctx, current)
+    ctx.loop.watched = _watch_key(current, info, head)
+    ctx.loop.watch.stepped(info, head - int(getattr(client, "confirmations", 0)))
+    if not acted:
         do_chores(ctx)
-    return False
+    return Step.ACTED if acted else Step.WAITED
 
 
 def _log_completion(ctx: NodeContext) -> None:
@@ -136,8 +141,8 @@ def _log_completion(ctx: NodeContext) -> None:
 
 def do_chores(ctx: NodeContext) -> None:
     """Work no round waits for, done while this member waits anyway: mirroring, scoring, contributions."""
-    while ctx.unpublished:  # the merged states this member voted for, to the IPFS daemon (for auditors)
-        cid, kind = ctx.unpublished.pop(0)
+    while ctx.loop.unpublished:  # the merged states this member voted for, to the IPFS daemon (for auditors)
+        cid, kind = ctx.loop.unpublished.pop(0)
         ctx.fetcher.publish(cid, kind)
     score_local(ctx)  # first: scoring the merged model replaces the trained adapter in the model
     score_merged(ctx)
@@ -157,7 +162,7 @@ def observe(ctx: NodeContext, head: int) -> bool:
     """
     from node.protocol.watch import changed_since_step
 
-    return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.current_round, info, at))
+    return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.loop.current_round, info, at))
 
 
 def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) -> None:
@@ -168,13 +173,13 @@ def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) 
     """
     if ctx.p2p is None or ctx.committee_size:
         return
-    what, last = ctx.heartbeat
+    what, last = ctx.loop.heartbeat
     key = f"{round}:{phase}"
     if key == what and time.monotonic() - last < every_s:
         return
     from p2p.messages import Heartbeat
 
-    ctx.heartbeat = (key, time.monotonic())
+    ctx.loop.heartbeat = (key, time.monotonic())
     publish(ctx, Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
 
 
@@ -213,18 +218,21 @@ def _eligible(member: Any, info: Any) -> bool:
 # ---- settle closed rounds ------------------------------------------------------------------------------
 
 
-def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
-    """Record the outcome of every round before ``current`` not settled yet (adopt, contributions)."""
+def settle_closed_rounds(ctx: NodeContext, current: int) -> bool:
+    """Record the outcome of every round before ``current`` not settled yet (adopt, contributions).
+
+    Returns whether there was one.
+    """
     from ledger.types import RoundStatus
 
     start = ctx.state.settled_rounds(ctx.run_id)
-    if start < current:
-        ctx.acted = True  # a round closed: the next one has work for this member at once
     for rnd in range(start, current):
-        info = ctx.client.round_info(ctx.run_id, rnd)
+        info = ctx.client.round_info(ctx.run_id, RoundId(rnd))
         record = ctx.state.round(ctx.run_id, rnd)
         if info.status == RoundStatus.FINALIZED:
-            result = ctx.client.round_result(ctx.run_id, rnd)
+            result = ctx.client.round_result(ctx.run_id, RoundId(rnd))
+            if result is None:  # read at another block than its status: the loop retries
+                raise NodeError(f"round {rnd}: no finalised result on chain yet")
             sha, cid = result.merged_sha256.hex(), result.merged_cid
             if record.merged_sha is not None and record.merged_sha != sha:
                 ctx.load_state(sha, cid, round=rnd)  # adopt the agreed model now: fetched, hash-checked
@@ -250,7 +258,7 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
                 block=result.block_number,
                 ours=record.merged_sha == sha,
                 timings=ctx.state.round(ctx.run_id, rnd).timing(),
-                rpc=ctx.watch.rpc_since_mark(),
+                rpc=ctx.loop.watch.rpc_since_mark(),
             )
             counted = info.contributions_recorded or ctx.committee_size > 0  # committee runs: on chain
             if not counted and record.merged_sha == sha and record.included is not None:
@@ -259,12 +267,13 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> None:
             ctx.state.update_round(ctx.run_id, rnd, status="failed")
             ctx.log.event("round.failed", run=ctx.run_id, round=rnd, submissions=info.submissions)
         ctx.state.mark_settled(ctx.run_id, rnd)
+    return start < current
 
 
 def record_due_contributions(ctx: NodeContext) -> None:
     """Record the queued contributions of finalised rounds unless another member already has (chain check)."""
     for rnd, included in sorted(ctx.state.contributions_due(ctx.run_id).items()):
-        if not ctx.client.round_info(ctx.run_id, rnd).contributions_recorded:
+        if not ctx.client.round_info(ctx.run_id, RoundId(rnd)).contributions_recorded:
             _record_contributions(ctx, rnd, included)
         ctx.state.contributions_done(ctx.run_id, rnd)
 
@@ -275,7 +284,7 @@ def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> Non
     pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(included_json)]
     started = time.perf_counter()
     try:
-        tx = ctx.client.record_contributions(ctx.run_id, rnd, pairs)
+        tx = ctx.client.record_contributions(ctx.run_id, RoundId(rnd), pairs)
     except ContractRevertError as exc:  # another member recorded them first
         ctx.log.event(
             "round.contributions", run=ctx.run_id, round=rnd, recorded=False, why=type(exc).__name__
@@ -292,7 +301,7 @@ def close_failed(ctx: NodeContext, rnd: int) -> bool:
     from ledger.errors import ContractRevertError
 
     try:
-        tx = ctx.client.close_failed(ctx.run_id, rnd)
+        tx = ctx.client.close_failed(ctx.run_id, RoundId(rnd))
     except ContractRevertError as exc:
         ctx.log.event("round.close_refused", run=ctx.run_id, round=rnd, why=type(exc).__name__)
         return False

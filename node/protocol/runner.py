@@ -2,10 +2,10 @@
 
 :func:`run_node` connects to the chain and the store, starts the p2p host, fetches and checks the run spec,
 joins the run, loads the model and the local data, then loops over :func:`node.protocol.round.step`. The loop
-is event-driven: after a step that did something it steps again at once; otherwise it waits for whichever
-comes first — an update or vote announcement on gossip (``ctx.wake``), a new block that changes the open round
-(the head is polled every ``head_poll_s``, the round read once per new block), or ``poll_interval_s``, the
-upper bound on any wait.
+is event-driven: after a step that did something (:class:`node.protocol.context.Step`) it steps again at once;
+otherwise it waits for whichever comes first — an update or vote announcement on gossip (``ctx.loop.wake``), a
+new block that changes the open round (the head is polled every ``head_poll_s``, the round read once per new
+block), or ``poll_interval_s``, the upper bound on any wait.
 Any error inside a step (an RPC outage, a revert, a missing artifact) is logged and retried with backoff;
 the node never crashes on it and never loses local state. SIGINT / SIGTERM stop it after the current step
 (or at once while it is still starting: see :class:`_Interrupt`).
@@ -27,18 +27,27 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ledger.types import RunId
 from node.config import NodeConfig
 from node.console.eventlog import EventLog
 from node.console.progress import open_log
 from node.errors import NodeError, RunMismatchError
 from node.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from node.home import NodeHome
-from node.protocol.context import NodeContext
+from node.protocol.context import LoopState, NodeContext, Step
 from node.protocol.retrieval import Fetcher, Want
 from node.protocol.state import NodeState
 from node.runspec import MAX_SPEC_BYTES, RunSpec, RunSpecError
+
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
+
+    from ledger.client import RunsClient
+    from p2p.host import P2PNode
+    from p2p.storage.base import FileStore
+    from p2p.storage.ipfs import IpfsStore
 
 MAX_BACKOFF_S = 15.0
 MEMBERS_REFRESH_S = 60.0
@@ -51,8 +60,8 @@ MAX_INBOX = 10_000
 class Chain:
     """The chain side of a node: a signing ``RunsClient`` and the signing account."""
 
-    client: Any
-    account: Any
+    client: RunsClient
+    account: LocalAccount
 
 
 def open_chain(home: NodeHome, config: NodeConfig, *, latest: bool = False) -> Chain:
@@ -80,7 +89,7 @@ def open_chain(home: NodeHome, config: NodeConfig, *, latest: bool = False) -> C
     return Chain(client, account)
 
 
-def open_stores(home: NodeHome, config: NodeConfig) -> tuple[Any, Any]:
+def open_stores(home: NodeHome, config: NodeConfig) -> tuple[FileStore, IpfsStore | None]:
     """Open the node's own store and the IPFS fallback store (or ``None``)."""
     from p2p.storage import open_store
     from p2p.storage.ipfs import IpfsStore
@@ -137,32 +146,34 @@ def _on_message(ctx: NodeContext) -> Callable[[Any], None]:
     def handle(message: Any) -> None:
         kind = getattr(message, "type", "")
         if kind == "update":
-            peers = ctx.providers.setdefault(message.cid, [])
+            peers = ctx.loop.providers.setdefault(message.cid, [])
             for peer in message.providers:
                 if peer not in peers:
                     peers.append(peer)
         if kind in ("update", "vote"):  # sent after its transaction was mined: the round may have moved on
-            ctx.wake.set()
+            ctx.loop.wake.set()
         if kind in ("commit", "proposal", "committee_vote") and ctx.committee_size:
-            if len(ctx.inbox) < MAX_INBOX:  # checked by the next step (node.protocol.committee_round)
-                ctx.inbox.append(message)
-            ctx.wake.set()
+            if len(ctx.loop.inbox) < MAX_INBOX:  # checked by the next step (node.protocol.committee_round)
+                ctx.loop.inbox.append(message)
+            ctx.loop.wake.set()
 
     return handle
 
 
-def _start_p2p(ctx_holder: dict[str, NodeContext], config: NodeConfig, key: bytes, store: Any) -> Any:
+def _start_p2p(
+    ctx_holder: dict[str, NodeContext], config: NodeConfig, key: bytes, store: FileStore
+) -> P2PNode:
     from p2p.host import P2PNode
 
     p2p_config = config.p2p.p2p_config()
 
     def is_member(run: str, address: str) -> bool:
         ctx = ctx_holder.get("ctx")
-        return ctx is not None and address.lower() in ctx.members
+        return ctx is not None and address.lower() in ctx.loop.members
 
     def current_round(run: str) -> int:
         ctx = ctx_holder.get("ctx")
-        return ctx.current_round if ctx is not None else 0
+        return ctx.loop.current_round if ctx is not None else 0
 
     node = P2PNode(p2p_config, key, store, is_member, current_round)
     node.start()
@@ -252,7 +263,7 @@ def run_node(
         runtime = ModelRuntime(spec, device=config.training.device, threads=config.training.threads)
         runtime.check_recorded()  # the run's base model and round-0 state, or a RunSpecError naming both
         ctx = NodeContext(
-            run_id=run_id,
+            run_id=RunId(run_id),
             spec=spec,
             client=chain.client,
             address=address,
@@ -264,11 +275,11 @@ def run_node(
             log=log,
             home=home,
             config=config,
-            stop=stop,
             byzantine=byzantine,
             eval_others=others,
             view_key=bytes(chain.account.key),
-            committee_size=int(getattr(chain.client.run_info(run_id), "committee_size", 0)),
+            committee_size=int(chain.client.run_info(RunId(run_id)).committee_size),
+            loop=LoopState(stop=stop),
         )
         fetcher.providers = ctx.providers_of
         holder["ctx"] = ctx
@@ -347,24 +358,24 @@ def _round_changed(ctx: NodeContext, head: int) -> bool:
 
 def _loop(
     ctx: NodeContext,
-    step: Callable[[NodeContext], bool],
+    step: Callable[[NodeContext], Step],
     hook: Callable[[NodeContext], None],
     changed: Callable[[NodeContext, int], bool] | None = None,
 ) -> int:
     backoff = 0.0
     last_members = 0.0
-    while not ctx.stop.is_set():
-        ctx.acted = False
+    while not ctx.loop.stop.is_set():
+        stepped = Step.WAITED
         try:
-            if ctx.watch.members_due or time.monotonic() - last_members > MEMBERS_REFRESH_S:
-                ctx.watch.members_due = False  # set again by a MemberJoined log (node watch)
-                ctx.members = {m.lower() for m in ctx.client.members(ctx.run_id)}
+            if ctx.loop.watch.members_due or time.monotonic() - last_members > MEMBERS_REFRESH_S:
+                ctx.loop.watch.members_due = False  # set again by a MemberJoined log (node watch)
+                ctx.loop.members = {m.lower() for m in ctx.client.members(ctx.run_id)}
                 last_members = time.monotonic()
-            ctx.wake.clear()  # what arrives from here on may be news to this step's successor
-            done = step(ctx)
+            ctx.loop.wake.clear()  # what arrives from here on may be news to this step's successor
+            stepped = step(ctx)
             _call_hook(ctx, hook)
             backoff = 0.0
-            if done and not ctx.state.unlearning_open(ctx.run_id):
+            if stepped is Step.DONE and not ctx.state.unlearning_open(ctx.run_id):
                 ctx.log.event("run.done", run=ctx.run_id, rounds=ctx.spec.rounds)
                 return EXIT_OK
         except Exception as exc:  # never crash on a step: log, back off, retry from chain + state
@@ -372,7 +383,7 @@ def _loop(
             ctx.log.event(
                 "error",
                 run=ctx.run_id,
-                round=ctx.current_round,
+                round=ctx.loop.current_round,
                 kind=type(exc).__name__,
                 message=str(exc)[:500],
                 retry_in_s=backoff,
@@ -380,8 +391,8 @@ def _loop(
         if backoff > 0 or changed is None:
             pause = max(backoff, ctx.config.chain.poll_interval_s)
             _count_wait(ctx, pause)
-            ctx.stop.wait(pause)
-        elif not ctx.acted:
+            ctx.loop.stop.wait(pause)
+        elif stepped is not Step.ACTED:
             _count_wait(ctx, wait_for_news(ctx, changed))
     return EXIT_INTERRUPTED
 
@@ -394,7 +405,7 @@ def _count_wait(ctx: NodeContext, seconds: float) -> None:
     logged and retried with back-off like any other.
     """
     with contextlib.suppress(sqlite3.Error):
-        ctx.state.add_timing(ctx.run_id, ctx.current_round, "wait", seconds)
+        ctx.state.add_timing(ctx.run_id, ctx.loop.current_round, "wait", seconds)
 
 
 def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool]) -> float:
@@ -408,13 +419,13 @@ def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool])
     """
     chain = ctx.config.chain
     started = time.monotonic()
-    deadline = started + (chain.idle_poll_s if ctx.watch.idle else chain.poll_interval_s)
-    clock = ctx.watch.head_clock(chain.head_poll_s)
+    deadline = started + (chain.idle_poll_s if ctx.loop.watch.idle else chain.poll_interval_s)
+    clock = ctx.loop.watch.head_clock(chain.head_poll_s)
     seen: int | None = None
-    while not ctx.stop.is_set():
+    while not ctx.loop.stop.is_set():
         now = time.monotonic()
         remaining = deadline - now
-        if remaining <= 0 or ctx.wake.wait(min(clock.delay(now), remaining)):
+        if remaining <= 0 or ctx.loop.wake.wait(min(clock.delay(now), remaining)):
             break
         try:
             head = int(ctx.client.block_number())

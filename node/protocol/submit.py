@@ -9,10 +9,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ledger.types import RoundId
 from node.protocol.confirm import ON_CHAIN, still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
 from node.protocol.state import round_s
+from p2p.storage.base import Cid
 
 
 def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
@@ -32,14 +34,14 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
         return False
     if record.submit_tx not in (None, ON_CHAIN) and still_on_chain(ctx, record.submit_tx, rnd, "submit"):
         return False  # mined, not yet `confirmations` deep: wait (a dropped one is sent again below)
-    if record.update_cid is None or not ctx.store.has(record.update_cid):
+    if record.update_cid is None or not ctx.store.has(Cid(record.update_cid)):
         record = train_and_store(ctx, rnd)
     if record.update_sha is None or record.update_cid is None or record.num_samples is None:
         return False
     started = time.perf_counter()
     try:
         tx = ctx.client.submit_update(
-            ctx.run_id, rnd, bytes.fromhex(record.update_sha), record.update_cid, record.num_samples
+            ctx.run_id, RoundId(rnd), bytes.fromhex(record.update_sha), record.update_cid, record.num_samples
         )
         sent = tx_hex(tx)
     except AlreadySubmittedError:
@@ -66,10 +68,10 @@ def score_local(ctx: NodeContext) -> None:
     which the chores do after this; after a restart it may not, so only an update this process trained is
     scored.
     """
-    rnd = ctx.trained_round
+    rnd = ctx.loop.trained_round
     if rnd is None:
         return
-    ctx.trained_round = None
+    ctx.loop.trained_round = None
     if ctx.config.training.evaluate and ctx.state.round(ctx.run_id, rnd).local_loss is None:
         ctx.score_held_out(rnd, "local", time.perf_counter())
 
@@ -109,7 +111,7 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
     result = ctx.runtime.train(
         base, examples, seed=seed, client_control=control, progress=progress, round=rnd, inner_state=inner
     )
-    ctx.trained_round = rnd
+    ctx.loop.trained_round = rnd
     if result.inner_state is not None:  # pre-training: this member's AdamW state for its next round
         from node.protocol.inner_state import save_inner_state
 

@@ -16,11 +16,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ledger.types import RoundId
 from node.protocol.confirm import still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
 from node.protocol.retrieval import Want
 from node.protocol.state import LocalRound, round_s
+from p2p.storage.base import Cid
 
 
 def vote(ctx: NodeContext, info: Any) -> bool:
@@ -35,13 +37,14 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     if record.vote_tx is not None and still_on_chain(ctx, record.vote_tx, rnd, "vote"):
         return False
     if any(
-        v.member.lower() == ctx.address.lower() for v in ctx.client.votes(ctx.run_id, rnd, info.start_block)
+        v.member.lower() == ctx.address.lower()
+        for v in ctx.client.votes(ctx.run_id, RoundId(rnd), info.start_block)
     ):
         ctx.state.update_round(ctx.run_id, rnd, vote_tx="on-chain")
         return False
     if ctx.state.merge_failure(ctx.run_id, rnd) is not None:
         return False  # the round's update set is fixed: merging it again fails the same way
-    if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(record.merged_cid):
+    if record.merged_sha is None or record.merged_cid is None or not ctx.store.has(Cid(record.merged_cid)):
         record = _merge(ctx, info)
         if record is None:
             return False
@@ -50,7 +53,7 @@ def vote(ctx: NodeContext, info: Any) -> bool:
     set_hash = included_set_hash(pairs)
     started = time.perf_counter()
     try:
-        tx = ctx.client.vote(ctx.run_id, rnd, bytes.fromhex(merged_sha), merged_cid, set_hash)
+        tx = ctx.client.vote(ctx.run_id, RoundId(rnd), bytes.fromhex(merged_sha), merged_cid, set_hash)
         sent = tx_hex(tx)
     except AlreadyVotedError:
         sent = "on-chain"
@@ -112,7 +115,11 @@ def late_vote(ctx: NodeContext, info: Any, record: LocalRound) -> bool:
     pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(record.included or "[]")]
     try:
         tx = ctx.client.vote(
-            ctx.run_id, rnd, bytes.fromhex(record.merged_sha), record.merged_cid, included_set_hash(pairs)
+            ctx.run_id,
+            RoundId(rnd),
+            bytes.fromhex(record.merged_sha),
+            record.merged_cid,
+            included_set_hash(pairs),
         )
     except AlreadyVotedError:  # this member's vote is on chain already (or it voted a later round)
         ctx.state.update_round(ctx.run_id, rnd, vote_tx="on-chain")
@@ -139,8 +146,8 @@ def _update_wants(ctx: NodeContext, info: Any) -> tuple[list[Any], list[Want]]:
     from training.codec import default_max_bytes
 
     rnd = int(info.round)
-    excluded = {m.lower() for m in ctx.excluded}
-    submissions = ctx.client.submissions(ctx.run_id, rnd, info.start_block)
+    excluded = {m.lower() for m in ctx.loop.excluded}
+    submissions = ctx.client.submissions(ctx.run_id, RoundId(rnd), info.start_block)
     wanted = [s for s in submissions if s.member.lower() not in excluded]
     if ctx.spec.clients_per_round is not None:
         wanted = _selected_only(ctx, info, wanted)
@@ -179,12 +186,12 @@ def prefetch(ctx: NodeContext, info: Any) -> None:
     the own store. Failures are logged only (the vote phase fetches again, from every source).
     """
     rnd, count = int(info.round), int(info.submissions)
-    if ctx.prefetched == (rnd, count) or count == 0:
+    if ctx.loop.prefetched == (rnd, count) or count == 0:
         return
-    ctx.prefetched = (rnd, count)
+    ctx.loop.prefetched = (rnd, count)
     try:
         _, wants = _update_wants(ctx, info)
-        missing = [w for w in wants if not ctx.store.has(w.cid)]
+        missing = [w for w in wants if not ctx.store.has(Cid(w.cid))]
         if not missing:
             return
         started = time.perf_counter()
@@ -285,7 +292,7 @@ def record_merge(
         cid = ctx.fetcher.keep_file(data, "merged", ctx.run_id, rnd, publish=False).cid
     else:
         cid = ctx.fetcher.keep(data, "merged", ctx.run_id, rnd, publish=False)
-    ctx.unpublished.append((cid, "merged"))
+    ctx.loop.unpublished.append((cid, "merged"))
     ctx.remember(sha, state)
     if ctx.config.training.evaluate:
         ctx.state.set_score_due(ctx.run_id, rnd)
@@ -345,6 +352,6 @@ def score_merged(ctx: NodeContext) -> None:
     if record.merged_sha is None or record.merged_cid is None or record.merged_loss is not None:
         return
     started = time.perf_counter()
-    ctx.trained_round = None  # the model no longer holds the trained adapter
+    ctx.loop.trained_round = None  # the model no longer holds the trained adapter
     ctx.runtime.load(ctx.load_state(record.merged_sha, record.merged_cid, round=rnd))
     ctx.score_held_out(rnd, "merged", started)

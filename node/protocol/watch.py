@@ -74,17 +74,17 @@ def changed_since_step(ctx: Any, head: int, key: Any) -> bool:
     """Whether stepping again at ``head`` can lead anywhere (module docstring); at most one chain read.
 
     ``key(info, head)`` is the step's watch key of the open round (``node.protocol.round._watch_key``);
-    ``ctx.watched`` the key the last step saw.
+    ``ctx.loop.watched`` the key the last step saw.
     """
-    watch: ChainWatch = ctx.watch
+    watch: ChainWatch = ctx.loop.watch
     info = watch.info
     previous, watch.head = watch.head, head
-    if ctx.watched is None or info is None or head < previous:
+    if ctx.loop.watched is None or info is None or head < previous:
         return True
-    book = ctx.committee
-    if book is not None and getattr(book, "round", None) == ctx.current_round and book.in_committee:
+    book = ctx.loop.committee
+    if book is not None and getattr(book, "round", None) == ctx.loop.current_round and book.in_committee:
         return True
-    if key(info, head) != ctx.watched:  # a window boundary (the status and submissions are the step's)
+    if key(info, head) != ctx.loop.watched:  # a window boundary (the status and submissions are the step's)
         return True
     last, activity = ctx.client.run_activity(ctx.run_id, watch.scanned + 1, head)
     watch.scanned = max(watch.scanned, last)

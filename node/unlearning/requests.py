@@ -3,8 +3,8 @@
 The round loop calls :func:`process_pending` after every step. It reads the run's unlearning requests from
 the chain (:mod:`node.protocol.history`) and, for each:
 
-* adds the subject to ``ctx.excluded`` (the contract already refuses its commits and votes once the request
-  is filed; the node also leaves its updates out of every merge it still computes);
+* adds the subject to ``ctx.loop.excluded`` (the contract already refuses its commits and votes once the
+  request is filed; the node also leaves its updates out of every merge it still computes);
 * while the request is pending and this member is eligible and has not voted: recomputes the request's
   model with :func:`node.unlearning.replay.replay_unlearning` (from the model its first round started from,
   every finalised round it covers merged again without the subject), keeps and pins the result, and votes it
@@ -80,16 +80,16 @@ def process_pending(ctx: Any) -> None:
     now = time.monotonic()
     count = int(ctx.client.request_count())
     open_work = ctx.state.unlearning_open(ctx.run_id)
-    unchanged = count == memo.requests and ctx.current_round == memo.round
+    unchanged = count == memo.requests and ctx.loop.current_round == memo.round
     if unchanged and not open_work and now - memo.checked_at < 30 * CHECK_INTERVAL_S:
         return
-    memo.requests, memo.checked_at, memo.round = count, now, ctx.current_round
+    memo.requests, memo.checked_at, memo.round = count, now, ctx.loop.current_round
     history = read_history(ctx.client, ctx.run_id)
     if not history.requests:
         return
     pending = False
     for rec in history.requests:
-        ctx.excluded.add(to_checksum_address(rec.request.subject))
+        ctx.loop.excluded.add(to_checksum_address(rec.request.subject))
         try:
             if rec.request.status == RequestStatus.PENDING:
                 pending = True

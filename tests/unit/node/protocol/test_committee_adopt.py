@@ -9,7 +9,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.types import CommitteeFinalization
 from node.protocol.committee_round import RoundBook, adopt, holders_first
-from node.protocol.context import NodeContext
+from node.protocol.context import LoopState, NodeContext
 
 MEMBERS = [to_checksum_address(f"0x{i + 1:040x}") for i in range(8)]
 PEERS = {a: f"peer-{i}" for i, a in enumerate(MEMBERS)}
@@ -43,8 +43,10 @@ def _ctx(signers: list[int], book_round: int) -> Any:
     ctx = SimpleNamespace(
         run_id=1,
         p2p=_P2P(),
-        providers={"bafymerged": ["peer-3"]},  # an announcer seen on gossip stays ahead of mere peers
-        committee=RoundBook(round=book_round, committee=[4, 6, 7], members=MEMBERS),
+        loop=LoopState(
+            providers={"bafymerged": ["peer-3"]},  # an announcer seen on gossip stays ahead of mere peers
+            committee=RoundBook(round=book_round, committee=[4, 6, 7], members=MEMBERS),
+        ),
         client=SimpleNamespace(
             committee_finalized=lambda run, rnd: CommitteeFinalization(
                 run, rnd, "bafymanifest", [0], signers, 9

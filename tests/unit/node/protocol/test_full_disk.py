@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import errno
 import sqlite3
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -19,6 +18,7 @@ import pytest
 from node.config import ChainConfig, NodeConfig
 from node.console.eventlog import EventLog
 from node.exitcodes import EXIT_INTERRUPTED
+from node.protocol.context import LoopState, Step
 from node.protocol.runner import _loop
 from node.protocol.state import NodeState
 
@@ -51,22 +51,17 @@ def test_the_round_loop_keeps_retrying_while_the_state_database_is_full(tmp_path
         state.add_timing(1, 0, "wait", 1.0)  # the precondition: the loop's own bookkeeping write fails
     calls: list[int] = []
 
-    def step(ctx: Any) -> bool:
+    def step(ctx: Any) -> Step:
         calls.append(1)
         if len(calls) == 2:
-            ctx.stop.set()
-            return False
+            ctx.loop.stop.set()
+            return Step.WAITED
         raise sqlite3.OperationalError("database or disk is full")  # what the step's own writes raise
 
     ctx = SimpleNamespace(
-        stop=threading.Event(),
-        wake=threading.Event(),
-        acted=False,
+        loop=LoopState(),
         run_id=1,
-        current_round=0,
         client=SimpleNamespace(members=lambda run: []),
-        watch=SimpleNamespace(members_due=False),
-        members=set(),
         state=state,
         log=EventLog(tmp_path / "node.jsonl", console="none"),
         config=NodeConfig(chain=ChainConfig(poll_interval_s=0.05)),

@@ -1,6 +1,6 @@
 """Tests for the round loop's event-driven wait (runner.wait_for_news) on an in-process py-evm chain.
 
-The loop waits for whichever comes first: a gossip announcement (``ctx.wake``), a new block that changes
+The loop waits for whichever comes first: a gossip announcement (``ctx.loop.wake``), a new block that changes
 the open round, or ``poll_interval_s``. Blocks are mined by a helper thread on the real py-evm chain; the
 bounds asserted are behaviour (which event ended the wait), with wide margins against a loaded machine.
 """
@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from node.config import ChainConfig, NodeConfig, NodeConfigError
+from node.protocol.context import LoopState
 from node.protocol.runner import wait_for_news
-from node.protocol.watch import ChainWatch
 
 
 @pytest.fixture
@@ -29,14 +29,7 @@ def ctx() -> Any:
     accounts = dev_accounts("py-evm", 1)
     client = RunsClient(w3, deploy(w3, accounts[0]).runs)
     config = NodeConfig(chain=ChainConfig(poll_interval_s=3.0, head_poll_s=0.02))
-    return SimpleNamespace(
-        client=client,
-        config=config,
-        stop=threading.Event(),
-        wake=threading.Event(),
-        w3=w3,
-        watch=ChainWatch(),
-    )
+    return SimpleNamespace(client=client, config=config, w3=w3, loop=LoopState())
 
 
 def _later(delay: float, action: Any) -> threading.Thread:
@@ -50,7 +43,7 @@ def _later(delay: float, action: Any) -> threading.Thread:
 
 
 def test_a_gossip_announcement_ends_the_wait_before_the_poll_interval(ctx: Any) -> None:
-    _later(0.1, ctx.wake.set)
+    _later(0.1, ctx.loop.wake.set)
     waited = wait_for_news(ctx, lambda c, head: False)
     assert waited < 2.0  # well before the 3 s fallback
 
@@ -89,9 +82,9 @@ def test_blocks_that_change_nothing_do_not_end_the_wait(ctx: Any) -> None:
 
 def test_a_member_that_owes_nothing_waits_up_to_the_idle_bound(ctx: Any) -> None:
     ctx.config = NodeConfig(chain=ChainConfig(poll_interval_s=0.2, idle_poll_s=0.8, head_poll_s=0.02))
-    ctx.watch.idle = True
+    ctx.loop.watch.idle = True
     assert wait_for_news(ctx, lambda c, head: False) >= 0.8
-    ctx.watch.idle = False
+    ctx.loop.watch.idle = False
     assert wait_for_news(ctx, lambda c, head: False) < 0.7
 
 
@@ -100,7 +93,7 @@ def test_heads_are_polled_less_often_once_the_block_interval_is_known(ctx: Any) 
 
     ctx.config = NodeConfig(chain=ChainConfig(poll_interval_s=2.5, head_poll_s=0.05))
     head, now = ctx.client.block_number(), time.monotonic()
-    clock = ctx.watch.head_clock(0.05)
+    clock = ctx.loop.watch.head_clock(0.05)
     for back, t in ((2, now - 1.0), (1, now - 0.5), (0, now)):  # blocks every 0.5 s, the last one just now
         clock.seen(head - back, t)
     polls: list[int] = []
@@ -119,7 +112,7 @@ def test_heads_are_polled_less_often_once_the_block_interval_is_known(ctx: Any) 
 
 
 def test_stop_ends_the_wait(ctx: Any) -> None:
-    _later(0.1, ctx.stop.set)
+    _later(0.1, ctx.loop.stop.set)
     assert wait_for_news(ctx, lambda c, head: False) < 2.0
 
 

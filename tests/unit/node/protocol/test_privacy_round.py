@@ -16,7 +16,7 @@ import pytest
 from node.config import NodeConfig, TrainingSection
 from node.console.eventlog import EventLog, read_events
 from node.home import NodeHome
-from node.protocol.context import NodeContext
+from node.protocol.context import NodeContext, Step
 from node.protocol.model import LocalData, ModelRuntime
 from node.protocol.retrieval import Fetcher
 from node.protocol.round import step
@@ -125,7 +125,7 @@ def test_a_member_out_of_budget_refuses_to_train_but_votes_and_keeps_its_spend(
     a = _context(tmp_path / "a", w3, accounts[1], registry, spec, run_id, store, ONE * 1.01)
     b = _context(tmp_path / "b", w3, accounts[2], registry, spec, run_id, store, 0.0)
 
-    _drive(w3, [a, b], lambda: all(step(c) for c in (a, b)))
+    _drive(w3, [a, b], lambda: all(step(c) is Step.DONE for c in (a, b)))
 
     client = a.client
     for rnd in range(2):  # quorum is both members: round 1 finalised only because a voted

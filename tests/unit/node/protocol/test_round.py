@@ -17,7 +17,7 @@ import pytest
 from node.config import NodeConfig
 from node.console.eventlog import EventLog, read_events
 from node.home import NodeHome
-from node.protocol.context import NodeContext
+from node.protocol.context import NodeContext, Step
 from node.protocol.model import LocalData, ModelRuntime
 from node.protocol.retrieval import Fetcher
 from node.protocol.round import step
@@ -66,7 +66,7 @@ def _examples(tag: str) -> list[Example]:
 
 
 def _context(
-    home: Path, w3: Any, account: Any, registry: str, spec: RunSpec, run_id: int, store: Any
+    home: Path, w3: Any, account: Any, registry: str, spec: RunSpec, run_id: int, store: Any, ipfs: Any = None
 ) -> NodeContext:
     from ledger.client import RunsClient
 
@@ -76,7 +76,7 @@ def _context(
         spec=spec,
         client=RunsClient(w3, registry, account),
         address=str(account.address),
-        fetcher=Fetcher(store, state),
+        fetcher=Fetcher(store, state, ipfs=ipfs),
         p2p=None,
         runtime=ModelRuntime(spec, threads=1),
         data=LocalData("test", _examples(home.name), _examples(home.name)[:2]),
@@ -142,7 +142,7 @@ def test_two_members_finalise_every_round_with_the_same_model(
         _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(2)
     ]
 
-    _drive(w3, ctxs, lambda: all(step(c) for c in ctxs))
+    _drive(w3, ctxs, lambda: all(step(c) is Step.DONE for c in ctxs))
 
     from node.protocol.runner import _loop
 
@@ -196,7 +196,7 @@ def test_a_member_restarted_mid_round_never_trains_submits_or_votes_twice(
     a.log.close()
     restarted = _context(tmp_path / "a", w3, accounts[1], registry, spec, run_id, store)
 
-    _drive(w3, [restarted, b], lambda: all(step(c) for c in (restarted, b)))
+    _drive(w3, [restarted, b], lambda: all(step(c) is Step.DONE for c in (restarted, b)))
 
     events = read_events(tmp_path / "a" / "node.jsonl")
     trained = [e["round"] for e in events if e["event"] == "round.trained"]
@@ -244,9 +244,8 @@ def test_a_member_waiting_for_the_vote_phase_prefetches_the_updates_committed_so
     )
     ctxs = []
     for i in range(3):  # own stores; the shared one stands in for IPFS, the only way between members here
-        ctx = _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, shared)
-        ctx.fetcher = Fetcher(LocalStore(tmp_path / f"own{i}"), ctx.state, ipfs=shared)
-        ctxs.append(ctx)
+        own = LocalStore(tmp_path / f"own{i}")
+        ctxs.append(_context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, own, shared))
     first, second, last = ctxs
     _drive(w3, [first], lambda: first.state.round(run_id, 0).submit_tx is not None)
     _drive(w3, [second], lambda: second.state.round(run_id, 0).submit_tx is not None)
@@ -265,8 +264,8 @@ def test_a_member_waiting_for_the_vote_phase_prefetches_the_updates_committed_so
     assert fetched["sources"] == {"store": 2, "ipfs": 1}  # only the last member's update was fetched late
 
     merged = first.state.round(run_id, 0).merged_cid
-    assert merged is not None and first.unpublished == [(merged, "merged")]  # mirrored later, as a chore
-    _drive(w3, [first], lambda: not first.unpublished, steps=20)  # the next step that only waits does it
+    assert merged is not None and first.loop.unpublished == [(merged, "merged")]  # mirrored later, as a chore
+    _drive(w3, [first], lambda: not first.loop.unpublished, steps=20)  # the next step that only waits does it
     assert shared.has(merged)
 
 
@@ -325,7 +324,7 @@ def test_a_topk_run_finalises_and_each_member_keeps_its_residual_in_state_db(
         _context(tmp_path / f"node{i}", w3, accounts[i + 1], registry, spec, run_id, store) for i in range(2)
     ]
 
-    _drive(w3, ctxs, lambda: all(step(c) for c in ctxs))
+    _drive(w3, ctxs, lambda: all(step(c) is Step.DONE for c in ctxs))
 
     numel = ctxs[0].runtime.flat_spec.numel
     for c in ctxs:

@@ -13,6 +13,7 @@ from typing import Any
 from ledger.chain import mine
 from ledger.rpc import CALLS
 from ledger.types import RoundId
+from node.protocol.context import LoopState
 from node.protocol.round import _watch_key
 from node.protocol.watch import ChainWatch, changed_since_step
 from tests.fixtures.chain import ChainEnv
@@ -23,15 +24,15 @@ def _waiting(env: ChainEnv, run: int) -> Any:
     client = env.client(0)
     info = client.round_info(run, RoundId(0))
     head = client.block_number()
-    ctx = SimpleNamespace(client=client, run_id=run, current_round=0, committee=None, watch=ChainWatch())
-    ctx.watched = _watch_key(0, info, head)
-    ctx.watch.stepped(info, head)
+    ctx = SimpleNamespace(client=client, run_id=run, loop=LoopState())
+    ctx.loop.watched = _watch_key(0, info, head)
+    ctx.loop.watch.stepped(info, head)
     return ctx
 
 
 def _changed(ctx: Any) -> bool:
     head = ctx.client.block_number()
-    return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.current_round, info, at))
+    return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.loop.current_round, info, at))
 
 
 def test_a_quiet_block_is_answered_by_one_empty_log_read(pyevm_chain: ChainEnv) -> None:
@@ -40,7 +41,7 @@ def test_a_quiet_block_is_answered_by_one_empty_log_read(pyevm_chain: ChainEnv) 
     mine(pyevm_chain.w3, 1)
 
     assert _changed(ctx) is False
-    assert ctx.watch.scanned == pyevm_chain.head()
+    assert ctx.loop.watch.scanned == pyevm_chain.head()
 
 
 def test_a_commit_of_another_member_ends_the_wait(pyevm_chain: ChainEnv) -> None:
@@ -55,7 +56,7 @@ def test_a_commit_of_another_member_ends_the_wait(pyevm_chain: ChainEnv) -> None
 def test_the_end_of_the_submit_window_ends_the_wait(pyevm_chain: ChainEnv) -> None:
     run = pyevm_chain.new_run(members=2, submit_blocks=4)
     ctx = _waiting(pyevm_chain, run)
-    end = ctx.watch.info.submit_end
+    end = ctx.loop.watch.info.submit_end
 
     pyevm_chain.mine_to(end - 1)
     assert _changed(ctx) is False
@@ -66,22 +67,22 @@ def test_the_end_of_the_submit_window_ends_the_wait(pyevm_chain: ChainEnv) -> No
 def test_a_joined_member_asks_for_the_member_list(pyevm_chain: ChainEnv) -> None:
     run = pyevm_chain.new_run(members=1, join=False)
     ctx = _waiting(pyevm_chain, run)
-    ctx.watch.members_due = False
+    ctx.loop.watch.members_due = False
     pyevm_chain.client(3).join(run)
 
     assert _changed(ctx) is True
-    assert ctx.watch.members_due is True
+    assert ctx.loop.watch.members_due is True
 
 
 def test_a_shorter_chain_or_a_committee_seat_ends_the_wait_without_a_read(pyevm_chain: ChainEnv) -> None:
     run = pyevm_chain.new_run(members=1)
     ctx = _waiting(pyevm_chain, run)
-    ctx.watch.head = pyevm_chain.head() + 5  # seen before a reorganisation
+    ctx.loop.watch.head = pyevm_chain.head() + 5  # seen before a reorganisation
     assert _changed(ctx) is True
-    ctx.committee = SimpleNamespace(round=0, in_committee=True)
+    ctx.loop.committee = SimpleNamespace(round=0, in_committee=True)
     mine(pyevm_chain.w3, 1)
     assert _changed(ctx) is True
-    ctx.committee = SimpleNamespace(round=0, in_committee=False)
+    ctx.loop.committee = SimpleNamespace(round=0, in_committee=False)
     assert _changed(ctx) is False
 
 

@@ -13,6 +13,7 @@ from eth_utils.address import to_checksum_address
 from ledger.types import RequestStatus, RoundId
 from node.audit.auditor import audit_run
 from node.console.eventlog import EventLog
+from node.protocol.context import LoopState
 from node.protocol.history import base_of_round, read_history
 from node.protocol.retrieval import Fetcher
 from node.protocol.state import NodeState
@@ -68,8 +69,7 @@ class ToyNode:
     log: EventLog
     spec: _Spec
     runtime: _Runtime
-    excluded: set[str] = field(default_factory=set)
-    current_round: int = 0
+    loop: LoopState = field(default_factory=LoopState)
     kept: dict[str, ModelState] = field(default_factory=dict)
 
     @property
@@ -147,14 +147,14 @@ def test_nodes_fulfil_a_request_then_rounds_start_from_the_unlearned_model(
     nodes = [_node(toy, i, tmp_path) for i in (1, 2)]
 
     for node in nodes:
-        node.current_round = 2
+        node.loop.current_round = 2
         process_pending(node)
         process_pending(node)  # a second call (e.g. after a restart) must not vote again
 
     req = toy.clients[0].unlearning_request(request)
     assert req.status == RequestStatus.FULFILLED
     assert req.result_sha256.hex() == _expected_without(toy, subject, 1, 1)
-    assert all(n.excluded == {subject} for n in nodes)
+    assert all(n.loop.excluded == {subject} for n in nodes)
     subject_cids = {
         s.cid
         for rec in read_history(toy.clients[0], toy.run).rounds
@@ -167,7 +167,7 @@ def test_nodes_fulfil_a_request_then_rounds_start_from_the_unlearned_model(
 
     toy.round(2, [1, 2], record=False)  # open while the request was fulfilled: superseded
     for node in nodes:
-        node.current_round = 3
+        node.loop.current_round = 3
         process_pending(node)
     adoption = nodes[0].state.latest_adoption(toy.run, before=3)
     assert adoption is not None and adoption.sha == req.result_sha256.hex()
