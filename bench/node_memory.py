@@ -9,7 +9,7 @@ kernel's peak RSS) at the end, and ``VmRSS`` attributed to the phase its event l
 train, submit + fetch, merge, vote + finalise + score). Figures are MB and multiples of the fp32 state
 (``4 * params`` bytes).
 
-    .venv/bin/python bench/node_memory.py            # about 5 minutes on 2 loaded cores
+    .venv/bin/python bench/node_memory.py            # about 6 minutes on 2 loaded cores
 """
 
 from __future__ import annotations
