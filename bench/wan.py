@@ -27,6 +27,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -73,7 +74,9 @@ def rpc_per_round(events: list[list[dict[str, Any]]]) -> dict[str, Any]:
     return {"rounds": len(counted), "total": total, "by_method": by_method}
 
 
-def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[dict[str, Any]]]:
+def _run_cluster(
+    cluster: Any, spec: Path, size: int, rounds: int, keep: Path | None
+) -> list[list[dict[str, Any]]]:
     cluster.init()
     run_id = cluster.create_run(spec)
     try:
@@ -85,6 +88,12 @@ def _run_cluster(cluster: Any, spec: Path, size: int, rounds: int) -> list[list[
         )
     finally:
         cluster.stop()
+        if keep is not None:  # each node's event log and output, also when the run failed
+            keep.mkdir(parents=True, exist_ok=True)
+            for member in cluster.members:
+                for source in (member.log_path, member.home / "stdout.log"):
+                    if source.exists():
+                        shutil.copyfile(source, keep / f"node{member.index}-{source.name}")
     return [cluster.events(i) for i in range(size)]
 
 
@@ -99,12 +108,15 @@ def measure(condition: str, size: int, args: argparse.Namespace) -> dict[str, An
     anvil = AnvilConfig(block_time=args.block_time, accounts=size + 1)
     started = time.monotonic()
     extra: dict[str, Any] = {}
+    keep = args.keep / f"{size}-nodes-{condition}" if args.keep is not None else None
     with tempfile.TemporaryDirectory(prefix=f"fedchain-bench-wan-{condition}-") as tmp:
         folder = Path(tmp)
         spec = _spec(folder, args.rounds, size, args.local_steps, args.block_time)
         if condition == "loopback":
             with Devnet(folder / "devnet", anvil, ipfs=True) as devnet:
-                events = _run_cluster(LocalCluster(folder / "nodes", devnet, size), spec, size, args.rounds)
+                events = _run_cluster(
+                    LocalCluster(folder / "nodes", devnet, size), spec, size, args.rounds, keep
+                )
         else:
             labels = ["svc", *(f"n{i}" for i in range(size))]
             config = WanConfig(
@@ -124,7 +136,7 @@ def measure(condition: str, size: int, args: argparse.Namespace) -> dict[str, An
                         hosts=[net.address(n) for n in names],
                         prefixes=[net.prefix(n) for n in names],
                     )
-                    events = _run_cluster(cluster, spec, size, args.rounds)
+                    events = _run_cluster(cluster, spec, size, args.rounds, keep)
                 net.stop()
                 delays = [net.delays_ms[(a, b)] for a in labels for b in labels if a < b]
                 extra = {"frames": net.stats(), "delay_ms_mean": round(sum(delays) / len(delays), 1)}
@@ -155,12 +167,15 @@ def main() -> None:
     parser.add_argument("--rate-mbit", type=float, default=100.0, help="uplink cap per namespace")
     parser.add_argument("--seed", type=int, default=0, help="seed of the link delays and drops")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--keep", type=Path, default=None, help="copy the nodes' event logs and output here")
     args = parser.parse_args()
     if args.rounds < 2 or args.local_steps < 1 or args.block_time <= 0 or min(args.sizes) < 1:
         parser.error("--rounds must be >= 2, --local-steps and --sizes >= 1, --block-time > 0")
     rows = []
     for size in args.sizes:
-        base, wan = measure("loopback", size, args), measure("wan", size, args)
+        base = measure("loopback", size, args)
+        print(json.dumps(base), file=sys.stderr, flush=True)  # kept should the WAN run fail
+        wan = measure("wan", size, args)
         ratio = {k: round(wan["seconds"][k] / base["seconds"][k], 2) if base["seconds"][k] > 0 else None
                  for k in COLUMNS}  # fmt: skip
         rows.append({"nodes": size, "loopback": base, "wan": wan, "ratio": ratio})
