@@ -21,6 +21,11 @@ where the machine refuses, the campaign runs on loopback without them and names 
 liveness once the faults healed, database integrity) and a table row is printed; the logs, databases and
 schedule of every run with a violation are copied under ``--keep-logs``.
 
+Every member's ``fedchain`` commands are forked from one pre-imported launcher (:mod:`node.devnet.launcher`,
+started with the campaign), each node process into its member's network namespace: a node process, or a
+killed node's restart, is ready seconds after it starts instead of importing torch, transformers, web3 and
+libp2p first. ``--fresh-processes`` starts fresh interpreters instead.
+
 Runs follow each other without idle time: before a run, the campaign checks that anvil answers and that the
 shared IPFS daemon stores and serves a block (restarting the daemon, and saying so in the row, when it does
 not); it creates the run inside its own process (the steps of ``fedchain run create`` without a new
@@ -149,6 +154,7 @@ class Campaign:
         self.devnet: Any = None
         self.host: Any = None
         self.cluster: Any = None
+        self.launchers: list[Any] = []
         self.disk: Path | None = None
 
     def __enter__(self) -> Campaign:
@@ -169,6 +175,7 @@ class Campaign:
         from node.devnet.wan import WanConfig, WanNetwork, WanUnavailableError, check_available
 
         size = self.args.nodes
+        launcher = self._start_launcher()
         anvil = AnvilConfig(block_time=self.args.block_time, accounts=size + 1)
         labels = ["svc", *(f"n{i}" for i in range(size))]
         try:
@@ -215,12 +222,34 @@ class Campaign:
             self.host = for_nodes = self.devnet.start()
             hosts, prefixes = None, None
         self._stack.callback(self.devnet.stop)
+        if launcher is not None:
+            launcher.service.wait_until_ready(timeout=300.0, interval=0.2)
+        launchers = [launcher] * size if launcher is not None else None
         self.cluster = LocalCluster(
-            nodes_folder, for_nodes, size, store="ipfs", hosts=hosts, prefixes=prefixes
+            nodes_folder, for_nodes, size, store="ipfs", hosts=hosts, prefixes=prefixes, launchers=launchers
         )
         self._stack.callback(self.cluster.stop)
         self.cluster.init()
         self.kinds = tuple(k for k in KINDS if k not in self.skipped)
+
+    def _start_launcher(self) -> Any:
+        """Start (not waiting for it) the launcher that forks every member's commands; ``None`` if fresh ones.
+
+        Its imports then overlap the namespaces' and the devnet's start; :meth:`_start` waits for it before
+        the member homes are made.
+        """
+        from node.devnet.launcher import Launcher
+
+        if self.args.fresh_processes:
+            return None
+        launcher = Launcher(
+            self.folder / "launcher", env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        )
+        self._stack.callback(launcher.stop)
+        launcher.folder.mkdir(parents=True, exist_ok=True)
+        launcher.service.start()
+        self.launchers = [launcher]
+        return launcher
 
     # ---- perturbations -----------------------------------------------------------------------------------
 
@@ -532,6 +561,9 @@ class Campaign:
         for log in ("anvil.log", "ipfs.log"):
             if (self.folder / "devnet" / log).is_file():
                 shutil.copyfile(self.folder / "devnet" / log, target / log)
+        for launcher in self.launchers:
+            if launcher.service.log_path.is_file():
+                shutil.copyfile(launcher.service.log_path, target / f"{launcher.name}.log")
 
 
 def _exit_on_sigterm(signum: int, frame: object) -> None:
@@ -549,7 +581,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--local-steps", type=int, default=2, help="local training steps per round")
     p.add_argument("--block-time", type=float, default=1.0, help="devnet seconds per block")
     p.add_argument(
-        "--join-s", type=float, default=45.0, help="join window (seconds): node processes start inside it"
+        "--join-s",
+        type=float,
+        default=15.0,
+        help="join window (seconds): node processes start inside it (raise it with --fresh-processes)",
     )
     p.add_argument("--submit-s", type=float, default=15.0, help="submit window (seconds)")
     p.add_argument("--vote-s", type=float, default=15.0, help="vote window (seconds)")
@@ -557,6 +592,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--keep-logs", type=Path, default=None, help="copy each failing seed's logs here")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.add_argument("--rows", type=Path, default=None, help="append each run's row to this JSON-lines file")
+    p.add_argument(
+        "--fresh-processes",
+        action="store_true",
+        help="start every node as a fresh interpreter instead of forking it from a pre-imported launcher",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.nodes < 3 or args.rounds < 2 or args.max_faults < 1 or args.local_steps < 1:
         p.error("--runs, --max-faults and --local-steps must be >= 1, --nodes >= 3 and --rounds >= 2")

@@ -72,6 +72,12 @@ def check_capacity(size: int, node_memory_mib: int, available_mib: int | None = 
         )
 
 
+def _netns(prefix: Sequence[str]) -> str | None:
+    """Return the namespace of an ``ip netns exec NS`` prefix, else ``None``."""
+    parts = list(prefix)
+    return parts[3] if len(parts) == 4 and parts[:3] == ["ip", "netns", "exec"] else None
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -161,9 +167,9 @@ class LocalCluster:
         to run each member in its own network namespace (:mod:`node.devnet.wan`); the devnet's URLs must
         then be reachable from there.
     launchers
-        Per member, the :class:`~node.devnet.launcher.Launcher` that forks its ``fedchain`` commands (started
-        under the member's prefix, which it then replaces); default: the one of :func:`use_launcher` for
-        members without a prefix, fresh processes for the others.
+        Per member, the :class:`~node.devnet.launcher.Launcher` that forks its ``fedchain`` commands (``None``
+        for fresh processes); a member whose prefix is ``ip netns exec NS`` is forked into namespace NS.
+        Default: the one of :func:`use_launcher` for members without a prefix, fresh processes for the others.
 
     Raises
     ------
@@ -205,6 +211,11 @@ class LocalCluster:
         self.hosts = list(hosts) if hosts is not None else ["127.0.0.1"] * size
         self.prefixes = [tuple(p) for p in prefixes] if prefixes is not None else [()] * size
         self.launchers = list(launchers) if launchers is not None else None
+        for i, launcher in enumerate(self.launchers or []):
+            if launcher is not None and self.prefixes[i] and _netns(self.prefixes[i]) is None:
+                raise ValueError(
+                    f"a launcher forks member {i} into `ip netns exec NS` only, not {self.prefixes[i]}"
+                )
         self.members: list[Member] = []
         self.processes: dict[int, ManagedProcess] = {}
 
@@ -239,9 +250,8 @@ class LocalCluster:
             args += ["--ipfs-api", self.devnet.ipfs_api or "", "--listen-port", str(ports[i])]
             args += ["--listen-host", self.hosts[i]]
             # a loaded machine (N imports of the CLI at once, other jobs) can take minutes here
-            done = fedchain(
-                *args, "--kdf-iterations", "1024", "--json", timeout=CLI_TIMEOUT_S, launcher=self.launcher(i)
-            )
+            args += ["--kdf-iterations", "1024", "--json"]
+            done = fedchain(*args, timeout=CLI_TIMEOUT_S, launcher=self.launcher(i))  # in the root namespace
             key_file.unlink()
             if done.returncode != 0:
                 raise ServiceError(f"fedchain init for member {i} failed: {done.stderr.strip()}")
@@ -258,7 +268,7 @@ class LocalCluster:
         args = ("run", "create", "--spec", str(spec), "--home", home, "--json")
         launcher = self.launcher(0)
         if launcher is not None:
-            done = launcher.run(args, timeout=CLI_TIMEOUT_S)
+            done = launcher.run(args, timeout=CLI_TIMEOUT_S, netns=_netns(prefix))
         else:
             done = fedchain(*args, timeout=CLI_TIMEOUT_S, prefix=prefix)
         if done.returncode != 0:
@@ -290,7 +300,8 @@ class LocalCluster:
         env = NODE_ENV
         launcher = self.launcher(i)
         if launcher is not None:
-            return launcher.process(f"node{i}", [*argv, *extra], member.home / "stdout.log", ready, env=env)
+            log_path, netns = member.home / "stdout.log", _netns(member.prefix)
+            return launcher.process(f"node{i}", [*argv, *extra], log_path, ready, env=env, netns=netns)
         argv = [*member.prefix, *_CLI, *argv, *extra]
         return ManagedProcess(f"node{i}", argv, member.home / "stdout.log", ready, env=env)
 

@@ -21,8 +21,10 @@ The launcher reaps its children and writes each exit code (Popen's convention: `
 ``exits/<pid>`` next to the socket. A child is an OS process of its own (its own PID, session, libp2p host,
 keys, state and log), so SIGKILL, SIGSTOP and SIGCONT by PID act on it as on a Popen'd one;
 :class:`ForkedProcess` is the :class:`~node.devnet.services.ManagedProcess` of such a child.
-:class:`Launcher` starts and stops a launcher (under a command prefix such as ``ip netns exec NS``, its
-children then run in that network namespace) and runs CLI commands through it (:meth:`Launcher.run`).
+:class:`Launcher` starts and stops a launcher and runs CLI commands through it (:meth:`Launcher.run`). A
+request may name a network namespace (``ip netns add NS``): the child enters it (``setns``, which needs
+root) before it does anything else, as under ``ip netns exec NS``, so one launcher serves the members of
+every namespace.
 Stopping the launcher stops its remaining children (SIGINT, SIGTERM, SIGKILL) and records their codes.
 
 What a fork cannot change is refused rather than inherited: a request whose environment differs from the
@@ -79,6 +81,9 @@ MAX_REQUEST_BYTES = 1 << 20
 LOST_EXIT_CODE = 255
 """Exit code reported for a child whose launcher died before it could record the child's own."""
 _SOCKET_PATH_MAX = 107
+_CLONE_NEWNET = 0x40000000
+NETNS_DIR = Path("/var/run/netns")
+"""Where ``ip netns add`` keeps the namespaces a request may name."""
 
 
 # ---- the launcher process ---------------------------------------------------------------------------------
@@ -160,6 +165,26 @@ def _fresh_state(env: Mapping[str, str]) -> None:
         torch.set_num_threads(int(threads))
 
 
+def enter_netns(name: str) -> None:
+    """Move this (single-threaded) process into network namespace ``name``, as ``ip netns exec`` does.
+
+    Raises
+    ------
+    OSError
+        When the namespace does not exist or ``setns`` is refused (it needs CAP_SYS_ADMIN).
+    """
+    import ctypes
+
+    fd = os.open(NETNS_DIR / name, os.O_RDONLY)
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns into network namespace {name!r}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
 def _child(request: Mapping[str, Any], close: Sequence[int], handlers: Mapping[int, Any]) -> NoReturn:
     """Set up the forked child (session, files, environment, seeds) and run the CLI in it; never returns."""
     code = 1
@@ -179,6 +204,8 @@ def _child(request: Mapping[str, Any], close: Sequence[int], handlers: Mapping[i
             os.dup2(fd, target)
         for fd in {null, out, err}:
             os.close(fd)
+        if request.get("netns"):
+            enter_netns(str(request["netns"]))
         os.chdir(request["cwd"])
         os.environ.clear()
         os.environ.update(request["env"])
@@ -431,10 +458,12 @@ class Launcher:
         stderr: Path | None = None,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        netns: str | None = None,
     ) -> int:
         """Fork ``fedchain ARGV`` with exactly ``env`` (default: this process's environment); return its PID.
 
-        ``stderr`` defaults to ``stdout``. Raises :class:`ServiceError` when the launcher refuses.
+        ``stderr`` defaults to ``stdout``; ``netns`` names a network namespace for the child to run in.
+        Raises :class:`ServiceError` when the launcher refuses.
         """
         request = {
             "op": "spawn",
@@ -443,6 +472,7 @@ class Launcher:
             "cwd": str(Path(cwd or Path.cwd()).resolve()),
             "stdout": str(Path(stdout).resolve()),
             "stderr": str(Path(stderr).resolve()) if stderr is not None else None,
+            "netns": netns,
         }
         try:
             reply = self._request(request)
@@ -486,9 +516,10 @@ class Launcher:
         ready: Callable[[ManagedProcess], bool],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        netns: str | None = None,
     ) -> ForkedProcess:
         """Return a (not yet started) :class:`ForkedProcess` running ``fedchain ARGV``."""
-        return ForkedProcess(self, name, argv, log_path, ready, env=env, cwd=cwd)
+        return ForkedProcess(self, name, argv, log_path, ready, env=env, cwd=cwd, netns=netns)
 
     def run(
         self,
@@ -497,6 +528,7 @@ class Launcher:
         timeout: float = 120.0,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        netns: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run ``fedchain ARGV`` to its end, as ``subprocess.run(capture_output=True, text=True)`` would.
 
@@ -507,7 +539,7 @@ class Launcher:
         n = next(self._outputs)
         out, err = outputs / f"{os.getpid()}-{n}.out", outputs / f"{os.getpid()}-{n}.err"
         env = {**os.environ, **(env or {})}
-        pid = self.spawn(argv, stdout=out, stderr=err, env=env, cwd=cwd)
+        pid = self.spawn(argv, stdout=out, stderr=err, env=env, cwd=cwd, netns=netns)
         try:
             try:
                 code = self.wait(pid, timeout)
@@ -536,7 +568,8 @@ class ForkedProcess(ManagedProcess):
 
     Same interface (``start``, ``pid``, ``is_running``, ``wait_until_ready``, ``stop`` with SIGINT ->
     SIGTERM -> SIGKILL by PID, ``returncode``, ``tail``); ``argv`` is the CLI's arguments, the environment
-    is ``os.environ`` with ``env`` over it, as for a Popen'd child.
+    is ``os.environ`` with ``env`` over it, as for a Popen'd child; ``netns`` is the network namespace it
+    runs in.
     """
 
     def __init__(
@@ -548,9 +581,11 @@ class ForkedProcess(ManagedProcess):
         ready: Callable[[ManagedProcess], bool],
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        netns: str | None = None,
     ) -> None:
         super().__init__(name, argv, log_path, ready, env=env, cwd=cwd)
         self.launcher = launcher
+        self.netns = netns
         self._pid: int | None = None
         self._code: int | None = None
 
@@ -570,7 +605,9 @@ class ForkedProcess(ManagedProcess):
             raise ServiceError(f"{self.name}: already started (pid {self._pid})")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, **self._env}
-        self._pid = self.launcher.spawn(self.argv, stdout=self.log_path, env=env, cwd=self._cwd)
+        self._pid = self.launcher.spawn(
+            self.argv, stdout=self.log_path, env=env, cwd=self._cwd, netns=self.netns
+        )
 
     def _started_pid(self) -> int:
         if self._pid is None:
