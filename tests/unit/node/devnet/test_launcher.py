@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy
 import pytest
 import torch
 
-from node.devnet.launcher import Launcher, _exit_status, _fresh_state, _running
+from node.devnet.launcher import NETNS_DIR, Launcher, _exit_status, _fresh_state, _running, enter_netns
 
 
 def _forked_draws(env: dict[str, str]) -> dict[str, object]:
@@ -72,3 +74,32 @@ def test_running_tells_a_live_process_from_a_reaped_one() -> None:
 def test_a_socket_path_past_the_unix_limit_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="too long for a Unix socket"):
         Launcher(tmp_path / ("x" * 120))
+
+
+def test_entering_a_missing_namespace_fails_naming_it() -> None:
+    with pytest.raises(FileNotFoundError, match="fedchain-no-such-ns"):
+        enter_netns("fedchain-no-such-ns")
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("ip") is None, reason="needs root and iproute2")
+def test_a_forked_child_enters_the_named_network_namespace() -> None:
+    name = f"fedchain-launcher-{os.getpid()}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=30)
+    try:
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                enter_netns(name)
+                os.write(write, str(os.stat("/proc/self/ns/net").st_ino).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as pipe:
+            inode = pipe.read()
+        os.waitpid(pid, 0)
+
+        assert inode == str((NETNS_DIR / name).stat().st_ino)
+        assert inode != str(os.stat("/proc/self/ns/net").st_ino)
+    finally:
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=30, check=False)
