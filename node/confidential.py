@@ -11,11 +11,14 @@ sha256, which :func:`open_artifact` checks after decrypting.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from ledger.errors import LedgerError
 from node.errors import NodeError
+from p2p.errors import EnvelopeError, StorageError
 
 
 class ConfidentialError(NodeError, ValueError):
@@ -67,7 +70,6 @@ def reader_keys(ctx: Any) -> list[bytes]:
 def seal_for(readers: Iterable[bytes], data: bytes, label: str, *, deterministic: bool = False) -> bytes:
     """Seal ``data`` for ``readers`` (:func:`p2p.envelope.seal`); errors become ``ConfidentialError``."""
     from p2p.envelope import seal
-    from p2p.errors import EnvelopeError
 
     try:
         return seal(data, list(readers), label=label, deterministic=deterministic)
@@ -90,7 +92,6 @@ def open_artifact(data: bytes, key: bytes | None, label: str | None, *, what: st
         Names the artifact in the error (e.g. ``"update of 0xAb… in round 3"``).
     """
     from p2p.envelope import is_envelope, open_envelope
-    from p2p.errors import EnvelopeError
 
     if not is_envelope(data):
         raise ConfidentialError(f"{what} is not encrypted, but the run's artifacts are members-only")
@@ -125,7 +126,6 @@ def resealed_like(store: Any, cid: str, plaintext: bytes, label: str) -> bytes:
     artifact is unavailable or not an envelope, ``plaintext`` is returned as is.
     """
     from p2p.envelope import is_envelope, parse
-    from p2p.errors import EnvelopeError, StorageError
 
     try:
         stored = bytes(store.get(cid, max_size=len(plaintext) + (1 << 20)))
@@ -149,9 +149,6 @@ def load_view_key(
     ConfidentialError
         Naming the file when it cannot be read, decrypted or parsed.
     """
-    import json
-
-    from ledger.errors import LedgerError
     from ledger.keys import PassphraseSource, load_account
 
     try:

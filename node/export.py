@@ -6,6 +6,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from node.confidential import ConfidentialError, merged_label, open_artifact
 from node.errors import NodeError, RunMismatchError
 from node.protocol.retrieval import Fetcher, Want
 from p2p.envelope import is_envelope
@@ -52,8 +53,6 @@ def export_adapter(
         Want(result.merged_cid, None, 16 * runtime.flat_spec.numel + (1 << 22), "merged", run_id, round)
     )
     if is_envelope(data):
-        from node.confidential import ConfidentialError, merged_label, open_artifact
-
         try:
             key = view_key() if view_key is not None else None
             data = open_artifact(

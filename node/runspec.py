@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import math
 from collections.abc import Mapping
@@ -35,9 +36,12 @@ from types import MappingProxyType
 from typing import Any
 
 from node.errors import NodeError
+from p2p.errors import EnvelopeError
+from training.algorithms import ALGORITHMS
 from training.config import AdapterConfig, ModelConfig, TrainConfig
-from training.conventions import Convention
-from training.privacy import PrivacyConfig, PrivacyError
+from training.conventions import CONVENTIONS, DEFAULT_CONVENTION, Convention
+from training.errors import TrainingError
+from training.privacy import PrivacyConfig, PrivacyError, check_norm_bound
 from training.tomlconfig import build_section, check_tables, load_toml
 
 SPEC_FORMAT = "fedchain-runspec/1"
@@ -196,9 +200,6 @@ class RunSpec:
     privacy: PrivacyConfig | None = None
 
     def __post_init__(self) -> None:
-        from training.algorithms import ALGORITHMS
-        from training.errors import TrainingError
-
         object.__setattr__(self, "aggregator_params", MappingProxyType(dict(self.aggregator_params)))
         object.__setattr__(self, "server", MappingProxyType(dict(self.server)))
         if not self.name or len(self.name) > 200:
@@ -247,13 +248,10 @@ class RunSpec:
     @property
     def scaffold(self) -> bool:
         """Whether the run exchanges SCAFFOLD control variates."""
-        from training.algorithms import ALGORITHMS
-
         return ALGORITHMS[self.algorithm].control_variates
 
     def merge_spec(self) -> Any:
         """Return the :class:`training.merge.MergeSpec` of this run."""
-        from training.algorithms import ALGORITHMS
         from training.merge import MergeSpec
 
         algorithm = ALGORITHMS[self.algorithm]
@@ -286,8 +284,6 @@ class RunSpec:
         run's ``rounds`` (:meth:`training.config.TrainConfig.for_round`); without it, ``lr`` is the first
         round's rate.
         """
-        from training.algorithms import ALGORITHMS
-
         client = ALGORITHMS[self.algorithm].client
         out = dataclasses.replace(self.train, client_algorithm=client, seed=seed, convention=self.convention)
         return out if round is None else out.for_round(round, self.rounds)
@@ -382,14 +378,10 @@ def _own_arithmetic() -> str:
 
 
 def _default_convention() -> Convention:
-    from training.conventions import DEFAULT_CONVENTION
-
     return DEFAULT_CONVENTION
 
 
 def _check_convention(value: object) -> None:
-    from training.conventions import CONVENTIONS
-
     if value not in CONVENTIONS:
         raise RunSpecError(f"`convention` must be one of {', '.join(CONVENTIONS)}, got {value!r}")
 
@@ -401,11 +393,7 @@ def _resolve_defaults(spec: RunSpec) -> None:
     (``training.server_opt.USED_PARAMS``) and ``aggregator_params`` every keyword parameter of the
     aggregator, with the default for each one the creator left out; unknown keys are errors.
     """
-    import inspect
-
     from training.aggregate import AGGREGATORS
-    from training.algorithms import ALGORITHMS
-    from training.errors import TrainingError
     from training.server_opt import USED_PARAMS, make_config
 
     if spec.algorithm in ALGORITHMS:
@@ -460,7 +448,6 @@ def _resolve_codec(spec: RunSpec) -> None:
 
 def _check_confidentiality(spec: RunSpec) -> None:
     from p2p.envelope import MAX_READERS, public_key_bytes
-    from p2p.errors import EnvelopeError
 
     if spec.artifacts not in ("public", "members"):
         raise RunSpecError(f"`artifacts` must be 'public' or 'members', got {spec.artifacts!r}")
@@ -493,7 +480,6 @@ def _check_confidentiality(spec: RunSpec) -> None:
 
 def _check_pretrain(spec: RunSpec) -> None:
     """Refuse a pre-training run without a model config, with other local steps or other tasks' fields."""
-    from training.errors import TrainingError
     from training.pretrain import check_model_name, check_pretrain_tables
 
     if spec.train.task != "pretrain":
@@ -518,8 +504,6 @@ def _check_pretrain(spec: RunSpec) -> None:
 
 def _check_privacy(spec: RunSpec) -> None:
     """DP needs every exchanged tensor privatised, and a norm bound that admits noised updates."""
-    from training.privacy import check_norm_bound
-
     if spec.privacy is None:
         return
     if not isinstance(spec.privacy, PrivacyConfig):
@@ -568,7 +552,6 @@ def _from_tables(doc: Mapping[str, Any], *, sections_at_top: bool) -> RunSpec:
             )
     top["train"] = build_section(TrainConfig, train, "train", error=RunSpecError)
     if top["train"].task == "pretrain" and doc.get("adapter"):  # every parameter trains: no adapter
-        from training.errors import TrainingError
         from training.pretrain import check_pretrain_tables
 
         try:

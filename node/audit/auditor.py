@@ -22,6 +22,7 @@ notes. :func:`audit_registry` audits every run of a registry (or one).
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -30,6 +31,7 @@ from eth_utils.address import to_checksum_address
 
 from ledger.client import RunsClient
 from ledger.types import MemberInfo, RoundId, RoundStatus, RunId, RunInfo, included_set_hash
+from node.audit.committee import check_committee_round
 from node.audit.completion import check_completion
 from node.audit.records import MemberAudit, Mismatch, RequestAudit, RoundAudit, RunAudit, UnavailableArtifact
 from node.audit.votes import VoteFinding, ban_blocks, check_votes
@@ -37,7 +39,9 @@ from node.confidential import merged_label, resealed_like
 from node.confidential import opener as make_opener
 from node.errors import NodeError
 from node.protocol.history import ModelRef, RoundRecord, RunHistory, base_of_round, read_history
+from node.protocol.model import ModelRuntime
 from node.protocol.sampling import Selection, read_selection
+from node.runspec import RunSpec, RunSpecError
 from node.unlearning.replay import (
     DEFAULT_MAX_ARTIFACT_BYTES,
     ArtifactError,
@@ -483,7 +487,6 @@ def _committee_check(client: RunsClient, history: RunHistory, store: ArtifactRea
     k = int(history.info.committee_size)
     if not k:
         return None
-    from node.audit.committee import check_committee_round
 
     bans = ban_blocks(history)
     return lambda rec: check_committee_round(client, rec, store, bans, k, history.info.quorum_bps)
@@ -491,8 +494,6 @@ def _committee_check(client: RunsClient, history: RunHistory, store: ArtifactRea
 
 def _check_initial(spec_bytes: bytes, setup: RunSetup, report: RunAudit) -> None:
     """Compare round 0's rebuilt state with the ``initial_sha256`` the spec records (when it records one)."""
-    import json
-
     try:
         recorded = json.loads(spec_bytes).get("initial_sha256")
     except (ValueError, AttributeError):
@@ -532,9 +533,6 @@ def runspec_setup_loader(view_key: bytes | None = None) -> SetupLoader:
     ``artifacts = "members"`` run, ``view_key`` (a member's or a named auditor's private key) opens the
     envelopes; without it the setup is ``sealed`` and the audit checks only what needs no plaintext.
     """
-    from node.protocol.model import ModelRuntime
-    from node.runspec import RunSpec, RunSpecError
-
     cache: dict[bytes, tuple[Any, ModelState]] = {}
 
     def load(data: bytes, info: RunInfo) -> RunSetup:

@@ -29,10 +29,13 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
+from ledger.committee import bitmap_indices, committee_seed, quorum, select_committee
+from ledger.errors import SignatureError
 from ledger.types import CommitteeResult, RoundId, RunId, Submission
-from node.protocol.committee import MAX_MANIFEST_BYTES, CommitteeError, Eligibility, Manifest
+from node.protocol.committee import MAX_MANIFEST_BYTES, CommitteeError, Eligibility, Manifest, check_commit
 from node.protocol.history import RoundRecord
 from node.unlearning.replay import ReplayError, named_included_set
+from p2p.storage import Cid, compute_cid
 
 COMMITTEE_CHECKS = (
     "manifest",
@@ -62,8 +65,6 @@ def check_committee_round(
     Returns the round record with the manifest's commits as ``submissions``, ``{check: passed}`` and the
     failed checks. A round that did not finalise is returned unchanged with no checks.
     """
-    from p2p.storage import Cid, compute_cid
-
     if rec.result is None:
         return rec, {}, []
     run, r = RunId(int(rec.info.run_id)), RoundId(int(rec.round))
@@ -96,7 +97,6 @@ def check_committee_round(
             manifest_commit_ok(commit, eligibility, manifest)
         except CommitteeError as exc:
             fail("commit-signatures", "a valid signed commit of an eligible member", "invalid", str(exc))
-    from ledger.committee import bitmap_indices
 
     indices = set(manifest.indices)
     outside = [i for i in bitmap_indices(event.included_bitmap) if i not in indices]
@@ -119,8 +119,6 @@ def check_committee_round(
 
 def manifest_commit_ok(commit: Any, eligibility: Eligibility, manifest: Manifest) -> None:
     """Raise :class:`CommitteeError` unless one manifest commit is an eligible member's valid one."""
-    from node.protocol.committee import check_commit
-
     check_commit(
         commit,
         eligibility,
@@ -133,8 +131,6 @@ def manifest_commit_ok(commit: Any, eligibility: Eligibility, manifest: Manifest
 
 def bitmap_matches(event_bitmap: Sequence[int], members: Sequence[str], included: Sequence[str]) -> bool:
     """Whether the bitmap names exactly the members of the recomputed included set."""
-    from ledger.committee import bitmap_indices
-
     index = {to_checksum_address(m): i for i, m in enumerate(members)}
     return sorted(index[to_checksum_address(m)] for m in included) == bitmap_indices(event_bitmap)
 
@@ -142,8 +138,6 @@ def bitmap_matches(event_bitmap: Sequence[int], members: Sequence[str], included
 def _check_signers(
     client: Any, rec: RoundRecord, event: Any, members: list[str], k: int, quorum_bps: int, fail: Any
 ) -> None:
-    from ledger.committee import committee_seed, quorum, select_committee
-
     run, r = int(rec.info.run_id), int(rec.round)
     block_hash = client.block_hash(int(rec.info.start_block))
     if block_hash is None:
@@ -163,7 +157,6 @@ def _check_signers(
         fail("committee-signatures", "the finalizeCommitteeRound transaction", "not found", str(exc))
         return
     from ledger.eip712 import recover, vote_digest
-    from ledger.errors import SignatureError
 
     if list(signers) != list(event.signers):
         fail("committee-signatures", f"signers {event.signers}", f"signers {list(signers)} in the call")

@@ -23,7 +23,13 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import typer.main
+
+from node.cli import app
 from node.exitcodes import describe
+from node.runspec import RunSpec
+from training.algorithms import ALGORITHMS
+from training.simconfig import SimulationConfig
 
 DOCS_DIR = Path(__file__).resolve().parents[2] / "docs"
 REGENERATE = "make docs"
@@ -71,10 +77,6 @@ def _command_section(command: Any, ctx: Any, path: list[str], level: int) -> lis
 
 def render_cli() -> str:
     """Return the Markdown of ``docs/cli.md``: every ``fedchain`` command as ``--help`` describes it."""
-    import typer.main
-
-    from node.cli import app
-
     root = typer.main.get_command(app)
     ctx = root.make_context("fedchain", [], resilient_parsing=True)
     lines = [
@@ -184,7 +186,6 @@ def _toml_text(value: Any) -> str:
 def _choices() -> dict[tuple[str, str], Iterable[str]]:
     """Registries whose names a string field must be one of: documented from the registry itself."""
     from training.aggregate import AGGREGATORS
-    from training.algorithms import ALGORITHMS
     from training.attacks import ATTACKS
     from training.codec import CODECS
 
@@ -255,8 +256,6 @@ def _file_sections(
 def render_configuration() -> str:
     """Return the Markdown of ``docs/configuration.md``: node config, run spec and simulation file keys."""
     from node.config import NodeConfig
-    from node.runspec import RunSpec
-    from training.simconfig import SimulationConfig
 
     node = NodeConfig()
     lines = [

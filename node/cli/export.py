@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from node.cli.common import EXIT_MISMATCH, HOME, JSON, REGISTRY, RPC_URL, fail, load_home
+from node.cli.common import EXIT_MISMATCH, HOME, JSON, REGISTRY, RPC_URL, fail, load_home, read_client
 
 
 def export(
@@ -29,8 +29,6 @@ def export(
 
     node_home, config = load_home(home, chain__rpc_url=rpc_url, chain__registry=registry)
     try:
-        from node.cli.common import read_client
-
         client = read_client(config.chain.rpc_url, config.chain.registry)
         own, ipfs = open_stores(node_home, config)
         state = NodeState(node_home.state_path)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
 
-from node.cli.common import HOME, REGISTRY, RPC_URL, load_home
+from node.cli.common import EXIT_USAGE, HOME, REGISTRY, RPC_URL, fail, load_home
 
 app = typer.Typer(help="Run a fedchain node (one OS process per member).")
 
@@ -55,7 +56,6 @@ def start(
 
     Safe to kill at any point: restarted with the same command it resumes from its state and the chain.
     """
-    from node.cli.common import EXIT_USAGE, fail
     from node.protocol.runner import run_node
 
     attack: tuple[str, float | None] | None = None
@@ -81,7 +81,6 @@ def start(
         training__eval_sources=[_absolute(s) for s in eval_data] or None,
         training__threads=threads,
     )
-    import sys
 
     from node.console.progress import choose_console
 

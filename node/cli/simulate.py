@@ -9,6 +9,8 @@ from typing import Any
 
 import typer
 
+from node.exitcodes import EXIT_FAILURE, EXIT_USAGE
+
 
 def _overrides(**values: Any) -> dict[str, Any]:
     return {key: value for key, value in values.items() if value is not None}
@@ -105,7 +107,6 @@ def simulate(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from node.exitcodes import EXIT_FAILURE, EXIT_USAGE
     from training.errors import ConfigError, TrainingError
     from training.simconfig import load_config
     from training.simulate import run_simulation

@@ -12,7 +12,7 @@ from typing import Any
 
 import typer
 
-from node.cli.common import JSON, REGISTRY, RPC_URL, fail, read_client
+from node.cli.common import JSON, REGISTRY, RPC_URL, fail, load_home, read_client
 
 
 def status(
@@ -24,7 +24,6 @@ def status(
 ) -> None:
     """Show run RUN as recorded on chain (read-only; no key needed)."""
     from ledger.errors import LedgerError
-    from node.cli.common import load_home
     from node.console.status import run_status
 
     own = None

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 import typer
 
-from node.cli.common import EXIT_USAGE, HOME, JSON, REGISTRY, RPC_URL, fail, load_home
+from node.cli.common import EXIT_USAGE, HOME, JSON, REGISTRY, RPC_URL, fail, load_home, read_client
 
 app = typer.Typer(help="Unlearning: peers replay the run without a subject's updates and vote the result.")
 
@@ -29,8 +30,6 @@ def request(
 
     The subject is banned from the run at once; members replay and vote; a quorum fulfils it.
     """
-    import hashlib
-
     from eth_utils.address import is_address
 
     from ledger.errors import LedgerError
@@ -75,7 +74,6 @@ def status(
 ) -> None:
     """List unlearning requests with their status, quorum and agreed model (read-only; no key needed)."""
     from ledger.errors import LedgerError
-    from node.cli.common import read_client
     from node.unlearning.requests import request_rows
 
     if home is not None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from training.privacy import epsilon_spent
+
 
 def run_status(client: Any, run_id: int, privacy: Any = None) -> dict[str, Any]:
     """Return rounds (windows, updates, votes, results), members' contributions, open unlearning requests.
@@ -111,6 +113,4 @@ def run_status(client: Any, run_id: int, privacy: Any = None) -> dict[str, Any]:
 
 
 def _spent(privacy: Any, releases: int) -> dict[str, float]:
-    from training.privacy import epsilon_spent
-
     return {"epsilon": round(epsilon_spent(privacy, releases), 4), "delta": privacy.delta}

@@ -26,8 +26,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.devnet.anvil import AnvilConfig
 from node.devnet.cluster import LocalCluster
+from node.devnet.harness import Devnet
 from node.errors import NodeError
+from node.runspec import RunSpec
+from p2p.storage import open_store
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
 # small categories first: a few held-out examples per node keep the scoring cheap on a CPU; past the last
@@ -125,8 +129,6 @@ def spec_file(config: DemoConfig, folder: Path) -> Path:
 
 def spec_seed(path: Path) -> int:
     """Return the ``[run] seed`` of the spec file the demo wrote."""
-    from node.runspec import RunSpec
-
     return int(RunSpec.from_toml(path).seed)
 
 
@@ -146,9 +148,6 @@ def _phase(events: list[dict[str, Any]]) -> str:
 
 @contextmanager
 def _cluster(config: DemoConfig, folder: Path, report: ProgressFn) -> Iterator[tuple[Any, LocalCluster, int]]:
-    from node.devnet.anvil import AnvilConfig
-    from node.devnet.harness import Devnet
-
     report(DemoProgress("starting anvil and IPFS, deploying the contracts", 0, config.rounds, ()))
     anvil = AnvilConfig(block_time=1.0, accounts=max(10, config.nodes + 1))
     with Devnet(folder / "devnet", anvil, ipfs=True) as devnet:
@@ -340,7 +339,6 @@ def _audit(devnet: Any, run_id: int) -> tuple[dict[str, Any], Any]:
     from ledger.chain import connect
     from ledger.client import RunsClient
     from node.audit.auditor import audit_registry, runspec_setup_loader
-    from p2p.storage import open_store
 
     client = RunsClient(connect(devnet.rpc_url), devnet.runs_address)
     store = open_store(f"ipfs:{devnet.ipfs_api}")
@@ -369,7 +367,6 @@ def _losses(
     from node.config import TrainingSection
     from node.protocol.model import ModelRuntime
     from node.protocol.scoring import EvalPlan, load_eval_sources, score_model
-    from node.runspec import RunSpec
     from training.sft import train_sft
 
     spec = RunSpec.from_toml(spec_path)

@@ -24,6 +24,8 @@ from typing import Any
 
 from eth_utils.address import is_address, to_checksum_address
 
+from ledger.committee import ticket
+from ledger.errors import SignatureError
 from ledger.types import CommitteeResult
 from node.errors import NodeError
 
@@ -160,7 +162,6 @@ def check_commit(
 ) -> None:
     """Raise :class:`CommitteeError` unless ``commit`` is an eligible member's valid one for ``round``."""
     from ledger.eip712 import recover
-    from ledger.errors import SignatureError
 
     expected = eligibility.member(commit.index)
     if expected is None:
@@ -305,8 +306,6 @@ def build_manifest(
 
 def leader_order(seed: bytes, committee: Iterable[int]) -> list[int]:
     """Return the committee by ascending ticket: the leader, then the fallback leaders in order."""
-    from ledger.committee import ticket
-
     return sorted(committee, key=lambda i: (ticket(seed, i), i))
 
 
@@ -388,7 +387,6 @@ def check_vote(
 ) -> None:
     """Raise :class:`CommitteeError` unless ``vote`` is a committee member's valid signature for ``round``."""
     from ledger.eip712 import recover, vote_digest
-    from ledger.errors import SignatureError
 
     if (vote.result.run_id, vote.result.round) != (run, round):
         raise CommitteeError(

@@ -30,14 +30,19 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from eth_utils.address import to_checksum_address
 
-from ledger.types import RoundId
+from ledger.committee import bitmap, bitmap_indices, committee_seed, quorum
+from ledger.errors import ContractRevertError
+from ledger.types import CommitteeResult, RoundId, included_set_hash
+from node.errors import ArtifactUnavailableError
 from node.protocol.committee import (
+    MAX_MANIFEST_BYTES,
     Commit,
     CommitteeError,
     Eligibility,
@@ -62,10 +67,12 @@ from node.protocol.committee import (
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
 from node.protocol.privacy import member_refusal
+from node.protocol.retrieval import Want
 from node.protocol.state import round_s
 from node.protocol.submit import train_and_store
 from node.protocol.vote import record_merge
 from node.protocol.waiting import wait
+from p2p.messages import CommitAnnouncement, CommitteeVoteAnnouncement, ProposalAnnouncement
 from p2p.storage.base import Cid
 
 REGOSSIP_S = 4.0
@@ -159,13 +166,10 @@ def _why(ctx: NodeContext, info: Any, book: RoundBook) -> str:
 
 def _book(ctx: NodeContext, info: Any) -> RoundBook | None:
     """Return the open round's bookkeeping, drawing its committee once the start block's hash is known."""
-    from ledger.committee import committee_seed, quorum
-
     rnd = int(info.round)
     book: RoundBook | None = ctx.loop.committee
     if book is not None and book.round == rnd:
         return book
-    from ledger.errors import ContractRevertError
 
     block_hash = ctx.client.block_hash(int(info.start_block))
     if block_hash is None:
@@ -297,8 +301,6 @@ def _take_proposal(book: RoundBook, message: Any) -> None:
 
 
 def _take_vote(ctx: NodeContext, book: RoundBook, message: Any) -> None:
-    from ledger.types import CommitteeResult
-
     if message.index >= len(book.members) or book.members[message.index].lower() != message.sender.lower():
         raise CommitteeError(f"vote of index {message.index} sent by {message.sender}, not that member")
     result = CommitteeResult(
@@ -336,8 +338,6 @@ def _own_commit(ctx: NodeContext, rnd: int) -> Commit | None:
 
 
 def _own_vote(ctx: NodeContext, rnd: int) -> SignedVote | None:
-    from ledger.types import CommitteeResult
-
     saved = ctx.state.committee_record(ctx.run_id, rnd, "vote")
     if not saved:
         return None
@@ -355,8 +355,6 @@ def _own_vote(ctx: NodeContext, rnd: int) -> SignedVote | None:
 
 
 def _commit_message(ctx: NodeContext, rnd: int, commit: Commit) -> Any:
-    from p2p.messages import CommitAnnouncement
-
     size = ctx.state.round(ctx.run_id, rnd).update_size or 0
     return CommitAnnouncement(
         run=ctx.run_key,
@@ -373,8 +371,6 @@ def _commit_message(ctx: NodeContext, rnd: int, commit: Commit) -> Any:
 
 
 def _proposal_message(ctx: NodeContext, rnd: int, proposal: Proposal, commits: int) -> Any:
-    from p2p.messages import ProposalAnnouncement
-
     return ProposalAnnouncement(
         run=ctx.run_key,
         round=rnd,
@@ -388,8 +384,6 @@ def _proposal_message(ctx: NodeContext, rnd: int, proposal: Proposal, commits: i
 
 
 def _vote_message(ctx: NodeContext, vote: SignedVote) -> Any:
-    from p2p.messages import CommitteeVoteAnnouncement
-
     r = vote.result
     return CommitteeVoteAnnouncement(
         run=ctx.run_key,
@@ -582,9 +576,6 @@ def _propose(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
 
 def _manifest_of(ctx: NodeContext, book: RoundBook, proposal: Proposal) -> Manifest:
     """Fetch, parse and verify a proposal's manifest (raises :class:`CommitteeError` if it is bad)."""
-    from node.protocol.committee import MAX_MANIFEST_BYTES
-    from node.protocol.retrieval import Want
-
     if proposal.manifest_cid in book.manifests:
         return book.manifests[proposal.manifest_cid]
     want = Want(
@@ -607,8 +598,6 @@ def _manifest_of(ctx: NodeContext, book: RoundBook, proposal: Proposal) -> Manif
 
 def _vote(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
     """Merge the best valid proposal's manifest, sign the result and send the vote, once per round."""
-    from node.errors import ArtifactUnavailableError
-
     rnd = book.round
     if _own_vote(ctx, rnd) is not None or ctx.state.merge_failure(ctx.run_id, rnd) is not None:
         return False
@@ -671,16 +660,11 @@ def _vote(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
 
 
 def _indices(words: list[int]) -> list[int]:
-    from ledger.committee import bitmap_indices
-
     return bitmap_indices(words)
 
 
 def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, proposal: Proposal) -> Any:
     """Fetch the manifest's updates and merge them as an ordinary round does; the result to sign."""
-    from ledger.committee import bitmap
-    from ledger.types import CommitteeResult, included_set_hash
-    from node.protocol.retrieval import Want
     from training.codec import default_max_bytes
     from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
 
@@ -735,8 +719,6 @@ def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, pro
 
 def _finalize(ctx: NodeContext, info: Any, head: int, book: RoundBook) -> bool:
     """Send ``finalizeCommitteeRound`` with a quorum of equal signatures when it is this member's turn."""
-    from ledger.errors import ContractRevertError
-
     rnd = book.round
     needed = book.needed
     got = book.votes.quorum(needed)
@@ -854,11 +836,6 @@ def spot_check(ctx: NodeContext, rnd: int, event: Any = None, members: list[str]
     ``event``: the round's ``CommitteeFinalized`` event (read from the chain when ``None``); ``members``:
     the run's members in index order. Each update is asked of its committer first, then of the signers.
     """
-    import random
-
-    from ledger.committee import bitmap_indices
-    from node.protocol.committee import MAX_MANIFEST_BYTES
-    from node.protocol.retrieval import Want
     from training.codec import default_max_bytes
 
     if event is None:

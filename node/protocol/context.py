@@ -19,9 +19,11 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ledger.types import RunId
+from node.confidential import ConfidentialError, merged_label, open_artifact
 from node.config import NodeConfig
 from node.console.eventlog import EventLog
 from node.errors import RunMismatchError
@@ -209,8 +211,6 @@ class NodeContext:
         RunMismatchError
             If it does not decode to this run's layout or its state hash is not ``sha``.
         """
-        from pathlib import Path
-
         from training.merge import StateFormatError, decode_state, state_hash
 
         if sha in self._states:
@@ -218,7 +218,6 @@ class NodeContext:
         path, _ = self.fetcher.get_file(Want(cid, None, self.max_state_bytes(), "merged", self.run_id, round))
         data: bytes | Path = path  # decoded through a memory map, never read whole
         if self.spec.artifacts == "members":
-            from node.confidential import ConfidentialError, merged_label, open_artifact
             from p2p.envelope import is_envelope
 
             data = path.read_bytes()

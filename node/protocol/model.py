@@ -25,6 +25,7 @@ exchanged) and reads plain text: a UTF-8 file, a ``save_to_disk`` folder with a 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import random
@@ -38,7 +39,16 @@ from torch import Tensor
 
 from node.errors import NodeError
 from node.runspec import RunSpec, RunSpecError
-from training.merge import ModelState
+from training.adapters import attach_adapter, load_trainable_state, snapshot, trainable_state
+from training.client import ScaffoldControls
+from training.determinism import state_sha256
+from training.errors import TrainingError
+from training.flat import flatten
+from training.merge import ModelState, initial_state, state_hash
+from training.models import load_model, model_digest
+from training.pretrain import PretrainModel, load_pretrain_tokenizer
+from training.privacy import PrivacyError, check_norm_bound
+from training.text import source_blocks
 
 ProgressFn = Callable[[int, int, float], None]
 
@@ -115,10 +125,6 @@ def _load_preferences(source: str, seed: int) -> list[Any]:
 def _load_text_blocks(
     source: str, *, held_out_fraction: float, max_examples: int, model: str | None, block_size: int
 ) -> LocalData:
-    from training.errors import TrainingError
-    from training.pretrain import load_pretrain_tokenizer
-    from training.text import source_blocks
-
     if model is None:
         raise DataSourceError("a pre-training run's data needs the run's [model] to tokenise it")
     try:
@@ -156,7 +162,6 @@ def load_local_data(
         If the source is unknown, unreadable, has no data for ``task``, or leaves no training example.
     """
     from training.data import split_held_out
-    from training.errors import TrainingError
 
     if task == "pretrain":
         return _load_text_blocks(
@@ -234,18 +239,12 @@ class ModelRuntime:
     """
 
     def __init__(self, spec: RunSpec, *, device: str = "cpu", threads: int = 1) -> None:
-        from training.adapters import attach_adapter, trainable_state
-        from training.flat import flatten
-        from training.models import load_model, model_digest
-
         if threads:
             torch.set_num_threads(threads)
         self.spec = spec
         self.pretrain: Any = None
         """The :class:`training.pretrain.PretrainModel` of a ``task = "pretrain"`` run, else ``None``."""
         if spec.train.task == "pretrain":
-            from training.pretrain import PretrainModel
-
             self.pretrain = PretrainModel(
                 spec.model.name_or_path, spec.seed, max_len=spec.train.max_len, device=device
             )
@@ -260,8 +259,6 @@ class ModelRuntime:
         self.model = attach_adapter(model, spec.adapter, spec.seed)
         self.initial_flat, self.flat_spec = flatten(trainable_state(self.model))
         if spec.privacy is not None:  # the run's norm bound must admit noised updates of this dimension
-            from training.privacy import PrivacyError, check_norm_bound
-
             try:
                 check_norm_bound(spec.privacy, spec.max_norm, self.initial_flat.numel())
             except PrivacyError as exc:
@@ -269,8 +266,6 @@ class ModelRuntime:
 
     def initial_state(self) -> ModelState:
         """Round-0 state: the run-seeded adapter init with zero server state."""
-        from training.merge import initial_state
-
         return initial_state(self.spec.merge_spec(), self.initial_flat, self.flat_spec)
 
     def adapter_sha256(self) -> str:
@@ -280,9 +275,6 @@ class ModelRuntime:
         """
         from peft import get_peft_model_state_dict
 
-        from training.adapters import snapshot
-        from training.determinism import state_sha256
-
         if self.pretrain is not None:
             return state_sha256(self.flat_spec.unflatten(self.initial_flat))
 
@@ -290,8 +282,6 @@ class ModelRuntime:
 
     def recorded_start(self) -> dict[str, str]:
         """Return the values ``fedchain run create`` records for this model, adapter and seed."""
-        from training.merge import state_hash
-
         return {
             "base_model_sha256": self.base_model_sha256,
             "initial_sha256": state_hash(self.initial_state()),
@@ -332,8 +322,6 @@ class ModelRuntime:
 
     def load(self, state: ModelState) -> None:
         """Put ``state``'s adapter parameters (a pre-training run: all parameters) into the model."""
-        from training.adapters import load_trainable_state
-
         if self.pretrain is not None:
             self.pretrain.load(state.params)
             return
@@ -358,9 +346,7 @@ class ModelRuntime:
         call trains at ``[train] lr``. ``inner_state`` (pre-training) resumes the member's AdamW state
         (:class:`training.inner_state.InnerState`); the result carries the new one.
         """
-        from training.client import ScaffoldControls
         from training.dpo import train_dpo
-        from training.flat import flatten
         from training.sft import train_sft
 
         if self.pretrain is not None:  # local AdamW steps on token blocks; delta = end - start
@@ -470,8 +456,6 @@ def record_start(spec: RunSpec) -> RunSpec:
     RunSpecError
         If a value given in the spec differs from the computed one (naming both).
     """
-    import dataclasses
-
     computed = ModelRuntime(spec).recorded_start()
     for name, value in computed.items():
         given = getattr(spec, name)

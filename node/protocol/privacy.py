@@ -20,6 +20,8 @@ from typing import Any
 from node.protocol.context import NodeContext
 from node.protocol.state import NodeState
 from p2p.storage.base import Cid
+from training.privacy import budget_refusal, epsilon_spent
+from training.privacy import privatize as privatize_update
 
 
 def read_ledger(state: NodeState, run: int) -> dict[str, Any] | None:
@@ -50,8 +52,6 @@ def _write(ctx: NodeContext, privacy: Any, spent: list[int]) -> None:
 
 def spend(ctx: NodeContext) -> dict[str, Any] | None:
     """Return the spend so far: ``epsilon``, ``delta``, ``releases``, ``budget`` (``None`` without DP)."""
-    from training.privacy import epsilon_spent
-
     privacy = ctx.spec.privacy
     if privacy is None:
         return None
@@ -81,8 +81,6 @@ def refusal(ctx: NodeContext, rnd: int) -> str | None:
     An update of ``rnd`` already privatised and stored is not a new release: it may still be committed.
     The first refusal of a round is logged (``privacy.refused``) with the spend so far.
     """
-    from training.privacy import budget_refusal
-
     privacy = ctx.spec.privacy
     if privacy is None:
         return None
@@ -106,8 +104,6 @@ def privatize(ctx: NodeContext, rnd: int, result: Any) -> Any:
     The release is written to the state database before the noised update exists outside this function,
     so the spend survives any crash after it. Logs ``privacy.spent`` with (epsilon, delta) so far.
     """
-    from training.privacy import privatize as privatize_update
-
     privacy = ctx.spec.privacy
     if privacy is None:
         return result

@@ -25,22 +25,24 @@ import json
 import time
 from typing import Any
 
-from ledger.types import RoundId
+from ledger.errors import ContractRevertError
+from ledger.types import Phase, RoundId, RoundStatus
 from node.errors import NodeError
 from node.protocol.committee_round import adopt, committee_step
 from node.protocol.confirm import tx_hex
 from node.protocol.context import NodeContext, Step
 from node.protocol.gossip import publish
 from node.protocol.privacy import member_refusal
+from node.protocol.sampling import round_selection
 from node.protocol.submit import score_local, submit
 from node.protocol.vote import late_vote, prefetch, score_merged, vote
 from node.protocol.waiting import wait
+from node.protocol.watch import changed_since_step
+from p2p.messages import Heartbeat
 
 
 def step(ctx: NodeContext) -> Step:
     """Advance the run by at most one action; say what it did (:class:`Step`: ``DONE`` once all finalised)."""
-    from ledger.types import Phase, RoundStatus
-
     client = ctx.client
     ctx.loop.watch.idle = False
     # The run's current round only moves when that round closes: while the last one seen is open, one
@@ -160,8 +162,6 @@ def observe(ctx: NodeContext, head: int) -> bool:
     or opened, a new submission, a member joined) or a phase boundary means the next step has something
     to do (:func:`node.protocol.watch.changed_since_step`).
     """
-    from node.protocol.watch import changed_since_step
-
     return changed_since_step(ctx, head, lambda info, at: _watch_key(ctx.loop.current_round, info, at))
 
 
@@ -177,7 +177,6 @@ def _heartbeat(ctx: NodeContext, round: int, phase: str, every_s: float = 10.0) 
     key = f"{round}:{phase}"
     if key == what and time.monotonic() - last < every_s:
         return
-    from p2p.messages import Heartbeat
 
     ctx.loop.heartbeat = (key, time.monotonic())
     publish(ctx, Heartbeat(run=ctx.run_key, round=round, sender=ctx.address, phase=phase))
@@ -187,7 +186,6 @@ def _not_selected(ctx: NodeContext, info: Any) -> str | None:
     """Why this member does not train this round under client sampling; ``None`` if it does."""
     if ctx.spec.clients_per_round is None:
         return None
-    from node.protocol.sampling import round_selection
 
     selection = round_selection(ctx, info)
     if selection is None:
@@ -223,8 +221,6 @@ def settle_closed_rounds(ctx: NodeContext, current: int) -> bool:
 
     Returns whether there was one.
     """
-    from ledger.types import RoundStatus
-
     start = ctx.state.settled_rounds(ctx.run_id)
     for rnd in range(start, current):
         info = ctx.client.round_info(ctx.run_id, RoundId(rnd))
@@ -279,8 +275,6 @@ def record_due_contributions(ctx: NodeContext) -> None:
 
 
 def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> None:
-    from ledger.errors import ContractRevertError
-
     pairs = [(member, bytes.fromhex(sha)) for member, sha in json.loads(included_json)]
     started = time.perf_counter()
     try:
@@ -298,8 +292,6 @@ def _record_contributions(ctx: NodeContext, rnd: int, included_json: str) -> Non
 
 def close_failed(ctx: NodeContext, rnd: int) -> bool:
     """Close an expired round as failed (anyone may; a lost race is fine); ``True`` if this call closed it."""
-    from ledger.errors import ContractRevertError
-
     try:
         tx = ctx.client.close_failed(ctx.run_id, RoundId(rnd))
     except ContractRevertError as exc:

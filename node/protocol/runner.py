@@ -29,6 +29,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from ledger.reverts import AlreadyMemberError, UnknownRunError
 from ledger.types import RunId
 from node.config import NodeConfig
 from node.console.eventlog import EventLog
@@ -38,8 +39,10 @@ from node.exitcodes import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE
 from node.home import NodeHome
 from node.protocol.context import LoopState, NodeContext, Step
 from node.protocol.retrieval import Fetcher, Want
+from node.protocol.round import observe, step
 from node.protocol.state import NodeState
 from node.runspec import MAX_SPEC_BYTES, RunSpec, RunSpecError
+from p2p.storage import open_store
 
 if TYPE_CHECKING:
     from eth_account.signers.local import LocalAccount
@@ -91,7 +94,6 @@ def open_chain(home: NodeHome, config: NodeConfig, *, latest: bool = False) -> C
 
 def open_stores(home: NodeHome, config: NodeConfig) -> tuple[FileStore, IpfsStore | None]:
     """Open the node's own store and the IPFS fallback store (or ``None``)."""
-    from p2p.storage import open_store
     from p2p.storage.ipfs import IpfsStore
 
     spec = config.storage.store
@@ -130,8 +132,6 @@ def _unlearn_hook() -> Callable[[NodeContext], None]:
 
 
 def _join(client: Any, run_id: int, address: str, log: EventLog) -> None:
-    from ledger.reverts import AlreadyMemberError
-
     if client.member_info(run_id, address).is_member:
         log.event("node.joined", run=run_id, already=True)
         return
@@ -243,7 +243,6 @@ def run_node(
         import transformers  # noqa: F401  (imported here, under the deferred signal, rather than mid-load)
 
         from node.protocol.model import ModelRuntime, load_local_data
-        from node.protocol.round import step
 
         if stop.is_set():
             raise KeyboardInterrupt  # the signal came during the imports; starting stays disarmed
@@ -351,8 +350,6 @@ def _call_hook(ctx: NodeContext, hook: Callable[[NodeContext], None]) -> None:
 
 
 def _round_changed(ctx: NodeContext, head: int) -> bool:
-    from node.protocol.round import observe
-
     return observe(ctx, head)
 
 
@@ -450,8 +447,6 @@ def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: 
                 raise
             log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
         except LookupError as exc:
-            from ledger.reverts import UnknownRunError
-
             if isinstance(exc, UnknownRunError):
                 raise NodeError(f"run does not exist on this registry: {exc}") from exc
             log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)

@@ -10,6 +10,7 @@ two columns compare like with like.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,8 +106,6 @@ def score_model(
 
 def write_examples(examples: Sequence[Example], path: Path) -> Path:
     """Write ``examples`` as chat-``messages`` JSONL (read back to equal examples by ``load_sft_jsonl``)."""
-    import json
-
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = [
         json.dumps({"messages": [*e.messages(), {"role": "assistant", "content": e.response}]})

@@ -6,14 +6,22 @@ and a commit already on chain (``memberInfo.lastSubmittedRound``) is not sent ag
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import os
 import time
 from typing import Any
 
+from ledger.errors import ContractRevertError
+from ledger.reverts import AlreadySubmittedError
 from ledger.types import RoundId
+from node.confidential import ConfidentialError, reader_keys, seal_for, update_label
 from node.protocol.confirm import ON_CHAIN, still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
+from node.protocol.privacy import privatize
 from node.protocol.state import round_s
+from p2p.messages import UpdateAnnouncement
 from p2p.storage.base import Cid
 
 
@@ -22,9 +30,6 @@ def submit(ctx: NodeContext, info: Any, member: Any = None) -> bool:
 
     ``member`` is this member's ``MemberInfo`` as just read by the caller (read here when ``None``).
     """
-    from ledger.errors import ContractRevertError
-    from ledger.reverts import AlreadySubmittedError
-
     rnd = int(info.round)
     member = member or ctx.client.member_info(ctx.run_id, ctx.address)
     record = ctx.state.round(ctx.run_id, rnd)
@@ -81,8 +86,6 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
 
     Shared by the ordinary submit phase and the committee commit (:mod:`node.protocol.committee_round`).
     """
-    import hashlib
-
     from node.protocol.model import member_seed
 
     base, base_sha = ctx.base_state(rnd)
@@ -118,8 +121,6 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
         run_dir = ctx.home.run_dir(ctx.run_id)
         save_inner_state(run_dir, ctx.run_id, rnd, result.inner_state, ctx.runtime.flat_spec, ctx.log.event)
     if ctx.spec.privacy is not None:  # clip and noise before anything leaves here (node.protocol.privacy)
-        from node.protocol.privacy import privatize
-
         result = privatize(ctx, rnd, result)
     if ctx.byzantine is not None:
         result = _attack(ctx, rnd, result, seed)
@@ -133,8 +134,6 @@ def train_and_store(ctx: NodeContext, rnd: int) -> Any:
         data, residual = ctx.runtime.encode_with_feedback(result, residual, run=ctx.run_key, round=rnd)
         plain_sha = hashlib.sha256(data).hexdigest()
         if ctx.spec.artifacts == "members":  # the chain gets the envelope's hash, it commits to the plaintext
-            from node.confidential import ConfidentialError, reader_keys, seal_for, update_label
-
             try:
                 readers = reader_keys(ctx)
                 data = seal_for(readers, data, update_label(ctx.run_key, rnd))
@@ -199,8 +198,6 @@ def _keep_update_file(ctx: NodeContext, rnd: int, result: Any) -> tuple[str, str
 
 def _attack(ctx: NodeContext, rnd: int, result: Any, seed: int) -> Any:
     """Rewrite a (testing) Byzantine member's update with its attack; its own update stands for the benign."""
-    import dataclasses
-
     from training.attacks import apply_update_attack
 
     name, strength = ctx.byzantine or ("", None)
@@ -258,8 +255,6 @@ def _load_client_control(ctx: NodeContext) -> Any:
 
 
 def _save_client_control(ctx: NodeContext, control: Any) -> None:
-    import os
-
     from safetensors.torch import save_file
 
     tmp = _control_path(ctx).with_suffix(".tmp")
@@ -270,7 +265,6 @@ def _save_client_control(ctx: NodeContext, control: Any) -> None:
 def _announce_update(ctx: NodeContext, rnd: int, sha: str, cid: str, size: int) -> None:
     if ctx.p2p is None:
         return
-    from p2p.messages import UpdateAnnouncement
 
     publish(
         ctx,

@@ -16,21 +16,29 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ledger.types import RoundId
+from ledger.errors import ContractRevertError
+from ledger.reverts import AlreadyVotedError, RoundClosedError
+from ledger.types import RoundId, included_set_hash
+from node.confidential import (
+    ConfidentialError,
+    merged_label,
+    open_artifact,
+    reader_keys,
+    seal_for,
+    update_label,
+)
 from node.protocol.confirm import still_on_chain, tx_hex
 from node.protocol.context import NodeContext
 from node.protocol.gossip import publish
 from node.protocol.retrieval import Want
+from node.protocol.sampling import round_selection
 from node.protocol.state import LocalRound, round_s
+from p2p.messages import VoteAnnouncement
 from p2p.storage.base import Cid
 
 
 def vote(ctx: NodeContext, info: Any) -> bool:
     """Fetch the round's on-chain update set, merge it, store the result and vote; ``False`` if done."""
-    from ledger.errors import ContractRevertError
-    from ledger.reverts import AlreadyVotedError, RoundClosedError
-    from ledger.types import included_set_hash
-
     rnd = int(info.round)
     record = ctx.state.round(ctx.run_id, rnd)
     # vote_tx is recorded only once the vote was mined (or found on chain); a reorganisation may drop it
@@ -80,8 +88,6 @@ def vote(ctx: NodeContext, info: Any) -> bool:
         included=len(pairs),
     )
     if ctx.p2p is not None:
-        from p2p.messages import VoteAnnouncement
-
         publish(
             ctx,
             VoteAnnouncement(
@@ -102,10 +108,6 @@ def late_vote(ctx: NodeContext, info: Any, record: LocalRound) -> bool:
     The contract takes it until ``info.late_vote_end`` from an eligible member that has not voted in the
     round (nor in a later one); it changes nothing but the record (``LateVoteCast``, ``agrees`` or not).
     """
-    from ledger.errors import ContractRevertError
-    from ledger.reverts import AlreadyVotedError
-    from ledger.types import included_set_hash
-
     rnd = int(info.round)
     if record.merged_sha is None or record.merged_cid is None:
         return False
@@ -157,8 +159,6 @@ def _update_wants(ctx: NodeContext, info: Any) -> tuple[list[Any], list[Want]]:
 
 def _selected_only(ctx: NodeContext, info: Any, submissions: list[Any]) -> list[Any]:
     """Leave out the commits of members client sampling did not select (logged once per member)."""
-    from node.protocol.sampling import round_selection
-
     rnd = int(info.round)
     selection = round_selection(ctx, info)
     if selection is None:  # the vote phase follows the start block, so only a prefetch can get here
@@ -252,8 +252,6 @@ def _merge(ctx: NodeContext, info: Any) -> Any:
     sha = state_hash(outcome.state)
     merged: bytes | Path
     if ctx.spec.encrypt_merged:  # deterministic: every honest member stores (and votes) the same CID
-        from node.confidential import ConfidentialError, merged_label, reader_keys, seal_for
-
         try:
             label = merged_label(ctx.run_key, rnd)
             merged = seal_for(reader_keys(ctx), encode_state(outcome.state), label, deterministic=True)
@@ -323,8 +321,6 @@ def _open_update(ctx: NodeContext, sub: Any, data: bytes, unopened: dict[str, st
     The ciphertext already matched the sha256 on chain (the fetcher checked it), so a failure here is the
     writer's fault or a key this member lacks, and is final for the round: the update is excluded.
     """
-    from node.confidential import ConfidentialError, open_artifact, update_label
-
     rnd = int(sub.round)
     what = f"update of {sub.member} in round {rnd}"
     try:

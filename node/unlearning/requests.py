@@ -26,10 +26,14 @@ from typing import Any
 
 from eth_utils.address import to_checksum_address
 
+from ledger.errors import ContractRevertError
 from ledger.types import RequestId, RequestStatus, RoundId
+from node.confidential import opener as make_opener
 from node.protocol.history import RequestRecord, RunHistory, base_of_round, read_history
+from node.protocol.retrieval import Want
 from node.unlearning.replay import ReplayError, RunSetup, replay_unlearning
 from p2p.storage import Cid
+from training.merge import encode_state
 
 log = logging.getLogger(__name__)
 
@@ -44,8 +48,6 @@ class _FetcherStore:
         self.ctx = ctx
 
     def get(self, cid: Cid, max_size: int | None = None) -> bytes:
-        from node.protocol.retrieval import Want
-
         cap = max_size if max_size is not None else self.ctx.max_state_bytes()
         data, _ = self.ctx.fetcher.get(Want(str(cid), None, cap, "artifact", self.ctx.run_id, None))
         return bytes(data)
@@ -58,8 +60,6 @@ def node_setup(ctx: Any) -> RunSetup:
     """
     opener = None
     if getattr(ctx.spec, "artifacts", "public") == "members":  # ``ctx`` is duck-typed (see the tests)
-        from node.confidential import opener as make_opener
-
         opener = make_opener(ctx.view_key, ctx.run_key)
     return RunSetup(ctx.spec.merge_spec(), ctx.runtime.initial_state(), ctx.run_key, opener=opener)
 
@@ -109,8 +109,6 @@ def _eligible(ctx: Any, rec: RequestRecord) -> bool:
 
 
 def _vote(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
-    from ledger.errors import ContractRevertError
-
     me = to_checksum_address(ctx.address)
     if any(to_checksum_address(v.member) == me for v in rec.votes):
         ctx.state.set_unlearning_vote(rec.request_id, "on-chain")
@@ -118,7 +116,6 @@ def _vote(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
     if not _eligible(ctx, rec):
         return
     result = replay_unlearning(history, rec.request_id, _FetcherStore(ctx), node_setup(ctx))
-    from training.merge import encode_state
 
     cid = ctx.fetcher.keep(encode_state(result.state), "unlearned", ctx.run_id, None)
     ctx.remember(result.sha256, result.state)
