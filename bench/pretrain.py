@@ -270,7 +270,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             sent = sum(r.update_bytes for r in result.rounds[1:])
             federated = replace(plan["federated"], label=f"{plan['federated'].label}, {codec}")
-            rows.append(row(federated, result.final.eval.union_loss, sent, t0))
+            curve = [r.eval.union_loss for r in result.rounds]
+            rows.append(row(federated, result.final.eval.union_loss, sent, t0, round_losses=curve))
         if "alone" in chosen:
             alone = []
             t0 = time.perf_counter()

@@ -115,6 +115,8 @@ def test_a_short_bench_run_reports_the_budget_and_ratio_it_trained() -> None:
     assert federated["setting"] == "(b) federated, int8"
     # two rounds of four int8 updates: a byte per value plus headers and scales, about a quarter of fp32
     assert 2 * 4 * report["parameters"] < federated["bytes"] < 2 * 4 * report["parameters"] * 1.2
+    assert len(federated["round_losses"]) == 3  # the initial model and each round's merged model
+    assert federated["round_losses"][-1] == federated["loss"]
     assert federated["dp_ratio"] == pytest.approx(report["data_parallel_bytes"] / federated["bytes"])
     assert rows["dp"]["vs_dp"] == 0.0 and rows["central"]["vs_central"] == 0.0
     assert federated["vs_dp"] == pytest.approx(federated["perplexity"] / rows["dp"]["perplexity"] - 1)
