@@ -251,7 +251,7 @@ def _drain_inbox(ctx: NodeContext, book: RoundBook) -> None:
                 eligibility = eligibility or _eligibility(ctx, book)
                 _take_commit(ctx, book, message, eligibility)
             elif message.type == "proposal":
-                _take_proposal(book, message)
+                _take_proposal(ctx, book, message)
             elif message.type == "committee_vote":
                 _take_vote(ctx, book, message)
         except CommitteeError as exc:
@@ -289,7 +289,8 @@ def _take_commit(ctx: NodeContext, book: RoundBook, message: Any, eligibility: E
     )
 
 
-def _take_proposal(book: RoundBook, message: Any) -> None:
+def _take_proposal(ctx: NodeContext, book: RoundBook, message: Any) -> None:
+    """Keep a leader's proposal; the peers it names (the leader) are asked first for its manifest."""
     sender = message.sender.lower()
     rank = message.rank
     if rank >= len(book.order) or book.members[book.order[rank]].lower() != sender:
@@ -298,6 +299,7 @@ def _take_proposal(book: RoundBook, message: Any) -> None:
         (rank, message.manifest_cid),
         Proposal(rank, book.order[rank], message.manifest_cid, message.manifest_sha256),
     )
+    _ask_first(ctx, message.manifest_cid, list(message.providers))
 
 
 def _take_vote(ctx: NodeContext, book: RoundBook, message: Any) -> None:

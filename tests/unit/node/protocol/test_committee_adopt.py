@@ -75,3 +75,19 @@ def test_adopt_after_the_book_moved_on_still_asks_the_signers_first() -> None:
     adopt(ctx, 2, "ab" * 32, "bafymerged")
 
     assert ctx.asked[0][:3] == ["peer-7", "peer-6", "peer-3"]
+
+
+def test_a_proposal_puts_its_leader_first_for_the_manifest() -> None:
+    from node.protocol.committee_round import _take_proposal
+
+    book = RoundBook(round=2, committee=[4, 6, 7], order=[6, 4, 7], members=MEMBERS)
+    ctx = SimpleNamespace(p2p=_P2P(), loop=LoopState(providers={"bafymanifest": ["peer-3"]}))
+    message = SimpleNamespace(
+        sender=MEMBERS[6].lower(), rank=0, manifest_cid="bafymanifest", manifest_sha256="cd" * 32,
+        providers=("peer-6",),
+    )  # fmt: skip
+
+    _take_proposal(ctx, book, message)  # type: ignore[arg-type]
+
+    assert [p.manifest_cid for p in book.proposals.values()] == ["bafymanifest"]
+    assert NodeContext.providers_of(ctx, "bafymanifest")[:3] == ["peer-6", "peer-3", "peer-1"]  # type: ignore[arg-type]
