@@ -42,6 +42,7 @@ import argparse
 import json
 import math
 import platform
+import random
 import sys
 import tempfile
 import time
@@ -116,11 +117,13 @@ def data_parallel_bytes(members: int, steps: int, numel: int) -> int:
     return steps * 2 * (members - 1) * 4 * numel
 
 
-def write_shards(folder: Path, split: str = "topic") -> list[str]:
+def write_shards(folder: Path, split: str = "topic", seed: int = 0) -> list[str]:
     """Write the four shards as UTF-8 text files and return their paths.
 
     ``split = "topic"``: the non-IID shards of the module docstring. ``"iid"``: every category's
-    conversations dealt round-robin over the four shards (the control that removes the topic skew).
+    conversations in an order shuffled with ``seed``, dealt round-robin over the four shards (the control
+    that removes the topic skew; shuffled so that each shard's held-out tail is a sample of every topic,
+    not the corpus's last category).
     """
     names = chatterbot_categories()
     taken = {c for shard in SHARDS for c in shard}
@@ -129,6 +132,7 @@ def write_shards(folder: Path, split: str = "topic") -> list[str]:
     if split == "iid":
         dealt: list[list[str]] = [[] for _ in shards]
         conversations = [conv for c in names for conv in texts[c].split("\n\n")]
+        random.Random(seed).shuffle(conversations)
         for j, conv in enumerate(conversations):
             dealt[j % len(shards)].append(conv)
         bodies = ["\n\n".join(d) for d in dealt]
@@ -219,7 +223,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     codecs = [c for c in args.codecs.split(",") if c]
     chosen = set(args.settings.split(","))
     with tempfile.TemporaryDirectory() as tmp:
-        paths = write_shards(Path(tmp), args.split)
+        paths = write_shards(Path(tmp), args.split, args.seed)
         cfg = make_config(args, paths, codecs[0] if codecs else "fp32")
         started = time.perf_counter()
         session = prepare_pretrain(cfg)

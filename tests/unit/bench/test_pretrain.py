@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
-from bench.pretrain import data_parallel_bytes, main, run, settings
+from bench.pretrain import data_parallel_bytes, main, run, settings, write_shards
 from bench.pretrain import table as render
 
 
@@ -130,3 +132,23 @@ def test_the_command_line_refuses_an_unknown_setting(capsys: pytest.CaptureFixtu
         main(["--settings", "dp,ddp"])
     assert exc.value.code == 2
     assert "unknown ['ddp']" in capsys.readouterr().err
+
+
+def test_the_iid_control_holds_out_a_sample_of_every_topic(tmp_path: Path) -> None:
+    from training.datasets.chatterbot import chatterbot_categories
+    from training.text import chatterbot_texts
+
+    texts = chatterbot_texts(chatterbot_categories())
+    category = {conv: c for c, text in texts.items() for conv in text.split("\n\n")}
+
+    paths = write_shards(tmp_path, "iid", seed=0)
+
+    shards = [Path(p).read_text(encoding="utf-8").split("\n\n") for p in paths]
+    assert sum(len(s) for s in shards) == sum(len(t.split("\n\n")) for t in texts.values())
+    for conversations in shards:
+        tail = conversations[-len(conversations) // 10 :]  # what the held-out blocks are cut from
+        topics = {category[c] for c in tail}
+        assert len(topics) >= 8, sorted(topics)
+        assert max(sum(category[c] == t for c in tail) for t in topics) < 0.6 * len(tail)
+    topic = [Path(p).read_text(encoding="utf-8").split("\n\n") for p in write_shards(tmp_path, "topic")]
+    assert {category[c] for c in topic[0]} == {"tech_support"}  # the non-IID shards stay by topic
