@@ -219,3 +219,24 @@ def apply_update_attack(
     if out.shape != own.shape:
         raise AttackError(f"attack {name!r} returned shape {tuple(out.shape)}, expected {tuple(own.shape)}")
     return out.to(torch.float32)
+
+
+def attack_rows(
+    sent: Tensor,
+    honest_rows: Sequence[int],
+    bad_rows: Sequence[int],
+    name: str,
+    *,
+    seed: int,
+    strength: float | None = None,
+) -> None:
+    """Rewrite rows ``bad_rows`` of a round's update matrix ``sent`` in place with update attack ``name``.
+
+    The attackers see the honest rows' updates (their own when no honest client was chosen). No attacker, or
+    a data-level attack (already in the attackers' updates), leaves ``sent`` unchanged.
+    """
+    if not bad_rows or get_attack(name).update_fn is None:
+        return
+    bad = list(bad_rows)
+    benign = sent[list(honest_rows)] if honest_rows else sent[bad]
+    sent[bad] = apply_update_attack(name, sent[bad], benign, seed=seed, strength=strength)

@@ -41,7 +41,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from training.attacks import apply_update_attack, flip_answers, get_attack
+from training.attacks import attack_rows, flip_answers, get_attack
 from training.data import split_held_out
 from training.errors import ConfigError
 from training.simconfig import SimulationConfig
@@ -534,15 +534,14 @@ def _run(cfg: SimulationConfig, session: Session | None, progress: ProgressFn | 
         sent = torch.stack(deltas)  # row j: client chosen[j]
         honest_rows = [j for j, i in enumerate(chosen) if i in honest]
         bad_rows = [j for j, i in enumerate(chosen) if i not in honest]
-        if bad_rows and attack.level == "update":
-            benign = sent[honest_rows] if honest_rows else sent[bad_rows]
-            sent[bad_rows] = apply_update_attack(
-                attack.name,
-                sent[bad_rows],
-                benign,
-                seed=cfg.seed * 7_919 + rnd,
-                strength=cfg.byzantine.strength,
-            )
+        attack_rows(
+            sent,
+            honest_rows,
+            bad_rows,
+            attack.name,
+            seed=cfg.seed * 7_919 + rnd,
+            strength=cfg.byzantine.strength,
+        )
 
         updates = []
         for j, i in enumerate(chosen):

@@ -170,7 +170,7 @@ def run_pretrain(
     import training.codec as codec
     from training import server_opt
     from training.algorithms import get_algorithm
-    from training.attacks import apply_update_attack, get_attack
+    from training.attacks import attack_rows, get_attack
     from training.merge import MergeError, MergeSpec, ModelState, UpdateInput, merge
     from training.pretrain import load_flat, local_update
     from training.sampling import sample_clients
@@ -237,15 +237,14 @@ def run_pretrain(
         sent = torch.stack(deltas)
         honest_rows = [j for j, i in enumerate(chosen) if i in honest]
         bad_rows = [j for j, i in enumerate(chosen) if i not in honest]
-        if bad_rows:
-            benign = sent[honest_rows] if honest_rows else sent[bad_rows]
-            sent[bad_rows] = apply_update_attack(
-                attack.name,
-                sent[bad_rows],
-                benign,
-                seed=cfg.seed * 7_919 + rnd,
-                strength=cfg.byzantine.strength,
-            )
+        attack_rows(
+            sent,
+            honest_rows,
+            bad_rows,
+            attack.name,
+            seed=cfg.seed * 7_919 + rnd,
+            strength=cfg.byzantine.strength,
+        )
         updates = []
         for j, i in enumerate(chosen):
             blob, residual = codec.encode_with_feedback(

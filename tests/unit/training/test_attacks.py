@@ -11,6 +11,7 @@ from training.attacks import (
     alie,
     alie_z,
     apply_update_attack,
+    attack_rows,
     flip_answers,
     gaussian_noise,
     get_attack,
@@ -125,3 +126,29 @@ def test_unknown_attack_and_bad_shapes_raise_clear_errors() -> None:
         sign_flip(OWN, torch.zeros(2, 4), generator=_gen())
     with pytest.raises(AttackError, match="at least 2 benign"):
         alie(OWN, torch.zeros(1, 3), generator=_gen())
+
+
+def test_attack_rows_rewrites_only_the_attackers_rows_against_the_honest_ones() -> None:
+    sent = torch.tensor([[1.0, 2.0], [10.0, 10.0], [3.0, 4.0]])
+
+    attack_rows(sent, [0, 2], [1], "ipm", seed=0, strength=0.5)
+
+    # -0.5 * mean of the honest rows [[1, 2], [3, 4]]; the honest rows stay as they were
+    assert torch.equal(sent, torch.tensor([[1.0, 2.0], [-1.0, -1.5], [3.0, 4.0]]))
+
+
+def test_attack_rows_without_an_honest_row_attacks_against_the_attackers_own() -> None:
+    sent = torch.tensor([[2.0, 4.0]])
+
+    attack_rows(sent, [], [0], "ipm", seed=0, strength=0.5)
+
+    assert torch.equal(sent, torch.tensor([[-1.0, -2.0]]))
+
+
+def test_attack_rows_leaves_the_matrix_alone_for_a_data_attack_or_no_attacker() -> None:
+    sent = torch.tensor([[1.0, 2.0], [3.0, 4.0]])
+
+    attack_rows(sent, [0], [1], "label_flip", seed=0)
+    attack_rows(sent, [0, 1], [], "sign_flip", seed=0)
+
+    assert torch.equal(sent, torch.tensor([[1.0, 2.0], [3.0, 4.0]]))

@@ -272,3 +272,15 @@ def test_pretrain_model_trains_and_names_its_config(tmp_path: Path) -> None:
     assert delta.shape == a.initial_flat.shape and metrics.steps == 2
     assert a.loss(blocks[:0]) is None and a.loss(blocks) is not None
     assert a.blocks("chatterbot:ai").shape[1] == 32
+
+
+def test_a_byzantine_client_attacks_the_pretraining_merge() -> None:
+    from training.simulate import run_simulation
+
+    honest = run_simulation(config_from_dict(_doc(simulation={"rounds": 1})))
+    attacked = run_simulation(
+        config_from_dict(_doc(simulation={"rounds": 1}, byzantine={"count": 1, "attack": "scaling"}))
+    )
+
+    # the scaled update (x10) moves the plain mean, so the merged model scores differently
+    assert attacked.rounds[1].eval.union_loss != honest.rounds[1].eval.union_loss
