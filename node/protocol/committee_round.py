@@ -356,7 +356,7 @@ def _own_vote(ctx: NodeContext, rnd: int) -> SignedVote | None:
     return SignedVote(int(doc["index"]), result, bytes.fromhex(doc["signature"]))
 
 
-def _commit_message(ctx: NodeContext, rnd: int, commit: Commit) -> Any:
+def _commit_message(ctx: NodeContext, rnd: int, commit: Commit) -> CommitAnnouncement:
     size = ctx.state.round(ctx.run_id, rnd).update_size or 0
     return CommitAnnouncement(
         run=ctx.run_key,
@@ -372,7 +372,7 @@ def _commit_message(ctx: NodeContext, rnd: int, commit: Commit) -> Any:
     )
 
 
-def _proposal_message(ctx: NodeContext, rnd: int, proposal: Proposal, commits: int) -> Any:
+def _proposal_message(ctx: NodeContext, rnd: int, proposal: Proposal, commits: int) -> ProposalAnnouncement:
     return ProposalAnnouncement(
         run=ctx.run_key,
         round=rnd,
@@ -385,7 +385,7 @@ def _proposal_message(ctx: NodeContext, rnd: int, proposal: Proposal, commits: i
     )
 
 
-def _vote_message(ctx: NodeContext, vote: SignedVote) -> Any:
+def _vote_message(ctx: NodeContext, vote: SignedVote) -> CommitteeVoteAnnouncement:
     r = vote.result
     return CommitteeVoteAnnouncement(
         run=ctx.run_key,
@@ -487,7 +487,11 @@ def _send_commit(ctx: NodeContext, book: RoundBook, commit: Commit) -> None:
 
 
 def _send_committee(
-    ctx: NodeContext, book: RoundBook, message: Any, wanted: list[int] | None = None, attempt: int = 1
+    ctx: NodeContext,
+    book: RoundBook,
+    message: CommitAnnouncement | ProposalAnnouncement | CommitteeVoteAnnouncement,
+    wanted: list[int] | None = None,
+    attempt: int = 1,
 ) -> set[int]:
     """Send a commit, proposal or vote to committee members (``wanted``: all but this one); who accepted it.
 

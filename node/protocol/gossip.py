@@ -7,12 +7,11 @@ the chain or from later re-publications too, so :func:`publish` logs a failed pu
 
 from __future__ import annotations
 
-from typing import Any
-
 from node.protocol.context import NodeContext
+from p2p.messages import AnyMessage
 
 
-def publish(ctx: NodeContext, message: Any) -> None:
+def publish(ctx: NodeContext, message: AnyMessage) -> None:
     """Publish ``message`` (a :mod:`p2p.messages` record with a ``round``) if this node has a p2p host."""
     if ctx.p2p is None:
         return
