@@ -223,7 +223,7 @@ class Campaign:
             hosts, prefixes = None, None
         self._stack.callback(self.devnet.stop)
         if launcher is not None:
-            launcher.service.wait_until_ready(timeout=300.0, interval=0.2)
+            launcher.wait_until_ready()
         launchers = [launcher] * size if launcher is not None else None
         self.cluster = LocalCluster(
             nodes_folder, for_nodes, size, store="ipfs", hosts=hosts, prefixes=prefixes, launchers=launchers
@@ -246,8 +246,7 @@ class Campaign:
             self.folder / "launcher", env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         )
         self._stack.callback(launcher.stop)
-        launcher.folder.mkdir(parents=True, exist_ok=True)
-        launcher.service.start()
+        launcher.start(timeout=300.0, wait=False)
         self.launchers = [launcher]
         return launcher
 

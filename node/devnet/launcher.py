@@ -413,17 +413,31 @@ class Launcher:
         argv = [*prefix, sys.executable, "-m", "node.devnet.launcher", "--socket", str(self.socket_path)]
         self.service = ManagedProcess(name, argv, self.folder / "launcher.log", self._probe, env=env)
         self._outputs = itertools.count()
+        self._timeout = 300.0
+        self._ready = False
 
     @property
     def pid(self) -> int | None:
         """PID of the launcher process (its :class:`ManagedProcess` is ``service``)."""
         return self.service.pid
 
-    def start(self, timeout: float = 300.0) -> None:
-        """Start the launcher and wait until it has imported everything and answers on its socket."""
+    def start(self, timeout: float = 300.0, *, wait: bool = True) -> None:
+        """Start the launcher; ``wait``: until it has imported everything and answers on its socket.
+
+        Without ``wait`` its imports overlap the caller's own start-up; the first request (or
+        :meth:`wait_until_ready`) then waits for it, up to ``timeout`` seconds.
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
+        self._timeout = timeout
         self.service.start()
-        self.service.wait_until_ready(timeout=timeout, interval=0.2)
+        if wait:
+            self.wait_until_ready()
+
+    def wait_until_ready(self) -> None:
+        """Wait until the started launcher answers; a ServiceError with its log's tail if it does not."""
+        if not self._ready:
+            self.service.wait_until_ready(timeout=self._timeout, interval=0.2)
+            self._ready = True
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """Stop the launcher (it stops its remaining children first); return its exit code."""
@@ -465,6 +479,7 @@ class Launcher:
         ``stderr`` defaults to ``stdout``; ``netns`` names a network namespace for the child to run in.
         Raises :class:`ServiceError` when the launcher refuses.
         """
+        self.wait_until_ready()
         request = {
             "op": "spawn",
             "argv": list(argv),

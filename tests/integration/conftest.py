@@ -23,8 +23,8 @@ def launcher(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRe
     forks = Launcher(
         tmp_path_factory.mktemp("launcher"), env={"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     )
-    try:
-        forks.start(timeout=300.0)
+    try:  # its imports overlap the session's other start-up (anvil, IPFS); the first fork waits for them
+        forks.start(timeout=300.0, wait=False)
     except ServiceError as exc:
         forks.stop()
         pytest.fail(f"the launcher did not start: {exc}", pytrace=False)

@@ -156,10 +156,10 @@ def test_stopping_the_launcher_stops_its_children(
     forked.members = cluster.members
     proc = forked.process(0, run_id, DATA)
     try:
+        before = len(forked.events(0, "node.started"))
         proc.start()
-        _wait(
-            lambda: bool(forked.events(0, "node.started")) and proc.pid in own.children(), 120, "node.started"
-        )
+        _wait(lambda: len(forked.events(0, "node.started")) > before, 120, "this node's node.started")
+        assert proc.pid in own.children()
         pid = proc.pid
         assert pid is not None
 
