@@ -131,8 +131,8 @@ class RunsClient:
             raise LedgerConfigError("this RunsClient is read-only: pass `account` to send transactions")
         return self._sender
 
-    def _view(self, name: str, *args: Any) -> Any:
-        block: int | str = self.confirmed_block() if self.confirmations else "latest"
+    def _view(self, name: str, *args: Any, latest: bool = False) -> Any:
+        block: int | str = self.confirmed_block() if self.confirmations and not latest else "latest"
         reads = self._reads
         if reads is not None:
             tag = block if isinstance(block, str) else hex(block)
@@ -300,9 +300,9 @@ class RunsClient:
 
     # ----- views --------------------------------------------------------------------------------------
 
-    def run_count(self) -> int:
-        """Return the number of runs created so far."""
-        return int(self._view("runCount"))
+    def run_count(self, *, latest: bool = False) -> int:
+        """Return the number of runs created so far (``latest``: at the head, not ``confirmations`` deep)."""
+        return int(self._view("runCount", latest=latest))
 
     def request_count(self) -> int:
         """Return the number of unlearning requests filed so far (ids are 1..count)."""

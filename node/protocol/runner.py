@@ -220,7 +220,8 @@ def run_node(
         chain = open_chain(home, config)
         address = str(chain.account.address)
         # Join first: round 0's eligible set is fixed when it opens, so joining must not wait for imports.
-        if _retry(log, stop, lambda: _join(chain.client, run_id, address, log), "join") is None:
+        pending = _unconfirmed_run(chain.client, run_id)
+        if _retry(log, stop, lambda: _join(chain.client, run_id, address, log), "join", pending) is None:
             return EXIT_INTERRUPTED
         own, ipfs = open_stores(home, config)
         holder: dict[str, NodeContext] = {}
@@ -234,7 +235,7 @@ def run_node(
             store=config.storage.store,
         )
         fetcher = Fetcher(own, state, p2p=p2p, ipfs=ipfs, events=log.event)
-        spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec")
+        spec = _retry(log, stop, lambda: fetch_spec(chain.client, fetcher, run_id), "fetch run spec", pending)
         if spec is None:
             return EXIT_INTERRUPTED
         # A KeyboardInterrupt raised inside a C extension's import (torch) can abort the process instead of
@@ -435,8 +436,35 @@ def wait_for_news(ctx: NodeContext, changed: Callable[[NodeContext, int], bool])
     return time.monotonic() - started
 
 
-def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: str) -> Any:
-    """Call until it succeeds (its value, ``True`` for ``None``), backing off; ``None`` if stopped."""
+def _unconfirmed_run(client: RunsClient, run_id: int) -> Callable[[], bool]:
+    """Whether ``run_id`` exists at the head while the confirmed block does not show it yet.
+
+    With ``confirmations`` > 0 a node started right after ``createRun`` reads a chain on which the run
+    does not exist yet: that is a wait, not an unknown run.
+    """
+
+    def pending() -> bool:
+        if client.confirmations == 0:
+            return False
+        try:
+            return 1 <= run_id <= client.run_count(latest=True)
+        except Exception:  # the head cannot be read now: the next try asks again
+            return True
+
+    return pending
+
+
+def _retry(
+    log: EventLog,
+    stop: threading.Event,
+    call: Callable[[], Any],
+    what: str,
+    pending: Callable[[], bool] = lambda: False,
+) -> Any:
+    """Call until it succeeds (its value, ``True`` for ``None``), backing off; ``None`` if stopped.
+
+    An unknown run ends the node, unless ``pending()`` says it exists but is not confirmed yet.
+    """
     delay = 1.0
     while not stop.is_set():
         try:
@@ -447,7 +475,7 @@ def _retry(log: EventLog, stop: threading.Event, call: Callable[[], Any], what: 
                 raise
             log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
         except LookupError as exc:
-            if isinstance(exc, UnknownRunError):
+            if isinstance(exc, UnknownRunError) and not pending():
                 raise NodeError(f"run does not exist on this registry: {exc}") from exc
             log.event("chain.retry", what=what, message=str(exc)[:300], retry_in_s=delay)
         except Exception as exc:  # RPC / store outages while starting: keep trying

@@ -51,3 +51,17 @@ def test_transaction_state_tells_mined_from_unknown(pyevm_chain: ChainEnv) -> No
 def test_negative_confirmations_are_refused(pyevm_chain: ChainEnv) -> None:
     with pytest.raises(LedgerConfigError, match="`confirmations` must be >= 0, got -1"):
         RunsClient(pyevm_chain.w3, pyevm_chain.runs_address, confirmations=-1)
+
+
+def test_run_count_at_the_head_sees_a_run_the_confirmed_block_does_not(pyevm_chain: ChainEnv) -> None:
+    env = pyevm_chain
+    deep = RunsClient(env.w3, env.runs_address, confirmations=4)
+    mine(env.w3, 4)  # the registry itself is confirmed
+    before = deep.run_count(latest=True)
+
+    env.new_run(members=1, join=False)
+
+    assert deep.run_count(latest=True) == before + 1
+    assert deep.run_count() < before + 1
+    mine(env.w3, 4)
+    assert deep.run_count() == before + 1
