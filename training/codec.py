@@ -44,7 +44,7 @@ from training.compress import CodecParams
 from training.errors import TrainingError
 from training.flat import FlatSpec
 from training.robust.exact import sq_norms
-from training.safetensors_io import load_file, read_header, read_header_file, write, write_file
+from training.safetensors_io import load_file, read_header, write, write_file
 
 FORMAT = "fedchain-update/1"
 CODECS = ("fp32", "int8", "int4", "topk")
@@ -259,14 +259,7 @@ def _size(data: bytes | Path) -> int:
 
 
 def _header(data: bytes | Path) -> tuple[dict[str, str], dict[str, Any]]:
-    if isinstance(data, Path):
-        meta, header = read_header_file(
-            data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update"
-        )
-    else:
-        meta, header = read_header(
-            data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update"
-        )
+    meta, header = read_header(data, max_header_bytes=MAX_HEADER_BYTES, error=UpdateRejected, what="update")
     if not isinstance(meta, dict) or not all(isinstance(v, str) for v in meta.values()):
         raise UpdateRejected("header has no string metadata")
     return meta, header

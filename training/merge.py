@@ -39,7 +39,7 @@ from training.compress import CodecParams
 from training.conventions import DEFAULT_CONVENTION
 from training.errors import TrainingError
 from training.flat import FlatSpec
-from training.safetensors_io import load_file, read_header, read_header_file, write, write_file
+from training.safetensors_io import load_file, read_header, write, write_file
 
 STATE_FORMAT = "fedchain-state/1"
 
@@ -291,14 +291,7 @@ def _parse_spec(text: str) -> FlatSpec:
 
 
 def _state_header(data: bytes | Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    if isinstance(data, Path):
-        meta, header = read_header_file(
-            data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state"
-        )
-    else:
-        meta, header = read_header(
-            data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state"
-        )
+    meta, header = read_header(data, max_header_bytes=_MAX_HEADER_BYTES, error=StateFormatError, what="state")
     if not isinstance(meta, dict) or meta.get("format") != STATE_FORMAT:
         got = meta.get("format") if isinstance(meta, dict) else None
         raise StateFormatError(f"metadata `format` must be {STATE_FORMAT!r}, got {got!r}")

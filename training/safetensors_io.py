@@ -65,9 +65,11 @@ def _layout(tensors: Mapping[str, Tensor], metadata: Mapping[str, str]) -> tuple
 
 
 def read_header(
-    data: bytes, *, max_header_bytes: int, error: type[Exception], what: str
+    data: bytes | Path, *, max_header_bytes: int, error: type[Exception], what: str
 ) -> tuple[Any, dict[str, Any]]:
     """Parse the JSON header of safetensors ``data``; return ``(metadata, tensor entries)``.
+
+    ``data`` is the bytes or a file (:func:`read_header_file` then reads only the header).
 
     ``metadata`` is whatever ``__metadata__`` held (``None`` if absent): the caller checks it.
 
@@ -77,6 +79,8 @@ def read_header(
         (the caller's exception class) if the data is too short, the header is longer than the data or
         ``max_header_bytes``, or it is not a JSON object. ``what`` names the data in the message.
     """
+    if isinstance(data, Path):
+        return read_header_file(data, max_header_bytes=max_header_bytes, error=error, what=what)
     if len(data) < 8:
         raise error(f"{what} is {len(data)} bytes, shorter than a safetensors header")
     (size,) = struct.unpack("<Q", data[:8])
