@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -50,6 +51,7 @@ from node.unlearning.replay import (
     ReplayError,
     RunSetup,
     fetch_checked,
+    fetch_checked_file,
     load_state,
     merge_round,
     named_included_set,
@@ -182,6 +184,10 @@ class _Auditor:
             self.rounds[r] = self.resolve_recorded(ref, self.setup.initial)
 
     def audit_round(self, rec: RoundRecord) -> None:
+        with self.setup.files() as files:  # the round's updates, streamed to files and merged from them
+            self._audit_round(rec, files)
+
+    def _audit_round(self, rec: RoundRecord, files: Path) -> None:
         r = int(rec.round)
         committee = self.committee_check(rec) if self.committee_check is not None else None
         if committee is not None:  # a committee round: its update set is its manifest (node.audit.committee)
@@ -203,7 +209,7 @@ class _Auditor:
         missing: dict[str, tuple[str, str]] = {}
         for sub in rec.submissions:
             try:
-                fetch_checked(self.store, sub.cid, sub.sha256)
+                fetch_checked_file(self.store, sub.cid, sub.sha256, files / f"check-{sub.cid}").unlink()
                 usable[to_checksum_address(sub.member)] = sub.sha256.hex()
             except ArtifactError as exc:
                 if isinstance(exc, ArtifactUnavailable):
@@ -266,6 +272,7 @@ class _Auditor:
             named,
             lambda sub, why: errors.append((to_checksum_address(sub.member), why)),
             opener=self.setup.opener,
+            files=files,
         )
         forgotten = [m for m, _ in errors if self.forgotten.get(m, r + 1) <= r]
         if forgotten:  # erased by a fulfilled unlearning request: this round can no longer be rebuilt

@@ -672,14 +672,14 @@ def _indices(words: list[int]) -> list[int]:
 def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, proposal: Proposal) -> Any:
     """Fetch the manifest's updates and merge them as an ordinary round does; the result to sign."""
     from training.codec import default_max_bytes
-    from training.merge import MergeError, UpdateInput, encode_state, merge, state_hash
+    from training.merge import MergeError, UpdateInput, encode_state_file, merge, state_hash
 
     rnd = book.round
     cap = default_max_bytes(ctx.runtime.flat_spec)
     wants = [Want(c.cid, c.sha256, cap, "update", ctx.run_id, rnd) for c in manifest.commits]
     base, base_sha = ctx.base_state(rnd)
     started = time.perf_counter()
-    got = ctx.fetcher.get_many(wants, raise_errors=False)
+    got = ctx.fetcher.get_files(wants, raise_errors=False)  # files: decoded through a memory map
     fetch_s = time.perf_counter() - started
     ctx.state.add_timing(ctx.run_id, rnd, "transfer", fetch_s)
     updates, unavailable = [], {}
@@ -700,7 +700,8 @@ def _merge(ctx: NodeContext, info: Any, book: RoundBook, manifest: Manifest, pro
             ctx.state.mark_merge_failed(ctx.run_id, rnd, str(exc))
         ctx.log.event("round.merge_failed", run=ctx.run_id, round=rnd, why=str(exc))
         return None
-    data = encode_state(outcome.state)
+    data = ctx.fetcher.scratch / f"merged-{ctx.run_id}-{rnd}.safetensors"
+    encode_state_file(outcome.state, data)  # moved into the own store by record_merge
     sha = state_hash(outcome.state)
     merge_s = time.perf_counter() - started
     by_member = {c.member: c for c in manifest.commits}
@@ -864,7 +865,7 @@ def spot_check(ctx: NodeContext, rnd: int, event: Any = None, members: list[str]
             committer = known.get(to_checksum_address(c.member))
             _ask_first(ctx, c.cid, [*([committer] if committer else []), *signers])
         cap = default_max_bytes(ctx.runtime.flat_spec)
-        got = ctx.fetcher.get_many(
+        got = ctx.fetcher.get_files(
             [Want(c.cid, c.sha256, cap, "update", ctx.run_id, rnd) for c in picks], raise_errors=False
         )
     except Exception as exc:

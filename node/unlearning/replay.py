@@ -2,7 +2,8 @@
 
 The auditor and the unlearning hook share these pure steps:
 
-* :func:`fetch_checked` — an artifact's bytes by CID from a store, checked against the sha256 on chain;
+* :func:`fetch_checked` / :func:`fetch_checked_file` — an artifact by CID from a store, as bytes or streamed
+  into a file, checked against the sha256 on chain;
 * :func:`named_included_set` — the ``(member, sha256)`` set a finalised round's winning vote named: the
   chain stores only its hash, so it is read from the ``ContributionAccepted`` events when someone recorded
   them, else found among the round's commits by hash (the full set first, then smaller subsets);
@@ -16,8 +17,11 @@ from __future__ import annotations
 import hashlib
 import itertools
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from eth_utils.address import to_checksum_address
@@ -32,6 +36,7 @@ from node.protocol.history import (
     exclusions,
     replay_window,
 )
+from node.protocol.retrieval import file_sha256
 from p2p.envelope import is_envelope
 from p2p.errors import StorageError
 from p2p.storage import Cid
@@ -50,6 +55,10 @@ class ArtifactReader(Protocol):
 
     def get(self, cid: Cid, max_size: int | None = None) -> bytes:
         """Return the bytes named by ``cid`` (verified against it), or raise."""
+        ...
+
+    def get_file(self, cid: Cid, dest: Path, max_size: int | None = None) -> int:
+        """Write the content named by ``cid`` (verified against it) to ``dest``; return its size, or raise."""
         ...
 
 
@@ -85,6 +94,9 @@ class RunSetup:
         ``None`` for an unlearning result), raising ``ValueError`` when it cannot open them; ``None``: public.
     sealed
         The artifacts are envelopes and this reader has no key: nothing that needs plaintext can be checked.
+    scratch
+        Folder under which a replay streams a round's public updates and models into files (decoded through
+        a memory map, removed when the round is merged); ``None``: the system's temporary folder.
     """
 
     merge_spec: MergeSpec
@@ -93,6 +105,17 @@ class RunSetup:
     clients_per_round: int | None = None
     opener: Callable[[bytes, int | None, str, str], bytes] | None = None
     sealed: bool = False
+    scratch: Path | None = None
+
+    @contextmanager
+    def files(self) -> Iterator[Path]:
+        """Yield a fresh folder under :attr:`scratch` for one round's artifact files; remove it on exit."""
+        with tempfile.TemporaryDirectory(prefix="fedchain-replay-", dir=self.scratch) as tmp:
+            yield Path(tmp)
+
+
+_READ_ERRORS = (StorageError, ValueError, LookupError, OSError)
+"""What a store raises when it cannot return content (a node's fetcher: ``ArtifactUnavailableError``)."""
 
 
 def fetch_checked(
@@ -107,7 +130,7 @@ def fetch_checked(
     """
     try:
         data = store.get(Cid(cid), max_size=max_size)
-    except (StorageError, ValueError) as exc:
+    except _READ_ERRORS as exc:
         raise ArtifactUnavailable(f"artifact {cid} is unavailable: {exc}") from exc
     found = hashlib.sha256(data).digest()
     if found != sha256:
@@ -115,8 +138,36 @@ def fetch_checked(
     return data
 
 
+def fetch_checked_file(
+    store: ArtifactReader,
+    cid: str,
+    sha256: bytes | None,
+    dest: Path,
+    max_size: int = DEFAULT_MAX_ARTIFACT_BYTES,
+) -> Path:
+    """Like :func:`fetch_checked`, but stream the content into ``dest`` and return it (never held whole).
+
+    ``sha256`` ``None``: only the CID is checked (the store does that). A file whose sha256 differs is
+    removed before the error is raised.
+    """
+    try:
+        store.get_file(Cid(cid), dest, max_size=max_size)
+    except _READ_ERRORS as exc:
+        dest.unlink(missing_ok=True)
+        raise ArtifactUnavailable(f"artifact {cid} is unavailable: {exc}") from exc
+    if sha256 is not None:
+        found, _ = file_sha256(dest)
+        if found != sha256.hex():
+            dest.unlink(missing_ok=True)
+            raise ArtifactError(f"artifact {cid} has sha256 {found}, the chain records {sha256.hex()}")
+    return dest
+
+
 def load_state(store: ArtifactReader, ref: ModelRef, setup: RunSetup) -> ModelState:
     """Return the model ``ref`` names: the initial state, or fetched by CID and checked by state hash.
+
+    A public model is streamed into a file of :meth:`RunSetup.files` and decoded from it; an envelope
+    (``setup.opener``) is opened in memory.
 
     Raises
     ------
@@ -126,11 +177,17 @@ def load_state(store: ArtifactReader, ref: ModelRef, setup: RunSetup) -> ModelSt
     if ref.kind == "initial" or ref.cid is None or ref.sha256 is None:
         return setup.initial
     try:
-        data = store.get(Cid(ref.cid), max_size=DEFAULT_MAX_ARTIFACT_BYTES)
-        if setup.opener is not None and is_envelope(data):
-            data = setup.opener(data, ref.source if ref.kind == "round" else None, "merged", ref.describe())
-        state = decode_state(data, flat_spec=setup.initial.spec, merge_spec=setup.merge_spec)
-    except (StorageError, ValueError) as exc:
+        if setup.opener is None:
+            with setup.files() as tmp:
+                path = fetch_checked_file(store, ref.cid, None, tmp / "state.safetensors")
+                state = decode_state(path, flat_spec=setup.initial.spec, merge_spec=setup.merge_spec)
+        else:
+            data = store.get(Cid(ref.cid), max_size=DEFAULT_MAX_ARTIFACT_BYTES)
+            if is_envelope(data):
+                source = ref.source if ref.kind == "round" else None
+                data = setup.opener(data, source, "merged", ref.describe())
+            state = decode_state(data, flat_spec=setup.initial.spec, merge_spec=setup.merge_spec)
+    except _READ_ERRORS as exc:
         raise ArtifactError(f"model of {ref.describe()} at {ref.cid}: {exc}") from exc
     if state_hash(state) != ref.sha256.hex():
         raise ArtifactError(
@@ -178,18 +235,26 @@ def update_inputs(
     on_error: Callable[[Submission, str], None] | None = None,
     *,
     opener: Callable[[bytes, int | None, str, str], bytes] | None = None,
+    files: Path | None = None,
 ) -> list[UpdateInput]:
     """Fetch and hash-check the updates of ``subs``; report unusable ones to ``on_error`` and skip them.
 
-    With an ``opener`` (:attr:`RunSetup.opener`) each update is an envelope: its ciphertext is checked
-    against the chain's sha256 first, then it is opened (which checks the plaintext's committed sha256).
-    Without ``on_error`` the first bad artifact raises :class:`ArtifactError`.
+    With ``files`` (a folder, e.g. from :meth:`RunSetup.files`) and no ``opener`` each update is streamed
+    into a file there and merged from it through a memory map, so a round's updates are never all in
+    memory; else they are read as bytes. With an ``opener`` (:attr:`RunSetup.opener`) each update is an
+    envelope: its ciphertext is checked against the chain's sha256 first, then it is opened in memory
+    (which checks the plaintext's committed sha256). Without ``on_error`` the first bad artifact raises
+    :class:`ArtifactError`.
     """
     out: list[UpdateInput] = []
     for sub in subs:
+        data: bytes | Path
         try:
-            data = fetch_checked(store, sub.cid, sub.sha256)
-            if opener is not None:
+            if files is not None and opener is None:
+                data = fetch_checked_file(store, sub.cid, sub.sha256, files / f"{len(out)}-{sub.cid}")
+            else:
+                data = fetch_checked(store, sub.cid, sub.sha256)
+            if opener is not None and isinstance(data, bytes):
                 what = f"update of {to_checksum_address(sub.member)} in round {int(sub.round)}"
                 try:
                     data = opener(data, int(sub.round), "update", what)
@@ -275,10 +340,10 @@ def replay_unlearning(
         dropped = tuple(to_checksum_address(s.member) for s in named if s not in keep)
         note = ""
         try:
-            # N stays the round's eligible count: the subjects were members, their updates are left out
-            state, included, _ = merge_round(
-                state, update_inputs(store, keep, opener=setup.opener), setup, r, rec.info.eligible
-            )
+            with setup.files() as tmp:
+                inputs = update_inputs(store, keep, opener=setup.opener, files=tmp)
+                # N stays the round's eligible count: the subjects were members, their updates are left out
+                state, included, _ = merge_round(state, inputs, setup, r, rec.info.eligible)
         except MergeError as exc:
             included, note = (), f"state kept: {exc}"
             log.warning("unlearning request %s, round %s: %s", request_id, r, note)

@@ -20,8 +20,11 @@ checked first on every call, so a node killed at any point resumes without doubl
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from eth_utils.address import to_checksum_address
@@ -41,7 +44,7 @@ CHECK_INTERVAL_S = 2.0
 """Least time between two reads of the run's requests while none is pending."""
 
 
-class _FetcherStore:
+class FetcherReader:
     """The read side of a ``Store`` over a node's ``Fetcher`` (own store -> peers -> IPFS)."""
 
     def __init__(self, ctx: Any) -> None:
@@ -52,6 +55,16 @@ class _FetcherStore:
         data, _ = self.ctx.fetcher.get(Want(str(cid), None, cap, "artifact", self.ctx.run_id, None))
         return bytes(data)
 
+    def get_file(self, cid: Cid, dest: Path, max_size: int | None = None) -> int:
+        """Link (else copy) the fetcher's verified file of ``cid`` to ``dest``: no copy of it in memory."""
+        cap = max_size if max_size is not None else self.ctx.max_state_bytes()
+        path, _ = self.ctx.fetcher.get_file(Want(str(cid), None, cap, "artifact", self.ctx.run_id, None))
+        try:
+            os.link(path, dest)
+        except OSError:  # another file system
+            shutil.copyfile(path, dest)
+        return dest.stat().st_size
+
 
 def node_setup(ctx: Any) -> RunSetup:
     """Return the replay setup of the node's run: its merge rules, initial state and header run id.
@@ -61,7 +74,10 @@ def node_setup(ctx: Any) -> RunSetup:
     opener = None
     if getattr(ctx.spec, "artifacts", "public") == "members":  # ``ctx`` is duck-typed (see the tests)
         opener = make_opener(ctx.view_key, ctx.run_key)
-    return RunSetup(ctx.spec.merge_spec(), ctx.runtime.initial_state(), ctx.run_key, opener=opener)
+    scratch = ctx.home.run_dir(ctx.run_id) if hasattr(ctx, "home") else None
+    return RunSetup(
+        ctx.spec.merge_spec(), ctx.runtime.initial_state(), ctx.run_key, opener=opener, scratch=scratch
+    )
 
 
 @dataclass
@@ -115,7 +131,7 @@ def _vote(ctx: Any, history: RunHistory, rec: RequestRecord) -> None:
         return
     if not _eligible(ctx, rec):
         return
-    result = replay_unlearning(history, rec.request_id, _FetcherStore(ctx), node_setup(ctx))
+    result = replay_unlearning(history, rec.request_id, FetcherReader(ctx), node_setup(ctx))
 
     cid = ctx.fetcher.keep(encode_state(result.state), "unlearned", ctx.run_id, None)
     ctx.remember(result.sha256, result.state)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,14 +19,18 @@ from node.protocol.history import base_of_round, read_history
 from node.protocol.retrieval import Fetcher
 from node.protocol.state import NodeState
 from node.unlearning.replay import (
+    ArtifactError,
+    ArtifactUnavailable,
     RunSetup,
+    fetch_checked,
+    fetch_checked_file,
     load_state,
     merge_round,
     named_included_set,
     replay_unlearning,
     update_inputs,
 )
-from node.unlearning.requests import process_pending, request_rows
+from node.unlearning.requests import FetcherReader, process_pending, request_rows
 from p2p.storage import LocalStore
 from tests.fixtures.chain import ChainEnv
 from tests.fixtures.fedrun import ToyRun, toy_setup
@@ -202,3 +207,48 @@ def test_audit_names_a_request_fulfilled_with_a_model_that_is_not_the_replay(toy
         ("unlearning-sha256", request),
         ("unlearning-cid", request),
     ]
+
+
+def test_updates_streamed_to_files_merge_to_the_hash_of_their_bytes(toy: ToyRun, tmp_path: Path) -> None:
+    setup = toy.setup()
+    history = read_history(toy.clients[0], toy.run)
+    rec = history.round(1)
+    named = named_included_set(rec)
+    start = load_state(toy.store, base_of_round(history, 1), setup)
+    from_bytes, _, _ = merge_round(start, update_inputs(toy.store, named), setup, 1, rec.info.eligible)
+    with setup.files() as folder:
+        inputs = update_inputs(toy.store, named, files=folder)
+        assert all(isinstance(i.data, Path) and i.data.parent == folder for i in inputs)
+        from_files, _, _ = merge_round(start, inputs, setup, 1, rec.info.eligible)
+    assert not folder.exists()
+    assert state_hash(from_files) == state_hash(from_bytes) == toy.merged[1]
+
+
+def test_fetch_checked_file_removes_a_copy_that_does_not_match_the_chain(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "store")
+    data = b"an update's bytes" * 100
+    cid = str(store.put(data))
+    dest = tmp_path / "copy"
+
+    assert fetch_checked_file(store, cid, hashlib.sha256(data).digest(), dest).read_bytes() == data
+    with pytest.raises(ArtifactError, match="the chain records"):
+        fetch_checked_file(store, cid, b"\x00" * 32, tmp_path / "wrong")
+    assert not (tmp_path / "wrong").exists()
+    missing = str(LocalStore(tmp_path / "other").put(b"not in the first store"))
+    with pytest.raises(ArtifactUnavailable):
+        fetch_checked_file(store, missing, None, tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()
+
+
+def test_a_node_reports_an_artifact_no_source_has_as_unavailable(toy: ToyRun, tmp_path: Path) -> None:
+    node = _node(toy, 0, tmp_path)
+    missing = str(LocalStore(tmp_path / "other").put(b"never published"))
+    reader = FetcherReader(node)
+    with pytest.raises(ArtifactUnavailable):
+        fetch_checked(reader, missing, b"\x00" * 32)
+    with pytest.raises(ArtifactUnavailable):
+        fetch_checked_file(reader, missing, None, tmp_path / "missing")
+    present = str(toy.store.put(b"kept by the node"))
+    got = fetch_checked_file(reader, present, hashlib.sha256(b"kept by the node").digest(), tmp_path / "c")
+    assert got.read_bytes() == b"kept by the node"
+    node.log.close()
