@@ -454,7 +454,8 @@ def merge(
         raise MergeError(
             f"state control variate present={state.control is not None} but scaffold={spec.scaffold}"
         )
-    deltas: list[Tensor] = []
+    # row k: the k-th accepted delta, copied in as it is decoded (no list of deltas and stack of them at once)
+    rows = torch.empty((len(updates), state.spec.numel), dtype=torch.float32)
     controls: list[Tensor] = []
     weights: list[int] = []
     included: list[str] = []
@@ -465,21 +466,23 @@ def merge(
         except UpdateRejected as exc:
             rejected[update.key] = str(exc)
             continue
+        rows[len(included)] = delta
+        del delta
         included.append(update.key)
-        deltas.append(delta)
         weights.append(update.num_samples)
         if control_delta is not None:
             controls.append(control_delta)
-    if not deltas:
+    if not included:
         return MergeOutcome(state, (), MappingProxyType(rejected), None)
-    if len(deltas) > eligible:
-        raise MergeError(f"{len(deltas)} accepted updates but only `eligible`={eligible} members")
+    if len(included) > eligible:
+        raise MergeError(f"{len(included)} accepted updates but only `eligible`={eligible} members")
+    deltas = rows[: len(included)]
     if spec.weighting == "equal" or server_opt.unweighted(spec.server_optimizer, spec.convention):
         weights = [1] * len(weights)  # equal weights; the reference's adaptive optimisers take the plain mean
     try:
         agg = aggregate(
             spec.aggregator,
-            torch.stack(deltas),
+            deltas,
             torch.tensor(weights, dtype=torch.float64),
             **dict(spec.aggregator_params),
         )

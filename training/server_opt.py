@@ -58,6 +58,14 @@ from training.conventions import DEFAULT_CONVENTION, check_convention
 from training.errors import ConfigError
 
 ServerState = dict[str, Tensor]
+
+Step = Callable[["Tensor", "Tensor", ServerState, "ServerOptConfig", bool], tuple["Tensor", ServerState]]
+"""One optimiser step on float64 ``(x, delta, state, cfg, fresh)`` of a block of coordinates (state as
+stored, float32; ``fresh``: the whole stored ``m`` is zero, decided once over every coordinate)."""
+
+STEP_BLOCK = 1 << 20
+"""Coordinates :func:`server_step` computes at a time: every step is element-wise, so the float64
+temporaries are a block's, not the whole state's, and the bytes do not depend on the block size."""
 """Flat float32 state tensors of a server optimiser by name (``m``, ``v``); empty for FedAvg."""
 
 
@@ -163,18 +171,22 @@ def _momentum(state: ServerState, delta: Tensor, beta1: float, dampen: bool) -> 
     return m + (delta * (1.0 - beta1) if dampen else delta)
 
 
-def _fedavg(x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig) -> tuple[Tensor, ServerState]:
+def _fedavg(
+    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig, fresh: bool
+) -> tuple[Tensor, ServerState]:
     return x + delta * cfg.server_lr, {}
 
 
 def _fedavgm(
-    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig, fresh: bool
 ) -> tuple[Tensor, ServerState]:
     m = _momentum(state, delta, cfg.beta1, dampen=False)
     return x + m * cfg.server_lr, {"m": m}
 
 
-def _diloco(x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig) -> tuple[Tensor, ServerState]:
+def _diloco(
+    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig, fresh: bool
+) -> tuple[Tensor, ServerState]:
     """Nesterov momentum SGD on ``-delta`` (DiLoCo's outer step), unfused float64."""
     m = _momentum(state, delta, cfg.beta1, dampen=False)
     return x + (delta + m * cfg.beta1) * cfg.server_lr, {"m": m}
@@ -189,11 +201,9 @@ def _second_moment(kind: str, v: Tensor, sq: Tensor, beta2: float) -> Tensor:
     return v * beta2 + sq * (1.0 - beta2)
 
 
-def _adaptive(
-    kind: str,
-) -> Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]:
+def _adaptive(kind: str) -> Step:
     def step(
-        x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+        x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig, fresh: bool
     ) -> tuple[Tensor, ServerState]:
         m = _momentum(state, delta, cfg.beta1, dampen=True)
         v = state["v"].to(torch.float64)
@@ -204,27 +214,25 @@ def _adaptive(
     return step
 
 
-def _reference_momentum(state: ServerState, delta: Tensor, beta1: float) -> Tensor:
-    """Return the reference's ``m``: ``delta`` first (``m`` all zero), else ``b1 m + (1 - b1) delta``."""
-    if not bool(state["m"].any()):
+def _reference_momentum(state: ServerState, delta: Tensor, beta1: float, fresh: bool) -> Tensor:
+    """Return the reference's ``m``: ``delta`` on the first step (``fresh``), else ``b1 m + (1-b1) delta``."""
+    if fresh:
         return delta
     return state["m"].to(torch.float64) * beta1 + delta * (1.0 - beta1)
 
 
 def _reference_fedavgm(
-    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+    x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig, fresh: bool
 ) -> tuple[Tensor, ServerState]:
-    m = _reference_momentum(state, delta, cfg.beta1)
+    m = _reference_momentum(state, delta, cfg.beta1, fresh)
     return x + m * cfg.server_lr, {"m": m}
 
 
-def _reference_adaptive(
-    kind: str,
-) -> Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]:
+def _reference_adaptive(kind: str) -> Step:
     def step(
-        x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig
+        x: Tensor, delta: Tensor, state: ServerState, cfg: ServerOptConfig, fresh: bool
     ) -> tuple[Tensor, ServerState]:
-        m = delta if kind == "adagrad" else _reference_momentum(state, delta, cfg.beta1)
+        m = delta if kind == "adagrad" else _reference_momentum(state, delta, cfg.beta1, fresh)
         v = state["v"].to(torch.float64)
         sq = m * m
         v = _second_moment(kind, v, sq, cfg.beta2)
@@ -232,9 +240,6 @@ def _reference_adaptive(
 
     return step
 
-
-Step = Callable[[Tensor, Tensor, ServerState, ServerOptConfig], tuple[Tensor, ServerState]]
-"""One optimiser step on float64 ``(x, delta, state, cfg)`` (state as stored, float32)."""
 
 SERVER_OPTIMIZERS: dict[str, Step] = {
     "fedavg": _fedavg,
@@ -265,10 +270,12 @@ def server_step(
     cfg: ServerOptConfig,
     *,
     convention: str = DEFAULT_CONVENTION,
+    block: int = STEP_BLOCK,
 ) -> tuple[Tensor, ServerState]:
     """Apply one step of optimiser ``name`` under ``convention``; return new float32 params and state.
 
-    Inputs are not modified. Start ``state`` from :func:`init_state` with the same convention.
+    Inputs are not modified. Start ``state`` from :func:`init_state` with the same convention. The step
+    runs ``block`` coordinates at a time (:data:`STEP_BLOCK`; any size gives the same bytes).
 
     Raises
     ------
@@ -289,7 +296,23 @@ def server_step(
             raise ConfigError(f"{name} state needs a tensor {key!r} of shape ({d},)")
     if not bool(torch.isfinite(aggregate_delta).all()):
         raise ConfigError("aggregate_delta contains NaN or Inf")
-    x, new_state = steps[name](params.to(torch.float64), aggregate_delta.to(torch.float64), state, cfg)
-    out = x.to(torch.float32)
+    if not isinstance(block, int) or block < 1:
+        raise ConfigError(f"`block` must be a positive integer, got {block!r}")
+    step = steps[name]
+    fresh = "m" in state and not bool(state["m"].any())
+    out = torch.empty(d, dtype=torch.float32)
+    new_state: ServerState = {}
+    for start in range(0, max(d, 1), block):
+        end = min(start + block, d)
+        x, part = step(
+            params[start:end].to(torch.float64),
+            aggregate_delta[start:end].to(torch.float64),
+            {k: v[start:end] for k, v in state.items()},
+            cfg,
+            fresh,
+        )
+        out[start:end] = x
+        for key, value in part.items():
+            new_state.setdefault(key, torch.empty(d, dtype=torch.float32))[start:end] = value
     out.masked_fill_(out == 0, 0.0)
-    return out, {k: v.to(torch.float32) for k, v in new_state.items()}
+    return out, new_state

@@ -176,3 +176,27 @@ def test_scaffold_rejects_bad_input() -> None:
         server_control_step(torch.zeros(2), torch.zeros(2, 2), eligible=1)
     with pytest.raises(ConfigError, match="shapes"):
         server_control_step(torch.zeros(2), torch.zeros(1, 3))
+
+
+@pytest.mark.parametrize("convention", ["openfedllm", "reddi"])
+@pytest.mark.parametrize("name", sorted(SERVER_OPTIMIZERS))
+def test_the_bytes_do_not_depend_on_the_block_size(name: str, convention: str) -> None:
+    gen = torch.Generator().manual_seed(11)
+    d = 10_007
+    cfg = make_config(name)
+    state = init_state(name, d, cfg, convention=convention)
+    if "m" in state:  # a momentum that is zero in the first blocks only: the first-step rule is global
+        state["m"][d // 2 :] = torch.randn(d - d // 2, generator=gen) * 1e-3
+    params, delta = torch.randn(d, generator=gen), torch.randn(d, generator=gen) * 1e-2
+    whole = server_step(name, params, delta, state, cfg, convention=convention, block=d)
+    for block in (1_000, 4_096, 9_999):
+        blocked = server_step(name, params, delta, state, cfg, convention=convention, block=block)
+        assert blocked[0].numpy().tobytes() == whole[0].numpy().tobytes()
+        assert sorted(blocked[1]) == sorted(whole[1])
+        for key in whole[1]:
+            assert blocked[1][key].numpy().tobytes() == whole[1][key].numpy().tobytes()
+
+
+def test_a_block_size_below_one_is_refused() -> None:
+    with pytest.raises(ConfigError, match="block"):
+        server_step("fedavg", torch.zeros(3), torch.zeros(3), {}, make_config("fedavg"), block=0)
