@@ -129,7 +129,14 @@ class IpfsStore:
         return self._added_cid(response, expected)
 
     def has(self, cid: Cid) -> bool:
-        """Whether the daemon holds the root block of ``cid`` (from ``refs/local``; no network search)."""
+        """Whether the daemon holds the root block of ``cid``; no network search.
+
+        A recursive pin answers at once (``pin/ls`` of the one CID: pinned content is held whole); only
+        unpinned content is looked up in ``refs/local``, which lists every block of the repository, so
+        the cost of a node's usual checks (its own, pinned artifacts) does not grow with the repository.
+        """
+        if self._pinned(normalize_cid(cid)):
+            return True
         digest = parse_cid(cid).digest
         refs = self._call("refs/local", lambda: self._client.unstable.refs.local())
         for ref in refs:
@@ -139,6 +146,16 @@ class IpfsStore:
             except StorageError:  # an identity or non-sha256 block of someone else's
                 continue
         return False
+
+    def _pinned(self, cid: Cid) -> bool:
+        """Whether ``cid`` itself is pinned recursively (one pin-set lookup on the daemon)."""
+        try:
+            response = self._call("pin/ls", lambda: self._client.pin.ls(cid, type="recursive"))
+        except StoreUnavailableError:
+            raise
+        except StorageError:  # "is not pinned" (or no match)
+            return False
+        return any(normalize_cid(str(key)) == cid for key in response.get("Keys", {}))
 
     def _require_present(self, cid: Cid, action: str) -> float:
         """Return the timeout for a call that may wait on the network; fail fast if that is not allowed."""

@@ -137,3 +137,22 @@ def test_ipfs_never_returns_bytes_corrupted_in_the_daemon_repo(
         ipfs_store.get_file(cid, tmp_path / "out")
 
     assert not (tmp_path / "out").exists()
+
+
+def test_ipfs_has_answers_for_pinned_content_without_listing_the_repository(
+    ipfs_store: IpfsStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinned = ipfs_store.put(_data(31, 2000))
+    ipfs_store.pin(pinned)
+    loose = ipfs_store.put(_data(32, 2000))
+    absent = compute_cid(_data(33, 2000))
+    assert ipfs_store.has(pinned) and ipfs_store.has(loose) and not ipfs_store.has(absent)
+
+    listed: list[int] = []
+    real = ipfs_store._client.unstable.refs.local
+    monkeypatch.setattr(ipfs_store._client.unstable.refs, "local", lambda: listed.append(1) or real())
+
+    assert ipfs_store.has(pinned)
+    assert listed == []  # a pinned CID costs one pin lookup, not a walk over every block of the repo
+    assert ipfs_store.has(loose) and listed == [1]
+    ipfs_store.unpin(pinned)
