@@ -110,6 +110,17 @@ def schedule(seed: int, nodes: int, kinds: tuple[str, ...], max_faults: int) -> 
     return faults
 
 
+def _signalled(proc: Any, sig: int) -> bool:
+    """Send ``sig`` to a node's process; ``False`` when it has no process or its process has ended."""
+    if proc is None or proc.pid is None or proc.returncode is not None:
+        return False
+    try:
+        os.kill(proc.pid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
 def _fill(folder: Path) -> Path:
     """Write a file into ``folder`` until its file system is full; return the file."""
     path = folder / "chaos-filler"
@@ -269,25 +280,29 @@ class Campaign:
             )
 
     @contextlib.contextmanager
-    def _applied(self, fault: Fault, run_id: int, data: list[str]) -> Iterator[None]:
-        """Apply ``fault`` for the body; heal it on the way out, whatever happens."""
+    def _applied(self, fault: Fault, run_id: int, data: list[str], notes: list[str]) -> Iterator[bool]:
+        """Apply ``fault`` for the body; heal it on the way out, whatever happens.
+
+        Yields whether it was applied: a ``kill`` or ``pause`` of a node whose process has already ended
+        (it exits once the run is complete) is not, and ``notes`` say so.
+        """
         proc = self.cluster.processes.get(fault.node)
-        if fault.kind == "kill":
-            if proc is not None and proc.pid is not None:
-                os.kill(proc.pid, signal.SIGKILL)
+        if fault.kind in ("kill", "pause"):
+            sig = signal.SIGKILL if fault.kind == "kill" else signal.SIGSTOP
+            if not _signalled(proc, sig):
+                notes.append(f"{fault.label()} not applied: node{fault.node} had already exited")
+                yield False
+                return
+            assert proc is not None and proc.pid is not None  # _signalled checked both
+            pid = proc.pid
+            if fault.kind == "kill":
                 proc.stop(timeout=5.0)
             try:
-                yield
+                yield True
             finally:
-                self.cluster.start(run_id, data, indices=[fault.node])
-        elif fault.kind == "pause":
-            pid = proc.pid if proc is not None else None
-            if pid is not None:
-                os.kill(pid, signal.SIGSTOP)
-            try:
-                yield
-            finally:
-                if pid is not None:
+                if fault.kind == "kill":
+                    self.cluster.start(run_id, data, indices=[fault.node])
+                else:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
         elif fault.kind == "ipfs":
@@ -296,20 +311,20 @@ class Campaign:
                 os.kill(ipfs.pid, signal.SIGKILL)
             ipfs.stop(timeout=5.0)
             try:
-                yield
+                yield True
             finally:
                 ipfs.start(timeout=120.0)
         elif fault.kind == "partition":
             try:
                 self._routes(fault, "add")
-                yield
+                yield True
             finally:
                 self._routes(fault, "del")
         elif fault.kind == "disk_full":
             assert self.disk is not None  # the kind is skipped without the tmpfs
             filler = _fill(self.disk)
             try:
-                yield
+                yield True
             finally:
                 filler.unlink(missing_ok=True)
         else:  # pragma: no cover - KINDS is closed
@@ -456,9 +471,10 @@ class Campaign:
             p.mark("round0_open")
             for fault in p.faults:
                 time.sleep(fault.gap_s)
-                with self._applied(fault, run_id, p.data):
-                    applied.append(fault.label())
-                    time.sleep(fault.duration_s)
+                with self._applied(fault, run_id, p.data, p.notes) as done:
+                    if done:
+                        applied.append(fault.label())
+                        time.sleep(fault.duration_s)
             faults_end = int(w3.eth.block_number)
             p.mark("faults_healed")
             p.errors += self._wait_done(run_id)

@@ -171,3 +171,22 @@ def test_a_skipped_kind_is_never_drawn() -> None:
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_kind_is_drawn_for_some_seed(kind: str) -> None:
     assert any(f.kind == kind for s in range(100) for f in schedule(s, 3, KINDS, 3))
+
+
+def test_a_kill_or_pause_reaches_only_a_node_process_that_still_runs() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from bench.chaos import _signalled
+
+    running = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        assert _signalled(running, signal.SIGSTOP)
+        assert _signalled(running, signal.SIGCONT)
+    finally:
+        running.kill()
+        running.wait(timeout=10)
+    # the node exited (e.g. once its run was complete): the perturbation is not applied, nothing raises
+    assert running.returncode is not None and not _signalled(running, signal.SIGSTOP)
+    assert not _signalled(None, signal.SIGKILL)
