@@ -542,6 +542,9 @@ class Campaign:
                     if e.get("event") == "round.finalized":
                         p.marks.setdefault(f"round{e['round']}_final", round(e["ts"] - wall0, 1))
 
+    def _logged_done(self, i: int, run_id: int) -> bool:
+        return any(e.get("run") == run_id for e in self.cluster.events(i, "run.done"))
+
     def _wait_done(self, run_id: int) -> list[str]:
         """Wait until every node logged ``run.done`` for ``run_id`` or exited; return what went wrong."""
         a = self.args
@@ -551,10 +554,12 @@ class Campaign:
         while pending and time.monotonic() < deadline:
             for i in sorted(pending):
                 proc = self.cluster.processes[i]
-                if any(e.get("run") == run_id for e in self.cluster.events(i, "run.done")):
+                if self._logged_done(i, run_id):
                     pending.discard(i)
                 elif not proc.is_running():  # the others go on: a quorum may still finish the run
                     pending.discard(i)
+                    if self._logged_done(i, run_id):  # it logged run.done and exited since the read above
+                        continue
                     why = self._fatal(i) or proc.tail(3)
                     problems.append(f"node{i} exited (code {proc.stop(timeout=1.0)}) before run.done: {why}")
             time.sleep(0.5)

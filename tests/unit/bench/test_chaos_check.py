@@ -190,3 +190,40 @@ def test_a_kill_or_pause_reaches_only_a_node_process_that_still_runs() -> None:
     # the node exited (e.g. once its run was complete): the perturbation is not applied, nothing raises
     assert running.returncode is not None and not _signalled(running, signal.SIGSTOP)
     assert not _signalled(None, signal.SIGKILL)
+
+
+class _RacingCluster:
+    """A node that logs ``run.done`` between the campaign's read of its log and its check of the process."""
+
+    def __init__(self, logged_after_reads: int) -> None:
+        self.reads = 0
+        self.after = logged_after_reads
+        self.processes = {0: self}
+
+    def events(self, i: int, name: str) -> list[dict[str, object]]:
+        self.reads += 1
+        return [{"event": name, "run": 7}] if self.reads > self.after else []
+
+    def is_running(self) -> bool:
+        return False
+
+    def stop(self, timeout: float) -> int:
+        return 0
+
+    def tail(self, n: int) -> str:
+        return ""
+
+
+def test_a_node_that_logged_run_done_as_it_exited_is_not_reported() -> None:
+    import argparse
+
+    from bench.chaos import Campaign
+
+    args = argparse.Namespace(nodes=1, join_s=1, rounds=1, submit_s=1, vote_s=1)
+    campaign = object.__new__(Campaign)
+    campaign.args, campaign.cluster = args, _RacingCluster(logged_after_reads=1)
+    campaign._fatal = lambda i: None  # type: ignore[method-assign]
+    assert campaign._wait_done(7) == []
+
+    campaign.cluster = _RacingCluster(logged_after_reads=99)  # it never logged run.done: reported
+    assert [p.split(" before")[0] for p in campaign._wait_done(7)] == ["node0 exited (code 0)"]
