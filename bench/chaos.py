@@ -301,7 +301,7 @@ class Campaign:
                 yield True
             finally:
                 if fault.kind == "kill":
-                    self.cluster.start(run_id, data, indices=[fault.node])
+                    self._restart(fault, run_id, data, notes)
                 else:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGCONT)
@@ -541,6 +541,19 @@ class Campaign:
                 for e in events:
                     if e.get("event") == "round.finalized":
                         p.marks.setdefault(f"round{e['round']}_final", round(e["ts"] - wall0, 1))
+
+    def _restart(self, fault: Fault, run_id: int, data: list[str], notes: list[str]) -> None:
+        """Start a killed node again; one that finds its run complete and exits 0 at once is only noted."""
+        from node.devnet.services import ServiceError
+
+        i = fault.node
+        try:
+            self.cluster.start(run_id, data, indices=[i])
+        except ServiceError:
+            proc = self.cluster.processes.get(i)
+            if proc is None or proc.returncode != 0 or not self._logged_done(i, run_id):
+                raise
+            notes.append(f"{fault.label()}: node{i} restarted after the run was complete and exited 0")
 
     def _logged_done(self, i: int, run_id: int) -> bool:
         return any(e.get("run") == run_id for e in self.cluster.events(i, "run.done"))

@@ -227,3 +227,36 @@ def test_a_node_that_logged_run_done_as_it_exited_is_not_reported() -> None:
 
     campaign.cluster = _RacingCluster(logged_after_reads=99)  # it never logged run.done: reported
     assert [p.split(" before")[0] for p in campaign._wait_done(7)] == ["node0 exited (code 0)"]
+
+
+class _CompletedRestart:
+    """A node restarted after its run completed: ready, ``run.done``, exit 0 before the readiness poll."""
+
+    def __init__(self, returncode: int, logged: bool) -> None:
+        self.returncode, self.logged = returncode, logged
+        self.processes: dict[int, object] = {}
+
+    def start(self, run_id: int, data: list[str], *, indices: list[int]) -> None:
+        from node.devnet.services import ServiceError
+
+        self.processes[indices[0]] = self
+        raise ServiceError(f"node{indices[0]} exited with code {self.returncode} before it was ready")
+
+    def events(self, i: int, name: str) -> list[dict[str, object]]:
+        return [{"event": name, "run": 7}] if self.logged else []
+
+
+def test_a_restart_that_finds_the_run_complete_is_noted_and_a_failed_one_raised() -> None:
+    from bench.chaos import Campaign, Fault
+    from node.devnet.services import ServiceError
+
+    fault = Fault("kill", 0, 1.0, 2.0)
+    campaign = object.__new__(Campaign)
+    campaign.cluster = _CompletedRestart(0, logged=True)
+    notes: list[str] = []
+    campaign._restart(fault, 7, ["data"], notes)
+    assert notes and "exited 0" in notes[0]
+    for returncode, logged in ((1, True), (0, False)):
+        campaign.cluster = _CompletedRestart(returncode, logged)
+        with pytest.raises(ServiceError):
+            campaign._restart(fault, 7, ["data"], [])
